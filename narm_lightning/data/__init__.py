@@ -1,0 +1,1 @@
+"""Data readers (files -> tables), the protocol (tables -> tensors) and the LightningDataModule."""
