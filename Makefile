@@ -1,0 +1,30 @@
+# narm-lightning: `make install` once, then `make train` / `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install train test test-slow lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+install: $(PY)  ## create .venv with the CPU torch pinned first, then the package and dev tools
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+
+train:  ## train NARM on ml-100k with RecBole's defaults; extra overrides via ARGS="key=value ..."
+	$(PY) train.py $(ARGS)
+
+test:  ## the fast test suite (what CI runs)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow:  ## the slow tests only
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+lint:
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf outputs multirun lightning_logs .pytest_cache

@@ -1,0 +1,37 @@
+"""What entry points share: turn the project's errors into one clear paragraph and an exit code."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from narm_lightning.errors import NarmError
+
+HYDRA_ONLY = {".hydra", "train.log", "sweep.log"}
+
+
+def _remove_if_untouched(run_dir: Path | None) -> None:
+    """A run that failed before writing anything leaves no folder behind (Hydra makes one up front)."""
+    if run_dir is not None and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn``; a ``NarmError`` prints ``error: <message>`` to stderr and exits with status 2."""
+    try:
+        return fn(*args, **kwargs)
+    except NarmError as exc:
+        run_dir = None
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.initialized():
+                run_dir = Path(HydraConfig.get().runtime.output_dir)
+        except Exception:  # noqa: BLE001 - cleanup is best effort, the message matters
+            run_dir = None
+        _remove_if_untouched(run_dir)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

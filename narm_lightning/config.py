@@ -1,0 +1,134 @@
+"""Validation of the composed config: every problem found at start-up, before data is read.
+
+Hydra's struct mode already rejects unknown keys; this adds types, ranges and combinations, and turns
+them into one ``ConfigError`` paragraph that names each key and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from narm_lightning.errors import ConfigError
+from narm_lightning.losses import LOSS_TYPES, NegativeSampling
+from narm_lightning.metrics import METRICS
+
+LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def parse_metric_name(name: str) -> tuple[str, int]:
+    """``"MRR@10"`` -> ``("mrr", 10)``; raises ``ValueError`` when it is not METRIC@K."""
+    metric, sep, k = str(name).partition("@")
+    if not sep or not k.isdigit():
+        raise ValueError(name)
+    return metric.lower(), int(k)
+
+
+def negative_sampling(args: Any) -> NegativeSampling | None:
+    """RecBole's ``train_neg_sample_args`` as an object (``None`` for no sampling)."""
+    if args is None:
+        return None
+    if isinstance(args, (DictConfig, ListConfig)):
+        args = OmegaConf.to_container(args)
+    if not isinstance(args, Mapping):
+        raise ConfigError(
+            f"train_neg_sample_args is {args!r}; expected null or {{distribution: uniform, sample_num: N}}."
+        )
+    unknown = set(args) - {"distribution", "sample_num", "alpha", "dynamic", "candidate_num"}
+    dist = args.get("distribution", "uniform")
+    num = args.get("sample_num", 1)
+    if unknown or dist != "uniform" or not _is_int(num) or num < 1:
+        raise ConfigError(
+            f"train_neg_sample_args is {dict(args)!r}; expected {{distribution: uniform, sample_num: N}} with N >= 1 "
+            "(only uniform sampling is supported)."
+        )
+    return NegativeSampling(sample_num=num, distribution=dist)
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """Every problem in ``cfg`` as one sentence naming the key; empty when the config can run."""
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            value = OmegaConf.select(cfg, key, default=None)
+            problems.append(f"{key} is {value!r}; expected {expected}")
+
+    m = cfg.model
+    for key in ("embedding_size", "hidden_size", "n_layers"):
+        need(_is_int(m.get(key)) and m.get(key) > 0, f"model.{key}", "a positive integer")
+    dp = m.get("dropout_probs")
+    need(
+        isinstance(dp, ListConfig) and len(dp) == 2 and all(_is_number(p) and 0 <= p < 1 for p in dp),
+        "model.dropout_probs",
+        "two probabilities in [0, 1): [embedding dropout, dropout on the concatenated vector]",
+    )
+    need(m.get("loss_type") in LOSS_TYPES, "model.loss_type", f"one of {', '.join(LOSS_TYPES)}")
+    try:
+        neg = negative_sampling(cfg.get("train_neg_sample_args"))
+    except ConfigError as exc:
+        problems.append(str(exc).rstrip("."))
+        neg = None
+    else:
+        if m.get("loss_type") == "CE" and neg is not None:
+            problems.append("model.loss_type is 'CE' with train_neg_sample_args set; CE uses every item, so "
+                            "set train_neg_sample_args=null (or use model.loss_type=BPR)")
+        if m.get("loss_type") == "BPR" and neg is None:
+            problems.append("model.loss_type is 'BPR' but train_neg_sample_args is null; BPR needs negatives: "
+                            "train_neg_sample_args={distribution:uniform,sample_num:1}")
+
+    for key in ("epochs", "train_batch_size", "eval_batch_size", "eval_step"):
+        need(_is_int(cfg.get(key)) and cfg.get(key) > 0, key, "a positive integer")
+    need(_is_int(cfg.get("stopping_step")) and cfg.get("stopping_step") >= 0, "stopping_step", "an integer >= 0")
+    need(_is_int(cfg.get("seed")), "seed", "an integer")
+    need(str(cfg.get("learner")).lower() in LEARNERS, "learner", f"one of {', '.join(LEARNERS)}")
+    need(_is_number(cfg.get("learning_rate")) and cfg.get("learning_rate") > 0, "learning_rate", "a number > 0")
+    need(_is_number(cfg.get("weight_decay")) and cfg.get("weight_decay") >= 0, "weight_decay", "a number >= 0")
+
+    topk = cfg.get("topk")
+    topk_ok = isinstance(topk, ListConfig) and len(topk) > 0 and all(_is_int(k) and k > 0 for k in topk)
+    need(topk_ok, "topk", "a non-empty list of positive integers, e.g. [10, 20]")
+    metrics = cfg.get("metrics")
+    metrics_ok = isinstance(metrics, ListConfig) and len(metrics) > 0 and all(
+        isinstance(x, str) and x.lower() in METRICS for x in metrics
+    )
+    need(metrics_ok, "metrics", f"a non-empty list drawn from {', '.join(x.title() for x in METRICS)}")
+    if topk_ok and metrics_ok:
+        computed = sorted({f"{x.upper()}@{k}" for x in metrics for k in topk})
+        try:
+            name, k = parse_metric_name(cfg.get("valid_metric"))
+            ok = name in {x.lower() for x in metrics} and k in topk
+        except ValueError:
+            ok = False
+        need(ok, "valid_metric", f"one of the computed metrics: {', '.join(computed)}")
+
+    d = cfg.data
+    need(_is_int(d.get("max_item_list_length")) and d.get("max_item_list_length") > 0,
+         "data.max_item_list_length", "a positive integer")
+    need(_is_int(d.get("num_workers")) and d.get("num_workers") >= 0, "data.num_workers", "an integer >= 0")
+    need(isinstance(d.get("dataset"), str) and bool(d.get("dataset")), "data.dataset", "a dataset name")
+
+    t = cfg.trainer
+    need(str(t.get("precision")) in PRECISIONS, "trainer.precision", f"one of {', '.join(PRECISIONS)}")
+    threads = t.get("num_threads")
+    need(threads is None or (_is_int(threads) and threads > 0), "trainer.num_threads", "null or a positive integer")
+    return problems
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise one ``ConfigError`` listing every problem, or return when the config can run."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("Invalid config: " + "; ".join(problems) + ".")

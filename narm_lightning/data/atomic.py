@@ -1,0 +1,108 @@
+"""RecBole atomic files (``<name>.inter``: TSV, header ``field:type``) -> plain column arrays.
+
+Readers know nothing of models: they return numpy columns and raise only ``DataError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from narm_lightning.errors import DataError
+
+ATOMIC_TYPES = ("token", "float", "token_seq", "float_seq")
+
+
+@dataclass(frozen=True)
+class AtomicTable:
+    """The requested columns of an atomic file: tokens as ``str`` arrays, floats as ``float64``."""
+
+    path: Path
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
+def _open_text(path: Path) -> list[str]:
+    if not path.exists():
+        raise DataError(f"{path}: file not found.")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a RecBole atomic file (TSV with a field:type header).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror}).") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: is not UTF-8 text (byte {exc.start}); expected a TSV atomic file.") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise DataError(f"{path}: is empty; expected a header line like 'user_id:token<TAB>item_id:token'.")
+    return lines
+
+
+def _parse_header(path: Path, line: str) -> list[tuple[str, str]]:
+    fields = []
+    for column, spec in enumerate(line.rstrip("\r").split("\t"), start=1):
+        name, sep, kind = spec.partition(":")
+        if not sep or not name or kind not in ATOMIC_TYPES:
+            raise DataError(
+                f"{path}, line 1, column {column}: header entry {spec!r} is not 'name:type' with type one of "
+                f"{', '.join(ATOMIC_TYPES)}."
+            )
+        fields.append((name, kind))
+    return fields
+
+
+def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
+    """Read the columns named in ``fields`` (name -> expected type, ``token`` or ``float``).
+
+    Every row must have all header columns; a missing field, a non-numeric float or a short row is a
+    ``DataError`` naming the file, the line and what was expected.
+    """
+    path = Path(path)
+    lines = _open_text(path)
+    header = _parse_header(path, lines[0])
+    index = {name: i for i, (name, _) in enumerate(header)}
+    missing = [name for name in fields if name not in index]
+    if missing:
+        have = ", ".join(f"{n}:{t}" for n, t in header)
+        raise DataError(f"{path}, line 1: the header has no field {', '.join(missing)} (it has: {have}).")
+    for name, kind in fields.items():
+        got = header[index[name]][1]
+        if got != kind:
+            raise DataError(f"{path}, line 1: field {name!r} has type {got!r}; expected {kind!r}.")
+    n_cols = len(header)
+    rows = [line.rstrip("\r").split("\t") for line in lines[1:] if line.strip()]
+    line_numbers = [i for i, line in enumerate(lines[1:], start=2) if line.strip()]
+    for lineno, row in zip(line_numbers, rows, strict=True):
+        if len(row) != n_cols:
+            raise DataError(f"{path}, line {lineno}: {len(row)} columns; expected {n_cols} as in the header.")
+    if not rows:
+        raise DataError(f"{path}: has a header but no rows.")
+    columns: dict[str, np.ndarray] = {}
+    for name, kind in fields.items():
+        col = [row[index[name]] for row in rows]
+        if kind == "float":
+            try:
+                columns[name] = np.asarray(col, dtype=np.float64)
+            except ValueError:
+                for lineno, value in zip(line_numbers, col, strict=True):
+                    try:
+                        float(value)
+                    except ValueError:
+                        raise DataError(
+                            f"{path}, line {lineno}: field {name!r} is {value!r}; expected a number."
+                        ) from None
+                raise
+            if not np.isfinite(columns[name]).all():
+                bad = line_numbers[int(np.flatnonzero(~np.isfinite(columns[name]))[0])]
+                raise DataError(f"{path}, line {bad}: field {name!r} is not a finite number.")
+        else:
+            empty = [ln for ln, v in zip(line_numbers, col, strict=True) if not v]
+            if empty:
+                raise DataError(f"{path}, line {empty[0]}: field {name!r} is empty; expected a token.")
+            columns[name] = np.asarray(col, dtype=str)
+    return AtomicTable(path=path, columns=columns)

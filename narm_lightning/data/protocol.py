@@ -1,0 +1,126 @@
+"""RecBole's sequential protocol: id remapping, (user, time) order, sliding-window augmentation, splits.
+
+Everything is vectorised with numpy and ends as tensors built once, so the DataModule never does
+per-sample Python work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from narm_lightning.errors import DataError
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Next-item examples: left-aligned, zero-padded histories ``[N, L]``, their lengths and targets."""
+
+    item_seq: torch.Tensor
+    item_seq_len: torch.Tensor
+    target: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.target.numel())
+
+    def take(self, index: torch.Tensor) -> Examples:
+        return Examples(self.item_seq[index], self.item_seq_len[index], self.target[index])
+
+
+@dataclass(frozen=True)
+class SequentialData:
+    """The three splits plus what the model and the serving code need to know about the items."""
+
+    train: Examples
+    valid: Examples
+    test: Examples
+    n_items: int  # counts the padding id 0, like RecBole's item_num
+    item_tokens: np.ndarray  # original token of each internal id; index 0 is "[PAD]"
+    stats: dict[str, int | float] = field(default_factory=dict)
+
+
+def remap_tokens(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids 1..n in order of first appearance (RecBole's ``pd.factorize``), id 0 reserved for padding."""
+    uniques, first, inverse = np.unique(tokens, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # unique tokens by first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(1, len(order) + 1)
+    vocab = np.concatenate([np.asarray(["[PAD]"], dtype=object), uniques[order].astype(object)])
+    return rank[inverse].astype(np.int64), vocab
+
+
+def sliding_window_examples(
+    user: np.ndarray, item: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each interaction after a user's first is a target; its history is the previous <= max_len items.
+
+    Input arrays are sorted by (user, time). Returns (user, item_seq [N, max_len], length, target).
+    """
+    n = len(user)
+    starts_user = np.ones(n, dtype=bool)
+    starts_user[1:] = user[1:] != user[:-1]
+    user_start = np.maximum.accumulate(np.where(starts_user, np.arange(n), 0))
+    pos = np.flatnonzero(~starts_user)
+    hist_start = np.maximum(user_start[pos], pos - max_len)
+    length = pos - hist_start
+    cols = np.arange(max_len)
+    idx = hist_start[:, None] + cols[None, :]
+    valid = cols[None, :] < length[:, None]
+    seq = np.where(valid, item[np.minimum(idx, n - 1)], 0)
+    return user[pos], seq.astype(np.int64), length.astype(np.int64), item[pos].astype(np.int64)
+
+
+def leave_one_out(user: np.ndarray, n_holdout: int = 2) -> np.ndarray:
+    """Split label per example (0 train, 1 valid, 2 test), RecBole's ``leave_one_out`` for valid_and_test.
+
+    Within each user's examples (contiguous, time-ordered) the last goes to test and the one before to
+    valid; a user with k <= n_holdout examples keeps k-1 for holdout, filled from the test end.
+    """
+    n = len(user)
+    split = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return split
+    is_last = np.ones(n, dtype=bool)
+    is_last[:-1] = user[:-1] != user[1:]
+    group_end = np.flatnonzero(is_last)
+    group_start = np.concatenate([[0], group_end[:-1] + 1])
+    sizes = group_end - group_start + 1
+    from_end = np.repeat(group_end, sizes) - np.arange(n)  # 0 for the user's last example
+    holdout = np.minimum(n_holdout, np.repeat(sizes, sizes) - 1)
+    in_holdout = from_end < holdout
+    # the k held-out examples take the last k labels of (1 valid, 2 test): test is always filled first
+    split[in_holdout] = (n_holdout - from_end[in_holdout]).astype(np.int64)
+    return split
+
+
+def to_examples(seq: np.ndarray, length: np.ndarray, target: np.ndarray) -> Examples:
+    return Examples(torch.from_numpy(seq).long(), torch.from_numpy(length).long(), torch.from_numpy(target).long())
+
+
+def build_sequential(
+    user_tokens: np.ndarray, item_tokens: np.ndarray, timestamps: np.ndarray, max_len: int, source: str = ""
+) -> SequentialData:
+    """The whole protocol on one interaction table; ``source`` names the file for error messages."""
+    user, _ = remap_tokens(user_tokens)
+    item, item_vocab = remap_tokens(item_tokens)
+    order = np.lexsort((timestamps, user))  # stable: by user, then time, then file order
+    ex_user, seq, length, target = sliding_window_examples(user[order], item[order], max_len)
+    if len(target) == 0:
+        raise DataError(f"{source}: no user has two interactions, so there is no next item to predict.")
+    split = leave_one_out(ex_user)
+    parts = [np.flatnonzero(split == s) for s in range(3)]
+    if len(parts[2]) == 0 or len(parts[0]) == 0:
+        raise DataError(f"{source}: too few interactions per user to leave one out for valid and test.")
+    train, valid, test = (to_examples(seq[p], length[p], target[p]) for p in parts)
+    stats = {
+        "n_users": int(user.max()),
+        "n_items": len(item_vocab) - 1,
+        "n_interactions": len(item),
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "n_test": len(test),
+        "avg_seq_len": float(length.mean()),
+    }
+    return SequentialData(train, valid, test, len(item_vocab), item_vocab, stats)

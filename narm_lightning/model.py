@@ -1,0 +1,78 @@
+"""NARM as a plain ``nn.Module``: usable without Lightning or Hydra, parameter names as in RecBole.
+
+Li et al., "Neural Attentive Session-based Recommendation", CIKM 2017, following RecBole's
+``recbole/model/sequential_recommender/narm.py`` so a RecBole state dict loads directly and gives the
+same scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class NARM(nn.Module):
+    """Encoder (GRU + attention) and bilinear decoder over all item embeddings.
+
+    ``n_items`` counts the padding row 0, exactly like RecBole's ``dataset.item_num``.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        embedding_size: int = 64,
+        hidden_size: int = 128,
+        n_layers: int = 1,
+        dropout_probs: Sequence[float] = (0.25, 0.5),
+    ) -> None:
+        super().__init__()
+        if len(dropout_probs) != 2:
+            raise ValueError(f"dropout_probs needs two values, got {list(dropout_probs)}")
+        self.n_items = n_items
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.n_layers = n_layers
+        self.item_embedding = nn.Embedding(n_items, embedding_size, padding_idx=0)
+        self.emb_dropout = nn.Dropout(dropout_probs[0])
+        self.gru = nn.GRU(embedding_size, hidden_size, n_layers, bias=False, batch_first=True)
+        self.a_1 = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.a_2 = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v_t = nn.Linear(hidden_size, 1, bias=False)
+        self.ct_dropout = nn.Dropout(dropout_probs[1])
+        self.b = nn.Linear(2 * hidden_size, embedding_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-normal for embedding and linear weights; the GRU keeps PyTorch's init (as RecBole)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Embedding, nn.Linear)):
+                nn.init.xavier_normal_(module.weight)
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """Session vectors ``[B, E]`` for left-aligned, zero-padded ``item_seq`` ``[B, L]``.
+
+        Columns past a row's length never influence it: the GRU is causal, the global vector is read at
+        ``len - 1`` and the attention mask zeroes padded positions. So batches may be trimmed to their
+        longest row without changing any score.
+        """
+        emb = self.emb_dropout(self.item_embedding(item_seq))
+        gru_out, _ = self.gru(emb)
+        last = (item_seq_len - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, gru_out.size(-1))
+        c_global = gru_out.gather(1, last).squeeze(1)
+        mask = item_seq.gt(0).unsqueeze(-1).to(gru_out.dtype)
+        # RecBole's attention: no softmax, sigmoid gate, padded positions weigh exactly 0.
+        alpha = self.v_t(mask * torch.sigmoid(self.a_1(gru_out) + self.a_2(c_global).unsqueeze(1)))
+        c_local = (alpha * gru_out).sum(dim=1)
+        return self.b(self.ct_dropout(torch.cat([c_local, c_global], dim=1)))
+
+    def full_scores(self, session: torch.Tensor) -> torch.Tensor:
+        """Scores of every item (padding column 0 included, as RecBole's CE uses them) ``[B, n_items]``."""
+        return session @ self.item_embedding.weight.t()
+
+    def predict(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """Full-sort scores for ranking; column 0 (padding) is set to ``-inf`` so it never ranks."""
+        scores = self.full_scores(self(item_seq, item_seq_len))
+        scores[:, 0] = float("-inf")
+        return scores

@@ -1,0 +1,107 @@
+"""The LightningModule: NARM + a loss + full-sort metrics; steps, optimizer and logged names."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from narm_lightning.metrics import RankMetrics
+from narm_lightning.model import NARM
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss: stop instead of training on garbage."""
+
+
+class NARMModule(pl.LightningModule):
+    """Trains ``model`` with ``loss``; validates and tests by ranking each target against every item.
+
+    Metrics are logged as ``valid/<metric>@<k>`` and ``test/<metric>@<k>``; the per-epoch valid values
+    are also kept in ``valid_history`` so the best epoch can be reported without re-reading loggers.
+    """
+
+    def __init__(
+        self,
+        model: NARM,
+        loss: nn.Module,
+        learner: str,
+        learning_rate: float,
+        weight_decay: float,
+        topk: Sequence[int],
+        metrics: Sequence[str],
+        model_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss
+        self.learner = learner.lower()
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.valid_metrics = RankMetrics(topk, metrics)
+        self.test_metrics = RankMetrics(topk, metrics)
+        self.valid_history: list[dict[str, float]] = []
+        self.test_results: dict[str, float] = {}
+        # plain data only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(
+            {"model": model_config or {}, "learner": self.learner, "learning_rate": learning_rate,
+             "weight_decay": weight_decay, "topk": list(topk), "metrics": list(metrics)}
+        )
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        item_seq, item_seq_len, target = batch
+        loss = self.loss_fn(self.model(item_seq, item_seq_len), self.model.item_embedding.weight, target)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
+                "lower learning_rate or check the data"
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=target.numel())
+        return loss
+
+    def _rank(self, batch: tuple[torch.Tensor, ...], metric: RankMetrics) -> None:
+        item_seq, item_seq_len, target = batch
+        metric.update(self.model.predict(item_seq, item_seq_len), target)
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._rank(batch, self.valid_metrics)
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._rank(batch, self.test_metrics)
+
+    def _publish(self, metric: RankMetrics, prefix: str) -> dict[str, float]:
+        values = {k: float(v) for k, v in metric.compute().items()}
+        metric.reset()
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=prefix == "valid")
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._publish(self.valid_metrics, "valid")
+        if not self.trainer.sanity_checking:
+            self.valid_history.append({"epoch": self.current_epoch, **values})
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._publish(self.test_metrics, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return OPTIMIZERS[self.learner](self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+
+def best_epoch(history: list[dict[str, float]], metric: str) -> dict[str, float]:
+    """The first epoch with the highest ``metric`` (the one a strict-improvement checkpoint keeps)."""
+    finite = [h for h in history if not math.isnan(h[metric])]
+    if not finite:
+        raise ValueError(f"no finite {metric} was recorded")
+    return max(finite, key=lambda h: (h[metric], -h["epoch"]))

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real data beside the checkout, and tiny synthetic datasets for fast runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (read-only); tests that need it skip cleanly where it is absent."""
+    if not (SHARED_DATA / "ml-100k" / "ml-100k.inter").exists():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA
+
+
+def write_inter(path: Path, rows: list[tuple[str, str, float]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"] + [f"{u}\t{i}\t{t}" for u, i, t in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture()
+def tiny_root(tmp_path: Path) -> Path:
+    """``<tmp>/tiny/tiny.inter``: 40 users walking a learnable cycle over 30 items (next = current + 1)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(40):
+        start = int(rng.integers(0, 30))
+        for t in range(12):
+            rows.append((f"u{u}", f"i{(start + t) % 30}", float(t)))
+    write_inter(tmp_path / "tiny" / "tiny.inter", rows)
+    return tmp_path

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from narm_lightning.config import validate
+from narm_lightning.errors import ConfigError
+from tests.helpers import CONF_DIR, compose_train
+
+
+def test_defaults_are_recboles_and_valid() -> None:
+    cfg = compose_train()
+    validate(cfg)
+    assert (cfg.model.embedding_size, cfg.model.hidden_size, cfg.model.n_layers) == (64, 128, 1)
+    assert list(cfg.model.dropout_probs) == [0.25, 0.5]
+    assert (cfg.seed, cfg.epochs, cfg.train_batch_size, cfg.eval_batch_size) == (2020, 300, 2048, 4096)
+    assert (cfg.learner, cfg.learning_rate, cfg.stopping_step, cfg.valid_metric) == ("adam", 0.001, 10, "MRR@10")
+    assert list(cfg.topk) == [10] and cfg.train_neg_sample_args is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.hidden_size=0"], "model.hidden_size is 0; expected a positive integer"),
+        (["model.dropout_probs=[0.5]"], "model.dropout_probs"),
+        (["model.dropout_probs=[0.5,1.0]"], "two probabilities in"),
+        (["model.loss_type=XE"], "model.loss_type is 'XE'; expected one of CE, BPR"),
+        (["train_neg_sample_args={distribution:uniform,sample_num:1}"], "CE uses every item"),
+        (["model.loss_type=BPR"], "BPR needs negatives"),
+        (["topk=[]"], "topk"),
+        (["topk=[0]"], "topk"),
+        (["valid_metric=MRR@20"], "valid_metric is 'MRR@20'; expected one of the computed metrics"),
+        (["valid_metric=AUC@10"], "valid_metric"),
+        (["learner=lbfgs"], "learner is 'lbfgs'"),
+        (["learning_rate=-1"], "learning_rate"),
+        (["train_batch_size=0"], "train_batch_size"),
+        (["metrics=[Recall,Coverage]"], "metrics"),
+    ],
+)
+def test_bad_values_are_one_clear_error(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        validate(compose_train(overrides))
+
+
+def test_several_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(compose_train(["model.hidden_size=-1", "epochs=0"]))
+    assert "model.hidden_size" in str(info.value) and "epochs" in str(info.value)
+
+
+def test_named_groups_set_model_keys() -> None:
+    cfg = compose_train(["dropout_probs=light", "hidden_size='256'", "n_layers='2'"])
+    assert list(cfg.model.dropout_probs) == [0.2, 0.2]
+    assert (cfg.model.hidden_size, cfg.model.n_layers) == (256, 2)
+    assert list(compose_train(["dropout_probs=lightest"]).model.dropout_probs) == [0.1, 0.2]
+
+
+def test_cli_rejects_misspelled_keys_and_bad_values_without_traceback(tmp_path) -> None:
+    root = CONF_DIR.parent
+    for args, expected in (
+        (["modle.hidden_size=3"], "modle"),
+        (["model.hidden_size=-3"], "model.hidden_size is -3"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(root / "train.py"), *args, f"hydra.run.dir={tmp_path}/run"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )
+        assert proc.returncode != 0
+        assert expected in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists(), "a rejected config must leave no run folder behind"

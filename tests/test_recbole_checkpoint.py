@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from narm_lightning.data.sources import load_user_sequences
+from narm_lightning.errors import DataError
+from narm_lightning.metrics import RankMetrics
+from narm_lightning.model import NARM
+from narm_lightning.recbole_checkpoint import load_recbole_state_dict
+
+# What RecBole 1.2.1 printed for this checkpoint (PROVENANCE.md), rounded to 4 decimals.
+PRINTED = {
+    "valid": {"recall@10": 0.1379, "mrr@10": 0.0477, "ndcg@10": 0.0684, "hit@10": 0.1379, "precision@10": 0.0138},
+    "test": {"recall@10": 0.1220, "mrr@10": 0.0351, "ndcg@10": 0.0552, "hit@10": 0.1220, "precision@10": 0.0122},
+}
+
+
+def test_recbole_weights_reproduce_recboles_printed_metrics(shared_data) -> None:
+    state = load_recbole_state_dict(shared_data / "recbole-checkpoint" / "NARM-ml-100k-seed2020.pth")
+    data = load_user_sequences("ml-100k", "missing", [str(shared_data)], "user_id", "item_id", "timestamp", 50)
+    model = NARM(data.n_items)
+    model.load_state_dict(state)
+    model.eval()
+    for split, examples in (("valid", data.valid), ("test", data.test)):
+        metric = RankMetrics([10])
+        with torch.no_grad():
+            metric.update(model.predict(examples.item_seq, examples.item_seq_len), examples.target)
+        got = {k: round(float(v), 4) for k, v in metric.compute().items()}
+        assert got == PRINTED[split], split
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_pickled_objects_are_never_executed(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "config": _Boom()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    state = load_recbole_state_dict(path)
+    assert torch.equal(state["w"], torch.ones(2))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_not_a_checkpoint(tmp_path) -> None:
+    bad = tmp_path / "x.pth"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable torch checkpoint"):
+        load_recbole_state_dict(bad)
+    with pytest.raises(DataError, match="not found"):
+        load_recbole_state_dict(tmp_path / "missing.pth")

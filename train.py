@@ -1,0 +1,16 @@
+"""Train NARM: ``python train.py [key=value ...]`` (see conf/train.yaml for every key)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from narm_lightning.cli import run_or_exit
+from narm_lightning.training import train
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return run_or_exit(train, cfg)["best_valid_score"]
+
+
+if __name__ == "__main__":
+    main()
