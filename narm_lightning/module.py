@@ -43,6 +43,7 @@ class NARMModule(pl.LightningModule):
         topk: Sequence[int],
         metrics: Sequence[str],
         model_config: dict[str, Any] | None = None,
+        item_tokens: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -54,6 +55,7 @@ class NARMModule(pl.LightningModule):
         self.test_metrics = RankMetrics(topk, metrics)
         self.valid_history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
+        self.item_tokens = list(item_tokens) if item_tokens is not None else None
         # plain data only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(
             {"model": model_config or {}, "learner": self.learner, "learning_rate": learning_rate,
@@ -94,6 +96,15 @@ class NARMModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._publish(self.test_metrics, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the original item ids beside the weights, so a checkpoint alone can serve recommendations."""
+        if self.item_tokens is not None:
+            checkpoint["item_tokens"] = self.item_tokens
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "item_tokens" in checkpoint:
+            self.item_tokens = list(checkpoint["item_tokens"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return OPTIMIZERS[self.learner](self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)

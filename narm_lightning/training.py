@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def load_data(cfg: DictConfig) -> SequentialData:
     )
 
 
-def build_module(cfg: DictConfig, n_items: int) -> NARMModule:
+def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | None = None) -> NARMModule:
     m = cfg.model
     model_config = {
         "n_items": n_items,
@@ -70,6 +71,7 @@ def build_module(cfg: DictConfig, n_items: int) -> NARMModule:
         topk=list(cfg.topk),
         metrics=list(cfg.metrics),
         model_config={**model_config, "loss_type": m.loss_type},
+        item_tokens=item_tokens,
     )
 
 
@@ -97,7 +99,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         torch.set_num_threads(cfg.trainer.num_threads)
     data = load_data(cfg)
     log.info("Data: %s", data.stats)
-    module = build_module(cfg, data.n_items)
+    module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens])
     n_params = sum(p.numel() for p in module.model.parameters())
     datamodule = SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers)
 

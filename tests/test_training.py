@@ -30,6 +30,7 @@ def test_train_py_through_hydra_writes_results(tiny_root, tmp_path) -> None:
     # the checkpoint is plain tensors + data: loads with the safe default of current torch
     ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["model"]["n_items"] == 31
+    assert ckpt["item_tokens"][0] == "[PAD]" and len(ckpt["item_tokens"]) == 31
 
 
 def test_training_learns_and_is_reproducible(tiny_root, tmp_path) -> None:
