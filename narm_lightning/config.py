@@ -89,8 +89,11 @@ def config_problems(cfg: DictConfig) -> list[str]:
             problems.append("model.loss_type is 'BPR' but train_neg_sample_args is null; BPR needs negatives: "
                             "train_neg_sample_args={distribution:uniform,sample_num:1}")
 
-    for key in ("epochs", "train_batch_size", "eval_batch_size", "eval_step"):
+    for key in ("train_batch_size", "eval_batch_size", "eval_step"):
         need(_is_int(cfg.get(key)) and cfg.get(key) > 0, key, "a positive integer")
+    epochs = cfg.get("epochs")
+    need(_is_int(epochs) and (epochs > 0 or (epochs == 0 and bool(cfg.get("init_from")))), "epochs",
+         "a positive integer (or 0 together with init_from, to evaluate those weights only)")
     need(_is_int(cfg.get("stopping_step")) and cfg.get("stopping_step") >= 0, "stopping_step", "an integer >= 0")
     need(_is_int(cfg.get("seed")), "seed", "an integer")
     need(str(cfg.get("learner")).lower() in LEARNERS, "learner", f"one of {', '.join(LEARNERS)}")

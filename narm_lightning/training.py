@@ -17,11 +17,14 @@ from narm_lightning.config import negative_sampling, parse_metric_name, validate
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_user_sequences
+from narm_lightning.errors import ConfigError
 from narm_lightning.io import write_json_atomic, write_text_atomic
 from narm_lightning.loggers import build_loggers
 from narm_lightning.losses import build_loss
 from narm_lightning.model import NARM
 from narm_lightning.module import NARMModule, best_epoch
+from narm_lightning.recbole.checkpoint import load_recbole_state_dict
+from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,44 @@ def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | Non
     )
 
 
+def with_recbole_config_file(cfg: DictConfig) -> DictConfig:
+    """Apply ``config_file`` (a RecBole .yaml) under the command line's own overrides."""
+    if not cfg.get("config_file"):
+        return cfg
+    from hydra.core.hydra_config import HydraConfig
+
+    base = None
+    if HydraConfig.initialized():
+        from hydra import compose
+
+        base = compose(config_name=HydraConfig.get().job.config_name, overrides=[])
+    source = f"config_file={cfg.config_file}"
+    return apply_recbole_config(cfg, read_recbole_file(cfg.config_file), base=base, source=source)
+
+
+def load_initial_weights(module: NARMModule, path: str) -> None:
+    """Start from a narm-lightning ``.ckpt`` or a RecBole ``.pth`` (read without running its pickles)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"init_from={path}: no such file; expected a narm-lightning .ckpt or a RecBole .pth.")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)["state_dict"]
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    except Exception:  # noqa: BLE001 - not ours (RecBole pickles objects): read it the restricted way
+        state = load_recbole_state_dict(file)
+    own = module.model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and v.shape != own[k].shape]
+    missing = sorted(set(own) - set(state))
+    if mismatched or missing:
+        raise ConfigError(
+            f"init_from={path}: its weights do not fit this model and dataset "
+            f"({'; '.join(mismatched + [f'missing {k}' for k in missing])}); use the same dataset and model sizes."
+        )
+    module.model.load_state_dict(state, strict=False)
+    log.info("Initial weights from %s", path)
+
+
 def format_results(results: dict[str, Any]) -> str:
     """A readable table of best-valid and test metrics for the end of the console output."""
     valid, test = results["best_valid"], results["test"]
@@ -92,6 +133,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
 
     Returns the results dict; ``best_valid_score`` is the sweep objective.
     """
+    cfg = with_recbole_config_file(cfg)
     validate(cfg)
     run_dir = resolve_output_dir(output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -100,6 +142,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     data = load_data(cfg)
     log.info("Data: %s", data.stats)
     module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens])
+    if cfg.init_from:
+        load_initial_weights(module, cfg.init_from)
     n_params = sum(p.numel() for p in module.model.parameters())
     datamodule = SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers)
 
@@ -132,10 +176,16 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         enable_model_summary=False,
     )
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    if cfg.epochs > 0:
+        trainer.fit(module, datamodule=datamodule)
+        best_path = checkpoint.best_model_path or None
+    else:  # epochs=0: evaluate the init_from weights as they are, and keep them as the run's checkpoint
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        best_path = str(run_dir / "checkpoints" / "best.ckpt")
+        trainer.save_checkpoint(best_path)
     fit_seconds = time.perf_counter() - started
     best = best_epoch(module.valid_history, valid_key)
-    trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
+    trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
     results: dict[str, Any] = {
         "valid_metric": valid_key,
         "best_valid_score": best[valid_key],
@@ -146,7 +196,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         "fit_seconds": round(fit_seconds, 3),
         "n_parameters": n_params,
         "dataset": data.stats,
-        "best_checkpoint": str(checkpoint.best_model_path),
+        "best_checkpoint": str(best_path),
         "run_dir": str(run_dir),
     }
     write_json_atomic(run_dir / "results.json", results)

@@ -9,7 +9,7 @@ from narm_lightning.data.sources import load_user_sequences
 from narm_lightning.errors import DataError
 from narm_lightning.metrics import RankMetrics
 from narm_lightning.model import NARM
-from narm_lightning.recbole_checkpoint import load_recbole_state_dict
+from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 
 # What RecBole 1.2.1 printed for this checkpoint (PROVENANCE.md), rounded to 4 decimals.
 PRINTED = {
@@ -53,3 +53,19 @@ def test_not_a_checkpoint(tmp_path) -> None:
         load_recbole_state_dict(bad)
     with pytest.raises(DataError, match="not found"):
         load_recbole_state_dict(tmp_path / "missing.pth")
+
+
+def test_train_py_evaluates_a_recbole_checkpoint_with_epochs_0(shared_data, tmp_path) -> None:
+    from narm_lightning.training import train
+    from tests.helpers import compose_train
+
+    pth = shared_data / "recbole-checkpoint" / "NARM-ml-100k-seed2020.pth"
+    cfg = compose_train([f"init_from={pth}", "epochs=0", "logger=none", "trainer.enable_progress_bar=false",
+                         f"data.extra_roots=[{shared_data}]", f"data.root={tmp_path / 'none'}"])
+    results = train(cfg, output_dir=tmp_path / "run")
+    assert {k: round(v, 4) for k, v in results["best_valid"].items()} == PRINTED["valid"]
+    assert {k: round(v, 4) for k, v in results["test"].items()} == PRINTED["test"]
+    # the run keeps the weights as a narm-lightning checkpoint, loadable the safe way
+    ckpt = torch.load(results["best_checkpoint"], weights_only=True)
+    assert torch.equal(ckpt["state_dict"]["model.item_embedding.weight"],
+                       load_recbole_state_dict(pth)["item_embedding.weight"])

@@ -50,3 +50,17 @@ def test_early_stopping_and_best_checkpoint(tiny_root, tmp_path) -> None:
     # with lr ~0 nothing improves after epoch 0: RecBole stops after stopping_step + 1 non-improving epochs
     assert results["epochs_run"] == 3
     assert results["best_epoch"] == 0
+
+
+def test_init_from_our_checkpoint_and_mismatch_is_clear(tiny_root, tmp_path) -> None:
+    import pytest
+
+    from narm_lightning.errors import ConfigError
+
+    first = train(compose_train(tiny_overrides(tiny_root, "epochs=2")), output_dir=tmp_path / "a")
+    again = train(compose_train(tiny_overrides(tiny_root, "epochs=0", f"init_from={first['best_checkpoint']}")),
+                  output_dir=tmp_path / "b")
+    assert again["test"] == first["test"]
+    with pytest.raises(ConfigError, match="do not fit this model"):
+        train(compose_train(tiny_overrides(tiny_root, "epochs=0", "model.hidden_size=8",
+                                           f"init_from={first['best_checkpoint']}")), output_dir=tmp_path / "c")
