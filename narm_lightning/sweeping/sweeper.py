@@ -138,15 +138,15 @@ class OptunaSweeperImpl:
                 f"hydra.sweeper.sampler._target_ must be a class in optuna.samplers, got '{target}'. "
                 f"Pick one with hydra/sweeper/sampler=tpe|random|grid|cmaes."
             )
-        extra: dict[str, Any] = {}
         if target == _GRID_TARGET:
             if self.custom_search_space:
                 raise ConfigError(
                     "hydra.sweeper.custom_search_space cannot be combined with the grid sampler."
                 )
-            extra["search_space"] = space.grid()
+            kwargs = {k: v for k, v in self.sampler_cfg.items() if k != "_target_"}
+            return _grid_sampler_class()(search_space=space.grid(), **kwargs)
         try:
-            return instantiate(self.sampler_cfg, **extra)
+            return instantiate(self.sampler_cfg)
         except Exception as exc:
             hint = " (the cmaes sampler needs the 'cmaes' package)" if "CmaEs" in target else ""
             raise ConfigError(f"hydra.sweeper.sampler: cannot build '{target}'{hint}: {exc}") from exc
@@ -279,6 +279,20 @@ class OptunaSweeperImpl:
         returns = self.launcher.launch(batch, initial_job_idx=job_idx)
         for trial, ret in zip(trials, returns):
             _tell(study, trial, ret)
+
+
+def _grid_sampler_class() -> type:
+    """GridSampler whose ``after_trial`` does not call ``study.stop()`` (illegal outside ``optimize``).
+
+    The sweeper stops by itself: the grid caps ``n_trials`` at the grid size.
+    """
+    from optuna.samplers import GridSampler
+
+    class SweepGridSampler(GridSampler):
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return SweepGridSampler
 
 
 def _to_dict(node: Any, key: str) -> dict[str, Any]:

@@ -17,14 +17,14 @@ def main(cfg: DictConfig) -> float:
         time.sleep(float(cfg.sleep))
     if cfg.mode == "fail" or (cfg.fail_x is not None and cfg.x == cfg.fail_x):
         raise ValueError(f"toy failure for x={cfg.x}")
-    if cfg.mode == "nan":
+    if cfg.mode == "nonfinite":
         return math.nan
     value = (float(cfg.x) - 2.0) ** 2 + float(cfg.size.penalty) + float(cfg.y)
     reporter = TrialReporter.from_config(cfg.optuna)
     if reporter is not None and cfg.curve:
         for step in range(5):
-            # A good trial's curve descends to its value; x >= 9 is a hopeless, flat, high curve.
-            reporter.report(value + (100.0 if cfg.x >= 9 else 4 - step), step)
+            # Good trials share one descending curve (never pruned); a hopeless one stays flat and high.
+            reporter.report(100.0 if cfg.hopeless else 4.0 - step, step)
     return value
 
 
