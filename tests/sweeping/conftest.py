@@ -37,7 +37,9 @@ def run_toy(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
             toy_command(*overrides), cwd=tmp_path, env=toy_env(), capture_output=True, text=True, timeout=120
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"toy sweep failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+            raise AssertionError(
+                f"toy sweep failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+            )
         return proc
 
     return run

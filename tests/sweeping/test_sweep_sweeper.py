@@ -54,7 +54,9 @@ def test_two_trial_sweep_writes_results_and_rerun_resumes(
     assert f"Best trial: #{study.best_trial.number}" in proc.stderr + proc.stdout
     # Each trial got its identity as overrides.
     overrides = yaml.safe_load((out / "0" / ".hydra" / "overrides.yaml").read_text())
-    assert "++optuna.study_name='toy'" in overrides and any(o.startswith("++optuna.trial_id=") for o in overrides)
+    assert "++optuna.study_name='toy'" in overrides and any(
+        o.startswith("++optuna.trial_id=") for o in overrides
+    )
 
     run_toy("hydra.sweep.dir=multirun/b", "y=1")  # same command again: the study is already done
     assert len(load_toy_study().trials) == 2
@@ -102,7 +104,9 @@ def test_max_failure_rate_stops_the_sweep(run_toy: RunToy, load_toy_study: LoadS
 def test_median_pruner_prunes_a_hopeless_trial(run_toy: RunToy, load_toy_study: LoadStudy) -> None:
     common = ["curve=true", "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1"]
     run_toy("hydra.sweep.dir=multirun/p1", *common, "x=1,2", "hydra/sweeper/sampler=grid")
-    run_toy("hydra.sweep.dir=multirun/p2", *common, "x=2", "hopeless=choice(true)", "hydra.sweeper.n_trials=3")
+    run_toy(
+        "hydra.sweep.dir=multirun/p2", *common, "x=2", "hopeless=choice(true)", "hydra.sweeper.n_trials=3"
+    )
     trials = load_toy_study().trials
     assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
     assert trials[2].params == {"hopeless": True} and trials[2].state == TrialState.PRUNED
@@ -150,7 +154,9 @@ def test_stale_running_trial_is_failed_and_its_slot_rerun(
         dead = study.ask({"x": CategoricalDistribution([0, 1, 2, 3])})
     storage.record_heartbeat(dead._trial_id)  # ... and then its worker was killed
     time.sleep(2.2)
-    run_toy("hydra.sweep.dir=multirun/s", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=1")
+    run_toy(
+        "hydra.sweep.dir=multirun/s", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=1"
+    )
     trials = load_toy_study().trials
     assert trials[0].state == TrialState.FAIL
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
