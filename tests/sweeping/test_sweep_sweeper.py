@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import toy_command, toy_env
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
@@ -18,8 +19,6 @@ from narm_lightning.errors import ConfigError
 from narm_lightning.sweeping.space import parse_search_space
 from narm_lightning.sweeping.study import count_trials
 from narm_lightning.sweeping.sweeper import OptunaSweeperImpl
-
-from conftest import toy_command, toy_env
 
 RunToy = Callable[..., subprocess.CompletedProcess[str]]
 LoadStudy = Callable[[], optuna.Study]
