@@ -208,9 +208,10 @@ class OptunaSweeperImpl:
         from narm_lightning.sweeping.study import build_pruner
 
         study_name, storage_url = self._resolve_names()
-        storage = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
-        study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
-        study.set_user_attr(PRUNER_ATTR, spec)
+        with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
+            storage = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
+            study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
+            study.set_user_attr(PRUNER_ATTR, spec)
         target = self._target_trials(space, is_grid)
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
