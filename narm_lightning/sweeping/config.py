@@ -1,0 +1,129 @@
+"""Structured configs of the Optuna sweeper, registered in Hydra's ConfigStore.
+
+Keys mirror hydra-optuna-sweeper 1.3 (``sampler``, ``direction``, ``study_name``, ``storage``, ``n_trials``,
+``n_jobs``, ``max_failure_rate``, ``params``, ``custom_search_space``) so existing
+``override hydra/sweeper: optuna`` configs carry over; ``pruner`` and the heartbeat keys are ours.
+This module must stay import-light: Hydra imports it whenever it scans plugins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+# Hydra only instantiates plugin classes defined under the hydra_plugins package: the shim.
+SWEEPER_TARGET = "hydra_plugins.narm_optuna_sweeper.narm_optuna_sweeper.OptunaSweeper"
+
+
+@dataclass
+class TPESamplerConfig:
+    """Optuna's default Bayesian sampler (https://optuna.readthedocs.io/en/stable/reference/samplers)."""
+
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: int | None = None
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool = False
+    group: bool = False
+    constant_liar: bool = True
+
+
+@dataclass
+class RandomSamplerConfig:
+    """Independent uniform sampling; a good baseline and cheap for many parallel workers."""
+
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: int | None = None
+
+
+@dataclass
+class GridSamplerConfig:
+    """Exhaustive grid; the sweeper fills ``search_space`` from ``params`` (discrete params only)."""
+
+    _target_: str = "optuna.samplers.GridSampler"
+    seed: int | None = None
+
+
+@dataclass
+class CmaEsSamplerConfig:
+    """CMA-ES for continuous params (needs the ``cmaes`` package); categoricals fall back to random."""
+
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    seed: int | None = None
+    x0: dict[str, Any] | None = None
+    sigma0: float | None = None
+    n_startup_trials: int = 1
+    restart_strategy: str | None = None
+
+
+@dataclass
+class MedianPrunerConfig:
+    """Prune a trial whose intermediate value is worse than the median of earlier trials at that step."""
+
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class HyperbandPrunerConfig:
+    """Successive-halving brackets; ``max_resource: auto`` uses the longest finished trial's last step."""
+
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+
+@dataclass
+class NopPrunerConfig:
+    """Never prunes: every trial trains to the end (the default, results equal an unpruned sweep)."""
+
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+_DEFAULTS: list[Any] = ["_self_", {"sampler": "tpe"}, {"pruner": "nop"}]  # groups override our None
+
+
+@dataclass
+class OptunaSweeperConfig:
+    """``hydra.sweeper`` node; semantics are documented in ``narm_lightning.sweeping.sweeper``."""
+
+    _target_: str = SWEEPER_TARGET
+    _recursive_: bool = False  # sampler/pruner are built by the sweeper (the grid needs the search space)
+    defaults: list[Any] = field(default_factory=lambda: list(_DEFAULTS))
+    sampler: Any = None  # filled by the hydra/sweeper/sampler group
+    pruner: Any = None  # filled by the hydra/sweeper/pruner group
+    direction: str = "minimize"  # minimize | maximize
+    study_name: str | None = None  # null -> the Hydra job name (stable, so reruns resume)
+    storage: str | None = None  # null -> sqlite:///<original cwd>/optuna/<study_name>.db
+    n_trials: int = 20  # finished trials (COMPLETE+PRUNED+FAILED) wanted in the study, across all runs
+    n_jobs: int = 1  # trials asked and launched per batch
+    max_failure_rate: float = 0.25  # stop once failed trials exceed this fraction of n_trials
+    params: dict[str, str] | None = None  # search space in Hydra's override grammar
+    custom_search_space: str | None = None  # dotted path of fn(cfg, trial) for conditional params
+    heartbeat_interval: int | None = 60  # seconds between heartbeats of running trials; null disables
+    grace_period: int | None = None  # seconds without heartbeat before a trial is stale (null: 2x)
+    plots: bool = True  # write Optuna's HTML plots into the sweep dir
+
+
+def register_configs() -> None:
+    """Register the sweeper, sampler and pruner options; idempotent (Hydra may import the shim twice)."""
+    cs = ConfigStore.instance()
+    cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConfig, provider="narm_optuna_sweeper")
+    samplers = {
+        "tpe": TPESamplerConfig,
+        "random": RandomSamplerConfig,
+        "grid": GridSamplerConfig,
+        "cmaes": CmaEsSamplerConfig,
+    }
+    for name, node in samplers.items():
+        cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="narm_optuna_sweeper")
+    pruners = {"median": MedianPrunerConfig, "hyperband": HyperbandPrunerConfig, "nop": NopPrunerConfig}
+    for name, node in pruners.items():
+        cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="narm_optuna_sweeper")

@@ -1,0 +1,155 @@
+"""What a finished sweep leaves behind: results YAML, trials CSV, Optuna HTML plots, a console summary.
+
+``write_results`` is the single "sweep finished" step; extend it (e.g. W&B summary run) rather than
+adding ad-hoc writes elsewhere. Every file is written atomically (temp file + ``os.replace``) because
+several workers may write the same sweep dir.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from narm_lightning.sweeping.study import ERROR_ATTR, count_trials, stale_trial_numbers
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "optimization_results.yaml"
+TRIALS_FILE = "trials.csv"
+PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and ``os.replace``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _scalar(value: Any) -> Any:
+    """YAML-safe scalar (numpy numbers and the like become plain Python)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def summary(study: Any, target: int | None = None) -> dict[str, Any]:
+    """The content of ``optimization_results.yaml``."""
+    counts = count_trials(study)
+    best = _best_trial(study)
+    return {
+        "name": study.study_name,
+        "direction": study.direction.name.lower(),
+        "best_trial": None if best is None else best.number,
+        "best_value": None if best is None else float(best.value),
+        "best_params": {} if best is None else {k: _scalar(v) for k, v in best.params.items()},
+        "n_trials": {
+            "target": target,
+            "finished": counts.finished,
+            "complete": counts.complete,
+            "pruned": counts.pruned,
+            "failed": counts.failed,
+            "stale": counts.stale,
+            "running": counts.running,
+        },
+    }
+
+
+def _best_trial(study: Any) -> Any:
+    try:
+        return study.best_trial
+    except ValueError:  # no COMPLETE trial yet
+        return None
+
+
+def trials_csv(study: Any) -> str:
+    """One row per trial: number, state, one column per param, value, duration_s, error."""
+    trials = study.get_trials(deepcopy=False)
+    stale = stale_trial_numbers(trials)
+    names: list[str] = []
+    for trial in trials:
+        names.extend(name for name in trial.params if name not in names)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["number", "state", *names, "value", "duration_s", "error"])
+    for trial in trials:
+        duration = trial.duration.total_seconds() if trial.duration is not None else None
+        error = trial.user_attrs.get(ERROR_ATTR, "")
+        if trial.number in stale and not error:
+            error = "stale: its worker stopped sending heartbeats; re-run as a new trial"
+        writer.writerow(
+            [
+                trial.number,
+                trial.state.name,
+                *[_scalar(trial.params.get(name, "")) for name in names],
+                "" if trial.value is None else trial.value,
+                "" if duration is None else f"{duration:.3f}",
+                error,
+            ]
+        )
+    return buffer.getvalue()
+
+
+def write_plots(study: Any, sweep_dir: Path) -> list[str]:
+    """Optuna's HTML plots; each one that cannot be computed is skipped with a log line."""
+    import optuna.visualization as vis
+
+    written: list[str] = []
+    for name in PLOTS:
+        try:
+            figure = getattr(vis, f"plot_{name}")(study)
+            html = figure.to_html(include_plotlyjs="cdn", full_html=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. importances need >= 2 complete trials with varying params
+            log.info("Skipped %s.html: %s", name, exc)
+            continue
+        atomic_write_text(sweep_dir / f"{name}.html", html)
+        written.append(name)
+    return written
+
+
+def write_results(
+    study: Any, sweep_dir: str | os.PathLike[str], target: int | None = None, plots: bool = True
+) -> dict[str, Any]:
+    """The "sweep finished" step: results YAML, trials CSV, plots, and the best trial on the console."""
+    sweep_dir = Path(sweep_dir)
+    results = summary(study, target)
+    atomic_write_text(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
+    atomic_write_text(sweep_dir / TRIALS_FILE, trials_csv(study))
+    if plots:
+        write_plots(study, sweep_dir)
+    n = results["n_trials"]
+    log.info(
+        "Study '%s': %d finished (%d complete, %d pruned, %d failed). Results in %s",
+        results["name"],
+        n["finished"],
+        n["complete"],
+        n["pruned"],
+        n["failed"],
+        sweep_dir,
+    )
+    if results["best_trial"] is None:
+        log.info("Best trial: none (no trial completed).")
+    else:
+        log.info(
+            "Best trial: #%d value %s params %s",
+            results["best_trial"],
+            results["best_value"],
+            results["best_params"],
+        )
+    return results

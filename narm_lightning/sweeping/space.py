@@ -1,0 +1,196 @@
+"""Search space: Hydra override grammar -> Optuna distributions, and Optuna values -> override strings.
+
+Parsing goes through Hydra's ``OverridesParser`` (never eval), so the sweeper accepts exactly what a
+``-m`` command line accepts. Mapping (same as hydra-optuna-sweeper):
+
+* ``a,b,c`` / ``choice(a,b,c)``             -> categorical (a config GROUP swept by name is a categorical
+                                               of option names)
+* ``range(start,stop[,step])``              -> categorical of the enumerated ints/floats
+* ``interval(a,b)``                         -> float uniform
+* ``tag(log, interval(a,b))``               -> float log-uniform
+* ``int(interval(a,b))``                    -> int uniform; with ``tag(log, ...)`` -> int log-uniform
+* anything else (``key=value``)             -> a fixed override passed to every trial
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    Quote,
+    QuotedString,
+    RangeSweep,
+)
+from hydra.errors import HydraException
+
+from narm_lightning.errors import ConfigError
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+_SAFE_STRING = re.compile(r"^[A-Za-z0-9_.\-/+@]+$")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The swept params (name -> Optuna distribution) and the fixed overrides every trial receives."""
+
+    distributions: dict[str, BaseDistribution]
+    fixed_overrides: list[str]
+
+    def is_discrete(self) -> bool:
+        """True when every param has a finite set of values (what the grid sampler needs)."""
+        from optuna.distributions import CategoricalDistribution
+
+        return all(isinstance(d, CategoricalDistribution) for d in self.distributions.values())
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The search space in GridSampler's format; ConfigError when a param is continuous."""
+        from optuna.distributions import CategoricalDistribution
+
+        grid: dict[str, list[Any]] = {}
+        for name, dist in self.distributions.items():
+            if not isinstance(dist, CategoricalDistribution):
+                raise ConfigError(
+                    f"hydra.sweeper.sampler: the grid sampler needs a finite set of values for every param, "
+                    f"but param '{name}' is continuous ({type(dist).__name__}). Use choice(...) or "
+                    f"range(...) for '{name}', or pick another sampler (hydra/sweeper/sampler=tpe|random)."
+                )
+            grid[name] = list(dist.choices)
+        return grid
+
+    def size(self) -> int | None:
+        """Number of grid points, or None when the space has a continuous param."""
+        if not self.is_discrete():
+            return None
+        total = 1
+        for values in self.grid().values():
+            total *= len(values)
+        return total
+
+
+def _plain(value: Any) -> Any:
+    """A parsed grammar element as a plain Python scalar (QuotedString -> its text)."""
+    if isinstance(value, QuotedString):
+        return value.text
+    return value
+
+
+def _categorical(name: str, values: list[Any]) -> BaseDistribution:
+    """A categorical over scalar values; lists/dicts cannot be Optuna choices, so reject them clearly."""
+    from optuna.distributions import CategoricalDistribution
+
+    plain = [_plain(v) for v in values]
+    for value in plain:
+        if not isinstance(value, _SCALARS):
+            raise ConfigError(
+                f"hydra.sweeper.params.{name}: choice values must be scalars (str, int, float, bool, null), "
+                f"got {value!r}. Sweep a config group or an index instead of a list/dict value."
+            )
+    if len(plain) == 0:
+        raise ConfigError(f"hydra.sweeper.params.{name}: the sweep has no values.")
+    if len(set(map(repr, plain))) != len(plain):
+        raise ConfigError(f"hydra.sweeper.params.{name}: duplicate values in {plain}.")
+    return CategoricalDistribution(plain)
+
+
+def _interval(name: str, sweep: IntervalSweep) -> BaseDistribution:
+    """interval(a,b) with optional int cast and ``log`` tag -> Float/IntDistribution."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    assert sweep.start is not None and sweep.end is not None
+    unknown = set(sweep.tags) - {"log"}
+    if unknown:
+        raise ConfigError(
+            f"hydra.sweeper.params.{name}: unknown tag(s) {sorted(unknown)}; only 'log' is supported "
+            f"(e.g. tag(log, interval(1e-4, 1e-1)))."
+        )
+    log = "log" in sweep.tags
+    if sweep.start >= sweep.end:
+        raise ConfigError(f"hydra.sweeper.params.{name}: interval({sweep.start}, {sweep.end}) is empty.")
+    if log and sweep.start <= 0:
+        raise ConfigError(f"hydra.sweeper.params.{name}: a log interval needs start > 0, got {sweep.start}.")
+    if isinstance(sweep.start, int) and isinstance(sweep.end, int):
+        return IntDistribution(sweep.start, sweep.end, log=log)
+    return FloatDistribution(float(sweep.start), float(sweep.end), log=log)
+
+
+def override_to_distribution(override: Override) -> BaseDistribution:
+    """One parsed sweep override -> its Optuna distribution."""
+    name = override.get_key_element()
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        if value.tags:
+            raise ConfigError(f"hydra.sweeper.params.{name}: tags are only supported on interval(...).")
+        if override.value_type is not None and override.value_type.name == "GLOB_CHOICE_SWEEP":
+            return _categorical(name, list(override.sweep_iterator()))
+        return _categorical(name, value.list)
+    if isinstance(value, RangeSweep):
+        return _categorical(name, list(override.sweep_iterator()))
+    if isinstance(value, IntervalSweep):
+        return _interval(name, value)
+    if override.value_type is not None and override.value_type.name == "GLOB_CHOICE_SWEEP":
+        return _categorical(name, list(override.sweep_iterator()))
+    raise ConfigError(f"hydra.sweeper.params.{name}: unsupported sweep '{override.input_line}'.")
+
+
+def _parse(parser: OverridesParser, lines: list[str], origin: str) -> list[Override]:
+    """Parse override lines, turning Hydra's grammar errors into a ConfigError naming their origin."""
+    try:
+        return parser.parse_overrides(lines)
+    except HydraException as exc:
+        raise ConfigError(f"{origin}: cannot parse {lines} with Hydra's override grammar: {exc}") from exc
+
+
+def parse_search_space(
+    params: dict[str, Any] | None, arguments: list[str], parser: OverridesParser | None = None
+) -> SearchSpace:
+    """Merge ``hydra.sweeper.params`` with command-line overrides (the command line wins per key)."""
+    parser = parser or OverridesParser.create()
+    by_key: dict[str, Override] = {}
+    for key, value in (params or {}).items():
+        text = value if isinstance(value, str) else str(value)
+        (override,) = _parse(parser, [f"{key}={text}"], f"hydra.sweeper.params.{key}")
+        by_key[override.get_key_element()] = override
+    for override in _parse(parser, list(arguments), "command line"):
+        by_key[override.get_key_element()] = override
+
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: list[str] = []
+    for key, override in by_key.items():
+        if override.is_sweep_override():
+            if override.is_hydra_override():
+                raise ConfigError(f"{key}: sweeping Hydra's own config is not supported.")
+            distributions[key] = override_to_distribution(override)
+        else:
+            fixed.append(override.input_line or f"{key}={override.get_value_element_as_str()}")
+    return SearchSpace(distributions=distributions, fixed_overrides=fixed)
+
+
+def format_value(value: Any) -> str:
+    """A sampled value as the right-hand side of a Hydra override (quoted when the grammar needs it)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if _SAFE_STRING.match(text) and text.lower() not in {"null", "true", "false", "nan", "inf", "-inf"}:
+        try:
+            float(text)
+        except ValueError:
+            return text
+    return QuotedString(text=text, quote=Quote.single).with_quotes()
+
+
+def params_to_overrides(params: dict[str, Any]) -> list[str]:
+    """Sampled params -> ``key=value`` overrides in a stable order."""
+    return [f"{key}={format_value(value)}" for key, value in params.items()]

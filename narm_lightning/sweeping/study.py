@@ -1,0 +1,248 @@
+"""Study management: storage location, resume, heartbeats, stale trials, trial counting and locking.
+
+Semantics (documented for users in the sweeper's docstring):
+
+* ``storage: null`` -> ``sqlite:///<original cwd>/optuna/<study_name>.db``: stable across invocations
+  (``hydra.sweep.dir`` is timestamped), so running the same command again continues the study.
+* A trial counts toward ``n_trials`` once it is COMPLETE, PRUNED or FAILED. A trial left RUNNING by a
+  killed process stops getting heartbeats; after ``grace_period`` it is marked FAILED and re-queued with
+  the same params (Optuna's RetryHeartbeatStaleTrialCallback). Such stale failures do NOT count.
+* For SQLite storages, counting + asking happens under an exclusive file lock (``<db>.lock``), so several
+  workers on one study never create more than ``n_trials`` trials, and grid workers never pick the same
+  point. For server databases there is no lock: workers may overshoot by at most their in-flight trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from narm_lightning.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+PRUNER_ATTR = "narm_sweeper.pruner"
+ERROR_ATTR = "error"
+MAX_STALE_RETRIES = 3  # a trial that kills its worker more often than this counts as a real failure
+_PRUNER_MODULE = "optuna.pruners."
+
+
+def default_storage_url(original_cwd: str | os.PathLike[str], study_name: str) -> str:
+    """``sqlite:///<cwd>/optuna/<study_name>.db``, creating the folder (stable across invocations)."""
+    folder = Path(original_cwd).resolve() / "optuna"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / (study_name + '.db')}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL, or None for other / in-memory storages."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    path = url[len(prefix) :].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | None) -> Any:
+    """An RDBStorage with heartbeats (so stale trials are detected) and retry of stale trials."""
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # concurrent workers wait instead of erroring
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval is not None:
+        if heartbeat_interval <= 0:
+            raise ConfigError(
+                f"hydra.sweeper.heartbeat_interval must be > 0 or null, got {heartbeat_interval}."
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)
+        kwargs = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "heartbeat_stale_trial_callback": callback,
+        }
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"hydra.sweeper.storage: cannot open '{url}': {exc}") from exc
+
+
+def open_study(storage: Any, study_name: str, direction: str, sampler: Any, pruner: Any) -> optuna.Study:
+    """Create the study or load it (``load_if_exists``), refusing a direction change."""
+    import optuna
+
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction=direction,  # type: ignore[arg-type]
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    stored = study.direction.name.lower()
+    if stored != direction:
+        raise ConfigError(
+            f"hydra.sweeper.direction: study '{study_name}' in the storage was created with direction "
+            f"'{stored}', but the config says '{direction}'. Use another study_name or the stored direction."
+        )
+    return study
+
+
+@contextlib.contextmanager
+def study_lock(url: str) -> Iterator[None]:
+    """Exclusive inter-process lock for SQLite studies (``<db>.lock``); a no-op for other storages."""
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: fall back to Optuna's own (racy but bounded) behaviour
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail RUNNING trials whose heartbeat stopped; the storage callback re-queues them."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def heartbeat_enabled(study: optuna.Study) -> bool:
+    """Whether stale RUNNING trials will ever be detected (so it is worth waiting for them)."""
+    from optuna.storages import RDBStorage
+
+    storage = study._storage
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Trial states of a study, with stale (retried) failures separated from real failures."""
+
+    complete: int
+    pruned: int
+    failed: int
+    stale: int
+    running: int
+    waiting: int
+
+    @property
+    def finished(self) -> int:
+        """Trials that count toward n_trials."""
+        return self.complete + self.pruned + self.failed
+
+
+def stale_trial_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of trials that went stale and were re-queued (their slot is re-run, so they don't count)."""
+    numbers: set[int] = set()
+    for trial in trials:
+        numbers.update(trial.system_attrs.get("retry_history", []))
+    return numbers
+
+
+def count_trials(study: optuna.Study) -> TrialCounts:
+    """Count trial states the way ``n_trials`` and ``max_failure_rate`` are defined."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    stale = stale_trial_numbers(trials)
+    states = [t.state for t in trials]
+    n_stale = sum(1 for t in trials if t.state == TrialState.FAIL and t.number in stale)
+    return TrialCounts(
+        complete=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=states.count(TrialState.FAIL) - n_stale,
+        stale=n_stale,
+        running=states.count(TrialState.RUNNING),
+        waiting=states.count(TrialState.WAITING),
+    )
+
+
+class Heartbeat:
+    """Records heartbeats of the trials of the running batch from a daemon thread of the sweeper.
+
+    Optuna only beats inside ``study.optimize``; with ask/tell the sweeper must do it, so that trials of
+    a killed sweeper become stale while trials of a live one (however long) never do.
+    """
+
+    def __init__(self, study: optuna.Study, trial_ids: list[int]) -> None:
+        self._storage = study._storage
+        self._trial_ids = list(trial_ids)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._interval = self._storage.get_heartbeat_interval() if heartbeat_enabled(study) else None
+
+    def __enter__(self) -> Heartbeat:
+        if self._interval is not None and self._trial_ids:
+            self._beat()
+            self._thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        for trial_id in self._trial_ids:
+            try:
+                self._storage.record_heartbeat(trial_id)
+            except Exception as exc:  # noqa: BLE001 - a transient DB error must not kill the sweep
+                log.warning("Could not record heartbeat of trial id %s: %s", trial_id, exc)
+
+    def _run(self) -> None:
+        assert self._interval is not None
+        while not self._stop.wait(self._interval):
+            self._beat()
+
+
+def pruner_spec(pruner_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Validate a pruner config (``_target_`` + kwargs) that jobs will rebuild from the study."""
+    target = str(pruner_cfg.get("_target_", ""))
+    if not target.startswith(_PRUNER_MODULE):
+        raise ConfigError(
+            f"hydra.sweeper.pruner._target_ must be a class in {_PRUNER_MODULE}*, got '{target}'. "
+            f"Pick one with hydra/sweeper/pruner=median|hyperband|nop."
+        )
+    return dict(pruner_cfg)
+
+
+def build_pruner(spec: dict[str, Any] | None) -> optuna.pruners.BasePruner:
+    """Instantiate a pruner spec (only classes of ``optuna.pruners``; a missing spec never prunes)."""
+    import optuna
+    from hydra.utils import instantiate
+
+    if not spec:
+        return optuna.pruners.NopPruner()
+    spec = pruner_spec(spec)
+    try:
+        return instantiate(spec)
+    except Exception as exc:
+        raise ConfigError(f"hydra.sweeper.pruner: cannot build {spec}: {exc}") from exc

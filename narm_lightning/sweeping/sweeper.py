@@ -1,0 +1,350 @@
+"""The Optuna sweeper: ask a batch of trials, launch them as Hydra jobs, tell the results, repeat.
+
+Semantics a user can rely on:
+
+* ``n_trials`` is a study-wide target: the sweep runs until that many trials are finished
+  (COMPLETE + PRUNED + FAILED) in the study, across invocations and workers. Running the same command
+  again therefore resumes (and does nothing once the study is done). With the grid sampler the target is
+  capped at the grid size. Stale trials (their worker died) are failed, re-queued with the same params
+  and do not count (see ``study.py``).
+* Each trial is a Hydra job (own job dir, own composed config) with the sampled params as overrides plus
+  ``++optuna.storage=...``, ``++optuna.study_name=...``, ``++optuna.trial_id=<storage id>`` so the job can
+  report intermediate values for pruning (``narm_lightning.pruning``).
+* A job that raises ``optuna.TrialPruned`` -> PRUNED. Any other exception, or a return value that is not
+  a finite float -> FAILED with the message in the trial's user attr ``error``; the sweep goes on until
+  failed trials exceed ``max_failure_rate * n_trials``, then it stops with ``SweepAbortedError``.
+* When the sweep ends (normally or aborted), ``report.write_results`` writes the result files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Quote, QuotedString
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from narm_lightning.errors import ConfigError, NarmError
+from narm_lightning.sweeping import report
+from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
+from narm_lightning.sweeping.study import (
+    ERROR_ATTR,
+    PRUNER_ATTR,
+    Heartbeat,
+    TrialCounts,
+    count_trials,
+    default_storage_url,
+    fail_stale_trials,
+    heartbeat_enabled,
+    make_storage,
+    open_study,
+    pruner_spec,
+    study_lock,
+)
+
+log = logging.getLogger(__name__)
+
+IDENTITY_SECTION = "optuna"  # config section the trial identity is written to
+_MAX_ERROR_CHARS = 2000
+_GRID_TARGET = "optuna.samplers.GridSampler"
+
+
+class SweepAbortedError(NarmError):
+    """Too many trials failed (``max_failure_rate``): continuing would waste compute on a broken setup."""
+
+
+def _quoted(text: str) -> str:
+    return QuotedString(text=text, quote=Quote.single).with_quotes()
+
+
+def identity_overrides(storage: str, study_name: str, trial_id: int) -> list[str]:
+    """Overrides telling a job which trial it is (``++`` so apps without the section still compose)."""
+    return [
+        f"++{IDENTITY_SECTION}.storage={_quoted(storage)}",
+        f"++{IDENTITY_SECTION}.study_name={_quoted(study_name)}",
+        f"++{IDENTITY_SECTION}.trial_id={trial_id}",
+    ]
+
+
+class OptunaSweeperImpl:
+    """All sweeper logic; the Hydra plugin class in ``hydra_plugins`` only delegates here."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        pruner: Any,
+        direction: str = "minimize",
+        study_name: str | None = None,
+        storage: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        max_failure_rate: float = 0.25,
+        params: Any = None,
+        custom_search_space: str | None = None,
+        heartbeat_interval: int | None = 60,
+        grace_period: int | None = None,
+        plots: bool = True,
+    ) -> None:
+        self.sampler_cfg = _to_dict(sampler, "hydra.sweeper.sampler")
+        self.pruner_cfg = _to_dict(pruner, "hydra.sweeper.pruner")
+        self.direction = str(direction).lower()
+        if self.direction not in ("minimize", "maximize"):
+            raise ConfigError(
+                f"hydra.sweeper.direction must be 'minimize' or 'maximize', got '{direction}'. "
+                f"Only single-objective studies are supported."
+            )
+        if n_trials < 1:
+            raise ConfigError(f"hydra.sweeper.n_trials must be >= 1, got {n_trials}.")
+        if n_jobs < 1:
+            raise ConfigError(f"hydra.sweeper.n_jobs must be >= 1, got {n_jobs}.")
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate}.")
+        self.study_name = study_name
+        self.storage = storage
+        self.n_trials = int(n_trials)
+        self.n_jobs = int(n_jobs)
+        self.max_failure_rate = float(max_failure_rate)
+        self.params = _to_dict(params, "hydra.sweeper.params") if params is not None else {}
+        self.custom_search_space = custom_search_space
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.plots = bool(plots)
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        """Keep Hydra's context and build the launcher that runs each trial as a job."""
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    # ---------------------------------------------------------------- building blocks
+    def _build_sampler(self, space: SearchSpace) -> Any:
+        """Instantiate the configured sampler; the grid gets the search space."""
+        target = str(self.sampler_cfg.get("_target_", ""))
+        if not target.startswith("optuna.samplers."):
+            raise ConfigError(
+                f"hydra.sweeper.sampler._target_ must be a class in optuna.samplers, got '{target}'. "
+                f"Pick one with hydra/sweeper/sampler=tpe|random|grid|cmaes."
+            )
+        if target == _GRID_TARGET:
+            if self.custom_search_space:
+                raise ConfigError(
+                    "hydra.sweeper.custom_search_space cannot be combined with the grid sampler."
+                )
+            kwargs = {k: v for k, v in self.sampler_cfg.items() if k != "_target_"}
+            return _grid_sampler_class()(search_space=space.grid(), **kwargs)
+        try:
+            return instantiate(self.sampler_cfg)
+        except Exception as exc:
+            hint = " (the cmaes sampler needs the 'cmaes' package)" if "CmaEs" in target else ""
+            raise ConfigError(f"hydra.sweeper.sampler: cannot build '{target}'{hint}: {exc}") from exc
+
+    def _resolve_names(self) -> tuple[str, str]:
+        """study_name (default: the job name) and storage URL (default: SQLite under the original cwd)."""
+        assert self.config is not None
+        study_name = self.study_name or str(self.config.hydra.job.name)
+        storage = self.storage or default_storage_url(self.config.hydra.runtime.cwd, study_name)
+        return study_name, storage
+
+    def _target_trials(self, space: SearchSpace, is_grid: bool) -> int:
+        size = space.size() if is_grid else None
+        if size is not None and size < self.n_trials:
+            log.info("Grid has %d points: n_trials %d capped to %d.", size, self.n_trials, size)
+            return size
+        return self.n_trials
+
+    def _check_failures(self, counts: TrialCounts, target: int) -> None:
+        allowed = math.floor(self.max_failure_rate * target + 1e-9)
+        if counts.failed > allowed:
+            raise SweepAbortedError(
+                f"hydra.sweeper.max_failure_rate: {counts.failed} of {target} trials failed, more than the "
+                f"allowed {allowed} ({self.max_failure_rate:.0%} of n_trials). See the 'error' column of "
+                f"trials.csv in the sweep dir; fix the cause or raise max_failure_rate."
+            )
+
+    def _ask(self, study: Any, space: SearchSpace) -> Any:
+        with warnings.catch_warnings():  # the sweeper beats itself (study.Heartbeat); Optuna warns anyway
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask(fixed_distributions=dict(space.distributions))
+        if self.custom_search_space:
+            assert self.config is not None
+            get_method(self.custom_search_space)(self.config, trial)
+        return trial
+
+    def _validate_batch(self, batch: list[list[str]]) -> None:
+        """Compose each trial's config now, so a bad override fails loudly before any training starts."""
+        assert self.hydra_context is not None and self.config is not None
+        for overrides in batch:
+            self.hydra_context.config_loader.load_sweep_config(
+                master_config=self.config, sweep_overrides=list(overrides)
+            )
+
+    # ---------------------------------------------------------------- the sweep
+    def sweep(self, arguments: list[str]) -> list[Any]:
+        """Run trials until the study has ``n_trials`` finished ones; return the study."""
+        assert self.config is not None and self.hydra_context is not None and self.launcher is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        space = parse_search_space(self.params, list(arguments), parser)
+        if not space.distributions and not self.custom_search_space:
+            raise ConfigError(
+                "hydra.sweeper.params: nothing to search. Give params in hydra.sweeper.params or sweep "
+                "overrides on the command line (e.g. 'lr=interval(1e-4,1e-1)')."
+            )
+        sampler = self._build_sampler(space)
+        is_grid = str(self.sampler_cfg.get("_target_")) == _GRID_TARGET
+        spec = pruner_spec(self.pruner_cfg)
+        from narm_lightning.sweeping.study import build_pruner
+
+        study_name, storage_url = self._resolve_names()
+        with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
+            storage = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
+            study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
+            study.set_user_attr(PRUNER_ATTR, spec)
+        target = self._target_trials(space, is_grid)
+
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info(
+            "Study '%s' in %s: %s, target %d finished trials, params %s, fixed %s",
+            study_name,
+            storage_url,
+            self.direction,
+            target,
+            list(space.distributions),
+            space.fixed_overrides,
+        )
+        try:
+            self._loop(study, space, storage_url, study_name, target)
+        finally:
+            report.write_results(study, sweep_dir, target=target, plots=self.plots)
+        return [study]
+
+    def _loop(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, target: int) -> None:
+        job_idx = 0
+        while True:
+            with study_lock(storage_url):
+                fail_stale_trials(study)
+                counts = count_trials(study)
+                self._check_failures(counts, target)
+                n_ask = min(self.n_jobs, target - counts.finished - counts.running)
+                trials = [self._ask(study, space) for _ in range(max(n_ask, 0))]
+            if not trials:
+                if counts.finished < target and counts.running > 0 and heartbeat_enabled(study):
+                    # Others' trials are in flight: wait for them to finish or go stale (then re-run here).
+                    time.sleep(min(5.0, float(study._storage.get_heartbeat_interval())))
+                    continue
+                log.info("Study has %d finished trials (target %d): done.", counts.finished, target)
+                return
+            with Heartbeat(study, [t._trial_id for t in trials]):
+                self._run_batch(study, trials, space, storage_url, study_name, job_idx)
+            job_idx += len(trials)
+
+    def _run_batch(
+        self,
+        study: Any,
+        trials: list[Any],
+        space: SearchSpace,
+        storage_url: str,
+        study_name: str,
+        job_idx: int,
+    ) -> None:
+        batch = [
+            [
+                *space.fixed_overrides,
+                *params_to_overrides(t.params),
+                *identity_overrides(storage_url, study_name, t._trial_id),
+            ]
+            for t in trials
+        ]
+        try:
+            self._validate_batch(batch)
+        except Exception as exc:
+            for trial in trials:
+                _fail(study, trial, f"invalid overrides: {exc}")
+            raise ConfigError(f"hydra.sweeper.params: a trial's overrides do not compose: {exc}") from exc
+        for trial, overrides in zip(trials, batch):
+            log.info("Trial %d: %s", trial.number, " ".join(overrides[: len(overrides) - 3]))
+        returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+        for trial, ret in zip(trials, returns):
+            _tell(study, trial, ret)
+
+
+def _grid_sampler_class() -> type:
+    """GridSampler whose ``after_trial`` does not call ``study.stop()`` (illegal outside ``optimize``).
+
+    The sweeper stops by itself: the grid caps ``n_trials`` at the grid size.
+    """
+    from optuna.samplers import GridSampler
+
+    class SweepGridSampler(GridSampler):
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return SweepGridSampler
+
+
+def _to_dict(node: Any, key: str) -> dict[str, Any]:
+    if node is None:
+        return {}
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    if isinstance(node, dict):
+        return dict(node)
+    raise ConfigError(f"{key} must be a mapping, got {type(node).__name__}: {node!r}")
+
+
+def _fail(study: Any, trial: Any, message: str) -> None:
+    message = message[:_MAX_ERROR_CHARS]
+    log.warning("Trial %d FAILED: %s", trial.number, message)
+    trial.set_user_attr(ERROR_ATTR, message)
+    study.tell(trial, state=_state("FAIL"))
+
+
+def _state(name: str) -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState[name]
+
+
+def _tell(study: Any, trial: Any, ret: Any) -> None:
+    """Turn one Hydra JobReturn into COMPLETE / PRUNED / FAILED."""
+    import optuna
+    from hydra.core.utils import JobStatus
+
+    output_dir = getattr(getattr(getattr(ret, "hydra_cfg", None), "hydra", None), "runtime", None)
+    if output_dir is not None:
+        trial.set_user_attr("output_dir", str(output_dir.output_dir))
+    value = ret._return_value
+    if ret.status != JobStatus.COMPLETED:
+        if isinstance(value, optuna.TrialPruned):
+            log.info("Trial %d PRUNED: %s", trial.number, value)
+            study.tell(trial, state=_state("PRUNED"))
+            return
+        _fail(study, trial, f"{type(value).__name__}: {value}")
+        return
+    if isinstance(value, bool) or value is None:
+        _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
+        return
+    if not math.isfinite(number):
+        _fail(study, trial, f"the task returned a non-finite objective ({number})")
+        return
+    log.info("Trial %d COMPLETE: value %s", trial.number, number)
+    study.tell(trial, number)

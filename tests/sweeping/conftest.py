@@ -1,0 +1,55 @@
+"""Fixtures for the sweeper tests: run the toy Hydra app as a real ``-m`` subprocess in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY_APP = Path(__file__).resolve().parent / "toy_app" / "app.py"
+
+
+def toy_command(*overrides: str) -> list[str]:
+    """The command line of a toy sweep (nice: the CI machine is shared)."""
+    return ["nice", sys.executable, str(TOY_APP), "-m", *overrides]
+
+
+def toy_env() -> dict[str, str]:
+    """PYTHONPATH with the repo root so Hydra finds ``hydra_plugins`` and ``narm_lightning``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["HYDRA_FULL_ERROR"] = "1"
+    return env
+
+
+@pytest.fixture
+def run_toy(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run a toy sweep with cwd=tmp_path; ``check=False`` to inspect a failing sweep."""
+
+    def run(*overrides: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            toy_command(*overrides), cwd=tmp_path, env=toy_env(), capture_output=True, text=True, timeout=120
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"toy sweep failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def load_toy_study(tmp_path: Path) -> Callable[[], optuna.Study]:
+    """The toy study from its default storage (``<cwd>/optuna/toy.db``)."""
+
+    def load() -> optuna.Study:
+        return optuna.load_study(study_name="toy", storage=f"sqlite:///{tmp_path / 'optuna' / 'toy.db'}")
+
+    return load

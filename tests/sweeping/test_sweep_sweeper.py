@@ -1,0 +1,189 @@
+"""End-to-end sweeps of the toy Hydra app (real subprocesses, SQLite storage in tmp_path)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import toy_command, toy_env
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from narm_lightning.errors import ConfigError
+from narm_lightning.sweeping.space import parse_search_space
+from narm_lightning.sweeping.study import count_trials
+from narm_lightning.sweeping.sweeper import OptunaSweeperImpl
+
+RunToy = Callable[..., subprocess.CompletedProcess[str]]
+LoadStudy = Callable[[], optuna.Study]
+
+
+def sweep_dir(tmp_path: Path, name: str) -> Path:
+    return tmp_path / "multirun" / name
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_trial_sweep_writes_results_and_rerun_resumes(
+    run_toy: RunToy, load_toy_study: LoadStudy, tmp_path: Path
+) -> None:
+    proc = run_toy("hydra.sweep.dir=multirun/a", "hydra.sweeper.plots=true", "y=1")
+    out = sweep_dir(tmp_path, "a")
+    results = yaml.safe_load((out / "optimization_results.yaml").read_text())
+    study = load_toy_study()
+    assert results["name"] == "toy" and results["direction"] == "minimize"
+    assert results["n_trials"]["finished"] == results["n_trials"]["complete"] == 2
+    assert results["best_value"] == study.best_value == min(t.value for t in study.trials)
+    assert results["best_params"] == study.best_params
+    rows = read_csv(out / "trials.csv")
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
+    # The objective really ran with the sampled x (fixed y=1 passed through): value = (x-2)^2 + 1.
+    assert all(float(r["value"]) == (float(r["x"]) - 2) ** 2 + 1 for r in rows)
+    assert (out / "optimization_history.html").stat().st_size > 1000
+    assert (out / "parallel_coordinate.html").exists()
+    assert f"Best trial: #{study.best_trial.number}" in proc.stderr + proc.stdout
+    # Each trial got its identity as overrides.
+    overrides = yaml.safe_load((out / "0" / ".hydra" / "overrides.yaml").read_text())
+    assert "++optuna.study_name='toy'" in overrides and any(
+        o.startswith("++optuna.trial_id=") for o in overrides
+    )
+
+    run_toy("hydra.sweep.dir=multirun/b", "y=1")  # same command again: the study is already done
+    assert len(load_toy_study().trials) == 2
+    run_toy("hydra.sweep.dir=multirun/c", "y=1", "hydra.sweeper.n_trials=3")  # target raised: one more
+    assert [t.state for t in load_toy_study().trials] == [TrialState.COMPLETE] * 3
+
+
+def test_failed_trial_is_recorded_and_sweep_goes_on(
+    run_toy: RunToy, load_toy_study: LoadStudy, tmp_path: Path
+) -> None:
+    run_toy(
+        "hydra.sweep.dir=multirun/f",
+        "hydra/sweeper/sampler=grid",
+        "x=1,2,3",
+        "fail_x=1",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=0.34",
+    )
+    trials = {t.params["x"]: t for t in load_toy_study().trials}
+    assert sorted(trials) == [1, 2, 3]  # grid: every point exactly once
+    assert trials[1].state == TrialState.FAIL
+    assert "ValueError: toy failure for x=1" in trials[1].user_attrs["error"]
+    assert trials[2].state == trials[3].state == TrialState.COMPLETE
+    rows = {r["x"]: r for r in read_csv(sweep_dir(tmp_path, "f") / "trials.csv")}
+    assert "toy failure for x=1" in rows["1"]["error"] and rows["2"]["error"] == ""
+
+
+def test_max_failure_rate_stops_the_sweep(run_toy: RunToy, load_toy_study: LoadStudy, tmp_path: Path) -> None:
+    proc = run_toy(
+        "hydra.sweep.dir=multirun/m",
+        "mode=nonfinite",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.max_failure_rate=0.25",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "max_failure_rate" in proc.stderr and "3 of 8 trials failed" in proc.stderr
+    trials = load_toy_study().trials
+    assert len(trials) == 3 and all(t.state == TrialState.FAIL for t in trials)
+    assert "non-finite" in trials[0].user_attrs["error"]
+    # The results are still written for an aborted sweep.
+    assert len(read_csv(sweep_dir(tmp_path, "m") / "trials.csv")) == 3
+
+
+def test_median_pruner_prunes_a_hopeless_trial(run_toy: RunToy, load_toy_study: LoadStudy) -> None:
+    common = ["curve=true", "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1"]
+    run_toy("hydra.sweep.dir=multirun/p1", *common, "x=1,2", "hydra/sweeper/sampler=grid")
+    run_toy(
+        "hydra.sweep.dir=multirun/p2", *common, "x=2", "hopeless=choice(true)", "hydra.sweeper.n_trials=3"
+    )
+    trials = load_toy_study().trials
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
+    assert trials[2].params == {"hopeless": True} and trials[2].state == TrialState.PRUNED
+    assert list(trials[2].intermediate_values) == [0]  # stopped at the first report
+
+
+def test_two_processes_share_one_study_without_duplicates(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    args = [
+        "hydra/sweeper/sampler=grid",
+        "x=0,1,2,3",
+        "size=small,large",
+        "sleep=0.05",
+        "hydra.sweeper.n_trials=8",
+        f"hydra.sweeper.storage={storage}",
+    ]
+    procs = [
+        subprocess.Popen(
+            toy_command(*args, f"hydra.sweep.dir=multirun/w{i}"),
+            cwd=tmp_path,
+            env=toy_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name="toy", storage=storage).trials
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.number for t in trials}) == 8
+    assert len({(t.params["x"], t.params["size"]) for t in trials}) == 8  # the whole grid, once each
+
+
+def test_stale_running_trial_is_failed_and_its_slot_rerun(
+    run_toy: RunToy, load_toy_study: LoadStudy, tmp_path: Path
+) -> None:
+    (tmp_path / "optuna").mkdir()
+    url = f"sqlite:///{tmp_path / 'optuna' / 'toy.db'}"
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="toy", storage=storage)
+    with pytest.warns(UserWarning):  # Optuna: heartbeat outside optimize
+        dead = study.ask({"x": CategoricalDistribution([0, 1, 2, 3])})
+    storage.record_heartbeat(dead._trial_id)  # ... and then its worker was killed
+    time.sleep(2.2)
+    run_toy(
+        "hydra.sweep.dir=multirun/s", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=1"
+    )
+    trials = load_toy_study().trials
+    assert trials[0].state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].params == dead.params and retried[0].state == TrialState.COMPLETE
+    counts = count_trials(load_toy_study())
+    assert (counts.complete, counts.failed, counts.stale) == (2, 0, 1)  # the stale one does not count
+    rows = read_csv(sweep_dir(tmp_path, "s") / "trials.csv")
+    assert rows[0]["error"].startswith("stale")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"direction": "up"}, "hydra.sweeper.direction"),
+        ({"n_trials": 0}, "hydra.sweeper.n_trials"),
+        ({"max_failure_rate": 2.0}, "hydra.sweeper.max_failure_rate"),
+    ],
+)
+def test_bad_sweeper_config_raises_config_error(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        OptunaSweeperImpl(sampler={"_target_": "optuna.samplers.TPESampler"}, pruner=None, **kwargs)
+
+
+def test_grid_with_interval_and_unknown_sampler_fail_clearly() -> None:
+    space = parse_search_space({"x": "interval(0,3)"}, [])
+    grid = OptunaSweeperImpl(sampler={"_target_": "optuna.samplers.GridSampler", "seed": 0}, pruner=None)
+    with pytest.raises(ConfigError, match="param 'x' is continuous"):
+        grid._build_sampler(space)
+    other = OptunaSweeperImpl(sampler={"_target_": "os.system"}, pruner=None)
+    with pytest.raises(ConfigError, match="hydra.sweeper.sampler._target_"):
+        other._build_sampler(space)
