@@ -23,6 +23,7 @@ from narm_lightning.loggers import build_loggers
 from narm_lightning.losses import build_loss
 from narm_lightning.model import NARM
 from narm_lightning.module import NARMModule, best_epoch
+from narm_lightning.pruning import callback_from_config
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
 
@@ -157,6 +158,9 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     # RecBole stops once stopping_step epochs in a row have failed to improve, checked after the next one.
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
     callbacks: list[pl.Callback] = [checkpoint, stopper]
+    pruning = callback_from_config(cfg.get("optuna"), monitor=monitor)
+    if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
+        callbacks.append(pruning)
     t = cfg.trainer
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer = pl.Trainer(

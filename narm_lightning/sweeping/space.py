@@ -191,6 +191,10 @@ def format_value(value: Any) -> str:
     return QuotedString(text=text, quote=Quote.single).with_quotes()
 
 
-def params_to_overrides(params: dict[str, Any]) -> list[str]:
-    """Sampled params -> ``key=value`` overrides in a stable order."""
-    return [f"{key}={format_value(value)}" for key, value in params.items()]
+def params_to_overrides(params: dict[str, Any], groups: frozenset[str] = frozenset()) -> list[str]:
+    """Sampled params -> ``key=value`` overrides in a stable order.
+
+    A config group's option is always a name, so ``hidden_size=128`` goes out as ``hidden_size='128'``:
+    Hydra rejects an int as a group choice.
+    """
+    return [f"{key}={format_value(str(value) if key in groups else value)}" for key, value in params.items()]

@@ -183,6 +183,12 @@ class OptunaSweeperImpl:
             get_method(self.custom_search_space)(self.config, trial)
         return trial
 
+    def _config_groups(self, params: dict[str, Any]) -> frozenset[str]:
+        """The swept keys that name config groups (their values are option names, not numbers)."""
+        assert self.hydra_context is not None
+        loader = self.hydra_context.config_loader
+        return frozenset(k for k in params if loader.get_group_options(k))
+
     def _validate_batch(self, batch: list[list[str]]) -> None:
         """Compose each trial's config now, so a bad override fails loudly before any training starts."""
         assert self.hydra_context is not None and self.config is not None
@@ -264,7 +270,7 @@ class OptunaSweeperImpl:
         batch = [
             [
                 *space.fixed_overrides,
-                *params_to_overrides(t.params),
+                *params_to_overrides(t.params, self._config_groups(t.params)),
                 *identity_overrides(storage_url, study_name, t._trial_id),
             ]
             for t in trials
