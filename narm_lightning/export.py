@@ -49,12 +49,16 @@ def _save_atomic(path: Path, save: Any) -> None:
             os.unlink(tmp)
 
 
-def _export_onnx(scoring: ScoringModel, path: Path) -> None:
+def _check_onnx_available() -> None:
+    """Before anything is written: torch's ONNX exporter needs the separate ``onnx`` package."""
     if importlib.util.find_spec("onnx") is None:
         raise ConfigError(
             "formats=[onnx] needs the `onnx` package (pip install onnx; onnxruntime to run the result), which "
             "is not installed; export with formats=[torchscript] instead."
         )
+
+
+def _export_onnx(scoring: ScoringModel, path: Path) -> None:
     example = (torch.tensor([[1, 1]], dtype=torch.long), torch.tensor([2], dtype=torch.long))
     # the TorchScript-based exporter handles the GRU; batch and length stay dynamic axes
     _save_atomic(path, lambda tmp: torch.onnx.export(
@@ -71,6 +75,8 @@ def export(ckpt: str | Path, out_dir: str | Path, formats: Sequence[str] = ("tor
         raise ConfigError(f"formats must be a non-empty list of {list(FORMATS)}, got {formats}.")
     if not isinstance(k, int) or k <= 0:
         raise ConfigError(f"k must be a positive integer, got {k!r}.")
+    if "onnx" in formats:
+        _check_onnx_available()
     checkpoint = load_checkpoint(ckpt)
     model = build_model(checkpoint)
     scoring = ScoringModel(model).eval()

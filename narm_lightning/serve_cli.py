@@ -38,7 +38,8 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(config_name=name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{name}: {exc} (every key is listed in conf/{name}.yaml)") from exc
+        message = " ".join(str(exc).split())  # one paragraph, as every other error
+        raise ConfigError(f"{name}: {message} (every key is listed in conf/{name}.yaml)") from exc
 
 
 def split_session(value: Any) -> list[str]:
@@ -83,7 +84,7 @@ class UnknownReport:
         return (
             f"warning: {self.with_unknown} of {self.sessions} sessions had item ids not in the training data "
             f"({self.unknown_ids} in all, e.g. {', '.join(self.examples)}); they were left out of the input and are "
-            f"listed in the output's unknown field; {self.empty} sessions had no known item and got no items."
+            f"listed in the output's unknown field; sessions with no known item (so no items): {self.empty}."
         )
 
 

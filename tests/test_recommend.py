@@ -145,6 +145,7 @@ def test_torchscript_export_matches_checkpoint(rec: Recommender, trained, tmp_pa
 def test_onnx_without_the_package_names_it(trained, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="`onnx` package"):
         export(trained[0], tmp_path / "export", formats=["torchscript", "onnx"])
+    assert not (tmp_path / "export").exists()  # checked before anything is written
 
 
 def test_cli_streams_a_file_atomically(rec: Recommender, trained, tmp_path: Path) -> None:
@@ -200,6 +201,7 @@ def test_failed_stream_leaves_no_output(trained, tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["ckpt=/nonexistent/best.ckpt", "sessions=[i1]"], "does not exist"),
     (["k=0", "sessions=[i1]"], "k must be a positive integer"),
+    (["sessions=[i1]", "kk=3"], "Could not override 'kk'. To append"),
     (["export", "ckpt=/nonexistent/best.ckpt", "dir=x"], "does not exist"),
 ])
 def test_cli_errors_are_one_paragraph_exit_2(args: list[str], message: str, trained, tmp_path: Path) -> None:
