@@ -40,7 +40,7 @@ def sessions_for(rec: Recommender, n: int, seed: int = 0) -> list[list[str]]:
 def throughput(rec: Recommender, batch_size: int, n: int, k: int, repeats: int = 3) -> float:
     """Best of ``repeats`` (least disturbed by other load) recommendations per second."""
     sessions = sessions_for(rec, n)
-    rec.recommend(sessions[: batch_size * 2], k=k, batch_size=batch_size)  # warm-up
+    rec.recommend(sessions[: batch_size * 3], k=k, batch_size=batch_size)  # warm-up (TorchScript profiles)
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
