@@ -44,6 +44,7 @@ class NARMModule(pl.LightningModule):
         metrics: Sequence[str],
         model_config: dict[str, Any] | None = None,
         item_tokens: Sequence[str] | None = None,
+        data_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -58,8 +59,8 @@ class NARMModule(pl.LightningModule):
         self.item_tokens = list(item_tokens) if item_tokens is not None else None
         # plain data only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(
-            {"model": model_config or {}, "learner": self.learner, "learning_rate": learning_rate,
-             "weight_decay": weight_decay, "topk": list(topk), "metrics": list(metrics)}
+            {"model": model_config or {}, "data": data_config or {}, "learner": self.learner,
+             "learning_rate": learning_rate, "weight_decay": weight_decay, "topk": list(topk), "metrics": list(metrics)}
         )
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:

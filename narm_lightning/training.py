@@ -76,6 +76,7 @@ def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | Non
         metrics=list(cfg.metrics),
         model_config={**model_config, "loss_type": m.loss_type},
         item_tokens=item_tokens,
+        data_config={"max_item_list_length": cfg.data.max_item_list_length},  # serving keeps this window
     )
 
 

@@ -1,0 +1,186 @@
+"""The serving command line: ``python -m narm_lightning.recommend [export] key=value ...``.
+
+Configs are the interface (``conf/recommend.yaml``, ``conf/export.yaml``, every key commented). They are
+composed with Hydra's compose API rather than ``@hydra.main``, so answering a query never makes a run
+folder or reconfigures logging. Errors are one paragraph on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from itertools import chain
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from narm_lightning.cli import run_or_exit
+from narm_lightning.errors import ConfigError, DataError
+from narm_lightning.recommend import Recommendation, Recommender
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+FORMATS = ("tsv", "jsonl")
+SHOW_UNKNOWN = 5  # how many unknown ids the stderr summary names
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """``conf/<name>.yaml`` with command-line overrides; a misspelled key is a ``ConfigError``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = " ".join(str(exc).split())  # one paragraph, as every other error
+        raise ConfigError(f"{name}: {message} (every key is listed in conf/{name}.yaml)") from exc
+
+
+def split_session(value: Any) -> list[str]:
+    """One session: a string of ids separated by whitespace, one id, or a list of ids."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(v) for v in value]
+    return str(value).split()
+
+
+def read_sessions(path: Path) -> Iterator[list[str]]:
+    """Sessions of ``path``, one a line, read lazily (a blank line is a session with no items)."""
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            yield line.split()
+
+
+def format_line(line_no: int, rec: Recommendation, fmt: str) -> str:
+    if fmt == "jsonl":
+        return json.dumps({"line": line_no, "items": rec.items, "scores": rec.scores, "unknown": rec.unknown}) + "\n"
+    scores = " ".join(f"{s:.6g}" for s in rec.scores)
+    return f"{line_no}\t{' '.join(rec.items)}\t{scores}\t{' '.join(rec.unknown)}\n"
+
+
+class UnknownReport:
+    """Counts sessions with unknown ids as they stream past, for one summary line on stderr."""
+
+    def __init__(self) -> None:
+        self.sessions = self.with_unknown = self.unknown_ids = self.empty = 0
+        self.examples: list[str] = []
+
+    def add(self, rec: Recommendation) -> None:
+        self.sessions += 1
+        self.empty += not rec.items
+        if rec.unknown:
+            self.with_unknown += 1
+            self.unknown_ids += len(rec.unknown)
+            self.examples.extend(u for u in rec.unknown if u not in self.examples and len(self.examples) < SHOW_UNKNOWN)
+
+    def summary(self) -> str | None:
+        if not self.with_unknown:
+            return None
+        return (
+            f"warning: {self.with_unknown} of {self.sessions} sessions had item ids not in the training data "
+            f"({self.unknown_ids} in all, e.g. {', '.join(self.examples)}); they were left out of the input and are "
+            f"listed in the output's unknown field; sessions with no known item (so no items): {self.empty}."
+        )
+
+
+def write_stream(lines: Iterable[str], output: Path | None, stdout: TextIO) -> int:
+    """Write lines as they come; to ``output`` via a temp file renamed at the end (never half-written)."""
+    count = 0
+    if output is None:
+        for line in lines:
+            stdout.write(line)
+            count += 1
+        stdout.flush()
+        return count
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line)
+                count += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return count
+
+
+def _sessions(cfg: DictConfig) -> Iterator[list[str]]:
+    if (cfg.sessions is None) == (cfg.input is None):
+        raise ConfigError("give exactly one of sessions='[\"242 302\",\"51\"]' or input=<file, one session a line>.")
+    if cfg.sessions is not None:
+        if isinstance(cfg.sessions, str):
+            raise ConfigError(f"sessions must be a list of sessions, e.g. sessions='[\"242 302\",\"51\"]', "
+                              f"got the string {cfg.sessions!r}.")
+        items = [split_session(s) for s in cfg.sessions]
+        if not items:
+            raise DataError("sessions is empty: there is nothing to recommend for.")
+        return iter(items)
+    path = Path(cfg.input)
+    if not path.is_file():
+        raise DataError(f"input file {path} does not exist (one session a line, item ids separated by spaces).")
+    sessions = read_sessions(path)
+    first = next(sessions, None)
+    if first is None:
+        raise DataError(f"input file {path} is empty: there is nothing to recommend for.")
+    return chain([first], sessions)
+
+
+def load_recommender(cfg: DictConfig) -> Recommender:
+    if (cfg.ckpt is None) == (cfg.export_dir is None):
+        raise ConfigError("give exactly one of ckpt=<run>/checkpoints/best.ckpt or export_dir=<exported folder>.")
+    return Recommender.from_checkpoint(cfg.ckpt) if cfg.ckpt is not None else Recommender.from_export(cfg.export_dir)
+
+
+def recommend_command(cfg: DictConfig, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+    """Run ``conf/recommend.yaml``: stream sessions in, recommendations out; returns the lines written."""
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format must be one of {list(FORMATS)}, got {cfg.format!r}.")
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    sessions = _sessions(cfg)
+    recommender = load_recommender(cfg)
+    report = UnknownReport()
+    recs = recommender.recommend_iter(sessions, k=cfg.k, exclude_seen=bool(cfg.exclude_seen),
+                                      batch_size=cfg.batch_size, strict=bool(cfg.strict))
+
+    def lines() -> Iterator[str]:
+        for line_no, rec in enumerate(recs, start=1):
+            report.add(rec)
+            yield format_line(line_no, rec, cfg.format)
+
+    count = write_stream(lines(), Path(cfg.output) if cfg.output else None, stdout)
+    if (summary := report.summary()) is not None:
+        print(summary, file=stderr)
+    if cfg.output:
+        print(f"wrote {count} recommendation lines to {cfg.output}", file=stderr)
+    return count
+
+
+def export_command(cfg: DictConfig) -> Path:
+    """Run ``conf/export.yaml``."""
+    from narm_lightning.export import export
+
+    if cfg.ckpt is None or cfg.dir is None:
+        raise ConfigError("export needs ckpt=<run>/checkpoints/best.ckpt and dir=<output folder>.")
+    formats = [cfg.formats] if isinstance(cfg.formats, str) else list(cfg.formats)
+    out = export(cfg.ckpt, cfg.dir, formats=formats, k=cfg.k)
+    print(f"exported {', '.join(formats)} to {out}", file=sys.stderr)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``[export] key=value ...``: recommend (the default) or export."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "export":
+        run_or_exit(lambda: export_command(compose_config("export", args[1:])))
+    else:
+        run_or_exit(lambda: recommend_command(compose_config("recommend", args)))

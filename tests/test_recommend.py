@@ -1,0 +1,213 @@
+"""Serving: the Recommender API, the streaming CLI, and the TorchScript export, on one tiny trained model."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from narm_lightning.errors import ConfigError, DataError
+from narm_lightning.export import export
+from narm_lightning.recommend import Recommender
+from narm_lightning.serve_cli import compose_config, main, recommend_command
+from narm_lightning.training import build_module, train
+from tests.conftest import write_inter
+from tests.helpers import compose_train, tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_LEN = 8  # shorter than the tiny users' 12 items, so truncation is exercised
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """One tiny model for the whole session: 40 users on a cycle over 30 items (next = current + 1)."""
+    root = tmp_path_factory.mktemp("serve")
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{(start + t) % 30}", float(t))
+            for u, start in enumerate(rng.integers(0, 30, size=40)) for t in range(12)]
+    write_inter(root / "tiny" / "tiny.inter", rows)
+    cfg = compose_train(tiny_overrides(root, "epochs=12", "learning_rate=0.01", "stopping_step=20",
+                                       f"data.max_item_list_length={MAX_LEN}"))
+    results = train(cfg, output_dir=root / "run")
+    return Path(results["best_checkpoint"]), cfg
+
+
+@pytest.fixture(scope="session")
+def rec(trained) -> Recommender:
+    return Recommender.from_checkpoint(trained[0])
+
+
+SESSIONS = [["i3", "i4"], ["i10"], ["i20", "i21", "i22", "i23", "i24"], [f"i{i}" for i in range(12)]]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m narm_lightning.recommend`` of this checkout, from any folder."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "narm_lightning.recommend", *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+
+
+def test_api_top_k_in_original_ids(rec: Recommender) -> None:
+    out = rec.recommend(SESSIONS, k=5)
+    assert len(out) == len(SESSIONS)
+    tokens = set(rec.item_tokens[1:])
+    for r in out:
+        assert len(r.items) == 5 and len(set(r.items)) == 5 and set(r.items) <= tokens
+        assert "[PAD]" not in r.items and r.unknown == []
+        assert r.scores == sorted(r.scores, reverse=True)
+    # the cycle is learnt: the next item ranks in the top 5 for most sessions
+    hits = sum(f"i{(int(s[-1][1:]) + 1) % 30}" in r.items for s, r in zip(SESSIONS, out))
+    assert hits >= 3
+    # k above the catalogue returns every real item once
+    assert sorted(rec.recommend([["i1"]], k=1000)[0].items) == sorted(tokens)
+
+
+def test_window_and_hparams(rec: Recommender, trained) -> None:
+    assert rec.max_len == MAX_LEN
+    ckpt = torch.load(trained[0], weights_only=True)
+    assert ckpt["hyper_parameters"]["data"] == {"max_item_list_length": MAX_LEN}
+    long = [f"i{i}" for i in range(12)]
+    assert rec.recommend([long], k=10) == rec.recommend([long[-MAX_LEN:]], k=10)
+
+
+def test_exclude_seen(rec: Recommender) -> None:
+    session = [f"i{i}" for i in range(5)]
+    plain = rec.recommend([session], k=29)[0]
+    assert set(plain.items) & set(session)  # seen items are ranked unless excluded
+    excluded = rec.recommend([session], k=29, exclude_seen=True)[0]
+    assert not set(excluded.items) & set(session)
+    assert len(excluded.items) == 30 - len(session)  # only 25 unseen items exist, no -inf filler
+
+
+def test_unknown_ids_are_reported(rec: Recommender) -> None:
+    mixed, alone, known = rec.recommend([["i1", "nope", "i2", 99], ["x", "y"], ["i1", "i2"]], k=5)
+    assert mixed.unknown == ["nope", "99"]
+    assert (mixed.items, mixed.scores) == (known.items, known.scores)
+    assert alone.items == [] and alone.unknown == ["x", "y"]
+    with pytest.raises(DataError, match="nope"):
+        rec.recommend([["i1", "nope"]], strict=True)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ConfigError, match="k must be"):
+            rec.recommend([["i1"]], k=bad)
+
+
+def test_scores_equal_lightning_module_predict(rec: Recommender, trained) -> None:
+    ckpt_path, cfg = trained
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    module = build_module(cfg, ckpt["hyper_parameters"]["model"]["n_items"])
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    sessions = SESSIONS[:3]
+    ids = [[rec.index[t] for t in s] for s in sessions]
+    seq = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+    for row, s in enumerate(ids):
+        seq[row, : len(s)] = torch.tensor(s)
+    with torch.no_grad():
+        scores = module.model.predict(seq, torch.tensor([len(s) for s in ids]))
+    top_scores, top_ids = scores.topk(7, dim=1)
+    for r, s_row, i_row in zip(rec.recommend(sessions, k=7), top_scores.tolist(), top_ids.tolist()):
+        assert r.items == [rec.item_tokens[i] for i in i_row]
+        assert r.scores == pytest.approx(s_row, rel=1e-6, abs=1e-6)
+
+
+def test_torchscript_export_matches_checkpoint(rec: Recommender, trained, tmp_path: Path) -> None:
+    out = export(trained[0], tmp_path / "export")
+    assert json.loads((out / "item_ids.json").read_text()) == rec.item_tokens
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["max_item_list_length"] == MAX_LEN and meta["n_items"] == rec.n_items == 31
+    exported = Recommender.from_export(out)
+    assert isinstance(exported.scorer, torch.jit.ScriptModule)
+    for batch_size in (1, 3):
+        for exclude_seen in (False, True):
+            a = rec.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
+            b = exported.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
+            assert [r.items for r in a] == [r.items for r in b]
+            for ra, rb in zip(a, b):
+                assert ra.scores == pytest.approx(rb.scores, rel=1e-6, abs=1e-6)
+    # the scripted module itself takes any batch size and length (nothing baked in by tracing)
+    scripted = torch.jit.load(str(out / "model.ts"))
+    for seq, lengths in ((torch.tensor([[5]]), torch.tensor([1])),
+                         (torch.tensor([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9]]), torch.tensor([3, 6]))):
+        got = scripted(seq, lengths)
+        assert got.shape == (len(lengths), 31) and torch.isinf(got[:, 0]).all()
+        assert torch.allclose(got, rec.scorer(seq, lengths))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is not None, reason="onnx is installed")
+def test_onnx_without_the_package_names_it(trained, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="`onnx` package"):
+        export(trained[0], tmp_path / "export", formats=["torchscript", "onnx"])
+    assert not (tmp_path / "export").exists()  # checked before anything is written
+
+
+def test_cli_streams_a_file_atomically(rec: Recommender, trained, tmp_path: Path) -> None:
+    lines = ["i1 i2", "i5", "i7 nope i8", "", "ghost", "i10 i11 i12", "i29", "i0 i1", "i3", "i4 i5 i6 i7"]
+    src = tmp_path / "sessions.txt"
+    src.write_text("\n".join(lines) + "\n")
+    dst = tmp_path / "out" / "recs.tsv"
+    proc = run_cli(f"ckpt={trained[0]}", f"input={src}", f"output={dst}", "k=4", "batch_size=3", "exclude_seen=true")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "2 of 10 sessions had item ids not in the training data" in proc.stderr and "nope" in proc.stderr
+    assert [p.name for p in dst.parent.iterdir()] == ["recs.tsv"]  # no temp file left
+    rows = [r.split("\t") for r in dst.read_text().splitlines()]
+    assert [int(r[0]) for r in rows] == list(range(1, 11))
+    expected = rec.recommend([line.split() for line in lines], k=4, exclude_seen=True)
+    for row, want in zip(rows, expected):
+        assert row[1].split() == want.items and row[3].split() == want.unknown
+        assert [float(s) for s in row[2].split()] == pytest.approx(want.scores, rel=1e-5, abs=1e-5)
+    assert rows[3][1:] == ["", "", ""] and rows[4][1:] == ["", "", "ghost"]
+
+
+def test_cli_inline_jsonl_and_export_dir(rec: Recommender, trained, tmp_path: Path) -> None:
+    main(["export", f"ckpt={trained[0]}", f"dir={tmp_path / 'exp'}"])
+    for source in (f"ckpt={trained[0]}", f"export_dir={tmp_path / 'exp'}"):
+        buf = io.StringIO()
+        cfg = compose_config("recommend", [source, "sessions=['i3 i4',i10]", "format=jsonl", "k=3"])
+        assert recommend_command(cfg, stdout=buf, stderr=io.StringIO()) == 2
+        got = [json.loads(line) for line in buf.getvalue().splitlines()]
+        want = rec.recommend([["i3", "i4"], ["i10"]], k=3)
+        assert [g["items"] for g in got] == [w.items for w in want] and [g["line"] for g in got] == [1, 2]
+
+
+def test_failed_stream_leaves_no_output(trained, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("i1\ni2\ni3\ni4\nnope\n")
+    dst = tmp_path / "recs.tsv"
+    cfg = compose_config("recommend", [f"ckpt={trained[0]}", f"input={src}", f"output={dst}", "strict=true",
+                                       "batch_size=2"])
+    with pytest.raises(DataError, match="nope"):
+        recommend_command(cfg, stderr=io.StringIO())
+    assert list(tmp_path.iterdir()) == [src]
+    src.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        recommend_command(compose_config("recommend", [f"ckpt={trained[0]}", f"input={src}"]))
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="not a readable PyTorch checkpoint"):
+        Recommender.from_checkpoint(tmp_path / "junk.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(DataError, match="not a narm-lightning checkpoint"):
+        Recommender.from_checkpoint(tmp_path / "other.ckpt")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ckpt=/nonexistent/best.ckpt", "sessions=[i1]"], "does not exist"),
+    (["k=0", "sessions=[i1]"], "k must be a positive integer"),
+    (["sessions=[i1]", "kk=3"], "Could not override 'kk'. To append"),
+    (["export", "ckpt=/nonexistent/best.ckpt", "dir=x"], "does not exist"),
+])
+def test_cli_errors_are_one_paragraph_exit_2(args: list[str], message: str, trained, tmp_path: Path) -> None:
+    if "k=0" in args:
+        args.append(f"ckpt={trained[0]}")
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and message in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no run folder, no log file
