@@ -1,7 +1,8 @@
 """Hyper-parameter search for NARM: `python sweep.py -m [overrides]` (Optuna via our Hydra sweeper).
 
 Each trial is one `train(cfg)` run; its `best_valid_score` (the valid_metric) is the objective.
-Run the same command again to continue the study (see conf/sweep.yaml).
+Run the same command again to continue the study (see conf/sweep.yaml). `--params-file=hyper.test` takes
+RecBole's search-space file instead of the default space.
 """
 
 from __future__ import annotations
@@ -31,4 +32,10 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from narm_lightning.cli import run_or_exit
+    from narm_lightning.recbole.hyper import expand_params_file_arg
+
+    sys.argv = run_or_exit(expand_params_file_arg, sys.argv)  # RecBole's hyper.test: --params-file=FILE
     main()

@@ -45,3 +45,29 @@ def test_continuous_ranges() -> None:
 def test_bad_lines_are_clear_errors_and_never_evaluated(line) -> None:
     with pytest.raises(ConfigError, match="f, line 3"):
         parse_hyper_line(line, 3, "f")
+
+
+def test_seed_hyper_test_gives_the_default_sweep_space(tmp_path) -> None:
+    import yaml
+
+    from narm_lightning.recbole.hyper import CONF_DIR
+
+    path = tmp_path / "hyper.test"
+    path.write_text(SEED_HYPER_TEST)
+    default = yaml.safe_load((CONF_DIR / "sweep.yaml").read_text())["hydra"]["sweeper"]["params"]
+    assert read_hyper_file(path) == default
+
+
+def test_params_file_flag_becomes_the_search_space(tmp_path) -> None:
+    from narm_lightning.recbole.hyper import expand_params_file_arg
+
+    path = tmp_path / "hyper.test"
+    path.write_text(SEED_HYPER_TEST)
+    argv = ["sweep.py", "-m", f"--params-file={path}", "learning_rate=0.01,0.001"]
+    assert expand_params_file_arg(argv) == [
+        "sweep.py", "-m", "learning_rate=0.01,0.001", "hydra.sweeper.params=null",
+        "hidden_size=choice(128)", "n_layers=choice(1,2)", "dropout_probs=choice(default,light,lightest)",
+    ]
+    assert expand_params_file_arg(["sweep.py", "-m"]) == ["sweep.py", "-m"]
+    with pytest.raises(ConfigError, match="needs a file"):
+        expand_params_file_arg(["sweep.py", "--params-file"])

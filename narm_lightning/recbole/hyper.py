@@ -134,3 +134,31 @@ def read_hyper_file(path: str | Path, conf_dir: Path = CONF_DIR) -> dict[str, st
     if not params:
         raise ConfigError(f"params file {path}: holds no 'name type range' line.")
     return params
+
+
+PARAMS_FILE_FLAGS = ("--params-file", "--params_file")
+
+
+def expand_params_file_arg(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
+    """``sweep.py -m --params-file=hyper.test``: the file becomes the whole search space.
+
+    Hydra's own argument parser knows no such flag, so ``sweep.py`` rewrites ``argv`` before Hydra sees
+    it: the flag goes, ``hydra.sweeper.params=null`` drops the default space, and each line of the file
+    becomes a sweep override, except for keys the command line sweeps itself (those win).
+    """
+    out: list[str] = []
+    path: str | None = None
+    args = iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in PARAMS_FILE_FLAGS:
+            path = value if eq else next(args, None)
+            if not path:
+                raise ConfigError(f"{flag} needs a file: {flag}=hyper.test")
+        else:
+            out.append(arg)
+    if path is None:
+        return argv
+    given = {a.split("=", 1)[0].lstrip("+~") for a in out[1:] if "=" in a and not a.startswith("-")}
+    params = read_hyper_file(path, conf_dir)
+    return [*out, "hydra.sweeper.params=null", *(f"{k}={v}" for k, v in params.items() if k not in given)]

@@ -1,0 +1,48 @@
+"""sweep.py end to end on NARM: real trainings as trials, results files, resume, hyper.test."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import yaml
+
+from tests.helpers import CONF_DIR, tiny_overrides
+
+SWEEP = str(CONF_DIR.parent / "sweep.py")
+
+
+def _sweep(cwd, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, SWEEP, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_two_trial_sweep_then_resume_with_a_hyper_test_file(tiny_root, tmp_path) -> None:
+    hyper = tmp_path / "hyper.test"
+    hyper.write_text("learning_rate choice [0.01,0.001]\nhidden_size choice [64]\n"
+                     "dropout_probs choice ['[0.25,0.5]','[0.2,0.2]']\n")
+    tiny = [a for a in tiny_overrides(tiny_root, "epochs=2") if not a.startswith("model.hidden_size")]
+    common = [*tiny, "hydra.sweeper.n_trials=2", "hydra/sweeper/sampler=random",
+              "hydra.sweep.dir=multirun/sweep"]
+    first = _sweep(tmp_path, f"--params-file={hyper}", *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep_dir = tmp_path / "multirun" / "sweep"
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    rows = list(csv.DictReader((sweep_dir / "trials.csv").open()))
+    assert len(rows) == 2 and {r["state"] for r in rows} == {"COMPLETE"}
+    assert {r["hidden_size"] for r in rows} == {"64"}
+    assert results["best_value"] == max(float(r["value"]) for r in rows) > 0
+    # every trial is a real training run with its own folder, resolved config and results
+    for job in ("0", "1"):
+        assert (sweep_dir / job / "results.json").exists()
+        cfg = yaml.safe_load((sweep_dir / job / ".hydra" / "config.yaml").read_text())
+        assert cfg["model"]["hidden_size"] == 64 and cfg["optuna"]["trial_id"] is not None
+    # the same command with a larger budget continues the study (SQLite under ./optuna) to 3 in total
+    second = _sweep(tmp_path, f"--params-file={hyper}", *common[:-2], "hydra.sweeper.n_trials=3",
+                    "hydra/sweeper/sampler=random", "hydra.sweep.dir=multirun/again")
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = yaml.safe_load((tmp_path / "multirun" / "again" / "optimization_results.yaml").read_text())
+    assert again["n_trials"]["finished"] == 3
