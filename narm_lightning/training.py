@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+from narm_lightning.checkpointing import AtomicCheckpointIO, RunState, check_resume_config, resume_paths
 from narm_lightning.config import negative_sampling, parse_metric_name, validate
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
@@ -91,7 +92,12 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     Returns the results dict; ``best_valid_score`` is the sweep objective.
     """
     validate(cfg)
-    run_dir = resolve_output_dir(output_dir)
+    resume_ckpt: Path | None = None
+    if cfg.get("resume"):  # checked before any data is read or any file is written
+        run_dir, resume_ckpt = resume_paths(cfg.resume)
+        check_resume_config(cfg, run_dir)
+    else:
+        run_dir = resolve_output_dir(output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
@@ -99,7 +105,9 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     log.info("Data: %s", data.stats)
     module = build_module(cfg, data.n_items)
     n_params = sum(p.numel() for p in module.model.parameters())
-    datamodule = SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers)
+    shuffle = torch.Generator().manual_seed(cfg.seed)  # its own stream, saved in checkpoints for exact resume
+    datamodule = SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers,
+                                      generator=shuffle)
 
     metric_name, _ = parse_metric_name(cfg.valid_metric)
     valid_key = cfg.valid_metric.lower()
@@ -107,12 +115,14 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
         save_last=True, auto_insert_metric_name=False,
+        save_on_train_epoch_end=True,  # last.ckpt after every epoch, validated or not: a kill loses <= 1 epoch
     )
     # RecBole stops once stopping_step epochs in a row have failed to improve, checked after the next one.
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
-    callbacks: list[pl.Callback] = [checkpoint, stopper]
+    callbacks: list[pl.Callback] = [checkpoint, stopper, RunState(shuffle)]
     t = cfg.trainer
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if resume_ckpt is None:
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=t.accelerator,
@@ -128,9 +138,10 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         logger=build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir) or False,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     fit_seconds = time.perf_counter() - started
     best = best_epoch(module.valid_history, valid_key)
     trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
