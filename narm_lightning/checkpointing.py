@@ -65,14 +65,13 @@ def _set_numpy_state(state: Mapping[str, Any]) -> None:
 class RunState(pl.Callback):
     """Saves and restores the random streams and the module's ``valid_history`` with each checkpoint.
 
-    States are captured when a checkpoint is written (after the epoch's last random draw) and put back at
-    the start of the first epoch after a resume, after Lightning has finished its own set-up.
+    States are captured when a checkpoint is written (after the epoch's last random draw) and put back as
+    soon as Lightning restores the callbacks (see ``load_state_dict``).
     """
 
     def __init__(self, shuffle_generator: torch.Generator | None = None) -> None:
         self.shuffle_generator = shuffle_generator
         self._module: pl.LightningModule | None = None
-        self._pending: dict[str, Any] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._module = pl_module
@@ -91,16 +90,12 @@ class RunState(pl.Callback):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = dict(state_dict)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._pending is not None and hasattr(pl_module, "valid_history"):
-            pl_module.valid_history = [dict(h) for h in self._pending.get("valid_history", [])]
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state, self._pending = self._pending, None
-        if state is None:
-            return
+        """Put the states back at once: Lightning restores callbacks before it builds the first epoch's
+        loader iterator, and building one draws a seed from torch's global generator, exactly as the
+        uninterrupted run did right after this checkpoint was written."""
+        state = dict(state_dict)
+        if self._module is not None and hasattr(self._module, "valid_history"):
+            self._module.valid_history = [dict(h) for h in state.get("valid_history", [])]
         random.setstate(_as_python_state(state["python"]))
         _set_numpy_state(state["numpy"])
         torch.set_rng_state(state["torch"])

@@ -114,12 +114,15 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     monitor = f"valid/{valid_key}"
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
-        save_last=True, auto_insert_metric_name=False,
-        save_on_train_epoch_end=True,  # last.ckpt after every epoch, validated or not: a kill loses <= 1 epoch
+        auto_insert_metric_name=False,
     )
+    # last.ckpt after every epoch, validated or not, so a kill loses at most one epoch (Lightning's own
+    # save_last only writes when the best checkpoint was written in the same step)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
     # RecBole stops once stopping_step epochs in a row have failed to improve, checked after the next one.
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
-    callbacks: list[pl.Callback] = [checkpoint, stopper, RunState(shuffle)]
+    callbacks: list[pl.Callback] = [checkpoint, last, stopper, RunState(shuffle)]
     t = cfg.trainer
     if resume_ckpt is None:
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
