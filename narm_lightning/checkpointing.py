@@ -170,8 +170,9 @@ def resume_argv(argv: list[str]) -> list[str]:
     """``train.py resume=<dir> [k=v ...]`` -> the run's own overrides replayed, into the same run dir.
 
     The saved ``.hydra/overrides.yaml`` goes in right after ``resume=``; an override the user repeats
-    replaces the saved one (``train`` then refuses it if it changes the config), and
-    ``hydra.run.dir=<dir>`` makes the resumed run write where the first one did.
+    replaces the saved one (``train`` then refuses it if it changes the config),
+    ``hydra.run.dir=<dir>`` makes the resumed run write where the first one did, and
+    ``hydra.output_subdir=null`` leaves that run's ``.hydra/`` untouched.
     """
     at = next((i for i, a in enumerate(argv) if i > 0 and a.startswith("resume=")), None)
     if at is None:
@@ -186,5 +187,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         saved = [str(a) for a in loaded] if isinstance(loaded, list) else []
     given = {_override_key(a) for a in argv[1:] if "=" in a or a.startswith("~")}
     replay = [a for a in saved if _override_key(a) not in given]
-    run_dir_arg = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
-    return [*argv[: at + 1], *replay, *run_dir_arg, *argv[at + 1:]]
+    hydra_args = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
+    # keep the run's own .hydra/ as it was: a refused resume must not overwrite the overrides replayed here
+    hydra_args += [] if "hydra.output_subdir" in given else ["hydra.output_subdir=null"]
+    return [*argv[: at + 1], *replay, *hydra_args, *argv[at + 1:]]

@@ -103,5 +103,6 @@ def test_resume_argv_replays_the_saved_overrides(tmp_path) -> None:
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- data.dataset=tiny\n- epochs=3\n- resume=old\n")
     argv = resume_argv(["train.py", f"resume={tmp_path}", "epochs=5"])
-    assert argv == ["train.py", f"resume={tmp_path}", "data.dataset=tiny", f"hydra.run.dir={tmp_path}", "epochs=5"]
+    assert argv == ["train.py", f"resume={tmp_path}", "data.dataset=tiny", f"hydra.run.dir={tmp_path}",
+                    "hydra.output_subdir=null", "epochs=5"]
     assert resume_argv(["train.py", "epochs=5"]) == ["train.py", "epochs=5"]
