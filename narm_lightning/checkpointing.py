@@ -178,8 +178,8 @@ def resume_argv(argv: list[str]) -> list[str]:
     if at is None:
         return argv
     run_dir = Path(argv[at].split("=", 1)[1]).expanduser()
-    if str(run_dir) in ("", "null", "None"):
-        return argv
+    if str(run_dir) in ("", "null", "None") or not run_dir.is_dir():
+        return argv  # train() refuses a resume folder that is not there, naming it
     saved_file = run_dir / ".hydra" / "overrides.yaml"
     saved: list[str] = []
     if saved_file.is_file():
