@@ -124,6 +124,21 @@ def resume_paths(resume: str | Path) -> tuple[Path, Path]:
     return run_dir, run_dir / LAST_CHECKPOINT
 
 
+def keep_csv_history(run_dir: Path) -> list[Path]:
+    """Before a resume, move each ``<logger>/metrics.csv`` aside (``metrics.part<k>.csv``).
+
+    Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts; the resumed run writes a
+    fresh one and the earlier epochs stay in the numbered parts.
+    """
+    kept = []
+    for metrics in sorted(run_dir.glob("*/metrics.csv")):
+        k = 1
+        while (metrics.parent / f"metrics.part{k}.csv").exists():
+            k += 1
+        kept.append(metrics.rename(metrics.parent / f"metrics.part{k}.csv"))
+    return kept
+
+
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(node, Mapping):
         out: dict[str, Any] = {}

@@ -12,7 +12,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-from narm_lightning.checkpointing import AtomicCheckpointIO, RunState, check_resume_config, resume_paths
+from narm_lightning.checkpointing import (
+    AtomicCheckpointIO,
+    RunState,
+    check_resume_config,
+    keep_csv_history,
+    resume_paths,
+)
 from narm_lightning.config import negative_sampling, parse_metric_name, validate
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
@@ -126,6 +132,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     t = cfg.trainer
     if resume_ckpt is None:
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    else:
+        keep_csv_history(run_dir)
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=t.accelerator,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from narm_lightning.checkpointing import RunState, config_differences, resume_argv
+from narm_lightning.checkpointing import RunState, config_differences, keep_csv_history, resume_argv
 from narm_lightning.errors import ConfigError
 from narm_lightning.training import train
 from tests.helpers import CONF_DIR, compose_train, tiny_overrides
@@ -106,3 +106,12 @@ def test_resume_argv_replays_the_saved_overrides(tmp_path) -> None:
     assert argv == ["train.py", f"resume={tmp_path}", "data.dataset=tiny", f"hydra.run.dir={tmp_path}",
                     "hydra.output_subdir=null", "epochs=5"]
     assert resume_argv(["train.py", "epochs=5"]) == ["train.py", "epochs=5"]
+
+
+def test_csv_history_is_kept_across_resumes(tmp_path) -> None:
+    (tmp_path / "csv").mkdir()
+    for n in (1, 2):
+        (tmp_path / "csv" / "metrics.csv").write_text(f"run {n}\n")
+        keep_csv_history(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["metrics.part1.csv", "metrics.part2.csv"]
+    assert (tmp_path / "csv" / "metrics.part2.csv").read_text() == "run 2\n"
