@@ -72,9 +72,11 @@ class RunState(pl.Callback):
     def __init__(self, shuffle_generator: torch.Generator | None = None) -> None:
         self.shuffle_generator = shuffle_generator
         self._module: pl.LightningModule | None = None
+        self._stage: str | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._module = pl_module
+        self._stage = stage
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -93,6 +95,8 @@ class RunState(pl.Callback):
         """Put the states back at once: Lightning restores callbacks before it builds the first epoch's
         loader iterator, and building one draws a seed from torch's global generator, exactly as the
         uninterrupted run did right after this checkpoint was written."""
+        if self._stage != "fit":  # trainer.test(ckpt_path=best) restores callbacks too: keep the live history
+            return
         state = dict(state_dict)
         if self._module is not None and hasattr(self._module, "valid_history"):
             self._module.valid_history = [dict(h) for h in state.get("valid_history", [])]
