@@ -9,6 +9,7 @@ derandomized (the same on every run); ``NARM_FUZZ_EXAMPLES=2000`` runs a deeper 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +29,7 @@ from narm_lightning.data.atomic import AtomicTable, read_atomic
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_user_sequences
 from narm_lightning.errors import DataError
+from narm_lightning.recbole_checkpoint import load_recbole_state_dict
 
 EXAMPLES = int(os.environ.get("NARM_FUZZ_EXAMPLES", "120"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -135,6 +138,20 @@ def check_sequential(data: SequentialData) -> None:
     assert len(data.test) == data.stats["n_test"] <= data.stats["n_users"]
 
 
+@st.composite
+def recbole_checkpoints(draw: st.DrawFn) -> bytes:
+    """A small RecBole-like ``.pth``: a state_dict of tensors beside plain objects."""
+    shapes = draw(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=3))
+    state = {f"w{i}": torch.full(shape, float(i)) for i, shape in enumerate(shapes)}
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "epoch": draw(st.integers(0, 9)), "config": {"model": "NARM"}}, buffer)
+    return buffer.getvalue()
+
+
+def check_state_dict(state: dict) -> None:
+    assert state and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+
+
 @dataclass(frozen=True)
 class Reader:
     """One reader under fuzz: valid files, how to load one, and what a correct result satisfies."""
@@ -153,6 +170,8 @@ READERS = [
            lambda root, path: load_user_sequences("fz", str(root), [], "user_id", "item_id", "timestamp", 5,
                                                   download=False),
            check_sequential),
+    Reader("recbole .pth", recbole_checkpoints(), "m.pth", lambda root, path: load_recbole_state_dict(path),
+           check_state_dict),
 ]
 
 
