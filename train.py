@@ -1,8 +1,11 @@
 """Train NARM: ``python train.py [key=value ...]`` (see conf/train.yaml for every key)."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from narm_lightning.checkpointing import resume_argv
 from narm_lightning.cli import run_or_exit
 from narm_lightning.training import train
 
@@ -13,4 +16,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv = resume_argv(sys.argv)  # resume=<run dir>: replay that run's overrides, write into that folder
     main()

@@ -17,6 +17,7 @@ from narm_lightning.losses import LOSS_TYPES, NegativeSampling
 from narm_lightning.metrics import METRICS
 
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -26,6 +27,10 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def parse_metric_name(name: str) -> tuple[str, int]:
@@ -122,11 +127,31 @@ def config_problems(cfg: DictConfig) -> list[str]:
          "data.max_item_list_length", "a positive integer")
     need(_is_int(d.get("num_workers")) and d.get("num_workers") >= 0, "data.num_workers", "an integer >= 0")
     need(isinstance(d.get("dataset"), str) and bool(d.get("dataset")), "data.dataset", "a dataset name")
+    for key in ("root", "user_id_field", "item_id_field", "time_field"):
+        need(_is_text(d.get(key)), f"data.{key}", "a non-empty string")
+    extra = d.get("extra_roots")
+    need(extra is None or (isinstance(extra, ListConfig) and all(_is_text(r) for r in extra)),
+         "data.extra_roots", "a list of folders (or [])")
+    need(isinstance(d.get("download"), bool), "data.download", "true or false")
+    resume = cfg.get("resume")
+    need(resume is None or _is_text(resume), "resume", "null or the run folder of an earlier run")
 
     t = cfg.trainer
     need(str(t.get("precision")) in PRECISIONS, "trainer.precision", f"one of {', '.join(PRECISIONS)}")
     threads = t.get("num_threads")
     need(threads is None or (_is_int(threads) and threads > 0), "trainer.num_threads", "null or a positive integer")
+    need(str(t.get("accelerator")) in ACCELERATORS, "trainer.accelerator", f"one of {', '.join(ACCELERATORS)}")
+    devices = t.get("devices")
+    need((_is_int(devices) and (devices > 0 or devices == -1)) or devices == "auto"
+         or (isinstance(devices, ListConfig) and len(devices) > 0 and all(_is_int(x) and x >= 0 for x in devices)),
+         "trainer.devices", "a positive integer, -1 (all), 'auto' or a non-empty list of device ids")
+    for key in ("deterministic", "enable_progress_bar"):
+        need(isinstance(t.get(key), bool), f"trainer.{key}", "true or false")
+    need(_is_int(t.get("log_every_n_steps")) and t.get("log_every_n_steps") > 0, "trainer.log_every_n_steps",
+         "a positive integer")
+    limit = t.get("limit_train_batches")
+    need(limit is None or (_is_int(limit) and limit > 0) or (isinstance(limit, float) and 0 < limit <= 1),
+         "trainer.limit_train_batches", "null, a positive number of batches or a fraction in (0, 1]")
     return problems
 
 

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from narm_lightning.errors import NarmError
 from narm_lightning.metrics import RankMetrics
 from narm_lightning.model import NARM
 
@@ -22,8 +23,8 @@ OPTIMIZERS = {
 }
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss: stop instead of training on garbage."""
+class NonFiniteLossError(NarmError, RuntimeError):
+    """Training produced a NaN/Inf loss: stop instead of training on garbage (a NarmError: one paragraph)."""
 
 
 class NARMModule(pl.LightningModule):
@@ -68,8 +69,10 @@ class NARMModule(pl.LightningModule):
         loss = self.loss_fn(self.model(item_seq, item_seq_len), self.model.item_embedding.weight, target)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
-                "lower learning_rate or check the data"
+                f"training stopped: the loss became {loss.item()} at epoch {self.current_epoch}, batch "
+                f"{batch_idx}, so further steps would only train on garbage. Lower learning_rate (or raise "
+                "weight_decay), or check the data; checkpoints/last.ckpt in the run folder holds the last "
+                "finished epoch"
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=target.numel())
         return loss

@@ -13,6 +13,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+from narm_lightning.checkpointing import (
+    AtomicCheckpointIO,
+    RunState,
+    check_resume_config,
+    keep_csv_history,
+    resume_paths,
+)
 from narm_lightning.config import negative_sampling, parse_metric_name, validate
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
@@ -137,7 +144,12 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     """
     cfg = with_recbole_config_file(cfg)
     validate(cfg)
-    run_dir = resolve_output_dir(output_dir)
+    resume_ckpt: Path | None = None
+    if cfg.get("resume"):  # checked before any data is read or any file is written
+        run_dir, resume_ckpt = resume_paths(cfg.resume)
+        check_resume_config(cfg, run_dir)
+    else:
+        run_dir = resolve_output_dir(output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
@@ -147,23 +159,32 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     if cfg.init_from:
         load_initial_weights(module, cfg.init_from)
     n_params = sum(p.numel() for p in module.model.parameters())
-    datamodule = SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers)
+    shuffle = torch.Generator().manual_seed(cfg.seed)  # its own stream, saved in checkpoints for exact resume
+    datamodule = SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers,
+                                      generator=shuffle)
 
     metric_name, _ = parse_metric_name(cfg.valid_metric)
     valid_key = cfg.valid_metric.lower()
     monitor = f"valid/{valid_key}"
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
-        save_last=True, auto_insert_metric_name=False,
+        auto_insert_metric_name=False,
     )
+    # last.ckpt after every epoch, validated or not, so a kill loses at most one epoch (Lightning's own
+    # save_last only writes when the best checkpoint was written in the same step)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
     # RecBole stops once stopping_step epochs in a row have failed to improve, checked after the next one.
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
-    callbacks: list[pl.Callback] = [checkpoint, stopper]
+    callbacks: list[pl.Callback] = [checkpoint, last, stopper, RunState(shuffle)]
     pruning = callback_from_config(cfg.get("optuna"), monitor=monitor)
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
         callbacks.append(pruning)
     t = cfg.trainer
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if resume_ckpt is None:
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    else:
+        keep_csv_history(run_dir)
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=t.accelerator,
@@ -179,10 +200,11 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         logger=build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir) or False,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
     started = time.perf_counter()
     if cfg.epochs > 0:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
         best_path = checkpoint.best_model_path or None
     else:  # epochs=0: evaluate the init_from weights as they are, and keep them as the run's checkpoint
         trainer.validate(module, datamodule=datamodule, verbose=False)

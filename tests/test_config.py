@@ -71,3 +71,48 @@ def test_cli_rejects_misspelled_keys_and_bad_values_without_traceback(tmp_path) 
         assert expected in proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists(), "a rejected config must leave no run folder behind"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["epochs=abc"], "epochs is 'abc'; expected a positive integer"),
+        (["train_batch_size=1.5"], "train_batch_size is 1.5"),
+        (["data.root=''"], "data.root is ''; expected a non-empty string"),
+        (["data.item_id_field=''"], "data.item_id_field"),
+        (["data.extra_roots=[1]"], "data.extra_roots"),
+        (["data.download=yes"], "data.download is 'yes'; expected true or false"),
+        (["data.max_item_list_length=0"], "data.max_item_list_length"),
+        (["trainer.devices=0"], "trainer.devices is 0"),
+        (["trainer.devices=[]"], "trainer.devices"),
+        (["trainer.accelerator=tpu"], "trainer.accelerator is 'tpu'"),
+        (["trainer.precision=8"], "trainer.precision"),
+        (["trainer.deterministic=maybe"], "trainer.deterministic"),
+        (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps"),
+        (["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches"),
+        (["trainer.limit_train_batches=0"], "trainer.limit_train_batches"),
+        (["resume=7"], "resume is 7; expected null or the run folder"),
+        (["stopping_step=-1"], "stopping_step"),
+        (["weight_decay=-0.1"], "weight_decay"),
+        (["seed=x"], "seed"),
+    ],
+)
+def test_more_bad_values_and_types(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        validate(compose_train(overrides))
+
+
+@pytest.mark.parametrize("overrides", [["trainer.devices=-1"], ["trainer.devices=auto"], ["trainer.devices=[0]"],
+                                       ["trainer.limit_train_batches=0.5"], ["trainer.limit_train_batches=3"]])
+def test_accepted_trainer_values(overrides) -> None:
+    validate(compose_train(overrides))
+
+
+def test_a_bad_config_reads_no_data_and_writes_nothing(tmp_path) -> None:
+    from narm_lightning.training import train
+
+    # data.root points at nothing: reaching the data would be a DataError, not this ConfigError
+    cfg = compose_train([f"data.root={tmp_path / 'none'}", "data.download=false", "model.n_layers=0"])
+    with pytest.raises(ConfigError, match="model.n_layers"):
+        train(cfg, output_dir=tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []

@@ -62,3 +62,19 @@ def test_dataset_without_repeat_users_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(DataError, match="no user has two interactions"):
         build_sequential(table.columns["user_id"], table.columns["item_id"], table.columns["timestamp"], 50,
                          str(path))
+
+
+def test_a_dataset_with_no_valid_example_is_a_data_error() -> None:
+    # three interactions per user give two examples each: one test, one train, and no valid one
+    users = np.array(["a"] * 3 + ["b"] * 3)
+    items = np.array(["1", "2", "3", "2", "3", "1"])
+    with pytest.raises(DataError, match=r"train/valid/test examples: 2/0/2\); expected at least one user with 4"):
+        build_sequential(users, items, np.arange(6.0), max_len=5, source="f.inter")
+
+
+def test_test_items_never_seen_in_training_are_kept() -> None:
+    users = np.array(["a"] * 4 + ["b"] * 4)
+    items = np.array(["1", "2", "3", "9", "1", "2", "3", "4"])  # '9' is only ever a test target
+    data = build_sequential(users, items, np.arange(8.0), max_len=5)
+    nine = int(np.flatnonzero(data.item_tokens == "9")[0])
+    assert nine in data.test.target.tolist() and nine not in data.train.target.tolist()

@@ -27,17 +27,29 @@ class AtomicTable:
 
 
 def _open_text(path: Path) -> list[str]:
+    """The file's lines, split on LF only (so line numbers match editors and ``wc -l``), CR of CRLF dropped."""
     if not path.exists():
         raise DataError(f"{path}: file not found.")
     if path.is_dir():
         raise DataError(f"{path}: is a directory; expected a RecBole atomic file (TSV with a field:type header).")
     try:
-        text = path.read_text(encoding="utf-8")
-    except PermissionError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror}).") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}, line {line}: contains a NUL byte; expected a text file "
+                        "(TSV), not a binary one.")
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's UTF-8) is not part of the first field
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: is not UTF-8 text (byte {exc.start}); expected a TSV atomic file.") from None
-    lines = text.splitlines()
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}, line {line}: is not UTF-8 text (byte {exc.start}); expected a UTF-8 TSV atomic "
+                        "file.") from None
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     if not lines or not lines[0].strip():
         raise DataError(f"{path}: is empty; expected a header line like 'user_id:token<TAB>item_id:token'.")
     return lines
@@ -45,13 +57,15 @@ def _open_text(path: Path) -> list[str]:
 
 def _parse_header(path: Path, line: str) -> list[tuple[str, str]]:
     fields = []
-    for column, spec in enumerate(line.rstrip("\r").split("\t"), start=1):
+    for column, spec in enumerate(line.split("\t"), start=1):
         name, sep, kind = spec.partition(":")
         if not sep or not name or kind not in ATOMIC_TYPES:
             raise DataError(
                 f"{path}, line 1, column {column}: header entry {spec!r} is not 'name:type' with type one of "
                 f"{', '.join(ATOMIC_TYPES)}."
             )
+        if name in {n for n, _ in fields}:
+            raise DataError(f"{path}, line 1, column {column}: field {name!r} appears twice in the header.")
         fields.append((name, kind))
     return fields
 
@@ -75,11 +89,13 @@ def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
         if got != kind:
             raise DataError(f"{path}, line 1: field {name!r} has type {got!r}; expected {kind!r}.")
     n_cols = len(header)
-    rows = [line.rstrip("\r").split("\t") for line in lines[1:] if line.strip()]
     line_numbers = [i for i, line in enumerate(lines[1:], start=2) if line.strip()]
+    rows = [lines[i - 1].split("\t") for i in line_numbers]
+    last_line = len(lines)
     for lineno, row in zip(line_numbers, rows, strict=True):
         if len(row) != n_cols:
-            raise DataError(f"{path}, line {lineno}: {len(row)} columns; expected {n_cols} as in the header.")
+            hint = " (the file looks truncated)" if lineno == last_line and len(row) < n_cols else ""
+            raise DataError(f"{path}, line {lineno}: {len(row)} columns; expected {n_cols} as in the header{hint}.")
     if not rows:
         raise DataError(f"{path}: has a header but no rows.")
     columns: dict[str, np.ndarray] = {}
@@ -88,15 +104,16 @@ def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
         if kind == "float":
             try:
                 columns[name] = np.asarray(col, dtype=np.float64)
-            except ValueError:
+            except ValueError:  # find the first bad value; numpy and Python disagree on a few spellings
+                values = []
                 for lineno, value in zip(line_numbers, col, strict=True):
                     try:
-                        float(value)
+                        values.append(float(value))
                     except ValueError:
                         raise DataError(
                             f"{path}, line {lineno}: field {name!r} is {value!r}; expected a number."
                         ) from None
-                raise
+                columns[name] = np.asarray(values, dtype=np.float64)
             if not np.isfinite(columns[name]).all():
                 bad = line_numbers[int(np.flatnonzero(~np.isfinite(columns[name]))[0])]
                 raise DataError(f"{path}, line {bad}: field {name!r} is not a finite number.")

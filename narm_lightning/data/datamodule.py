@@ -31,8 +31,10 @@ class ExampleBatches(Dataset):
 class SequentialDataModule(pl.LightningDataModule):
     """Serves the train (shuffled every epoch), valid and test splits of one ``SequentialData``."""
 
-    def __init__(self, data: SequentialData, train_batch_size: int, eval_batch_size: int, num_workers: int = 0):
+    def __init__(self, data: SequentialData, train_batch_size: int, eval_batch_size: int, num_workers: int = 0,
+                 generator: torch.Generator | None = None):
         super().__init__()
+        self.generator = generator  # the train shuffle's own random stream (checkpointed for exact resume)
         self.data = data
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
@@ -40,7 +42,7 @@ class SequentialDataModule(pl.LightningDataModule):
 
     def _loader(self, examples: Examples, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = ExampleBatches(examples)
-        base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        base = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
         return DataLoader(
             dataset,
             sampler=BatchSampler(base, batch_size=batch_size, drop_last=False),

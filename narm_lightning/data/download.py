@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,10 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from narm_lightning.errors import DataError
+from narm_lightning.io import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 ML100K_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
+ML100K_SIZE = 1_979_230  # bytes of ml-100k.inter; checked before the (slower) hash
 ML100K_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_WHEEL = "recbole==1.2.1"
@@ -73,19 +74,18 @@ def fetch_ml100k(root: str | Path, timeout: float = 120.0) -> Path:
         except Exception as exc:  # noqa: BLE001 - any network/tool failure means: try the next source
             errors.append(f"{label}: {type(exc).__name__}: {str(exc).strip()[:200]}")
             continue
+        if len(payload) != ML100K_SIZE:
+            errors.append(f"{label}: {len(payload)} bytes; expected {ML100K_SIZE}")
+            continue
         digest = hashlib.sha256(payload).hexdigest()
         if digest != ML100K_SHA256:
             errors.append(f"{label}: checksum {digest[:12]}… does not match the expected {ML100K_SHA256[:12]}…")
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".ml-100k.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            write_bytes_atomic(target, payload)  # temp file beside the target, fsync, rename
+        except OSError as exc:
+            raise DataError(f"data.root={root!s}: cannot write {target} ({exc.strerror or exc}); "
+                            "expected a writable folder.") from None
         log.info("Fetched ml-100k from %s into %s", label, target)
         print(f"[narm-lightning] ml-100k fetched from {label} -> {target}")
         return target

@@ -111,8 +111,12 @@ def build_sequential(
         raise DataError(f"{source}: no user has two interactions, so there is no next item to predict.")
     split = leave_one_out(ex_user)
     parts = [np.flatnonzero(split == s) for s in range(3)]
-    if len(parts[2]) == 0 or len(parts[0]) == 0:
-        raise DataError(f"{source}: too few interactions per user to leave one out for valid and test.")
+    if min(len(p) for p in parts) == 0:
+        raise DataError(
+            f"{source}: too few interactions per user to leave one out for valid and test (train/valid/test "
+            f"examples: {'/'.join(str(len(p)) for p in parts)}); expected at least one user with 4 or more "
+            "interactions (one for history, then one each for train, valid and test)."
+        )
     train, valid, test = (to_examples(seq[p], length[p], target[p]) for p in parts)
     stats = {
         "n_users": int(user.max()),

@@ -1,0 +1,212 @@
+"""Crash-safe checkpoints and exact resume.
+
+* ``AtomicCheckpointIO``: Lightning writes checkpoints through fsspec, whose local "transaction" stages
+  the file in the system temp folder and then *moves* it (a copy when that is another filesystem, no
+  fsync); here a checkpoint is a temp file beside the target, fsynced, then renamed.
+* ``RunState``: the random states (Python, NumPy, torch, CUDA, the train shuffle's generator) and the
+  per-epoch valid history, saved in every checkpoint as plain data (``torch.load(weights_only=True)``
+  reads them) and put back when a run resumes, so a resumed run continues the same random streams.
+* ``resume=<run dir>``: the run dir's ``checkpoints/last.ckpt`` and its saved ``config.yaml``; a command
+  line that contradicts the saved config is refused, naming each key.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import yaml
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from narm_lightning.errors import ConfigError
+from narm_lightning.io import write_bytes_atomic
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# keys a resumed run may change: they alter neither the data nor the random streams nor the model
+RESUME_MAY_DIFFER = (
+    "resume",
+    "epochs",
+    "trainer.enable_progress_bar",
+    "trainer.num_threads",
+    "trainer.log_every_n_steps",
+    "data.num_workers",
+)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to memory, then temp file + fsync + rename: a kill never leaves a torn checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_bytes_atomic(path, buffer.getvalue())
+
+
+def _numpy_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_numpy_state(state: Mapping[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["gauss"]))
+
+
+class RunState(pl.Callback):
+    """Saves and restores the random streams and the module's ``valid_history`` with each checkpoint.
+
+    States are captured when a checkpoint is written (after the epoch's last random draw) and put back as
+    soon as Lightning restores the callbacks (see ``load_state_dict``).
+    """
+
+    def __init__(self, shuffle_generator: torch.Generator | None = None) -> None:
+        self.shuffle_generator = shuffle_generator
+        self._module: pl.LightningModule | None = None
+        self._stage: str | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._module = pl_module
+        self._stage = stage
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": _numpy_state(),
+            "torch": torch.get_rng_state(),
+            "valid_history": [dict(h) for h in getattr(self._module, "valid_history", [])],
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        if self.shuffle_generator is not None:
+            state["shuffle"] = self.shuffle_generator.get_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Put the states back at once: Lightning restores callbacks before it builds the first epoch's
+        loader iterator, and building one draws a seed from torch's global generator, exactly as the
+        uninterrupted run did right after this checkpoint was written."""
+        if self._stage != "fit":  # trainer.test(ckpt_path=best) restores callbacks too: keep the live history
+            return
+        state = dict(state_dict)
+        if self._module is not None and hasattr(self._module, "valid_history"):
+            self._module.valid_history = [dict(h) for h in state.get("valid_history", [])]
+        random.setstate(_as_python_state(state["python"]))
+        _set_numpy_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        if "shuffle" in state and self.shuffle_generator is not None:
+            self.shuffle_generator.set_state(state["shuffle"])
+
+
+def _as_python_state(state: Sequence[Any]) -> tuple[Any, ...]:
+    """``random.setstate`` wants tuples; a checkpoint round trip may hand back lists."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def resume_paths(resume: str | Path) -> tuple[Path, Path]:
+    """``(run dir, its last.ckpt)``, or a ``ConfigError`` saying what is missing."""
+    run_dir = Path(resume).expanduser()
+    if not run_dir.is_dir():
+        raise ConfigError(f"resume={resume!s}: not a folder; expected the run folder of an earlier run "
+                          "(holding config.yaml and checkpoints/last.ckpt).")
+    for needed in ("config.yaml", LAST_CHECKPOINT):
+        if not (run_dir / needed).is_file():
+            raise ConfigError(f"resume={resume!s}: {run_dir / needed} is missing; expected the run folder of an "
+                              "earlier run that saved at least one epoch.")
+    return run_dir, run_dir / LAST_CHECKPOINT
+
+
+def keep_csv_history(run_dir: Path) -> list[Path]:
+    """Before a resume, move each ``<logger>/metrics.csv`` aside (``metrics.part<k>.csv``).
+
+    Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts; the resumed run writes a
+    fresh one and the earlier epochs stay in the numbered parts.
+    """
+    kept = []
+    for metrics in sorted(run_dir.glob("*/metrics.csv")):
+        k = 1
+        while (metrics.parent / f"metrics.part{k}.csv").exists():
+            k += 1
+        kept.append(metrics.rename(metrics.parent / f"metrics.part{k}.csv"))
+    return kept
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        if not node and prefix:
+            out[prefix[:-1]] = {}
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Keys (dotted) whose values differ between two configs, outside ``RESUME_MAY_DIFFER``."""
+    a, b = _flatten(saved), _flatten(current)
+    allowed = tuple(RESUME_MAY_DIFFER)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in allowed or key.startswith(tuple(f"{k}." for k in allowed)):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append(f"{key} was {a.get(key, '<absent>')!r} and is now {b.get(key, '<absent>')!r}")
+    return diffs
+
+
+def check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse a resume whose config contradicts the run's saved ``config.yaml``."""
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    diffs = config_differences(saved, current)  # type: ignore[arg-type]
+    if diffs:
+        raise ConfigError(
+            f"resume={run_dir}: the config differs from the run's saved {run_dir / 'config.yaml'}: "
+            + "; ".join(diffs)
+            + ". Drop those overrides (the saved config is used) or start a new run; only "
+            + ", ".join(RESUME_MAY_DIFFER[1:]) + " may change on resume."
+        )
+
+
+def _override_key(arg: str) -> str:
+    return arg.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """``train.py resume=<dir> [k=v ...]`` -> the run's own overrides replayed, into the same run dir.
+
+    The saved ``.hydra/overrides.yaml`` goes in right after ``resume=``; an override the user repeats
+    replaces the saved one (``train`` then refuses it if it changes the config),
+    ``hydra.run.dir=<dir>`` makes the resumed run write where the first one did, and
+    ``hydra.output_subdir=null`` leaves that run's ``.hydra/`` untouched.
+    """
+    at = next((i for i, a in enumerate(argv) if i > 0 and a.startswith("resume=")), None)
+    if at is None:
+        return argv
+    run_dir = Path(argv[at].split("=", 1)[1]).expanduser()
+    if str(run_dir) in ("", "null", "None") or not run_dir.is_dir():
+        return argv  # train() refuses a resume folder that is not there, naming it
+    saved_file = run_dir / ".hydra" / "overrides.yaml"
+    saved: list[str] = []
+    if saved_file.is_file():
+        loaded = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or []
+        saved = [str(a) for a in loaded] if isinstance(loaded, list) else []
+    given = {_override_key(a) for a in argv[1:] if "=" in a or a.startswith("~")}
+    replay = [a for a in saved if _override_key(a) not in given]
+    hydra_args = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
+    # keep the run's own .hydra/ as it was: a refused resume must not overwrite the overrides replayed here
+    hydra_args += [] if "hydra.output_subdir" in given else ["hydra.output_subdir=null"]
+    return [*argv[: at + 1], *replay, *hydra_args, *argv[at + 1:]]
