@@ -54,8 +54,18 @@ def load_plain_pickle(path: Path) -> Any:
         obj = unpickler.load()
     except DataError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, MemoryError, OverflowError, UnicodeDecodeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        MemoryError,
+        OverflowError,
+        UnicodeDecodeError,
+    ) as exc:
         raise DataError(
             f"{path}: not a readable pickle (truncated or corrupt: {type(exc).__name__}: {exc}); "
             "expected a complete pickle of plain lists"

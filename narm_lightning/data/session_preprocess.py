@@ -54,7 +54,8 @@ _SECONDS_PER_DAY = 86_400
 
 DIGINETICA_HELP = (
     "DIGINETICA cannot be downloaded automatically (its owners' terms): get 'train-item-views.csv' "
-    "from the CIKM Cup 2016 site (https://competitions.codalab.org/competitions/11161, dataset-train-diginetica) "
+    "from the CIKM Cup 2016 site (https://competitions.codalab.org/competitions/11161, "
+    "dataset-train-diginetica) "
     "and put it at {path}"
 )
 YOOCHOOSE_HELP = (
@@ -99,8 +100,14 @@ def _iter_chunks(path: Path, skip: int) -> Iterator[tuple[int, list[str]]]:
 
 
 def _convert(
-    values: list[str], convert: Callable[[list[str]], np.ndarray], check: Callable[[str], object],
-    path: Path, first_line: int, line_numbers: list[int], column: str, expected: str,
+    values: list[str],
+    convert: Callable[[list[str]], np.ndarray],
+    check: Callable[[str], object],
+    path: Path,
+    first_line: int,
+    line_numbers: list[int],
+    column: str,
+    expected: str,
 ) -> np.ndarray:
     """Vectorised conversion of one column; on failure, find and name the first bad line."""
     try:
@@ -110,9 +117,7 @@ def _convert(
             try:
                 check(value)
             except (ValueError, OverflowError):
-                raise DataError(
-                    f"{path}, line {number}: {column} {value!r} is not {expected}"
-                ) from None
+                raise DataError(f"{path}, line {number}: {column} {value!r} is not {expected}") from None
         raise DataError(f"{path}, lines from {first_line}: {column} column is not {expected}") from None
 
 
@@ -137,7 +142,10 @@ def _check_second(value: str) -> None:
 
 
 def _read_columns(
-    path: Path, sep: str, skip: int, n_columns: int,
+    path: Path,
+    sep: str,
+    skip: int,
+    n_columns: int,
     columns: dict[str, tuple[int, Callable[[list[str]], np.ndarray], Callable[[str], object], str]],
 ) -> dict[str, np.ndarray]:
     """Read selected columns of a separated text file, chunk by chunk, into int64 arrays."""
@@ -187,32 +195,45 @@ def read_diginetica_clicks(path: Path | str) -> _Clicks:
         if not found:
             raise DataError(
                 f"{path}, line 1: header {';'.join(header)!r} lacks {' or '.join(names)}; expected "
-                "'sessionId;userId;itemId;timeframe;eventdate' or 'session_id;user_id;item_id;timeframe;eventdate'"
+                "'sessionId;userId;itemId;timeframe;eventdate' or "
+                "'session_id;user_id;item_id;timeframe;eventdate'"
             )
         index[key] = found[0]
     integer, day = "an integer", "a date YYYY-MM-DD"
-    cols = _read_columns(path, ";", 1, len(header), {
-        "session id": (index["session"], _ints, int, integer),
-        "item id": (index["item"], _ints, int, integer),
-        "timeframe": (index["timeframe"], _ints, int, integer),
-        "eventdate": (index["eventdate"], _days, _check_day, day),
-    })
+    cols = _read_columns(
+        path,
+        ";",
+        1,
+        len(header),
+        {
+            "session id": (index["session"], _ints, int, integer),
+            "item id": (index["item"], _ints, int, integer),
+            "timeframe": (index["timeframe"], _ints, int, integer),
+            "eventdate": (index["eventdate"], _days, _check_day, day),
+        },
+    )
     return _Clicks(cols["session id"], cols["item id"], cols["eventdate"], cols["timeframe"])
 
 
 def read_yoochoose_clicks(path: Path | str) -> _Clicks:
-    """Read YOOCHOOSE ``yoochoose-clicks.dat``: ``session_id,timestamp,item_id,category`` (header optional)."""
+    """Read YOOCHOOSE ``yoochoose-clicks.dat``: ``session_id,timestamp,item_id,category``, header optional."""
     path = Path(path)
     _check_raw(path, YOOCHOOSE_HELP)
     with path.open("r", encoding="utf-8", newline="") as handle:
         first = handle.readline().strip()
     skip = 0 if first.split(",")[0].strip().isdigit() else 1
     integer, stamp = "an integer", "an ISO-8601 timestamp YYYY-MM-DDTHH:MM:SS"
-    cols = _read_columns(path, ",", skip, 4, {
-        "session id": (0, _ints, int, integer),
-        "item id": (2, _ints, int, integer),
-        "timestamp": (1, _seconds, _check_second, stamp),
-    })
+    cols = _read_columns(
+        path,
+        ",",
+        skip,
+        4,
+        {
+            "session id": (0, _ints, int, integer),
+            "item id": (2, _ints, int, integer),
+            "timestamp": (1, _seconds, _check_second, stamp),
+        },
+    )
     return _Clicks(cols["session id"], cols["item id"], cols["timestamp"], None)
 
 
@@ -271,15 +292,21 @@ def python2_dict_order(keys: list[str]) -> np.ndarray:
     return position
 
 
-
 def _gather(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenate the chunks flat[starts[k] : starts[k] + lengths[k]] (vectorised)."""
     return flat[np.repeat(starts, lengths) + _within_group_index(lengths)]
 
 
 def _build_split(
-    clicks: _Clicks, *, test_days: int, sort_by_timeframe: bool, min_item_support: int,
-    fraction: int, source: str, path: Path, tie_order: str,
+    clicks: _Clicks,
+    *,
+    test_days: int,
+    sort_by_timeframe: bool,
+    min_item_support: int,
+    fraction: int,
+    source: str,
+    path: Path,
+    tie_order: str,
 ) -> SessionSplit:
     """SR-GNN preprocessing on a click log (see the module docstring for the steps)."""
     n_rows = len(clicks.session)
@@ -323,14 +350,17 @@ def _build_split(
     train_ids = np.flatnonzero(session_ok & (sess_time < split_time))
     test_ids = np.flatnonzero(session_ok & (sess_time > split_time))
     if tie_order == "python2":
-        tie = python2_dict_order([str(s) for s in np.asarray(uniq_sess)[np.argsort(first_row, kind="stable")]])
+        tie = python2_dict_order(
+            [str(s) for s in np.asarray(uniq_sess)[np.argsort(first_row, kind="stable")]]
+        )
     else:
         tie = np.arange(len(rank))
     train_ids = train_ids[np.lexsort((tie[train_ids], sess_time[train_ids]))]
     test_ids = test_ids[np.lexsort((tie[test_ids], sess_time[test_ids]))]
     if len(train_ids) == 0 or len(test_ids) == 0:
+        side = "training" if len(train_ids) == 0 else "test"
         raise DataError(
-            f"{path}: filtering left no sessions for the {'training' if len(train_ids) == 0 else 'test'} side "
+            f"{path}: filtering left no sessions for the {side} side "
             f"({len(train_ids)} train / {len(test_ids)} test sessions; test = the last {test_days} day(s)); "
             "expected a click log spanning more days"
         )
@@ -374,17 +404,38 @@ def _build_split(
         starts = starts - first_item
     t_starts, t_plens, t_targets, _ = augment_flat(test_flat, test_lens)
     return _make_split(
-        train_flat, train_lens, starts, plens, targets, test_flat, t_starts, t_plens, t_targets,
-        n_items=len(known), item_ids=item_ids, source=source,
+        train_flat,
+        train_lens,
+        starts,
+        plens,
+        targets,
+        test_flat,
+        t_starts,
+        t_plens,
+        t_targets,
+        n_items=len(known),
+        item_ids=item_ids,
+        source=source,
     )
 
 
 def _make_split(
-    train_flat: np.ndarray, train_lens: np.ndarray, starts: np.ndarray, plens: np.ndarray,
-    targets: np.ndarray, test_flat: np.ndarray, t_starts: np.ndarray, t_plens: np.ndarray,
-    t_targets: np.ndarray, *, n_items: int, item_ids: np.ndarray | None, source: str,
+    train_flat: np.ndarray,
+    train_lens: np.ndarray,
+    starts: np.ndarray,
+    plens: np.ndarray,
+    targets: np.ndarray,
+    test_flat: np.ndarray,
+    t_starts: np.ndarray,
+    t_plens: np.ndarray,
+    t_targets: np.ndarray,
+    *,
+    n_items: int,
+    item_ids: np.ndarray | None,
+    source: str,
 ) -> SessionSplit:
     """Assemble a SessionSplit whose arrays are views into the flat session arrays."""
+
     def views(flat: np.ndarray, s: np.ndarray, n: np.ndarray) -> list[np.ndarray]:
         return [flat[a : a + b] for a, b in zip(s.tolist(), n.tolist(), strict=True)]
 
@@ -408,7 +459,11 @@ def _tie(tie_order: str, path: Path) -> str:
 
 
 def preprocess_diginetica(
-    path: Path | str, *, sort_by_timeframe: bool = True, test_days: int = 7, min_item_support: int = 5,
+    path: Path | str,
+    *,
+    sort_by_timeframe: bool = True,
+    test_days: int = 7,
+    min_item_support: int = 5,
     tie_order: str = "first_seen",
 ) -> SessionSplit:
     """DIGINETICA ``train-item-views.csv`` -> split, as SR-GNN (test = last 7 days).
@@ -420,14 +475,23 @@ def preprocess_diginetica(
     clicks = read_diginetica_clicks(path)
     source = f"{path} (DIGINETICA, sort_by_timeframe={sort_by_timeframe}, test_days={test_days})"
     return _build_split(
-        clicks, test_days=test_days, sort_by_timeframe=sort_by_timeframe,
-        min_item_support=min_item_support, fraction=1, source=source, path=path,
+        clicks,
+        test_days=test_days,
+        sort_by_timeframe=sort_by_timeframe,
+        min_item_support=min_item_support,
+        fraction=1,
+        source=source,
+        path=path,
         tie_order=_tie(tie_order, path),
     )
 
 
 def preprocess_yoochoose(
-    path: Path | str, *, fraction: int = 64, test_days: int = 1, min_item_support: int = 5,
+    path: Path | str,
+    *,
+    fraction: int = 64,
+    test_days: int = 1,
+    min_item_support: int = 5,
     tie_order: str = "first_seen",
 ) -> SessionSplit:
     """YOOCHOOSE ``yoochoose-clicks.dat`` -> split, as SR-GNN (test = last day).
@@ -441,8 +505,14 @@ def preprocess_yoochoose(
     clicks = read_yoochoose_clicks(path)
     source = f"{path} (YOOCHOOSE 1/{fraction}, test_days={test_days})"
     return _build_split(
-        clicks, test_days=test_days, sort_by_timeframe=False, min_item_support=min_item_support,
-        fraction=fraction, source=source, path=path, tie_order=_tie(tie_order, path),
+        clicks,
+        test_days=test_days,
+        sort_by_timeframe=False,
+        min_item_support=min_item_support,
+        fraction=fraction,
+        source=source,
+        path=path,
+        tie_order=_tie(tie_order, path),
     )
 
 
@@ -458,8 +528,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_DATASETS = {"diginetica": (DIGINETICA_HELP, "train-item-views.csv"),
-             "yoochoose": (YOOCHOOSE_HELP, "yoochoose-clicks.dat")}
+_DATASETS = {
+    "diginetica": (DIGINETICA_HELP, "train-item-views.csv"),
+    "yoochoose": (YOOCHOOSE_HELP, "yoochoose-clicks.dat"),
+}
 
 
 def load_raw_split(
@@ -486,7 +558,10 @@ def load_raw_split(
     if path.is_dir():
         path = path / file_name
     if dataset == "diginetica":
-        settings = {"sort_by_timeframe": sort_by_timeframe, "test_days": 7 if test_days is None else test_days}
+        settings = {
+            "sort_by_timeframe": sort_by_timeframe,
+            "test_days": 7 if test_days is None else test_days,
+        }
     else:
         settings = {"fraction": fraction, "test_days": 1 if test_days is None else test_days}
     settings["min_item_support"] = min_item_support
@@ -501,7 +576,8 @@ def load_raw_split(
         return build()
     _check_raw(path, help_text)
     key_source = json.dumps(
-        {"v": CACHE_FORMAT_VERSION, "dataset": dataset, "sha256": file_sha256(path), **settings}, sort_keys=True
+        {"v": CACHE_FORMAT_VERSION, "dataset": dataset, "sha256": file_sha256(path), **settings},
+        sort_keys=True,
     )
     key = hashlib.sha256(key_source.encode()).hexdigest()[:32]
     cache_file = Path(cache_dir).expanduser() / f"{dataset}-{key}.npz"
@@ -522,17 +598,30 @@ def _save_cache(cache_file: Path, split: SessionSplit, key_source: str) -> None:
     s_flat, s_lens = flatten(sessions)
     p_flat, p_lens = flatten(split.train_prefixes)
     t_flat, t_lens = flatten(split.test_prefixes)
-    meta = {"n_items": split.n_items, "source": split.source, "key": json.loads(key_source),
-            "n_train": split.n_train, "n_test": split.n_test, "has_sessions": split.train_sessions is not None}
+    meta = {
+        "n_items": split.n_items,
+        "source": split.source,
+        "key": json.loads(key_source),
+        "n_train": split.n_train,
+        "n_test": split.n_test,
+        "has_sessions": split.train_sessions is not None,
+    }
     arrays = {
-        "session_flat": s_flat, "session_lens": s_lens,
-        "train_flat": p_flat, "train_lens": p_lens, "train_targets": split.train_targets,
-        "test_flat": t_flat, "test_lens": t_lens, "test_targets": split.test_targets,
+        "session_flat": s_flat,
+        "session_lens": s_lens,
+        "train_flat": p_flat,
+        "train_lens": p_lens,
+        "train_targets": split.train_targets,
+        "test_flat": t_flat,
+        "test_lens": t_lens,
+        "test_targets": split.test_targets,
         "item_ids": split.item_ids if split.item_ids is not None else np.zeros(0, dtype=np.int64),
         "meta": np.array(json.dumps(meta)),
     }
     _atomic_write(cache_file, lambda handle: np.savez(handle, **arrays))
-    _atomic_write(cache_file.with_suffix(".json"), lambda handle: handle.write(json.dumps(meta, indent=1).encode()))
+    _atomic_write(
+        cache_file.with_suffix(".json"), lambda handle: handle.write(json.dumps(meta, indent=1).encode())
+    )
 
 
 def _atomic_write(target: Path, write: Callable[[object], object]) -> None:

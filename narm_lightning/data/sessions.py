@@ -209,9 +209,7 @@ def read_examples_tsv(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     for number, line in enumerate(lines, start=1):
         parts = line.rstrip("\r").split("\t")
         if len(parts) != 2:
-            raise DataError(
-                f"{path}, line {number}: found {len(parts) - 1} TAB characters; expected {what}"
-            )
+            raise DataError(f"{path}, line {number}: found {len(parts) - 1} TAB characters; expected {what}")
         prefix = parts[0].split()
         if not prefix:
             raise DataError(f"{path}, line {number}: empty prefix; expected {what}")
@@ -328,9 +326,16 @@ def read_pickle_split(directory: Path | str) -> SessionSplit:
     sessions = None
     source = f"{train_path} + {test_path}"
     if seq_path.exists():
-        sessions = _int_lists(load_plain_pickle(seq_path), seq_path, "a pickled list of sessions (lists of ids)")
+        sessions = _int_lists(
+            load_plain_pickle(seq_path), seq_path, "a pickled list of sessions (lists of ids)"
+        )
         source += f" + {seq_path}"
-    groups: list[Sequence[np.ndarray] | np.ndarray] = [train_prefixes, train_targets, test_prefixes, test_targets]
+    groups: list[Sequence[np.ndarray] | np.ndarray] = [
+        train_prefixes,
+        train_targets,
+        test_prefixes,
+        test_targets,
+    ]
     if sessions is not None:
         groups.append(sessions)
     return SessionSplit(

@@ -31,15 +31,23 @@ def need(path: Path) -> Path:
 
 
 def rows(prefixes: list[np.ndarray], targets: np.ndarray) -> list[str]:
-    return [" ".join(map(str, p.tolist())) + "\t" + str(int(t)) for p, t in zip(prefixes, targets, strict=True)]
+    return [
+        " ".join(map(str, p.tolist())) + "\t" + str(int(t)) for p, t in zip(prefixes, targets, strict=True)
+    ]
 
 
 def test_diginetica_sample_reproduces_srgnn_pickles_exactly() -> None:
     split = preprocess_diginetica(
         need(RAW / "diginetica-train-item-views-sample.csv"), sort_by_timeframe=True, tie_order="python2"
     )
-    assert rows(split.train_prefixes, split.train_targets) == (PICKLE_SAMPLE / "train.expected.tsv").read_text().splitlines()
-    assert rows(split.test_prefixes, split.test_targets) == (PICKLE_SAMPLE / "test.expected.tsv").read_text().splitlines()
+    assert (
+        rows(split.train_prefixes, split.train_targets)
+        == (PICKLE_SAMPLE / "train.expected.tsv").read_text().splitlines()
+    )
+    assert (
+        rows(split.test_prefixes, split.test_targets)
+        == (PICKLE_SAMPLE / "test.expected.tsv").read_text().splitlines()
+    )
     assert (split.n_train, split.n_test, split.n_items, len(split.train_sessions)) == (1205, 99, 309, 469)
     assert split.item_ids is not None and len(split.item_ids) == 310
     assert split.item_ids[1] == 9617  # the first item of the earliest training session
@@ -52,7 +60,10 @@ def test_other_settings_differ_from_the_sample(sort: bool, tie: str) -> None:
         need(RAW / "diginetica-train-item-views-sample.csv"), sort_by_timeframe=sort, tie_order=tie
     )
     assert (split.n_train, split.n_test, split.n_items) == (1205, 99, 309)
-    assert rows(split.train_prefixes, split.train_targets) != (PICKLE_SAMPLE / "train.expected.tsv").read_text().splitlines()
+    assert (
+        rows(split.train_prefixes, split.train_targets)
+        != (PICKLE_SAMPLE / "train.expected.tsv").read_text().splitlines()
+    )
 
 
 def test_original_header_sample_parses() -> None:
@@ -107,16 +118,19 @@ def reference(clicks: list[tuple[int, int, int, int]], sort: bool, test_days: in
     sessions = train_seqs
     if fraction > 1:
         n = int(len(tr_t) / fraction)
-        tr_p, tr_t, sessions = tr_p[-n:], tr_t[-n:], train_seqs[tr_k[-n]:]
+        tr_p, tr_t, sessions = tr_p[-n:], tr_t[-n:], train_seqs[tr_k[-n] :]
     te_p, te_t, _ = aug(test_seqs)
     return tr_p, tr_t, te_p, te_t, sessions, len(ids)
 
 
 def as_tuple(split: SessionSplit) -> tuple:
     return (
-        [p.tolist() for p in split.train_prefixes], split.train_targets.tolist(),
-        [p.tolist() for p in split.test_prefixes], split.test_targets.tolist(),
-        [s.tolist() for s in split.train_sessions], split.n_items,
+        [p.tolist() for p in split.train_prefixes],
+        split.train_targets.tolist(),
+        [p.tolist() for p in split.test_prefixes],
+        split.test_targets.tolist(),
+        [s.tolist() for s in split.train_sessions],
+        split.n_items,
     )
 
 
@@ -128,8 +142,14 @@ def synthetic_clicks(seed: int, n_sessions: int = 400) -> list[tuple[int, int, i
     for s in rng.permutation(np.arange(1, n_sessions + 1)):
         day = int(rng.integers(0, 20))
         for _ in range(int(rng.integers(1, 7))):
-            clicks.append((int(s), int(rng.integers(100, 160)), base + day * 86400 + int(rng.integers(0, 86000)),
-                           int(rng.integers(0, 10**6))))
+            clicks.append(
+                (
+                    int(s),
+                    int(rng.integers(100, 160)),
+                    base + day * 86400 + int(rng.integers(0, 86000)),
+                    int(rng.integers(0, 10**6)),
+                )
+            )
     order = rng.permutation(len(clicks))[: len(clicks) // 10]  # swap some rows: sessions interleave
     for a, b in zip(order[::2], order[1::2], strict=False):
         clicks[a], clicks[b] = clicks[b], clicks[a]
@@ -144,7 +164,8 @@ def test_diginetica_matches_reference(tmp_path: Path, seed: int, sort: bool) -> 
     day_clicks = [(s, i, t - t % 86400, tf) for s, i, t, tf in clicks]
     path = tmp_path / "train-item-views.csv"
     lines = ["sessionId;userId;itemId;timeframe;eventdate"] + [
-        f"{s};NA;{i};{tf};{dt.datetime.fromtimestamp(t, dt.UTC).date().isoformat()}" for s, i, t, tf in day_clicks
+        f"{s};NA;{i};{tf};{dt.datetime.fromtimestamp(t, dt.UTC).date().isoformat()}"
+        for s, i, t, tf in day_clicks
     ]
     path.write_text("\n".join(lines) + "\n")
     split = preprocess_diginetica(path, sort_by_timeframe=sort)
@@ -156,10 +177,12 @@ def test_diginetica_matches_reference(tmp_path: Path, seed: int, sort: bool) -> 
 def test_yoochoose_matches_reference(tmp_path: Path, fraction: int) -> None:
     clicks = synthetic_clicks(7, n_sessions=1500)
     path = tmp_path / "yoochoose-clicks.dat"
-    path.write_text("".join(
-        f"{s},{dt.datetime.fromtimestamp(t, dt.UTC).strftime('%Y-%m-%dT%H:%M:%S')}.123Z,{i},0\n"
-        for s, i, t, _ in clicks
-    ))
+    path.write_text(
+        "".join(
+            f"{s},{dt.datetime.fromtimestamp(t, dt.UTC).strftime('%Y-%m-%dT%H:%M:%S')}.123Z,{i},0\n"
+            for s, i, t, _ in clicks
+        )
+    )
     split = preprocess_yoochoose(path, fraction=fraction)
     expected = reference(clicks, False, 1, fraction)
     assert as_tuple(split) == expected
@@ -190,10 +213,14 @@ def test_raw_directory_and_empty(tmp_path: Path) -> None:
 
 def test_raw_bad_values_name_line(tmp_path: Path) -> None:
     path = tmp_path / "train-item-views.csv"
-    path.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;NA;5;10;2016-05-09\n1;NA;x;11;2016-05-09\n")
+    path.write_text(
+        "session_id;user_id;item_id;timeframe;eventdate\n1;NA;5;10;2016-05-09\n1;NA;x;11;2016-05-09\n"
+    )
     with pytest.raises(DataError, match=r"train-item-views\.csv, line 3: item id 'x' is not an integer"):
         preprocess_diginetica(path)
-    path.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;NA;5;10;2016-05-09\n1;NA;6;11;09.05.2016\n")
+    path.write_text(
+        "session_id;user_id;item_id;timeframe;eventdate\n1;NA;5;10;2016-05-09\n1;NA;6;11;09.05.2016\n"
+    )
     with pytest.raises(DataError, match=r"line 3: eventdate '09.05.2016' is not a date"):
         preprocess_diginetica(path)
     path.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;NA;5;10\n")

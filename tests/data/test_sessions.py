@@ -180,7 +180,11 @@ def test_pickle_sample_equals_expected_tsv_and_text_reader(tmp_path: Path) -> No
     assert (split.n_train, split.n_test, split.n_items) == (1205, 99, 309)
     assert len(split.train_sessions) == 469
     # The same data as a text split gives the same examples.
-    write(tmp_path, "train_sessions.txt", "".join(" ".join(map(str, s.tolist())) + "\n" for s in split.train_sessions))
+    write(
+        tmp_path,
+        "train_sessions.txt",
+        "".join(" ".join(map(str, s.tolist())) + "\n" for s in split.train_sessions),
+    )
     (tmp_path / "test.tsv").write_bytes((PICKLE_SAMPLE / "test.expected.tsv").read_bytes())
     text = read_text_split(tmp_path)
     assert as_lists(text.train_prefixes) == as_lists(split.train_prefixes)
@@ -201,7 +205,9 @@ def test_malicious_pickle_refused_and_not_executed(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "train.txt"
     path.write_bytes(pickle.dumps(([[1, 2]], [_Exploit(marker)])))
-    with pytest.raises(DataError, match=r"train\.txt: the pickle tries to load the class or function (posix|os)\.system"):
+    with pytest.raises(
+        DataError, match=r"train\.txt: the pickle tries to load the class or function (posix|os)\.system"
+    ):
         load_plain_pickle(path)
     assert not marker.exists()
     (tmp_path / "test.txt").write_bytes(pickle.dumps(([[1]], [2])))
