@@ -19,6 +19,11 @@ is computed on), vectorised with numpy:
 7. both sides are prefix-augmented; YOOCHOOSE 1/k keeps the last ``int(n / k)`` training
    examples (the most recent) and the training sessions from the one holding the first kept example.
 
+Which variant the shared ``../shared/data/diginetica`` split is: the raw file groups repeated clicks
+on an item within a session, so a file-order (unsorted) split never has an item that comes back after
+a different item; the shared split has such sessions (43,105 of the 74,837 training sessions with a
+repeated item), so it is the timeframe-SORTED variant (see the tests).
+
 Dates are computed in UTC (SR-GNN uses ``time.mktime``, local time; the only difference would be
 a daylight-saving change inside the test window, which neither dataset has).
 """

@@ -269,3 +269,38 @@ def test_cache_keyed_by_content(tmp_path: Path) -> None:
     copy.write_bytes(raw.read_bytes().replace(b"2016-05-09", b"2016-05-08", 1))
     load_raw_split("diginetica", tmp_path, cache_dir=cache)
     assert len(list(cache.glob("*.npz"))) == 2
+
+
+def non_adjacent_repeats(sessions: list[list[int]] | list[np.ndarray]) -> tuple[int, int]:
+    """(sessions with a repeated item, those where an item comes back after a different item)."""
+    with_repeats = non_adjacent = 0
+    for session in sessions:
+        seq = list(session)
+        if len(set(seq)) == len(seq):
+            continue
+        with_repeats += 1
+        seen: set[int] = set()
+        for k, item in enumerate(seq):
+            if item in seen and item != seq[k - 1]:
+                non_adjacent += 1
+                break
+            seen.add(item)
+    return with_repeats, non_adjacent
+
+
+def test_shared_diginetica_is_not_in_file_order() -> None:
+    """Evidence that ../shared/data/diginetica is the timeframe-SORTED variant.
+
+    In the raw file, repeated clicks on an item within a session are adjacent (file order groups
+    them); filtering and renumbering cannot separate them again, so file-order (unsorted) splits
+    have no item that comes back after a different item. The shared split has many.
+    """
+    sample = need(RAW / "diginetica-train-item-views-sample.csv")
+    unsorted = preprocess_diginetica(sample, sort_by_timeframe=False)
+    repeats, non_adjacent = non_adjacent_repeats(unsorted.train_sessions)
+    assert repeats > 300 and non_adjacent == 0
+    assert non_adjacent_repeats(preprocess_diginetica(sample).train_sessions)[1] > 50
+    shared = need(SHARED / "diginetica" / "train_sessions.txt")
+    sessions = [[int(x) for x in line.split()] for line in shared.read_text().splitlines()]
+    repeats, non_adjacent = non_adjacent_repeats(sessions)
+    assert (repeats, non_adjacent) == (74_837, 43_105)
