@@ -347,3 +347,104 @@ def read_pickle_split(directory: Path | str) -> SessionSplit:
         source=source,
         train_sessions=sessions,
     )
+
+
+# ----------------------------------------------------------------------------- RecBole atomic files
+
+
+@dataclass(frozen=True)
+class AtomicSessions:
+    """Sessions read from a RecBole ``.inter`` file with a session id field.
+
+    Internal item ids follow RecBole's remapping: order of first appearance in the file, from 1
+    (``item_tokens[0]`` is ``"[PAD]"``). Sessions are in order of first appearance of their id.
+    """
+
+    sessions: list[np.ndarray]
+    session_tokens: np.ndarray  # str token of each session, same order as ``sessions``
+    item_tokens: np.ndarray  # str token of internal item i (index 0: "[PAD]")
+    source: str
+
+    @property
+    def n_items(self) -> int:
+        """Largest internal item id."""
+        return len(self.item_tokens) - 1
+
+
+def read_atomic_sessions(
+    path: Path | str,
+    session_field: str = "session_id",
+    item_field: str = "item_id",
+    time_field: str | None = "timestamp",
+) -> AtomicSessions:
+    """Read a RecBole session ``.inter`` (TAB separated, header ``name:type`` fields) into sessions.
+
+    Clicks of a session are ordered by ``time_field`` (stable: ties keep file order); without that
+    field in the header (or with ``time_field=None``), file order is kept.
+    """
+    path = Path(path)
+    what = (
+        f"a RecBole .inter file: TAB separated, header fields like {session_field}:token {item_field}:token"
+    )
+    lines = _read_lines(path, what)
+    header = [field.strip() for field in lines[0].rstrip("\r").split("\t")]
+    names = [field.split(":", 1)[0] for field in header]
+    missing = [name for name in (session_field, item_field) if name not in names]
+    if missing:
+        raise DataError(f"{path}, line 1: header {lines[0]!r} lacks {', '.join(missing)}; expected {what}")
+    use_time = time_field is not None and time_field in names
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for number, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise DataError(
+                f"{path}, line {number}: {len(fields)} fields; expected {len(header)} as in the header"
+            )
+        rows.append(fields)
+        numbers.append(number)
+    if not rows:
+        raise DataError(f"{path}: no data rows after the header; expected {what}")
+    columns = list(zip(*rows, strict=True))
+    sess_tok = np.array(columns[names.index(session_field)], dtype=np.str_)
+    item_tok = np.array(columns[names.index(item_field)], dtype=np.str_)
+    for name, column in ((session_field, sess_tok), (item_field, item_tok)):
+        empty = np.flatnonzero(np.char.str_len(column) == 0)
+        if len(empty):
+            raise DataError(f"{path}, line {numbers[int(empty[0])]}: empty {name}; expected a token")
+    if use_time:
+        raw_time = columns[names.index(time_field)]  # type: ignore[arg-type]
+        try:
+            times = np.array(raw_time, dtype=np.str_).astype(np.float64)
+        except ValueError:
+            for number, value in zip(numbers, raw_time, strict=True):
+                try:
+                    float(value)
+                except ValueError:
+                    raise DataError(
+                        f"{path}, line {number}: {time_field} {value!r} is not a number; expected a float"
+                    ) from None
+            raise
+    else:
+        times = np.zeros(len(rows))
+    item_uniq, item_first, item_inv = np.unique(item_tok, return_index=True, return_inverse=True)
+    item_order = np.argsort(item_first, kind="stable")
+    item_id = np.empty(len(item_uniq), dtype=np.int64)
+    item_id[item_order] = np.arange(1, len(item_uniq) + 1)
+    sess_uniq, sess_first, sess_inv = np.unique(sess_tok, return_index=True, return_inverse=True)
+    sess_order = np.argsort(sess_first, kind="stable")
+    sess_rank = np.empty(len(sess_uniq), dtype=np.int64)
+    sess_rank[sess_order] = np.arange(len(sess_uniq))
+    row_sess = sess_rank[sess_inv.reshape(-1)]
+    order = np.lexsort((np.arange(len(rows)), times, row_sess))
+    flat = item_id[item_inv.reshape(-1)][order]
+    lengths = np.bincount(row_sess, minlength=len(sess_uniq)).astype(np.int64)
+    return AtomicSessions(
+        sessions=split_flat(flat, lengths),
+        session_tokens=sess_uniq[sess_order],
+        item_tokens=np.concatenate([np.array(["[PAD]"]), item_uniq[item_order]]),
+        source=str(path),
+    )
