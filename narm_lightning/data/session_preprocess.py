@@ -35,7 +35,9 @@ import itertools
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +112,7 @@ def _convert(
     check: Callable[[str], object],
     path: Path,
     first_line: int,
-    line_numbers: list[int],
+    line_numbers: Sequence[int],
     column: str,
     expected: str,
 ) -> np.ndarray:
@@ -156,30 +158,51 @@ def _read_columns(
     """Read selected columns of a separated text file, chunk by chunk, into int64 arrays."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in columns}
     for first_line, chunk in _iter_chunks(path, skip):
-        rows: list[list[str]] = []
-        numbers: list[int] = []
-        for offset, line in enumerate(chunk):
-            line = line.rstrip("\r\n")
-            if not line.strip():
+        seps = np.fromiter(map(str.count, chunk, itertools.repeat(sep)), dtype=np.int64, count=len(chunk))
+        numbers: Sequence[int]
+        if bool((seps == n_columns - 1).all()):
+            # Fast path: every line has the right number of fields; split the whole chunk at once.
+            text = "".join(chunk)
+            if "\r" in text:
+                text = text.replace("\r", "")
+            fields = text.replace("\n", sep).split(sep)
+            if text.endswith("\n"):
+                fields.pop()
+            cols = [fields[i::n_columns] for i in range(n_columns)]
+            numbers = range(first_line, first_line + len(chunk))
+        else:
+            rows, numbers = _split_rows_slowly(path, sep, n_columns, first_line, chunk)
+            if not rows:
                 continue
-            fields = line.split(sep)
-            if len(fields) != n_columns:
-                raise DataError(
-                    f"{path}, line {first_line + offset}: {len(fields)} fields; "
-                    f"expected {n_columns} fields separated by {sep!r}"
-                )
-            rows.append(fields)
-            numbers.append(first_line + offset)
-        if not rows:
-            continue
-        cols = list(zip(*rows, strict=True))
+            cols = [list(col) for col in zip(*rows, strict=True)]
         for name, (index, convert, check, expected) in columns.items():
             parts[name].append(
-                _convert(list(cols[index]), convert, check, path, first_line, numbers, name, expected)
+                _convert(cols[index], convert, check, path, first_line, numbers, name, expected)
             )
     if not parts[next(iter(columns))]:
         raise DataError(f"{path}: no data rows; expected a click log with at least one row")
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def _split_rows_slowly(
+    path: Path, sep: str, n_columns: int, first_line: int, chunk: list[str]
+) -> tuple[list[list[str]], list[int]]:
+    """Line by line: skip blank lines (as csv readers do), name the first line with a wrong field count."""
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for offset, line in enumerate(chunk):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split(sep)
+        if len(fields) != n_columns:
+            raise DataError(
+                f"{path}, line {first_line + offset}: {len(fields)} fields; "
+                f"expected {n_columns} fields separated by {sep!r}"
+            )
+        rows.append(fields)
+        numbers.append(first_line + offset)
+    return rows, numbers
 
 
 def read_diginetica_clicks(path: Path | str) -> _Clicks:
@@ -589,10 +612,13 @@ def load_raw_split(
     if cache_file.is_file():
         try:
             return _load_cache(cache_file)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # unreadable cache entry: rebuild and overwrite it
     split = build()
-    _save_cache(cache_file, split, key_source)
+    try:
+        _save_cache(cache_file, split, key_source)
+    except OSError as exc:  # a read-only or full cache dir must not lose the work just done
+        warnings.warn(f"could not write the session cache {cache_file}: {exc}", stacklevel=2)
     return split
 
 

@@ -304,3 +304,23 @@ def test_shared_diginetica_is_not_in_file_order() -> None:
     sessions = [[int(x) for x in line.split()] for line in shared.read_text().splitlines()]
     repeats, non_adjacent = non_adjacent_repeats(sessions)
     assert (repeats, non_adjacent) == (74_837, 43_105)
+
+
+def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
+    raw = need(RAW / "diginetica-train-item-views-sample.csv")
+    cache = tmp_path / "cache"
+    first = load_raw_split("diginetica", raw, cache_dir=cache)
+    (entry,) = cache.glob("*.npz")
+    entry.write_bytes(b"not a zip")
+    again = load_raw_split("diginetica", raw, cache_dir=cache)
+    assert "[cached:" not in again.source and as_tuple(again) == as_tuple(first)
+    assert "[cached:" in load_raw_split("diginetica", raw, cache_dir=cache).source
+
+
+def test_blank_lines_and_crlf_in_raw_file(tmp_path: Path) -> None:
+    raw = need(RAW / "diginetica-train-item-views-sample.csv").read_text()
+    lines = raw.splitlines()
+    messy = tmp_path / "train-item-views.csv"
+    messy.write_text("\r\n".join([*lines[:500], "", *lines[500:]]) + "\r\n", newline="")
+    expected = as_tuple(preprocess_diginetica(RAW / "diginetica-train-item-views-sample.csv"))
+    assert as_tuple(preprocess_diginetica(messy)) == expected
