@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from narm_lightning.data.pickles import load_plain_pickle
 from narm_lightning.data.sessions import (
@@ -295,3 +297,18 @@ def test_atomic_sessions_errors(tmp_path: Path) -> None:
         read_atomic_sessions(short)
     with pytest.raises(DataError, match="no data rows"):
         read_atomic_sessions(write(tmp_path, "d.inter", "session_id:token\titem_id:token\n"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(1, 30), min_size=1, max_size=9), max_size=12),
+    st.integers(1, 6),
+)
+def test_augment_and_pad_properties(sessions: list[list[int]], max_len: int) -> None:
+    prefixes, targets = augment_sessions([np.array(s, dtype=np.int64) for s in sessions])
+    naive = [(s[:-i], s[-i]) for s in sessions for i in range(1, len(s))]
+    assert list(zip(as_lists(prefixes), targets.tolist(), strict=True)) == naive
+    seqs, lens = pad_prefixes(prefixes, max_len)
+    assert seqs.shape == (len(naive), max_len)
+    for row, n, (prefix, _) in zip(seqs.tolist(), lens.tolist(), naive, strict=True):
+        assert row == prefix[-max_len:] + [0] * (max_len - n)
