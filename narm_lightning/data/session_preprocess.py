@@ -45,12 +45,12 @@ import numpy as np
 
 from narm_lightning.data.sessions import (
     SessionSplit,
-    _offsets,
-    _within_group_index,
     augment_flat,
     check_file,
+    chunk_offsets,
     flatten,
     split_flat,
+    within_group_index,
 )
 from narm_lightning.errors import DataError
 
@@ -322,7 +322,7 @@ def python2_dict_order(keys: list[str]) -> np.ndarray:
 
 def _gather(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenate the chunks flat[starts[k] : starts[k] + lengths[k]] (vectorised)."""
-    return flat[np.repeat(starts, lengths) + _within_group_index(lengths)]
+    return flat[np.repeat(starts, lengths) + within_group_index(lengths)]
 
 
 def _build_split(
@@ -366,7 +366,7 @@ def _build_split(
     keep &= session_ok[grouped_sess]
     kept_items = items[keep]
     kept_counts = np.where(session_ok, kept_counts, 0)
-    kept_starts = _offsets(kept_counts)
+    kept_starts = chunk_offsets(kept_counts)
     if not session_ok.any():
         raise DataError(
             f"{path}: filtering left no sessions ({n_rows} clicks read; sessions of length 1, items seen "
@@ -427,7 +427,7 @@ def _build_split(
             )
         first_session = int(sess_index[-n_keep])
         starts, plens, targets = starts[-n_keep:], plens[-n_keep:], targets[-n_keep:]
-        first_item = int(_offsets(train_lens)[first_session])
+        first_item = int(chunk_offsets(train_lens)[first_session])
         train_flat, train_lens = train_flat[first_item:], train_lens[first_session:]
         starts = starts - first_item
     t_starts, t_plens, t_targets, _ = augment_flat(test_flat, test_lens)

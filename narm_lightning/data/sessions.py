@@ -51,7 +51,7 @@ class SessionSplit:
 # ----------------------------------------------------------------------------- ragged helpers
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
+def chunk_offsets(lengths: np.ndarray) -> np.ndarray:
     """Start offsets of consecutive chunks of the given lengths in a flat array."""
     off = np.zeros(len(lengths), dtype=np.int64)
     if len(lengths) > 1:
@@ -61,7 +61,7 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
 
 def split_flat(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
     """Cut a flat array into consecutive views of the given lengths (no copies)."""
-    starts = _offsets(lengths).tolist()
+    starts = chunk_offsets(lengths).tolist()
     return [flat[s : s + n] for s, n in zip(starts, lengths.tolist(), strict=True)]
 
 
@@ -73,10 +73,10 @@ def flatten(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(arrays).astype(np.int64, copy=False), lengths
 
 
-def _within_group_index(lengths: np.ndarray) -> np.ndarray:
+def within_group_index(lengths: np.ndarray) -> np.ndarray:
     """For groups of the given lengths laid end to end: 0, 1, .., n-1 for each group."""
     total = int(lengths.sum())
-    return np.arange(total, dtype=np.int64) - np.repeat(_offsets(lengths), lengths)
+    return np.arange(total, dtype=np.int64) - np.repeat(chunk_offsets(lengths), lengths)
 
 
 def augment_flat(
@@ -91,9 +91,9 @@ def augment_flat(
     lengths = np.asarray(lengths, dtype=np.int64)
     n_examples = np.maximum(lengths - 1, 0)
     session_index = np.repeat(np.arange(len(lengths), dtype=np.int64), n_examples)
-    k = _within_group_index(n_examples)
+    k = within_group_index(n_examples)
     prefix_lengths = np.repeat(lengths - 1, n_examples) - k
-    prefix_starts = np.repeat(_offsets(lengths), n_examples)
+    prefix_starts = np.repeat(chunk_offsets(lengths), n_examples)
     targets = flat[prefix_starts + prefix_lengths].astype(np.int64, copy=False)
     return prefix_starts, prefix_lengths, targets, session_index
 
@@ -122,8 +122,8 @@ def pad_prefixes(prefixes: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarr
     kept = np.minimum(lengths, max_len)
     seqs = np.zeros((len(lengths), max_len), dtype=np.int64)
     rows = np.repeat(np.arange(len(lengths), dtype=np.int64), kept)
-    cols = _within_group_index(kept)
-    src = np.repeat(_offsets(lengths) + lengths - kept, kept) + cols
+    cols = within_group_index(kept)
+    src = np.repeat(chunk_offsets(lengths) + lengths - kept, kept) + cols
     seqs[rows, cols] = flat[src]
     return seqs, kept
 
