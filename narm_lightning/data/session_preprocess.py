@@ -73,7 +73,7 @@ YOOCHOOSE_HELP = (
 
 
 @dataclass(frozen=True)
-class _Clicks:
+class RawClicks:
     """One raw click log, in file order."""
 
     session: np.ndarray  # int64 session id
@@ -205,7 +205,7 @@ def _split_rows_slowly(
     return rows, numbers
 
 
-def read_diginetica_clicks(path: Path | str) -> _Clicks:
+def read_diginetica_clicks(path: Path | str) -> RawClicks:
     """Read DIGINETICA ``train-item-views.csv`` (original or SR-GNN's renamed header)."""
     path = Path(path)
     _check_raw(path, DIGINETICA_HELP)
@@ -240,10 +240,10 @@ def read_diginetica_clicks(path: Path | str) -> _Clicks:
             "eventdate": (index["eventdate"], _days, _check_day, day),
         },
     )
-    return _Clicks(cols["session id"], cols["item id"], cols["eventdate"], cols["timeframe"])
+    return RawClicks(cols["session id"], cols["item id"], cols["eventdate"], cols["timeframe"])
 
 
-def read_yoochoose_clicks(path: Path | str) -> _Clicks:
+def read_yoochoose_clicks(path: Path | str) -> RawClicks:
     """Read YOOCHOOSE ``yoochoose-clicks.dat``: ``session_id,timestamp,item_id,category``, header optional."""
     path = Path(path)
     _check_raw(path, YOOCHOOSE_HELP)
@@ -262,7 +262,7 @@ def read_yoochoose_clicks(path: Path | str) -> _Clicks:
             "timestamp": (1, _seconds, _check_second, stamp),
         },
     )
-    return _Clicks(cols["session id"], cols["item id"], cols["timestamp"], None)
+    return RawClicks(cols["session id"], cols["item id"], cols["timestamp"], None)
 
 
 # ----------------------------------------------------------------------------- the SR-GNN steps
@@ -326,7 +326,7 @@ def _gather(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.nda
 
 
 def _build_split(
-    clicks: _Clicks,
+    clicks: RawClicks,
     *,
     test_days: int,
     sort_by_timeframe: bool,
