@@ -1,0 +1,450 @@
+"""Session-based splits (NARM / SR-GNN style): shared types, augmentation, padding and readers.
+
+Item ids are internal ids 1..n_items in every array here; 0 is reserved for padding. The readers
+accept the two formats NARM/SR-GNN code bases exchange: plain text (``train_sessions.txt`` +
+``test.tsv``) and the pickles ``train.txt`` / ``test.txt`` / ``all_train_seq.txt``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from narm_lightning.data.pickles import load_plain_pickle
+from narm_lightning.errors import DataError
+
+
+@dataclass(frozen=True)
+class SessionSplit:
+    """A train/test split of sessions with the NARM/SR-GNN prefix augmentation already applied.
+
+    ``train_prefixes[k]`` followed by ``train_targets[k]`` is one training example (likewise for
+    test). ``train_sessions`` keeps the whole training sessions when the source has them (None for
+    a pickle directory without ``all_train_seq.txt``). ``item_ids[i]`` is the original id of internal
+    item ``i`` (index 0 unused) when the split was made from raw data, else None.
+    """
+
+    train_prefixes: list[np.ndarray]
+    train_targets: np.ndarray
+    test_prefixes: list[np.ndarray]
+    test_targets: np.ndarray
+    n_items: int
+    source: str
+    train_sessions: list[np.ndarray] | None = None
+    item_ids: np.ndarray | None = None
+
+    @property
+    def n_train(self) -> int:
+        """Number of augmented training examples."""
+        return len(self.train_targets)
+
+    @property
+    def n_test(self) -> int:
+        """Number of test examples."""
+        return len(self.test_targets)
+
+
+# ----------------------------------------------------------------------------- ragged helpers
+
+
+def chunk_offsets(lengths: np.ndarray) -> np.ndarray:
+    """Start offsets of consecutive chunks of the given lengths in a flat array."""
+    off = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths) > 1:
+        np.cumsum(lengths[:-1], out=off[1:])
+    return off
+
+
+def split_flat(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Cut a flat array into consecutive views of the given lengths (no copies)."""
+    starts = chunk_offsets(lengths).tolist()
+    return [flat[s : s + n] for s, n in zip(starts, lengths.tolist(), strict=True)]
+
+
+def flatten(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`split_flat`: (concatenated int64 values, int64 lengths)."""
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    if len(arrays) == 0:
+        return np.zeros(0, dtype=np.int64), lengths
+    return np.concatenate(arrays).astype(np.int64, copy=False), lengths
+
+
+def within_group_index(lengths: np.ndarray) -> np.ndarray:
+    """For groups of the given lengths laid end to end: 0, 1, .., n-1 for each group."""
+    total = int(lengths.sum())
+    return np.arange(total, dtype=np.int64) - np.repeat(chunk_offsets(lengths), lengths)
+
+
+def augment_flat(
+    flat: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised prefix augmentation of sessions given as a flat array + lengths.
+
+    Returns (prefix_starts, prefix_lengths, targets, session_index): example k is
+    ``flat[prefix_starts[k] : prefix_starts[k] + prefix_lengths[k]]`` -> ``targets[k]``, made from
+    session ``session_index[k]``. Order as in NARM/SR-GNN: sessions in order, longest prefix first.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n_examples = np.maximum(lengths - 1, 0)
+    session_index = np.repeat(np.arange(len(lengths), dtype=np.int64), n_examples)
+    k = within_group_index(n_examples)
+    prefix_lengths = np.repeat(lengths - 1, n_examples) - k
+    prefix_starts = np.repeat(chunk_offsets(lengths), n_examples)
+    targets = flat[prefix_starts + prefix_lengths].astype(np.int64, copy=False)
+    return prefix_starts, prefix_lengths, targets, session_index
+
+
+def augment_sessions(sessions: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """NARM/SR-GNN augmentation: session s of length n gives (s[:-i], s[-i]) for i = 1..n-1.
+
+    Longest prefix first, sessions in the given order; sessions of length < 2 give nothing. The
+    prefixes are views into one concatenated array (no per-example copies).
+    """
+    flat, lengths = flatten(sessions)
+    starts, plens, targets, _ = augment_flat(flat, lengths)
+    prefixes = [flat[s : s + n] for s, n in zip(starts.tolist(), plens.tolist(), strict=True)]
+    return prefixes, targets
+
+
+def pad_prefixes(prefixes: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad prefixes to a [N, max_len] int64 matrix keeping the LAST max_len items of each.
+
+    Left-aligned like RecBole's ``item_seq``: the oldest kept item is in column 0 and zeros pad the
+    right. ``lens`` are the kept lengths (min(len, max_len)), as RecBole's ``item_length``.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    flat, lengths = flatten(prefixes)
+    kept = np.minimum(lengths, max_len)
+    seqs = np.zeros((len(lengths), max_len), dtype=np.int64)
+    rows = np.repeat(np.arange(len(lengths), dtype=np.int64), kept)
+    cols = within_group_index(kept)
+    src = np.repeat(chunk_offsets(lengths) + lengths - kept, kept) + cols
+    seqs[rows, cols] = flat[src]
+    return seqs, kept
+
+
+# ----------------------------------------------------------------------------- file helpers
+
+
+def check_file(path: Path, what: str) -> None:
+    """DataError unless ``path`` is an existing, non-empty regular file (``what`` says what it should be)."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found; expected {what}")
+    if not path.is_file():
+        raise DataError(f"{path}: is a directory, not a file; expected {what}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty; expected {what}")
+
+
+def _line_of_token(lengths: np.ndarray, token_index: int, line_numbers: np.ndarray) -> int:
+    """1-based line number holding the flat token ``token_index`` (lines of the given token counts)."""
+    ends = np.cumsum(lengths)
+    return int(line_numbers[int(np.searchsorted(ends, token_index, side="right"))])
+
+
+def _parse_ids(tokens: list[str], path: Path, lengths: np.ndarray, line_numbers: np.ndarray) -> np.ndarray:
+    """Convert id tokens to int64 (vectorised), with a DataError naming the first bad line."""
+    try:
+        values = np.array(tokens, dtype=np.str_).astype(np.int64) if tokens else np.zeros(0, np.int64)
+    except (ValueError, OverflowError):
+        for idx, tok in enumerate(tokens):
+            try:
+                int(tok)
+            except ValueError:
+                line = _line_of_token(lengths, idx, line_numbers)
+                raise DataError(
+                    f"{path}, line {line}: item id {tok!r} is not an integer; expected integer item ids >= 1"
+                ) from None
+        raise DataError(f"{path}: item ids out of the int64 range; expected integer item ids >= 1") from None
+    bad = np.flatnonzero(values < 1)
+    if len(bad):
+        idx = int(bad[0])
+        line = _line_of_token(lengths, idx, line_numbers)
+        raise DataError(
+            f"{path}, line {line}: item id {values[idx]} is < 1; expected item ids >= 1 (0 is padding)"
+        )
+    return values
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    """All lines of a UTF-8 text file, with one trailing newline allowed."""
+    check_file(path, what)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc}); expected {what}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: file is empty; expected {what}")
+    return lines
+
+
+def read_session_lines(path: Path) -> list[np.ndarray]:
+    """Read ``train_sessions.txt``: one session a line, item ids separated by spaces, click order."""
+    what = "one session a line: item ids >= 1 separated by spaces"
+    lines = _read_lines(path, what)
+    rows = [line.split() for line in lines]
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    empty = np.flatnonzero(lengths == 0)
+    if len(empty):
+        raise DataError(f"{path}, line {int(empty[0]) + 1}: empty line; expected {what}")
+    line_numbers = np.arange(1, len(rows) + 1)
+    flat = _parse_ids(list(itertools.chain.from_iterable(rows)), path, lengths, line_numbers)
+    return split_flat(flat, lengths)
+
+
+def read_examples_tsv(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Read ``test.tsv``: ``prefix ids (space separated)`` TAB ``target id``, one example a line."""
+    what = "one example a line: prefix item ids separated by spaces, a TAB, the target item id"
+    lines = _read_lines(path, what)
+    prefix_rows: list[list[str]] = []
+    target_tokens: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        parts = line.rstrip("\r").split("\t")
+        if len(parts) != 2:
+            raise DataError(f"{path}, line {number}: found {len(parts) - 1} TAB characters; expected {what}")
+        prefix = parts[0].split()
+        if not prefix:
+            raise DataError(f"{path}, line {number}: empty prefix; expected {what}")
+        target = parts[1].split()
+        if len(target) != 1:
+            raise DataError(f"{path}, line {number}: {len(target)} target ids; expected {what}")
+        prefix_rows.append(prefix)
+        target_tokens.append(target[0])
+    lengths = np.fromiter((len(r) for r in prefix_rows), dtype=np.int64, count=len(prefix_rows))
+    line_numbers = np.arange(1, len(lines) + 1)
+    flat = _parse_ids(list(itertools.chain.from_iterable(prefix_rows)), path, lengths, line_numbers)
+    targets = _parse_ids(target_tokens, path, np.ones(len(lines), dtype=np.int64), line_numbers)
+    return split_flat(flat, lengths), targets
+
+
+def _max_id(*groups: Sequence[np.ndarray] | np.ndarray) -> int:
+    """Largest item id over several lists of arrays / arrays (0 when all are empty)."""
+    best = 0
+    for group in groups:
+        if isinstance(group, np.ndarray):
+            if group.size:
+                best = max(best, int(group.max()))
+        elif len(group):
+            flat, _ = flatten(group)
+            if flat.size:
+                best = max(best, int(flat.max()))
+    return best
+
+
+def read_text_split(directory: Path | str) -> SessionSplit:
+    """Read a prepared text split: ``train_sessions.txt`` + ``test.tsv`` in ``directory``.
+
+    Training examples are the augmentation of the sessions; n_items is the largest id in the files.
+    """
+    directory = Path(directory)
+    train_path, test_path = directory / "train_sessions.txt", directory / "test.tsv"
+    sessions = read_session_lines(train_path)
+    train_prefixes, train_targets = augment_sessions(sessions)
+    test_prefixes, test_targets = read_examples_tsv(test_path)
+    return SessionSplit(
+        train_prefixes=train_prefixes,
+        train_targets=train_targets,
+        test_prefixes=test_prefixes,
+        test_targets=test_targets,
+        n_items=_max_id(sessions, test_prefixes, test_targets),
+        source=f"{train_path} + {test_path}",
+        train_sessions=sessions,
+    )
+
+
+# ----------------------------------------------------------------------------- pickles
+
+
+def _int_lists(obj: object, path: Path, what: str) -> list[np.ndarray]:
+    """Check that ``obj`` is a list of non-empty lists of ints >= 1 and convert it (vectorised)."""
+    if not isinstance(obj, (list, tuple)):
+        raise DataError(f"{path}: found {type(obj).__name__}; expected {what}")
+    for k, row in enumerate(obj):
+        if not isinstance(row, (list, tuple)) or not row:
+            raise DataError(
+                f"{path}: entry {k} is {type(row).__name__} of length "
+                f"{len(row) if isinstance(row, (list, tuple)) else 'n/a'}; expected {what}"
+            )
+    lengths = np.fromiter((len(r) for r in obj), dtype=np.int64, count=len(obj))
+    flat_list = list(itertools.chain.from_iterable(obj))
+    _check_ints(flat_list, path, what, lengths)
+    return split_flat(np.array(flat_list, dtype=np.int64), lengths)
+
+
+def _check_ints(values: list[object], path: Path, what: str, lengths: np.ndarray | None = None) -> None:
+    """DataError naming the entry holding the first value that is not an int >= 1."""
+    if all(type(v) is int and v >= 1 for v in values):
+        return
+    idx = next(i for i, v in enumerate(values) if not (type(v) is int and v >= 1))
+    entry = idx if lengths is None else int(np.searchsorted(np.cumsum(lengths), idx, side="right"))
+    raise DataError(f"{path}: entry {entry} holds {values[idx]!r}; expected {what} (integer item ids >= 1)")
+
+
+def _read_pickled_examples(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Read an SR-GNN ``train.txt`` / ``test.txt``: a pickle of (list of prefix lists, list of labels)."""
+    what = "a pickled pair (list of prefix lists, list of target ids)"
+    obj = load_plain_pickle(path)
+    if not isinstance(obj, (list, tuple)) or len(obj) != 2:
+        raise DataError(f"{path}: found {type(obj).__name__} of length {_len(obj)}; expected {what}")
+    prefixes = _int_lists(obj[0], path, "a list of non-empty prefix lists of item ids")
+    labels = obj[1]
+    if not isinstance(labels, (list, tuple)):
+        raise DataError(f"{path}: the labels are a {type(labels).__name__}; expected {what}")
+    if len(labels) != len(prefixes):
+        raise DataError(
+            f"{path}: {len(prefixes)} prefixes but {len(labels)} labels; expected one label per prefix"
+        )
+    _check_ints(list(labels), path, "a list of target ids")
+    return prefixes, np.array(labels, dtype=np.int64)
+
+
+def _len(obj: object) -> str:
+    try:
+        return str(len(obj))  # type: ignore[arg-type]
+    except TypeError:
+        return "n/a"
+
+
+def read_pickle_split(directory: Path | str) -> SessionSplit:
+    """Read an SR-GNN/NARM pickle split: ``train.txt``, ``test.txt`` and (optional) ``all_train_seq.txt``.
+
+    Every pickle is loaded with a class-refusing unpickler: nothing in the files can execute.
+    """
+    directory = Path(directory)
+    train_path, test_path = directory / "train.txt", directory / "test.txt"
+    seq_path = directory / "all_train_seq.txt"
+    train_prefixes, train_targets = _read_pickled_examples(train_path)
+    test_prefixes, test_targets = _read_pickled_examples(test_path)
+    sessions = None
+    source = f"{train_path} + {test_path}"
+    if seq_path.exists():
+        sessions = _int_lists(
+            load_plain_pickle(seq_path), seq_path, "a pickled list of sessions (lists of ids)"
+        )
+        source += f" + {seq_path}"
+    groups: list[Sequence[np.ndarray] | np.ndarray] = [
+        train_prefixes,
+        train_targets,
+        test_prefixes,
+        test_targets,
+    ]
+    if sessions is not None:
+        groups.append(sessions)
+    return SessionSplit(
+        train_prefixes=train_prefixes,
+        train_targets=train_targets,
+        test_prefixes=test_prefixes,
+        test_targets=test_targets,
+        n_items=_max_id(*groups),
+        source=source,
+        train_sessions=sessions,
+    )
+
+
+# ----------------------------------------------------------------------------- RecBole atomic files
+
+
+@dataclass(frozen=True)
+class AtomicSessions:
+    """Sessions read from a RecBole ``.inter`` file with a session id field.
+
+    Internal item ids follow RecBole's remapping: order of first appearance in the file, from 1
+    (``item_tokens[0]`` is ``"[PAD]"``). Sessions are in order of first appearance of their id.
+    """
+
+    sessions: list[np.ndarray]
+    session_tokens: np.ndarray  # str token of each session, same order as ``sessions``
+    item_tokens: np.ndarray  # str token of internal item i (index 0: "[PAD]")
+    source: str
+
+    @property
+    def n_items(self) -> int:
+        """Largest internal item id."""
+        return len(self.item_tokens) - 1
+
+
+def read_atomic_sessions(
+    path: Path | str,
+    session_field: str = "session_id",
+    item_field: str = "item_id",
+    time_field: str | None = "timestamp",
+) -> AtomicSessions:
+    """Read a RecBole session ``.inter`` (TAB separated, header ``name:type`` fields) into sessions.
+
+    Clicks of a session are ordered by ``time_field`` (stable: ties keep file order); without that
+    field in the header (or with ``time_field=None``), file order is kept.
+    """
+    path = Path(path)
+    what = (
+        f"a RecBole .inter file: TAB separated, header fields like {session_field}:token {item_field}:token"
+    )
+    lines = _read_lines(path, what)
+    header = [field.strip() for field in lines[0].rstrip("\r").split("\t")]
+    names = [field.split(":", 1)[0] for field in header]
+    missing = [name for name in (session_field, item_field) if name not in names]
+    if missing:
+        raise DataError(f"{path}, line 1: header {lines[0]!r} lacks {', '.join(missing)}; expected {what}")
+    use_time = time_field is not None and time_field in names
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for number, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise DataError(
+                f"{path}, line {number}: {len(fields)} fields; expected {len(header)} as in the header"
+            )
+        rows.append(fields)
+        numbers.append(number)
+    if not rows:
+        raise DataError(f"{path}: no data rows after the header; expected {what}")
+    columns = list(zip(*rows, strict=True))
+    sess_tok = np.array(columns[names.index(session_field)], dtype=np.str_)
+    item_tok = np.array(columns[names.index(item_field)], dtype=np.str_)
+    for name, column in ((session_field, sess_tok), (item_field, item_tok)):
+        empty = np.flatnonzero(np.char.str_len(column) == 0)
+        if len(empty):
+            raise DataError(f"{path}, line {numbers[int(empty[0])]}: empty {name}; expected a token")
+    if use_time:
+        raw_time = columns[names.index(time_field)]  # type: ignore[arg-type]
+        try:
+            times = np.array(raw_time, dtype=np.str_).astype(np.float64)
+        except ValueError:
+            for number, value in zip(numbers, raw_time, strict=True):
+                try:
+                    float(value)
+                except ValueError:
+                    raise DataError(
+                        f"{path}, line {number}: {time_field} {value!r} is not a number; expected a float"
+                    ) from None
+            raise
+    else:
+        times = np.zeros(len(rows))
+    item_uniq, item_first, item_inv = np.unique(item_tok, return_index=True, return_inverse=True)
+    item_order = np.argsort(item_first, kind="stable")
+    item_id = np.empty(len(item_uniq), dtype=np.int64)
+    item_id[item_order] = np.arange(1, len(item_uniq) + 1)
+    sess_uniq, sess_first, sess_inv = np.unique(sess_tok, return_index=True, return_inverse=True)
+    sess_order = np.argsort(sess_first, kind="stable")
+    sess_rank = np.empty(len(sess_uniq), dtype=np.int64)
+    sess_rank[sess_order] = np.arange(len(sess_uniq))
+    row_sess = sess_rank[sess_inv.reshape(-1)]
+    order = np.lexsort((np.arange(len(rows)), times, row_sess))
+    flat = item_id[item_inv.reshape(-1)][order]
+    lengths = np.bincount(row_sess, minlength=len(sess_uniq)).astype(np.int64)
+    return AtomicSessions(
+        sessions=split_flat(flat, lengths),
+        session_tokens=sess_uniq[sess_order],
+        item_tokens=np.concatenate([np.array(["[PAD]"]), item_uniq[item_order]]),
+        source=str(path),
+    )
