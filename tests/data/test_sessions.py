@@ -15,7 +15,6 @@ from narm_lightning.data.pickles import load_plain_pickle
 from narm_lightning.data.sessions import (
     augment_sessions,
     pad_prefixes,
-    read_atomic_sessions,
     read_examples_tsv,
     read_pickle_split,
     read_session_lines,
@@ -262,41 +261,6 @@ def test_wrong_pickle_structure(tmp_path: Path, obj: object, message: str) -> No
     (tmp_path / "test.txt").write_bytes(pickle.dumps(([[1]], [2])))
     with pytest.raises(DataError, match=message):
         read_pickle_split(tmp_path)
-
-
-# ----------------------------------------------------------------------------- RecBole atomic sessions
-
-
-def test_atomic_sessions_grouped_and_time_ordered(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        "d.inter",
-        "session_id:token\titem_id:token\ttimestamp:float\n"
-        "s1\ta\t3\ns2\tb\t1\ns1\tc\t1\ns1\tb\t2\ns2\ta\t0.5\ns1\td\t2\n",
-    )
-    data = read_atomic_sessions(path)
-    assert data.session_tokens.tolist() == ["s1", "s2"]
-    assert data.item_tokens.tolist() == ["[PAD]", "a", "b", "c", "d"]
-    assert [s.tolist() for s in data.sessions] == [[3, 2, 4, 1], [1, 2]]  # c b d a / a b
-    assert data.n_items == 4
-    no_time = read_atomic_sessions(path, time_field=None)
-    assert [s.tolist() for s in no_time.sessions] == [[1, 3, 2, 4], [2, 1]]
-
-
-def test_atomic_sessions_errors(tmp_path: Path) -> None:
-    bad_header = write(tmp_path, "a.inter", "user_id:token\titem_id:token\n1\t2\n")
-    with pytest.raises(DataError, match=r"a\.inter, line 1: header .* lacks session_id"):
-        read_atomic_sessions(bad_header)
-    bad_time = write(
-        tmp_path, "b.inter", "session_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n1\t2\tx\n"
-    )
-    with pytest.raises(DataError, match=r"b\.inter, line 3: timestamp 'x' is not a number"):
-        read_atomic_sessions(bad_time)
-    short = write(tmp_path, "c.inter", "session_id:token\titem_id:token\n1\t2\n1\n")
-    with pytest.raises(DataError, match=r"c\.inter, line 3: 1 fields; expected 2"):
-        read_atomic_sessions(short)
-    with pytest.raises(DataError, match="no data rows"):
-        read_atomic_sessions(write(tmp_path, "d.inter", "session_id:token\titem_id:token\n"))
 
 
 @settings(max_examples=60, deadline=None)
