@@ -16,6 +16,7 @@ from narm_lightning.errors import ConfigError
 from narm_lightning.losses import LOSS_TYPES, NegativeSampling
 from narm_lightning.metrics import METRICS
 
+DATA_FORMATS = ("atomic", "auto", "session_text", "session_pickle", "raw")
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
@@ -127,12 +128,24 @@ def config_problems(cfg: DictConfig) -> list[str]:
          "data.max_item_list_length", "a positive integer")
     need(_is_int(d.get("num_workers")) and d.get("num_workers") >= 0, "data.num_workers", "an integer >= 0")
     need(isinstance(d.get("dataset"), str) and bool(d.get("dataset")), "data.dataset", "a dataset name")
-    for key in ("root", "user_id_field", "item_id_field", "time_field"):
+    need(d.get("format") in DATA_FORMATS, "data.format", f"one of {', '.join(DATA_FORMATS)}")
+    if d.get("format") != "atomic":
+        ratio = d.get("valid_ratio")
+        need(_is_number(ratio) and 0 < ratio < 1, "data.valid_ratio", "a share of the training examples in (0, 1)")
+        need(d.get("raw_dataset") in (None, "diginetica", "yoochoose"), "data.raw_dataset",
+             "null, diginetica or yoochoose")
+        need(_is_int(d.get("fraction", 1)) and d.get("fraction", 1) >= 1, "data.fraction",
+             "a positive integer (1, 4, 64)")
+        need(d.get("tie_order", "first_seen") in ("first_seen", "python2"), "data.tie_order", "first_seen or python2")
+        need(_is_int(d.get("min_item_support", 5)) and d.get("min_item_support", 5) >= 1, "data.min_item_support",
+             "a positive integer")
+    atomic_keys = ("user_id_field", "item_id_field", "time_field") if d.get("format") == "atomic" else ()
+    for key in ("root", *atomic_keys):
         need(_is_text(d.get(key)), f"data.{key}", "a non-empty string")
     extra = d.get("extra_roots")
     need(extra is None or (isinstance(extra, ListConfig) and all(_is_text(r) for r in extra)),
          "data.extra_roots", "a list of folders (or [])")
-    need(isinstance(d.get("download"), bool), "data.download", "true or false")
+    need(isinstance(d.get("download", False), bool), "data.download", "true or false")
     resume = cfg.get("resume")
     need(resume is None or _is_text(resume), "resume", "null or the run folder of an earlier run")
 
@@ -149,9 +162,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
         need(isinstance(t.get(key), bool), f"trainer.{key}", "true or false")
     need(_is_int(t.get("log_every_n_steps")) and t.get("log_every_n_steps") > 0, "trainer.log_every_n_steps",
          "a positive integer")
-    limit = t.get("limit_train_batches")
-    need(limit is None or (_is_int(limit) and limit > 0) or (isinstance(limit, float) and 0 < limit <= 1),
-         "trainer.limit_train_batches", "null, a positive number of batches or a fraction in (0, 1]")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        limit = t.get(key)
+        need(limit is None or (_is_int(limit) and limit > 0) or (isinstance(limit, float) and 0 < limit <= 1),
+             f"trainer.{key}", "null, a positive number of batches or a fraction in (0, 1]")
     return problems
 
 

@@ -23,7 +23,7 @@ from narm_lightning.checkpointing import (
 from narm_lightning.config import negative_sampling, parse_metric_name, validate
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
-from narm_lightning.data.sources import load_user_sequences
+from narm_lightning.data.sources import load_sessions, load_user_sequences
 from narm_lightning.errors import ConfigError
 from narm_lightning.io import write_json_atomic, write_text_atomic
 from narm_lightning.loggers import build_loggers
@@ -50,15 +50,37 @@ def resolve_output_dir(output_dir: str | Path | None) -> Path:
 
 def load_data(cfg: DictConfig) -> SequentialData:
     d = cfg.data
-    return load_user_sequences(
+    roots = list(d.extra_roots or [])
+    if d.format == "atomic":
+        return load_user_sequences(
+            dataset=d.dataset,
+            root=d.root,
+            extra_roots=roots,
+            user_field=d.user_id_field,
+            item_field=d.item_id_field,
+            time_field=d.time_field,
+            max_len=d.max_item_list_length,
+            download=d.download,
+        )
+    raw_options = {
+        "cache_dir": d.get("cache_dir"),
+        "sort_by_timeframe": d.get("sort_by_timeframe", True),
+        "fraction": d.get("fraction", 64),
+        "test_days": d.get("test_days"),
+        "min_item_support": d.get("min_item_support", 5),
+        "tie_order": d.get("tie_order", "first_seen"),
+    }
+    return load_sessions(
         dataset=d.dataset,
+        fmt=d.format,
         root=d.root,
-        extra_roots=list(d.extra_roots or []),
-        user_field=d.user_id_field,
-        item_field=d.item_id_field,
-        time_field=d.time_field,
+        extra_roots=roots,
         max_len=d.max_item_list_length,
-        download=d.download,
+        valid_ratio=d.valid_ratio,
+        seed=cfg.seed,
+        raw_dataset=d.get("raw_dataset"),
+        raw_folder=d.get("raw_folder"),
+        raw_options=raw_options,
     )
 
 
@@ -194,6 +216,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         enable_progress_bar=t.enable_progress_bar,
         log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.get("limit_val_batches"),
+        limit_test_batches=t.get("limit_test_batches"),
         check_val_every_n_epoch=cfg.eval_step,
         num_sanity_val_steps=0,
         callbacks=callbacks,

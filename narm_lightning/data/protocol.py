@@ -128,3 +128,40 @@ def build_sequential(
         "avg_seq_len": float(length.mean()),
     }
     return SequentialData(train, valid, test, len(item_vocab), item_vocab, stats)
+
+
+def build_session_examples(
+    train_seqs: np.ndarray,
+    train_lens: np.ndarray,
+    train_targets: np.ndarray,
+    test_seqs: np.ndarray,
+    test_lens: np.ndarray,
+    test_targets: np.ndarray,
+    n_items: int,
+    item_tokens: np.ndarray,
+    valid_ratio: float,
+    seed: int,
+    source: str = "",
+) -> SequentialData:
+    """The NARM paper's session protocol: a seeded random ``valid_ratio`` of the training examples
+    validates, the prepared test examples test. Inputs are already padded (``pad_prefixes``)."""
+    n = len(train_targets)
+    n_valid = int(round(n * valid_ratio))
+    if n_valid < 1 or n_valid >= n:
+        raise DataError(f"{source}: data.valid_ratio={valid_ratio} leaves {n_valid} of {n} training examples "
+                        "for validation; expected at least one, and at least one left to train on.")
+    if len(test_targets) == 0:
+        raise DataError(f"{source}: has no test examples.")
+    order = np.random.default_rng(seed).permutation(n)
+    valid_idx, train_idx = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+    train = to_examples(train_seqs[train_idx], train_lens[train_idx], train_targets[train_idx])
+    valid = to_examples(train_seqs[valid_idx], train_lens[valid_idx], train_targets[valid_idx])
+    test = to_examples(test_seqs, test_lens, test_targets)
+    stats = {
+        "n_items": n_items - 1,
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "n_test": len(test),
+        "avg_seq_len": float(train_lens.mean()),
+    }
+    return SequentialData(train, valid, test, n_items, item_tokens, stats)

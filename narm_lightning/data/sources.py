@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from narm_lightning.data.atomic import read_atomic
 from narm_lightning.data.download import fetch_ml100k, find_dataset_file
-from narm_lightning.data.protocol import SequentialData, build_sequential
+from narm_lightning.data.protocol import SequentialData, build_sequential, build_session_examples
+from narm_lightning.data.session_preprocess import load_raw_split
+from narm_lightning.data.sessions import SessionSplit, pad_prefixes, read_pickle_split, read_text_split
 from narm_lightning.errors import DataError
+
+SESSION_FORMATS = ("auto", "session_text", "session_pickle", "raw")
+RAW_FILES = {"diginetica": "train-item-views.csv", "yoochoose": "yoochoose-clicks.dat"}
 
 FETCHABLE = {"ml-100k": fetch_ml100k}
 
@@ -41,3 +48,66 @@ def load_user_sequences(
     return build_sequential(
         table.columns[user_field], table.columns[item_field], table.columns[time_field], max_len, str(path)
     )
+
+
+def _find(roots: Sequence[str], folder: str, name: str) -> Path | None:
+    for root in roots:
+        candidate = Path(root).expanduser() / folder / name
+        if candidate.exists():
+            return candidate.parent if name != "" else candidate
+    return None
+
+
+def read_session_split(
+    dataset: str,
+    fmt: str,
+    roots: Sequence[str],
+    raw_dataset: str | None,
+    raw_folder: str | None,
+    raw_options: dict,
+) -> SessionSplit:
+    """Find and read a session dataset: a prepared text or pickle split, or a raw click log.
+
+    ``auto`` takes the first that exists, in that order: ``<root>/<dataset>/train_sessions.txt``,
+    ``<root>/<dataset>/train.txt`` (pickles), ``<root>/<raw_folder>/<raw file>``.
+    """
+    text = _find(roots, dataset, "train_sessions.txt") if fmt in ("auto", "session_text") else None
+    if text is not None:
+        return read_text_split(text)
+    pickled = _find(roots, dataset, "train.txt") if fmt in ("auto", "session_pickle") else None
+    if pickled is not None:
+        return read_pickle_split(pickled)
+    if fmt in ("auto", "raw") and raw_dataset in RAW_FILES:
+        raw = _find(roots, raw_folder or raw_dataset, RAW_FILES[raw_dataset])
+        # a missing raw file: load_raw_split's error says where to obtain it and where to put it
+        path = (raw or Path(roots[0]) / (raw_folder or raw_dataset)) / RAW_FILES[raw_dataset]
+        return load_raw_split(raw_dataset, path, **raw_options)
+    wanted = {"session_text": "train_sessions.txt + test.tsv", "session_pickle": "train.txt + test.txt",
+              "auto": "train_sessions.txt + test.tsv, or train.txt + test.txt"}.get(fmt, "")
+    raise DataError(f"data.dataset={dataset!r} (data.format={fmt}): no {wanted} under "
+                    f"{', '.join(str(Path(r) / dataset) for r in roots)}.")
+
+
+def load_sessions(
+    dataset: str,
+    fmt: str,
+    root: str,
+    extra_roots: Sequence[str],
+    max_len: int,
+    valid_ratio: float,
+    seed: int,
+    raw_dataset: str | None = None,
+    raw_folder: str | None = None,
+    raw_options: dict | None = None,
+) -> SequentialData:
+    """A session dataset under the NARM paper's protocol (augmented train, 10% valid, prepared test)."""
+    split = read_session_split(dataset, fmt, [root, *extra_roots], raw_dataset, raw_folder, raw_options or {})
+    train_seqs, train_lens = pad_prefixes(split.train_prefixes, max_len)
+    test_seqs, test_lens = pad_prefixes(split.test_prefixes, max_len)
+    n_items = split.n_items + 1
+    if split.item_ids is not None:
+        tokens = np.asarray(["[PAD]", *[str(t) for t in split.item_ids[1:]]], dtype=object)
+    else:
+        tokens = np.asarray(["[PAD]", *[str(i) for i in range(1, n_items)]], dtype=object)
+    return build_session_examples(train_seqs, train_lens, split.train_targets, test_seqs, test_lens,
+                                  split.test_targets, n_items, tokens, valid_ratio, seed, split.source)
