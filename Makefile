@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install train test test-slow lint bench bench-serving clean
+.PHONY: install train test test-slow lint bench bench-sessions bench-serving clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test:  ## the fast test suite (what CI runs)
 
 test-slow:  ## the slow tests only
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3"
+	$(PY) bench/bench_sessions.py $(ARGS)
 
 bench-serving:  ## recommendations/s at batch size 1 and 256 on CPU -> bench/out/serving.json; ARGS="--ckpt best.ckpt"
 	$(PY) bench/bench_serving.py $(ARGS)
