@@ -26,7 +26,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from narm_lightning.errors import ConfigError
-from narm_lightning.io import write_bytes_atomic
+from narm_lightning.io import flatten, write_bytes_atomic
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # keys a resumed run may change: they alter neither the data nor the random streams nor the model
@@ -143,20 +143,9 @@ def keep_csv_history(run_dir: Path) -> list[Path]:
     return kept
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        if not node and prefix:
-            out[prefix[:-1]] = {}
-        return out
-    return {prefix[:-1]: node}
-
-
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ between two configs, outside ``RESUME_MAY_DIFFER``."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
     allowed = tuple(RESUME_MAY_DIFFER)
     diffs = []
     for key in sorted(set(a) | set(b)):

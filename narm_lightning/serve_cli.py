@@ -8,9 +8,7 @@ folder or reconfigures logging. Errors are one paragraph on stderr and exit stat
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -21,6 +19,7 @@ from omegaconf import DictConfig, ListConfig
 
 from narm_lightning.cli import run_or_exit
 from narm_lightning.errors import ConfigError, DataError
+from narm_lightning.io import atomic_open
 from narm_lightning.recommend import Recommendation, Recommender
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -97,19 +96,10 @@ def write_stream(lines: Iterable[str], output: Path | None, stdout: TextIO) -> i
             count += 1
         stdout.flush()
         return count
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for line in lines:
-                fh.write(line)
-                count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(output, "w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(line)
+            count += 1
     return count
 
 

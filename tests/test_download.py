@@ -9,6 +9,7 @@ import pytest
 
 import narm_lightning.data.download as download
 from narm_lightning.errors import DataError
+from narm_lightning.io import sha256_file
 
 PAYLOAD = b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t4\n"
 
@@ -82,4 +83,4 @@ def test_unwritable_root_is_a_data_error(tmp_path, monkeypatch, expect_payload) 
 def test_expected_size_and_checksum_are_those_of_the_real_file(shared_data) -> None:
     real = shared_data / "ml-100k" / "ml-100k.inter"
     assert real.stat().st_size == download.ML100K_SIZE
-    assert download.sha256_file(real) == download.ML100K_SHA256
+    assert sha256_file(real) == download.ML100K_SHA256

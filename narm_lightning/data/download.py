@@ -31,14 +31,6 @@ RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def find_dataset_file(name: str, suffix: str, roots: Sequence[str | Path]) -> Path | None:
     """First ``<root>/<name>/<name>.<suffix>`` that exists, in the order given."""
     for root in roots:

@@ -53,6 +53,7 @@ from narm_lightning.data.sessions import (
     within_group_index,
 )
 from narm_lightning.errors import DataError
+from narm_lightning.io import sha256_file
 
 CACHE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("~/.cache/narm-lightning")
@@ -547,15 +548,6 @@ def preprocess_yoochoose(
 # ----------------------------------------------------------------------------- cache
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's content, read in chunks (safe against edits that keep size and mtime)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 _DATASETS = {
     "diginetica": (DIGINETICA_HELP, "train-item-views.csv"),
     "yoochoose": (YOOCHOOSE_HELP, "yoochoose-clicks.dat"),
@@ -604,7 +596,7 @@ def load_raw_split(
         return build()
     _check_raw(path, help_text)
     key_source = json.dumps(
-        {"v": CACHE_FORMAT_VERSION, "dataset": dataset, "sha256": file_sha256(path), **settings},
+        {"v": CACHE_FORMAT_VERSION, "dataset": dataset, "sha256": sha256_file(path), **settings},
         sort_keys=True,
     )
     key = hashlib.sha256(key_source.encode()).hexdigest()[:32]

@@ -16,6 +16,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from narm_lightning.errors import ConfigError
+from narm_lightning.io import flatten
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +101,6 @@ def read_recbole_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def apply_recbole_config(
     cfg: DictConfig, config: Mapping[str, Any], base: DictConfig | None = None, source: str = "config dict"
 ) -> DictConfig:
@@ -122,8 +114,8 @@ def apply_recbole_config(
         log.warning("%s: RecBole keys not supported by narm-lightning, ignored: %s", source, ", ".join(unsupported))
     cli_set: set[str] = set()
     if base is not None:
-        mine = _leaves(OmegaConf.to_container(cfg, resolve=False))
-        theirs = _leaves(OmegaConf.to_container(base, resolve=False))
+        mine = flatten(OmegaConf.to_container(cfg, resolve=False))
+        theirs = flatten(OmegaConf.to_container(base, resolve=False))
         cli_set = {k for k, v in mine.items() if theirs.get(k, object()) != v}
     out = cfg.copy()
     with open_dict(out):
