@@ -17,10 +17,11 @@ from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_user_sequences
 from narm_lightning.io import write_json_atomic, write_text_atomic
-from narm_lightning.loggers import build_loggers
+from narm_lightning.loggers import build_loggers, finish_loggers, log_results
 from narm_lightning.losses import build_loss
 from narm_lightning.model import NARM
 from narm_lightning.module import NARMModule, best_epoch
+from narm_lightning.wandb_runs import flatten, state_of
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,21 @@ def format_results(results: dict[str, Any]) -> str:
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Train NARM as ``cfg`` says; write ``results.json`` and the best checkpoint into the run folder.
 
-    Returns the results dict; ``best_valid_score`` is the sweep objective.
+    Returns the results dict; ``best_valid_score`` is the sweep objective. The W&B run is finished whatever
+    happens (tagged complete, pruned on ``optuna.TrialPruned``, failed otherwise), so the next run in this
+    process starts clean.
     """
+    loggers: list[pl.loggers.Logger] = []
+    try:
+        results = _train(cfg, output_dir, loggers)
+    except BaseException as exc:
+        finish_loggers(loggers, state_of(exc))
+        raise
+    finish_loggers(loggers, "complete")
+    return results
+
+
+def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.loggers.Logger]) -> dict[str, Any]:
     validate(cfg)
     run_dir = resolve_output_dir(output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -112,6 +126,11 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
     callbacks: list[pl.Callback] = [checkpoint, stopper]
     t = cfg.trainer
+    run_config = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "n_parameters": n_params,
+                  **flatten(data.stats, "data_stats.")}
+    loggers.extend(build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir, run_config,
+                                 default_name=f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                 default_group=OmegaConf.select(cfg, "optuna.study_name", default=None)))
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
@@ -125,7 +144,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         check_val_every_n_epoch=cfg.eval_step,
         num_sanity_val_steps=0,
         callbacks=callbacks,
-        logger=build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir) or False,
+        logger=loggers or False,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
@@ -148,6 +167,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         "run_dir": str(run_dir),
     }
     write_json_atomic(run_dir / "results.json", results)
+    log_results(loggers, results)
     print(f"\nNARM on {cfg.data.dataset}: selected on {metric_name.upper()} ({valid_key})\n{format_results(results)}")
     print(f"results: {run_dir / 'results.json'}")
     return results
