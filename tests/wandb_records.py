@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,15 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
     exit_code: int | None = None
+    start: float = 0.0
 
 
-def _key(item: Any) -> str:
-    return item.key or "/".join(item.nested_key)
+def _set(target: dict[str, Any], item: Any) -> None:
+    """``key`` is flat; ``nested_key`` is a path (a logged table arrives as one item per field)."""
+    path = [item.key] if item.key else list(item.nested_key)
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = json.loads(item.value_json)
 
 
 def read_run(path: Path) -> OfflineRun:
@@ -70,13 +76,20 @@ def read_run(path: Path) -> OfflineRun:
             r = record.run
             run.run_id, run.name, run.group, run.job_type = r.run_id, r.display_name, r.run_group, r.job_type
             run.tags = list(r.tags)
-            run.config.update({_key(u): json.loads(u.value_json) for u in r.config.update})
+            run.start = r.start_time.seconds + r.start_time.nanos / 1e9
+            for u in r.config.update:
+                _set(run.config, u)
         elif kind == "config":
-            run.config.update({_key(u): json.loads(u.value_json) for u in record.config.update})
+            for u in record.config.update:
+                _set(run.config, u)
         elif kind == "summary":
-            run.summary.update({_key(u): json.loads(u.value_json) for u in record.summary.update})
+            for u in record.summary.update:
+                _set(run.summary, u)
         elif kind == "history":
-            run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
+            row: dict[str, Any] = {}
+            for i in record.history.item:
+                _set(row, i)
+            run.history.append(row)
         elif kind == "artifact":
             run.artifacts.append(record.artifact.type)
         elif kind == "exit":
@@ -84,7 +97,15 @@ def read_run(path: Path) -> OfflineRun:
     return run
 
 
-def offline_runs(root: Path) -> list[OfflineRun]:
-    """Every offline run under ``root``, oldest first (``latest-run`` links skipped)."""
-    paths = sorted(p for p in root.rglob("offline-run-*/run-*.wandb") if "latest-run" not in p.parts)
-    return [read_run(p) for p in paths]
+def offline_runs(root: Path, timeout: float = 30.0) -> list[OfflineRun]:
+    """Every offline run under ``root``, oldest first (``latest-run`` links skipped), once all are complete.
+
+    ``run.finish()`` returns before wandb-core has flushed the log to disk, so wait for every exit record.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        paths = sorted(p for p in root.rglob("offline-run-*/run-*.wandb") if "latest-run" not in p.parts)
+        runs = sorted((read_run(p) for p in paths), key=lambda r: r.start)
+        if all(r.exit_code is not None for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
