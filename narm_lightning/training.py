@@ -25,14 +25,15 @@ from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_sessions, load_user_sequences
 from narm_lightning.errors import ConfigError
-from narm_lightning.io import write_json_atomic, write_text_atomic
-from narm_lightning.loggers import build_loggers
+from narm_lightning.io import flatten, write_json_atomic, write_text_atomic
+from narm_lightning.loggers import build_loggers, finish_loggers, log_results
 from narm_lightning.losses import build_loss
 from narm_lightning.model import NARM
 from narm_lightning.module import NARMModule, best_epoch
 from narm_lightning.pruning import callback_from_config
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
+from narm_lightning.wandb_runs import state_of
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,23 @@ def format_results(results: dict[str, Any]) -> str:
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Train NARM as ``cfg`` says; write ``results.json`` and the best checkpoint into the run folder.
 
-    Returns the results dict; ``best_valid_score`` is the sweep objective.
+    Returns the results dict; ``best_valid_score`` is the sweep objective. The W&B run is finished whatever
+    happens (tagged complete, pruned on ``optuna.TrialPruned``, failed otherwise), so the next run in this
+    process starts clean.
     """
+    loggers: list[pl.loggers.Logger] = []
+    try:
+        results = _train(cfg, output_dir, loggers)
+    except BaseException as exc:
+        finish_loggers(loggers, state_of(exc))
+        raise
+    finish_loggers(loggers, "complete")
+    return results
+
+
+def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.loggers.Logger]) -> dict[str, Any]:
     cfg = with_recbole_config_file(cfg)
+    validate(cfg)
     validate(cfg)
     resume_ckpt: Path | None = None
     if cfg.get("resume"):  # checked before any data is read or any file is written
@@ -203,10 +218,15 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
         callbacks.append(pruning)
     t = cfg.trainer
+    if resume_ckpt is not None:
+        keep_csv_history(run_dir)  # before the CSV logger starts: it would replace metrics.csv
+    run_config = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "n_parameters": n_params,
+                  **flatten(data.stats, "data_stats.")}
+    loggers.extend(build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir, run_config,
+                                 default_name=f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                 default_group=OmegaConf.select(cfg, "optuna.study_name", default=None)))
     if resume_ckpt is None:
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    else:
-        keep_csv_history(run_dir)
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=t.accelerator,
@@ -221,7 +241,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         check_val_every_n_epoch=cfg.eval_step,
         num_sanity_val_steps=0,
         callbacks=callbacks,
-        logger=build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir) or False,
+        logger=loggers or False,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
@@ -251,6 +271,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
         "run_dir": str(run_dir),
     }
     write_json_atomic(run_dir / "results.json", results)
+    log_results(loggers, results)
     print(f"\nNARM on {cfg.data.dataset}: selected on {metric_name.upper()} ({valid_key})\n{format_results(results)}")
     print(f"results: {run_dir / 'results.json'}")
     return results

@@ -1,0 +1,58 @@
+"""The sweep's own W&B run: a table of every trial and the Optuna plots, beside the trials' runs in one group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from narm_lightning.wandb_runs import finish_run, open_run
+
+
+def table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every key of every row, in order of first appearance (pruned trials may lack some values)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def log_sweep_summary(
+    study_name: str,
+    trials_table_rows: Sequence[Mapping[str, Any]],
+    html_plot_paths: Sequence[str | Path],
+    wandb_cfg: Mapping[str, Any],
+    sweep_dir: str | Path,
+    summary: Mapping[str, Any] | None = None,
+) -> str:
+    """Log one finished ``sweep-summary`` run grouped with the trials (group = ``study_name``); returns its id.
+
+    ``trials_table_rows``: one dict per trial (e.g. number, state, value, params...) -> the ``trials`` table.
+    ``html_plot_paths``: Optuna plots written as HTML -> ``plots/<file stem>``. ``wandb_cfg``: the
+    ``logger.wandb`` options (mode, project, entity, tags, dir); its ``name``/``group`` are per-trial and
+    ignored here. ``summary``: extra summary values (best value, best params...).
+    """
+    import wandb
+
+    options = {k: v for k, v in wandb_cfg.items() if k not in ("name", "group")}
+    run = open_run(options, Path(sweep_dir), job_type="sweep-summary", name=f"{study_name}-summary",
+                   group=study_name, tags=["sweep-summary"], config={"study_name": study_name})
+    state = "failed"
+    try:
+        columns = table_columns(trials_table_rows)
+        data = [[_cell(row.get(c)) for c in columns] for row in trials_table_rows]
+        run.log({"trials": wandb.Table(columns=columns, data=data)})
+        for path in html_plot_paths:
+            path = Path(path)
+            run.log({f"plots/{path.stem}": wandb.Html(path.read_text(encoding="utf-8"))})
+        run.summary.update({"n_trials": len(trials_table_rows), **dict(summary or {})})
+        state = "complete"
+    finally:
+        run_id = run.id
+        finish_run(run, state)
+    return run_id
+
+
+def _cell(value: Any) -> Any:
+    """Table cells must be one type per column: scalars stay, anything else (lists, dicts) becomes text."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)

@@ -1,0 +1,159 @@
+"""W&B: offline runs that hold the config, the curves and the results; one run per training; state tags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from narm_lightning.errors import ConfigError
+from narm_lightning.io import flatten
+from narm_lightning.loggers import build_loggers
+from narm_lightning.module import NARMModule
+from narm_lightning.training import train
+from narm_lightning.wandb_runs import check_options, resolve_mode
+from narm_lightning.wandb_summary import log_sweep_summary
+from tests.helpers import compose_train, tiny_overrides
+from tests.wandb_records import offline_runs
+
+
+@pytest.fixture()
+def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Offline, silent, and every W&B file (runs, settings, artifact cache) inside ``tmp_path``."""
+    home = tmp_path / "wandb-home"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    return tmp_path
+
+
+def wandb_overrides(root: Path, wandb_dir: Path, *extra: str) -> list[str]:
+    """``tiny_overrides`` with W&B on (``logger=`` given once: Hydra refuses a group overridden twice)."""
+    logger = next((e for e in extra if e.startswith("logger=")), "logger=wandb")
+    rest = [e for e in extra if not e.startswith("logger=")]
+    base = [a for a in tiny_overrides(root, "trainer.log_every_n_steps=1") if not a.startswith("logger=")]
+    return [*base, logger, f"logger.wandb.dir={wandb_dir}", *rest]
+
+
+def test_wandb_is_the_default_logger_and_offline_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = compose_train()
+    assert list(cfg.logger) == ["wandb"] and cfg.logger.wandb.mode is None
+    assert cfg.logger.wandb.project == "narm-lightning" and cfg.logger.wandb.log_model is False
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert resolve_mode(None) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode(None) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_mode(None) is None  # wandb itself reads WANDB_MODE
+    assert resolve_mode("offline") == "offline"
+    with pytest.raises(ConfigError, match="logger.wandb.mode"):
+        resolve_mode("cloud")
+
+
+def test_wandb_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        check_options({"projet": "x"})
+    with pytest.raises(ConfigError, match="tags"):
+        check_options({"tags": "baseline"})
+    with pytest.raises(ConfigError, match="not a known logger"):
+        build_loggers({"mlflow": {}}, Path("."))
+
+
+def test_flatten_gives_dotted_keys() -> None:
+    assert flatten({"model": {"hidden_size": 16, "dropout_probs": [0.1]}, "lr": 1, "empty": {}}) == {
+        "model.hidden_size": 16, "model.dropout_probs": [0.1], "lr": 1, "empty": {}}
+
+
+def test_tensorboard_missing_is_a_config_error(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        pytest.skip("tensorboard is installed")
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        build_loggers({"tensorboard": {"name": "tb"}}, tmp_path)
+
+
+def test_two_trainings_give_two_offline_runs_with_config_and_results(tiny_root: Path, offline_wandb: Path) -> None:
+    wandb_dir = offline_wandb / "w"
+    first = train(compose_train(wandb_overrides(tiny_root, wandb_dir, "epochs=2", "logger=[wandb,csv]",
+                                                "logger.wandb.log_model=true", "logger.wandb.tags=[smoke]")),
+                  output_dir=offline_wandb / "a")
+    second = train(compose_train(wandb_overrides(tiny_root, wandb_dir, "epochs=1", "learning_rate=0.01",
+                                                 "logger.wandb.name=second")),
+                   output_dir=offline_wandb / "b")
+    runs = offline_runs(wandb_dir)
+    assert len(runs) == 2 and runs[0].run_id != runs[1].run_id
+    by_name = {r.name: r for r in runs}
+    assert set(by_name) == {"second", next(n for n in by_name if n.startswith("tiny-"))}
+    one, two = by_name.pop("second"), next(iter(by_name.values()))
+    for run, results, lr in ((one, second, 0.01), (two, first, 0.001)):
+        assert run.exit_code == 0 and "complete" in run.tags and run.job_type == "train"
+        # the whole resolved config, flat, plus the size of the model and the data
+        assert run.config["learning_rate"] == lr and run.config["model.hidden_size"] == 16
+        assert run.config["data.dataset"] == "tiny" and run.config["topk"] == [10]
+        assert run.config["n_parameters"] == results["n_parameters"]
+        assert run.config["data_stats.n_test"] == 40
+        # test metrics and best valid in the summary; valid metrics and train loss in the history
+        for name, value in results["test"].items():
+            assert run.summary[f"test/{name}"] == pytest.approx(value)
+        assert run.summary["best_valid_score"] == pytest.approx(results["best_valid_score"])
+        assert run.summary["best_epoch"] == results["best_epoch"]
+        assert sum("valid/mrr@10" in row for row in run.history) == results["epochs_run"]
+        assert any("train/loss_step" in row for row in run.history)
+        assert any("train/loss_epoch" in row for row in run.history)
+    assert "smoke" in two.tags and two.artifacts == ["model"] and one.artifacts == []
+    assert (offline_wandb / "a" / "csv" / "metrics.csv").exists()
+
+
+def test_failed_and_pruned_trainings_are_tagged_and_the_next_run_is_separate(
+    tiny_root: Path, offline_wandb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wandb_dir = offline_wandb / "w"
+    cfg = compose_train(wandb_overrides(tiny_root, wandb_dir, "epochs=1"))
+    for exc, state in ((RuntimeError("boom"), "failed"), (optuna.TrialPruned("pruned at epoch 0"), "pruned")):
+        def fail(self, batch, batch_idx, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(NARMModule, "training_step", fail)
+        with pytest.raises(type(exc)):
+            train(cfg, output_dir=offline_wandb / state)
+    runs = offline_runs(wandb_dir)
+    assert [(r.exit_code, r.tags) for r in runs] == [(1, ["failed"]), (0, ["pruned"])]
+    assert runs[0].run_id != runs[1].run_id
+
+
+def test_logger_none_writes_no_wandb_files(tiny_root: Path, offline_wandb: Path) -> None:
+    cfg = compose_train(tiny_overrides(tiny_root, "epochs=1"))
+    assert dict(cfg.logger) == {}
+    results = train(cfg, output_dir=offline_wandb / "run")
+    assert results["epochs_run"] == 1
+    assert not [p for p in offline_wandb.rglob("*") if "wandb" in p.name and p.name != "wandb-home"]
+    assert not (offline_wandb / "wandb-home").exists() or not any((offline_wandb / "wandb-home").rglob("*.wandb"))
+
+
+def test_sweep_summary_run_holds_the_trials_table_and_plots(offline_wandb: Path) -> None:
+    plot = offline_wandb / "optimization_history.html"
+    plot.write_text("<html><body><div>plot</div></body></html>")
+    rows = [
+        {"number": 0, "state": "complete", "value": 0.12, "params.learning_rate": 0.001},
+        {"number": 1, "state": "pruned", "value": None, "params.learning_rate": 0.01},
+    ]
+    run_id = log_sweep_summary("study-x", rows, [plot], {"mode": None, "project": "p", "tags": ["t"],
+                                                          "name": "trial-9", "group": "ignored"},
+                               offline_wandb / "sweep", summary={"best_value": 0.12})
+    (run,) = offline_runs(offline_wandb / "sweep")
+    assert run.run_id == run_id and run.group == "study-x" and run.name == "study-x-summary"
+    assert run.job_type == "sweep-summary" and run.exit_code == 0
+    assert set(run.tags) == {"t", "sweep-summary", "complete"}
+    logged = {k: v for row in run.history for k, v in row.items()}
+    assert logged["trials"]["_type"] == "table-file" and logged["trials"]["nrows"] == 2
+    assert logged["plots/optimization_history"]["_type"] == "html-file"
+    assert run.summary["n_trials"] == 2 and run.summary["best_value"] == 0.12
+    table = json.loads((run.path.parent / "files" / logged["trials"]["path"]).read_text())
+    assert table["columns"] == ["number", "state", "value", "params.learning_rate"]
+    assert table["data"] == [[0, "complete", 0.12, 0.001], [1, "pruned", None, 0.01]]
