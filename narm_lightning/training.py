@@ -99,7 +99,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     log.info("Data: %s", data.stats)
     module = build_module(cfg, data.n_items)
     n_params = sum(p.numel() for p in module.model.parameters())
-    datamodule = SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers)
+    datamodule = SequentialDataModule.from_config(cfg, data)
 
     metric_name, _ = parse_metric_name(cfg.valid_metric)
     valid_key = cfg.valid_metric.lower()

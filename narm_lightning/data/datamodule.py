@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from omegaconf import DictConfig
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from narm_lightning.data.protocol import Examples, SequentialData
 
@@ -28,22 +31,77 @@ class ExampleBatches(Dataset):
         return self.examples.item_seq[idx, :width], length, self.examples.target[idx]
 
 
-class SequentialDataModule(pl.LightningDataModule):
-    """Serves the train (shuffled every epoch), valid and test splits of one ``SequentialData``."""
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar-length rows, so trimming each batch to its longest row saves real work.
 
-    def __init__(self, data: SequentialData, train_batch_size: int, eval_batch_size: int, num_workers: int = 0):
+    Every epoch: a seeded random permutation of all rows, cut into chunks of ``bucket_batches`` batches;
+    each chunk is sorted by length (stable, so equal lengths stay in random order) and cut into batches,
+    and the batch order is shuffled. Every row is visited exactly once per epoch; the order depends only on
+    ``seed`` and the epoch (``set_epoch``, which Lightning calls), so a resumed run sees the same batches.
+    """
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, bucket_batches: int, seed: int) -> None:
+        if batch_size < 1 or bucket_batches < 1:
+            raise ValueError("batch_size and bucket_batches must be positive")
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.bucket_batches = bucket_batches
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(len(self.lengths), generator=g)
+        chunk = self.batch_size * self.bucket_batches
+        parts = []
+        for start in range(0, len(perm), chunk):
+            rows = perm[start:start + chunk]
+            parts.append(rows[torch.argsort(self.lengths[rows], stable=True)])
+        batches = torch.cat(parts).split(self.batch_size)
+        for i in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[i].tolist()
+
+
+class SequentialDataModule(pl.LightningDataModule):
+    """Serves the train (shuffled every epoch), valid and test splits of one ``SequentialData``.
+
+    ``bucket_batches`` > 0 draws training batches with ``LengthBucketBatchSampler`` (seeded by ``seed``);
+    0 keeps plain random batches from torch's global generator.
+    """
+
+    def __init__(self, data: SequentialData, train_batch_size: int, eval_batch_size: int, num_workers: int = 0,
+                 bucket_batches: int = 0, seed: int = 0):
         super().__init__()
         self.data = data
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.bucket_batches = bucket_batches
+        self.seed = seed
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, data: SequentialData) -> SequentialDataModule:
+        """The datamodule the composed config asks for (shared by ``train`` and ``bench/bench.py``)."""
+        return cls(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers,
+                   bucket_batches=cfg.data.get("bucket_batches", 0) or 0, seed=cfg.seed)
 
     def _loader(self, examples: Examples, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = ExampleBatches(examples)
-        base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        if shuffle and self.bucket_batches:
+            sampler: Sampler = LengthBucketBatchSampler(examples.item_seq_len, batch_size, self.bucket_batches,
+                                                        self.seed)
+        else:
+            base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
         return DataLoader(
             dataset,
-            sampler=BatchSampler(base, batch_size=batch_size, drop_last=False),
+            sampler=sampler,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
