@@ -200,7 +200,7 @@ def measure(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> 
         same = floor_seconds(v.cfg, v.data.n_items, batches, bf16, None)
         print(f"[bench] {v.name}: floor(same batches) {same:.2f}s  load {loadavg()}", flush=True)
         floors = {"floor_same_s": same}
-        if not args.no_fp32_floors:
+        if not args.no_fp32_floors and v is runs[-1]:  # the references, for the candidate (last variant) only
             floors["floor_fp32_trimmed_s"] = floor_seconds(v.cfg, v.data.n_items, batches, False, None)
             floors["floor_fp32_padded_s"] = floor_seconds(
                 v.cfg, v.data.n_items, batches, False, v.cfg.data.max_item_list_length)
@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accuracy", action="store_true", help="also train each variant to early stopping per seed")
     p.add_argument("--accuracy-only", action="store_true", help="only the accuracy runs")
     p.add_argument("--seeds", type=int, default=3, help="seeds for --accuracy (2020, 2021, ...)")
-    p.add_argument("--no-fp32-floors", action="store_true", help="skip the fp32 padded/trimmed reference floors")
+    p.add_argument("--no-fp32-floors", action="store_true",
+                   help="skip the fp32 padded/trimmed reference floors (else: last variant)")
     p.add_argument("--diginetica", action="store_true",
                    help="also time a DIGINETICA epoch (needs conf/data/diginetica.yaml)")
     p.add_argument("--note", default="", help="one line saying what changed, for bench/HISTORY.md")
