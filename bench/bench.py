@@ -179,7 +179,7 @@ def floor_seconds(cfg: DictConfig, n_items: int, batches: list[tuple[torch.Tenso
 
 
 def measure(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> dict[str, Any]:
-    limit = 6 if args.quick else None
+    limit = 6 if args.quick else args.batches
     cache: dict[str, SequentialData] = {}
     runs = [Variant(name, ov, cache, limit) for name, ov in variants]
     for v in runs:
@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=3, help="measured training epochs after one warm-up epoch")
     p.add_argument("--quick", action="store_true", help="6 batches per epoch and per floor: a smoke run")
+    p.add_argument("--batches", type=int, default=None,
+                   help="train batches per epoch and per floor (default: all); samples/s stays comparable")
     p.add_argument("--variant", action="append", default=[],
                    help="name=override,override (repeat to compare; default: one variant with the defaults)")
     p.add_argument("--accuracy", action="store_true", help="also train each variant to early stopping per seed")
