@@ -23,6 +23,9 @@ test:  ## the fast test suite (what CI runs)
 test-slow:  ## the slow tests only
 	$(PY) -m pytest -q -m slow $(ARGS)
 
+bench:  ## speed report (bench/out/report.{json,md}) + an entry in bench/HISTORY.md; ARGS="--quick" for a smoke run
+	$(PY) bench/bench.py $(ARGS)
+
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3"
 	$(PY) bench/bench_sessions.py $(ARGS)
 

@@ -127,6 +127,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
     need(_is_int(d.get("max_item_list_length")) and d.get("max_item_list_length") > 0,
          "data.max_item_list_length", "a positive integer")
     need(_is_int(d.get("num_workers")) and d.get("num_workers") >= 0, "data.num_workers", "an integer >= 0")
+    bucket = d.get("bucket_batches", 0)
+    need(bucket is None or (_is_int(bucket) and bucket >= 0), "data.bucket_batches", "an integer >= 0 (0: off)")
     need(isinstance(d.get("dataset"), str) and bool(d.get("dataset")), "data.dataset", "a dataset name")
     need(d.get("format") in DATA_FORMATS, "data.format", f"one of {', '.join(DATA_FORMATS)}")
     if d.get("format") != "atomic":

@@ -79,7 +79,10 @@ class NARMModule(pl.LightningModule):
 
     def _rank(self, batch: tuple[torch.Tensor, ...], metric: RankMetrics) -> None:
         item_seq, item_seq_len, target = batch
-        metric.update(self.model.predict(item_seq, item_seq_len), target)
+        # Always rank in fp32, even under bf16-mixed training: bf16 scores (8-bit mantissa) tie often, and a
+        # tie counts for the target, which would inflate every metric. Evaluation is cheap; exactness is not.
+        with torch.autocast(item_seq.device.type, enabled=False):
+            metric.update(self.model.predict(item_seq, item_seq_len), target)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._rank(batch, self.valid_metrics)

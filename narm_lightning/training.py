@@ -85,6 +85,14 @@ def load_data(cfg: DictConfig) -> SequentialData:
     )
 
 
+def build_datamodule(cfg: DictConfig, data: SequentialData,
+                     generator: torch.Generator | None = None) -> SequentialDataModule:
+    """The batches the config asks for (shared by ``train`` and ``bench/bench.py``)."""
+    return SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers,
+                                bucket_batches=cfg.data.get("bucket_batches", 0) or 0, seed=cfg.seed,
+                                generator=generator)
+
+
 def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | None = None) -> NARMModule:
     m = cfg.model
     model_config = {
@@ -197,8 +205,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         load_initial_weights(module, cfg.init_from)
     n_params = sum(p.numel() for p in module.model.parameters())
     shuffle = torch.Generator().manual_seed(cfg.seed)  # its own stream, saved in checkpoints for exact resume
-    datamodule = SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers,
-                                      generator=shuffle)
+    datamodule = build_datamodule(cfg, data, shuffle)
 
     metric_name, _ = parse_metric_name(cfg.valid_metric)
     valid_key = cfg.valid_metric.lower()

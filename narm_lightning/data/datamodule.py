@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from narm_lightning.data.protocol import Examples, SequentialData
 
@@ -28,24 +30,72 @@ class ExampleBatches(Dataset):
         return self.examples.item_seq[idx, :width], length, self.examples.target[idx]
 
 
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar-length rows, so trimming each batch to its longest row saves real work.
+
+    Every epoch: a seeded random permutation of all rows, cut into chunks of ``bucket_batches`` batches;
+    each chunk is sorted by length (stable, so equal lengths stay in random order) and cut into batches,
+    and the batch order is shuffled. Every row is visited exactly once per epoch; the order depends only on
+    ``seed`` and the epoch (``set_epoch``, which Lightning calls), so a resumed run sees the same batches.
+    """
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, bucket_batches: int, seed: int) -> None:
+        if batch_size < 1 or bucket_batches < 1:
+            raise ValueError("batch_size and bucket_batches must be positive")
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.bucket_batches = bucket_batches
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(len(self.lengths), generator=g)
+        chunk = self.batch_size * self.bucket_batches
+        parts = []
+        for start in range(0, len(perm), chunk):
+            rows = perm[start:start + chunk]
+            parts.append(rows[torch.argsort(self.lengths[rows], stable=True)])
+        batches = torch.cat(parts).split(self.batch_size)
+        for i in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[i].tolist()
+
+
 class SequentialDataModule(pl.LightningDataModule):
-    """Serves the train (shuffled every epoch), valid and test splits of one ``SequentialData``."""
+    """Serves the train (shuffled every epoch), valid and test splits of one ``SequentialData``.
+
+    ``bucket_batches`` > 0 draws training batches with ``LengthBucketBatchSampler`` (seeded by ``seed``);
+    0 keeps plain random batches drawn from ``generator`` (torch's global one when None).
+    """
 
     def __init__(self, data: SequentialData, train_batch_size: int, eval_batch_size: int, num_workers: int = 0,
-                 generator: torch.Generator | None = None):
+                 bucket_batches: int = 0, seed: int = 0, generator: torch.Generator | None = None):
         super().__init__()
         self.generator = generator  # the train shuffle's own random stream (checkpointed for exact resume)
         self.data = data
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.bucket_batches = bucket_batches
+        self.seed = seed
 
     def _loader(self, examples: Examples, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = ExampleBatches(examples)
-        base = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
+        if shuffle and self.bucket_batches:
+            sampler: Sampler = LengthBucketBatchSampler(examples.item_seq_len, batch_size, self.bucket_batches,
+                                                        self.seed)
+        else:
+            base = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
+            sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
         return DataLoader(
             dataset,
-            sampler=BatchSampler(base, batch_size=batch_size, drop_last=False),
+            sampler=sampler,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -1,0 +1,334 @@
+"""``make bench``: how fast the default NARM run trains and evaluates on this machine, and how close to the math.
+
+Writes ``bench/out/report.json`` + ``bench/out/report.md`` and appends a dated entry to ``bench/HISTORY.md``.
+Every figure is measured here, in this run: nothing is hard-coded. Several variants (``--variant
+name=override,override``) are timed *interleaved* (epoch by epoch) so a shared, noisy machine hurts them alike.
+
+Measured per variant:
+  * training epoch seconds through the real Lightning Trainer (median of ``--epochs`` after one warm-up),
+  * training samples/s, full-sort valid and test seconds (``trainer.validate``/``trainer.test`` and bare),
+  * the math floor: the same model's bare forward + backward + Adam step over the same batches, no
+    Lightning and no data loading, plus the fp32 floor padded to ``max_item_list_length`` and trimmed,
+  * overhead = epoch / floor(same batches, same precision) - 1, and the process's peak resident memory.
+
+``--accuracy --seeds N`` trains each variant to early stopping on N seeds and reports test MRR/NDCG/Recall@10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from narm_lightning.config import validate  # noqa: E402
+from narm_lightning.data.protocol import SequentialData  # noqa: E402
+from narm_lightning.metrics import RankMetrics  # noqa: E402
+from narm_lightning.model import NARM  # noqa: E402
+from narm_lightning.training import build_datamodule, build_module, load_data, train  # noqa: E402
+
+CONF_DIR = ROOT / "conf"
+HISTORY = ROOT / "bench" / "HISTORY.md"
+
+
+def compose_cfg(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    validate(cfg)
+    return cfg
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class EpochTimer(pl.Callback):
+    """Wall seconds of each training epoch (training batches only: validation is timed on its own)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class Variant:
+    """One config under test: its module, datamodule and a Trainer per measured epoch."""
+
+    def __init__(self, name: str, overrides: list[str], data_cache: dict[str, SequentialData],
+                 limit_batches: int | None) -> None:
+        self.name = name
+        self.overrides = overrides
+        self.cfg = compose_cfg(overrides)
+        pl.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        key = json.dumps(OmegaConf.to_container(self.cfg.data, resolve=True), sort_keys=True)
+        if key not in data_cache:
+            data_cache[key] = load_data(self.cfg)
+        self.data = data_cache[key]
+        self.module = build_module(self.cfg, self.data.n_items)
+        self.datamodule = build_datamodule(self.cfg, self.data)
+        self.timer = EpochTimer()
+        self.limit_batches = limit_batches
+        self.epoch = 0
+
+    def trainer(self, **kwargs: Any) -> pl.Trainer:
+        t = self.cfg.trainer
+        return pl.Trainer(
+            accelerator=t.accelerator, devices=t.devices, precision=t.precision, deterministic=t.deterministic,
+            enable_progress_bar=False, log_every_n_steps=t.log_every_n_steps, logger=False,
+            enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs,
+        )
+
+    def run_epoch(self) -> float:
+        """One more training epoch through ``Trainer.fit`` (a fresh one-epoch Trainer; the module keeps learning)."""
+        self.epoch += 1
+        trainer = self.trainer(max_epochs=1, limit_val_batches=0, callbacks=[self.timer],
+                               limit_train_batches=self.limit_batches or 1.0)
+        trainer.fit(self.module, datamodule=self.datamodule)
+        return self.timer.seconds[-1]
+
+    def eval_seconds(self) -> dict[str, float]:
+        """Full-sort evaluation of the valid and test splits: through the Trainer and bare (model + metric)."""
+        out: dict[str, float] = {}
+        trainer = self.trainer()
+        for split in ("valid", "test"):
+            run = trainer.validate if split == "valid" else trainer.test
+            run(self.module, datamodule=self.datamodule, verbose=False)  # warm-up
+            started = time.perf_counter()
+            run(self.module, datamodule=self.datamodule, verbose=False)
+            out[f"{split}_trainer_s"] = time.perf_counter() - started
+            examples = getattr(self.data, split)
+            model = self.module.model.eval()
+            bs = self.cfg.eval_batch_size
+            started = time.perf_counter()
+            metric = RankMetrics(list(self.cfg.topk), list(self.cfg.metrics))
+            with torch.inference_mode():
+                for i in range(0, len(examples), bs):
+                    part = examples.take(torch.arange(i, min(i + bs, len(examples))))
+                    width = max(int(part.item_seq_len.max()), 1)
+                    metric.update(model.predict(part.item_seq[:, :width], part.item_seq_len), part.target)
+                metric.compute()
+            out[f"{split}_bare_s"] = time.perf_counter() - started
+        return out
+
+
+def floor_seconds(cfg: DictConfig, n_items: int, batches: list[tuple[torch.Tensor, ...]], bf16: bool,
+                  pad_to: int | None) -> float:
+    """Bare forward + CE + backward + Adam step over ``batches``: no Lightning, no data loading."""
+    torch.manual_seed(cfg.seed)
+    m = cfg.model
+    model = NARM(n_items, m.embedding_size, m.hidden_size, m.n_layers, list(m.dropout_probs)).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    if pad_to is not None:
+        batches = [(F.pad(s, (0, pad_to - s.size(1))), n, t) for s, n, t in batches]
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def step(seq: torch.Tensor, length: torch.Tensor, target: torch.Tensor) -> None:
+        with cast:
+            loss = F.cross_entropy(model(seq, length) @ model.item_embedding.weight.t(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for b in batches[:2]:  # warm-up (allocator, kernels)
+        step(*b)
+    started = time.perf_counter()
+    for b in batches:
+        step(*b)
+    return time.perf_counter() - started
+
+
+def measure(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> dict[str, Any]:
+    limit = 6 if args.quick else args.batches
+    cache: dict[str, SequentialData] = {}
+    runs = [Variant(name, ov, cache, limit) for name, ov in variants]
+    for v in runs:
+        if v.cfg.trainer.num_threads:
+            torch.set_num_threads(v.cfg.trainer.num_threads)
+    for _ in range(args.epochs + 1):  # interleaved: epoch e of every variant before epoch e+1 of any
+        for v in runs:
+            v.run_epoch()
+            print(f"[bench] {v.name}: epoch {v.epoch} {v.timer.seconds[-1]:.2f}s  load {loadavg()}", flush=True)
+    results: dict[str, Any] = {}
+    for v in runs:
+        measured = v.timer.seconds[1:]  # first epoch is the warm-up
+        n_samples = min(len(v.data.train), (limit or 10**12) * v.cfg.train_batch_size)
+        epoch_s = statistics.median(measured)
+        ev = v.eval_seconds()
+        batches = list(v.datamodule.train_dataloader())[: limit or None]
+        bf16 = str(v.cfg.trainer.precision).startswith("bf16")
+        same = floor_seconds(v.cfg, v.data.n_items, batches, bf16, None)
+        print(f"[bench] {v.name}: floor(same batches) {same:.2f}s  load {loadavg()}", flush=True)
+        floors = {"floor_same_s": same}
+        if not args.no_fp32_floors and v is runs[-1]:  # the references, for the candidate (last variant) only
+            floors["floor_fp32_trimmed_s"] = floor_seconds(v.cfg, v.data.n_items, batches, False, None)
+            floors["floor_fp32_padded_s"] = floor_seconds(
+                v.cfg, v.data.n_items, batches, False, v.cfg.data.max_item_list_length)
+            print(f"[bench] {v.name}: fp32 floors {floors}  load {loadavg()}", flush=True)
+        results[v.name] = {
+            "overrides": v.overrides,
+            "epoch_seconds": [round(s, 3) for s in v.timer.seconds],
+            "epoch_median_s": round(epoch_s, 3),
+            "samples_per_s": round(n_samples / epoch_s, 1),
+            "n_train_samples_per_epoch": n_samples,
+            **{k: round(x, 4) for k, x in ev.items()},
+            **{k: round(x, 3) for k, x in floors.items()},
+            "overhead_pct": round(100 * (epoch_s / same - 1), 1),
+            "batch_widths_mean": round(statistics.mean(b[0].size(1) for b in batches), 2),
+        }
+    return results
+
+
+def accuracy(args: argparse.Namespace, variants: list[tuple[str, list[str]]], out_dir: Path) -> dict[str, Any]:
+    """Train every variant to early stopping on each seed (interleaved) and summarise the test metrics."""
+    keys = ("mrr@10", "ndcg@10", "recall@10")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    for i in range(args.seeds):
+        for name, ov in variants:
+            seed = 2020 + i
+            cfg = compose_cfg([*ov, f"seed={seed}", "logger=none", "trainer.enable_progress_bar=false"])
+            res = train(cfg, output_dir=out_dir / "accuracy" / name / f"seed{seed}")
+            runs[name].append({"seed": seed, **{k: res["test"][k] for k in keys}, "best_epoch": res["best_epoch"],
+                               "epochs_run": res["epochs_run"], "fit_seconds": res["fit_seconds"]})
+            print(f"[bench] accuracy {name} seed {seed}: {runs[name][-1]}  load {loadavg()}", flush=True)
+    summary: dict[str, Any] = {}
+    for name, rows in runs.items():
+        summary[name] = {"runs": rows}
+        for k in keys:
+            vals = [r[k] for r in rows]
+            summary[name][k] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+    return summary
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"### {report['date']} — {report['git']} — load {report['load_before']} -> {report['load_after']}", ""]
+    if report.get("note"):
+        lines += [report["note"], ""]
+    lines += [f"`{report['command']}`; torch {report['torch']}, {report['threads']} threads, "
+              f"peak RSS {report['peak_rss_mib']:.0f} MiB (whole process)", ""]
+    cols = ["variant", "epoch s (median)", "samples/s", "floor same s", "overhead %", "floor fp32 trimmed s",
+            "floor fp32 padded s", "mean width", "valid s (trainer/bare)", "test s (trainer/bare)"]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, r in report["speed"].items():
+        lines.append("| " + " | ".join([
+            f"`{name}`", f"{r['epoch_median_s']:.2f}", f"{r['samples_per_s']:.0f}", f"{r['floor_same_s']:.2f}",
+            f"{r['overhead_pct']:+.1f}", f"{r.get('floor_fp32_trimmed_s', float('nan')):.2f}",
+            f"{r.get('floor_fp32_padded_s', float('nan')):.2f}", f"{r['batch_widths_mean']:.1f}",
+            f"{r['valid_trainer_s']:.3f} / {r['valid_bare_s']:.3f}",
+            f"{r['test_trainer_s']:.3f} / {r['test_bare_s']:.3f}",
+        ]) + " |")
+    lines.append("")
+    for name, r in report["speed"].items():
+        lines.append(f"- `{name}` = `{' '.join(r['overrides']) or '(defaults)'}`; epochs: {r['epoch_seconds']}")
+    if report.get("accuracy"):
+        lines += ["", "| variant | seeds | test MRR@10 | test NDCG@10 | test Recall@10 | best epochs |",
+                  "|---|---|---|---|---|---|"]
+        for name, a in report["accuracy"].items():
+            cells = [f"{a[k]['mean']:.4f} ± {a[k]['std']:.4f}" for k in ("mrr@10", "ndcg@10", "recall@10")]
+            epochs = [r["best_epoch"] for r in a["runs"]]
+            lines.append(f"| `{name}` | {len(a['runs'])} | " + " | ".join(cells) + f" | {epochs} |")
+    lines.append(f"\nDIGINETICA: {report['diginetica']}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_variants(specs: list[str], common: list[str]) -> list[tuple[str, list[str]]]:
+    out = []
+    for spec in specs or ["default="]:
+        name, _, ov = spec.partition("=")
+        out.append((name, [*common, *[o for o in ov.split(",") if o]]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=3, help="measured training epochs after one warm-up epoch")
+    p.add_argument("--quick", action="store_true", help="6 batches per epoch and per floor: a smoke run")
+    p.add_argument("--batches", type=int, default=None,
+                   help="train batches per epoch and per floor (default: all); samples/s stays comparable")
+    p.add_argument("--variant", action="append", default=[],
+                   help="name=override,override (repeat to compare; default: one variant with the defaults)")
+    p.add_argument("--accuracy", action="store_true", help="also train each variant to early stopping per seed")
+    p.add_argument("--accuracy-only", action="store_true", help="only the accuracy runs")
+    p.add_argument("--seeds", type=int, default=3, help="seeds for --accuracy (2020, 2021, ...)")
+    p.add_argument("--no-fp32-floors", action="store_true",
+                   help="skip the fp32 padded/trimmed reference floors (else: last variant)")
+    p.add_argument("--diginetica", action="store_true",
+                   help="also time a DIGINETICA epoch (needs conf/data/diginetica.yaml)")
+    p.add_argument("--note", default="", help="one line saying what changed, for bench/HISTORY.md")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    p.add_argument("--no-history", action="store_true", help="do not append to bench/HISTORY.md")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every variant")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    variants = parse_variants(args.variant, args.overrides)
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": git_rev(),
+        "command": "bench/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "load_before": loadavg(),
+        "note": args.note,
+    }
+    report["speed"] = {} if args.accuracy_only else measure(args, variants)
+    if args.diginetica and (CONF_DIR / "data" / "diginetica.yaml").exists():
+        report["diginetica"] = measure(args, [("diginetica", [*args.overrides, "data=diginetica"])])
+    else:
+        report["diginetica"] = "skipped (conf/data/diginetica.yaml not there yet: the session-data issue adds it)"
+    if args.accuracy or args.accuracy_only:
+        report["accuracy"] = accuracy(args, variants, args.out)
+    report["threads"] = torch.get_num_threads()
+    report["peak_rss_mib"] = peak_rss_mib()
+    report["load_after"] = loadavg()
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = markdown(report) if report["speed"] else markdown({**report, "speed": {}})
+    (args.out / "report.md").write_text(md)
+    if not args.no_history:
+        if not HISTORY.exists():
+            HISTORY.write_text("# Benchmark history\n\nOne entry per `bench/bench.py` run (newest last); figures are "
+                               "from a shared 2-core machine unless the entry says otherwise: compare variants "
+                               "within an entry, not across entries.\n\n")
+        with HISTORY.open("a") as fh:
+            fh.write("\n" + md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import CONF_DIR, tiny_overrides
+
+
+def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) -> None:
+    out = tmp_path / "out"
+    overrides = [a for a in tiny_overrides(tiny_root) if not a.startswith("trainer.enable_progress_bar")]
+    proc = subprocess.run(
+        [sys.executable, str(CONF_DIR.parent / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
+         "--out", str(out), "--variant", "plain=", "--variant", "bucket=data.bucket_batches=2", *overrides],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["speed"]) == {"plain", "bucket"}
+    for r in report["speed"].values():
+        assert r["epoch_median_s"] > 0 and r["floor_same_s"] > 0
+        assert r["valid_bare_s"] > 0 and r["test_trainer_s"] > 0
+    assert report["speed"]["bucket"]["floor_fp32_padded_s"] > 0
+    assert report["peak_rss_mib"] > 0
+    assert "| `bucket` |" in (out / "report.md").read_text()
