@@ -230,7 +230,8 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     run_config = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "n_parameters": n_params,
                   **flatten(data.stats, "data_stats.")}
     loggers.extend(build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir, run_config,
-                                 default_name=f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                 default_name=(f"trial-{pruning.reporter.number}" if pruning is not None
+                                               else f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"),
                                  default_group=OmegaConf.select(cfg, "optuna.study_name", default=None)))
     if resume_ckpt is None:
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -6,6 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
 from narm_lightning.wandb_runs import finish_run, open_run
 
 
@@ -56,3 +59,30 @@ def log_sweep_summary(
 def _cell(value: Any) -> Any:
     """Table cells must be one type per column: scalars stay, anything else (lists, dicts) becomes text."""
     return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+class SweepSummaryCallback(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/sweep.yaml): after the sweep, one W&B summary run.
+
+    It reads what the sweeper wrote into the sweep folder (``trials.csv``, ``optimization_results.yaml``,
+    the HTML plots), so the sweeper itself stays free of W&B; nothing is logged when ``logger`` has no
+    ``wandb`` entry.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import csv
+
+        import yaml
+
+        wandb_cfg = OmegaConf.select(config, "logger.wandb", default=None)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        results_file = sweep_dir / "optimization_results.yaml"
+        if wandb_cfg is None or not results_file.exists():
+            return
+        results = yaml.safe_load(results_file.read_text(encoding="utf-8")) or {}
+        with (sweep_dir / "trials.csv").open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        summary = {k: results.get(k) for k in ("best_trial", "best_value", "direction")}
+        summary.update({f"best_params.{k}": v for k, v in (results.get("best_params") or {}).items()})
+        log_sweep_summary(str(results.get("name")), rows, sorted(sweep_dir.glob("*.html")),
+                          OmegaConf.to_container(wandb_cfg, resolve=True), sweep_dir, summary)

@@ -46,3 +46,25 @@ def test_two_trial_sweep_then_resume_with_a_hyper_test_file(tiny_root, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     again = yaml.safe_load((tmp_path / "multirun" / "again" / "optimization_results.yaml").read_text())
     assert again["n_trials"]["finished"] == 3
+
+
+def test_each_trial_is_its_own_wandb_run_plus_one_summary_run(tiny_root, tmp_path) -> None:
+    from tests.wandb_records import offline_runs
+
+    env_home = tmp_path / "wandb-home"
+    tiny = [a for a in tiny_overrides(tiny_root, "epochs=1") if not a.startswith("logger=")]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": str(env_home),
+           "WANDB_CACHE_DIR": str(env_home), "WANDB_DATA_DIR": str(env_home)}
+    env.pop("WANDB_API_KEY", None)
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, SWEEP, "-m", *tiny, "logger=wandb", "learning_rate=0.01,0.001", "hydra.sweeper.n_trials=2",
+         "hydra.sweeper.study_name=wb", "hydra.sweep.dir=multirun/wb"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = offline_runs(tmp_path / "multirun" / "wb")
+    trials = sorted((r for r in runs if r.job_type == "train"), key=lambda r: r.name)
+    summary = [r for r in runs if r.job_type == "sweep-summary"]
+    assert [r.name for r in trials] == ["trial-0", "trial-1"]
+    assert all(r.group == "wb" and "complete" in r.tags and r.exit_code == 0 for r in trials)
+    assert len(summary) == 1 and summary[0].group == "wb" and summary[0].exit_code == 0
