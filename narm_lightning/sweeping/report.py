@@ -11,12 +11,12 @@ import csv
 import io
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from narm_lightning.io import write_text_atomic
 from narm_lightning.sweeping.study import ERROR_ATTR, count_trials, stale_trial_numbers
 
 log = logging.getLogger(__name__)
@@ -24,20 +24,6 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"
 TRIALS_FILE = "trials.csv"
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _scalar(value: Any) -> Any:
@@ -118,7 +104,7 @@ def write_plots(study: Any, sweep_dir: Path) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - e.g. importances need >= 2 complete trials with varying params
             log.info("Skipped %s.html: %s", name, exc)
             continue
-        atomic_write_text(sweep_dir / f"{name}.html", html)
+        write_text_atomic(sweep_dir / f"{name}.html", html)
         written.append(name)
     return written
 
@@ -129,8 +115,8 @@ def write_results(
     """The "sweep finished" step: results YAML, trials CSV, plots, and the best trial on the console."""
     sweep_dir = Path(sweep_dir)
     results = summary(study, target)
-    atomic_write_text(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
-    atomic_write_text(sweep_dir / TRIALS_FILE, trials_csv(study))
+    write_text_atomic(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
+    write_text_atomic(sweep_dir / TRIALS_FILE, trials_csv(study))
     if plots:
         write_plots(study, sweep_dir)
     n = results["n_trials"]
