@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from narm_lightning.data.atomic import AtomicTable, read_atomic
 from narm_lightning.data.protocol import SequentialData
+from narm_lightning.data.sessions import read_pickle_split, read_text_split
 from narm_lightning.data.sources import load_user_sequences
 from narm_lightning.errors import DataError
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
@@ -152,6 +153,37 @@ def check_state_dict(state: dict) -> None:
     assert state and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
 
 
+@st.composite
+def session_files(draw: st.DrawFn) -> bytes:
+    """A valid ``train_sessions.txt``: sessions of item ids >= 1, space-separated, one a line."""
+    sessions = draw(st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=6), min_size=1, max_size=8))
+    return "".join(" ".join(map(str, s)) + "\n" for s in sessions).encode()
+
+
+@st.composite
+def pickled_examples(draw: st.DrawFn) -> bytes:
+    """A valid SR-GNN ``train.txt``: a pickle of (list of prefix lists, list of labels)."""
+    import pickle
+
+    prefixes = draw(st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=5), min_size=1, max_size=8))
+    labels = draw(st.lists(st.integers(1, 40), min_size=len(prefixes), max_size=len(prefixes)))
+    return pickle.dumps((prefixes, labels), protocol=draw(st.integers(0, pickle.HIGHEST_PROTOCOL)))
+
+
+def _with_test_file(path: Path, name: str, content: bytes) -> Path:
+    (path.parent / name).write_bytes(content)
+    return path.parent
+
+
+def check_session_split(split: Any) -> None:
+    from narm_lightning.data.sessions import SessionSplit
+
+    assert isinstance(split, SessionSplit)
+    assert len(split.train_prefixes) == len(split.train_targets) and split.n_test == 1
+    assert all(len(p) >= 1 for p in split.train_prefixes)
+    assert int(split.train_targets.min(initial=1)) >= 1 and split.n_items >= int(split.train_targets.max(initial=1))
+
+
 @dataclass(frozen=True)
 class Reader:
     """One reader under fuzz: valid files, how to load one, and what a correct result satisfies."""
@@ -170,6 +202,11 @@ READERS = [
            lambda root, path: load_user_sequences("fz", str(root), [], "user_id", "item_id", "timestamp", 5,
                                                   download=False),
            check_sequential),
+    Reader("session text", session_files(), "s/train_sessions.txt",
+           lambda root, path: read_text_split(_with_test_file(path, "test.tsv", b"1 2\t3\n")), check_session_split),
+    Reader("session pickle", pickled_examples(), "p/train.txt",
+           lambda root, path: read_pickle_split(_with_test_file(path, "test.txt", __import__("pickle").dumps(
+               ([[1, 2]], [3])))), check_session_split),
     Reader("recbole .pth", recbole_checkpoints(), "m.pth", lambda root, path: load_recbole_state_dict(path),
            check_state_dict),
 ]
