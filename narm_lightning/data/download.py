@@ -31,10 +31,10 @@ RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 
 
-def find_dataset_file(name: str, suffix: str, roots: Sequence[str | Path]) -> Path | None:
-    """First ``<root>/<name>/<name>.<suffix>`` that exists, in the order given."""
+def find_in_roots(roots: Sequence[str | Path], folder: str, name: str) -> Path | None:
+    """First ``<root>/<folder>/<name>`` that exists, in the order the roots are given."""
     for root in roots:
-        candidate = Path(root).expanduser() / name / f"{name}.{suffix}"
+        candidate = Path(root).expanduser() / folder / name
         if candidate.exists():
             return candidate
     return None

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from narm_lightning.data.atomic import read_atomic
-from narm_lightning.data.download import fetch_ml100k, find_dataset_file
+from narm_lightning.data.download import fetch_ml100k, find_in_roots
 from narm_lightning.data.protocol import SequentialData, build_sequential, build_session_examples
 from narm_lightning.data.session_preprocess import load_raw_split
 from narm_lightning.data.sessions import SessionSplit, pad_prefixes, read_pickle_split, read_text_split
@@ -22,7 +22,7 @@ FETCHABLE = {"ml-100k": fetch_ml100k}
 
 def locate_atomic(dataset: str, root: str, extra_roots: Sequence[str], download: bool) -> Path:
     """``<root>/<dataset>/<dataset>.inter``, else the same under each extra root, else fetch (ml-100k)."""
-    found = find_dataset_file(dataset, "inter", [root, *extra_roots])
+    found = find_in_roots([root, *extra_roots], dataset, f"{dataset}.inter")
     if found is not None:
         return found
     if download and dataset in FETCHABLE:
@@ -50,14 +50,6 @@ def load_user_sequences(
     )
 
 
-def _find(roots: Sequence[str], folder: str, name: str) -> Path | None:
-    for root in roots:
-        candidate = Path(root).expanduser() / folder / name
-        if candidate.exists():
-            return candidate.parent if name != "" else candidate
-    return None
-
-
 def read_session_split(
     dataset: str,
     fmt: str,
@@ -71,16 +63,16 @@ def read_session_split(
     ``auto`` takes the first that exists, in that order: ``<root>/<dataset>/train_sessions.txt``,
     ``<root>/<dataset>/train.txt`` (pickles), ``<root>/<raw_folder>/<raw file>``.
     """
-    text = _find(roots, dataset, "train_sessions.txt") if fmt in ("auto", "session_text") else None
+    text = find_in_roots(roots, dataset, "train_sessions.txt") if fmt in ("auto", "session_text") else None
     if text is not None:
-        return read_text_split(text)
-    pickled = _find(roots, dataset, "train.txt") if fmt in ("auto", "session_pickle") else None
+        return read_text_split(text.parent)
+    pickled = find_in_roots(roots, dataset, "train.txt") if fmt in ("auto", "session_pickle") else None
     if pickled is not None:
-        return read_pickle_split(pickled)
+        return read_pickle_split(pickled.parent)
     if fmt in ("auto", "raw") and raw_dataset in RAW_FILES:
-        raw = _find(roots, raw_folder or raw_dataset, RAW_FILES[raw_dataset])
+        raw = find_in_roots(roots, raw_folder or raw_dataset, RAW_FILES[raw_dataset])
         # a missing raw file: load_raw_split's error says where to obtain it and where to put it
-        path = (raw or Path(roots[0]) / (raw_folder or raw_dataset)) / RAW_FILES[raw_dataset]
+        path = raw or Path(roots[0]) / (raw_folder or raw_dataset) / RAW_FILES[raw_dataset]
         return load_raw_split(raw_dataset, path, **raw_options)
     wanted = {"session_text": "train_sessions.txt + test.tsv", "session_pickle": "train.txt + test.txt",
               "auto": "train_sessions.txt + test.tsv, or train.txt + test.txt"}.get(fmt, "")
