@@ -19,6 +19,9 @@ from narm_lightning.metrics import METRICS
 DATA_FORMATS = ("atomic", "auto", "session_text", "session_pickle", "raw")
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+# ddp only among the multi-process strategies: the spawn/fork ones run fit() in child processes and hand
+# back only weights and callback metrics, not the per-epoch valid history a run reports from.
+STRATEGIES = ("auto", "ddp")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -160,6 +163,13 @@ def config_problems(cfg: DictConfig) -> list[str]:
     need((_is_int(devices) and (devices > 0 or devices == -1)) or devices == "auto"
          or (isinstance(devices, ListConfig) and len(devices) > 0 and all(_is_int(x) and x >= 0 for x in devices)),
          "trainer.devices", "a positive integer, -1 (all), 'auto' or a non-empty list of device ids")
+    strategy = t.get("strategy", "auto")
+    need(strategy in STRATEGIES, "trainer.strategy", f"one of {', '.join(STRATEGIES)}")
+    nodes = t.get("num_nodes", 1)
+    need(_is_int(nodes) and nodes > 0, "trainer.num_nodes", "a positive integer")
+    if _is_int(nodes) and nodes > 1 and strategy == "auto":
+        problems.append(f"trainer.num_nodes is {nodes} with trainer.strategy 'auto'; several machines need a "
+                        "multi-process strategy: use trainer=ddp")
     for key in ("deterministic", "enable_progress_bar"):
         need(isinstance(t.get(key), bool), f"trainer.{key}", "true or false")
     need(_is_int(t.get("log_every_n_steps")) and t.get("log_every_n_steps") > 0, "trainer.log_every_n_steps",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,11 @@ OPTIMIZERS = {
     "adagrad": torch.optim.Adagrad,
     "rmsprop": torch.optim.RMSprop,
 }
+
+# Under DDP, Lightning suggests sync_dist=True for every epoch-level value. The valid/test values are already
+# the metric's cross-rank sums (RankMetrics.compute syncs its states), identical on every rank; averaging them
+# again could only add rounding. The warning is silenced for those names only.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(valid|test)/")
 
 
 class NonFiniteLossError(NarmError, RuntimeError):
@@ -74,7 +80,9 @@ class NARMModule(pl.LightningModule):
                 "weight_decay), or check the data; checkpoints/last.ckpt in the run folder holds the last "
                 "finished epoch"
             )
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=target.numel())
+        # sync_dist: under DDP the epoch loss is the mean over every rank's rows (a no-op in one process)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=target.numel(),
+                 sync_dist=True)
         return loss
 
     def _rank(self, batch: tuple[torch.Tensor, ...], metric: RankMetrics) -> None:

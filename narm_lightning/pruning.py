@@ -78,14 +78,23 @@ class OptunaPruningCallback(pl.Callback):
                 f"{sorted(trainer.callback_metrics)}."
             )
         value = float(trainer.callback_metrics[self.monitor])
-        try:
-            self.reporter.report(value, step=trainer.current_epoch)
-        except optuna.TrialPruned as pruned:
-            log.info("%s", pruned)
-            if self.raise_on_prune:
-                raise
-            self.pruned = pruned
-            trainer.should_stop = True
+        # Under DDP only rank 0 reports (once per epoch, not once per process); its decision is broadcast so
+        # every rank stops together instead of one waiting forever in the next collective.
+        message: str | None = None
+        if trainer.is_global_zero:
+            try:
+                self.reporter.report(value, step=trainer.current_epoch)
+            except optuna.TrialPruned as exc:
+                message = str(exc)
+        message = trainer.strategy.broadcast(message, src=0)
+        if message is None:
+            return
+        pruned = optuna.TrialPruned(message)
+        log.info("%s", pruned)
+        if self.raise_on_prune:
+            raise pruned
+        self.pruned = pruned
+        trainer.should_stop = True
 
     def check_pruned(self) -> None:
         """Raise the recorded ``TrialPruned`` (only needed with ``raise_on_prune=False``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 
 from narm_lightning.checkpointing import (
     AtomicCheckpointIO,
@@ -156,6 +158,27 @@ def load_initial_weights(module: NARMModule, path: str) -> None:
     log.info("Initial weights from %s", path)
 
 
+def check_distributed_launch(cfg: DictConfig) -> None:
+    """Refuse ``trainer=ddp`` inside a Hydra multirun when Lightning would start the extra processes itself.
+
+    Lightning starts them by re-running the command line, and a sweep's command line starts the whole
+    sweep again in each of them. Under torchrun or srun the processes already exist and nothing is re-run.
+    """
+    if cfg.trainer.get("strategy", "auto") != "ddp":
+        return
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    externally_launched = any(k in os.environ for k in ("LOCAL_RANK", "RANK", "SLURM_PROCID"))
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and not externally_launched:
+        raise ConfigError(
+            "trainer.strategy is 'ddp' inside a sweep (-m): Lightning would start each extra process by re-running "
+            "the sweep command, starting the whole sweep again. Sweep with one process per trial and run several "
+            "sweep workers instead (README: Scaling out), or launch every process yourself with torchrun or "
+            "SLURM's srun, which Lightning detects."
+        )
+
+
 def format_results(results: dict[str, Any]) -> str:
     """A readable table of best-valid and test metrics for the end of the console output."""
     valid, test = results["best_valid"], results["test"]
@@ -195,6 +218,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         check_resume_config(cfg, run_dir)
     else:
         run_dir = resolve_output_dir(output_dir)
+    check_distributed_launch(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
@@ -225,7 +249,10 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
         callbacks.append(pruning)
     t = cfg.trainer
-    if resume_ckpt is not None:
+    # Under DDP every process runs this function; only global rank 0 (known from the launcher's environment
+    # before the process group exists) writes the run folder's files.
+    lead = rank_zero_only.rank == 0
+    if resume_ckpt is not None and lead:
         keep_csv_history(run_dir)  # before the CSV logger starts: it would replace metrics.csv
     run_config = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "n_parameters": n_params,
                   **flatten(data.stats, "data_stats.")}
@@ -233,12 +260,16 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
                                  default_name=(f"trial-{pruning.reporter.number}" if pruning is not None
                                                else f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"),
                                  default_group=OmegaConf.select(cfg, "optuna.study_name", default=None)))
-    if resume_ckpt is None:
+    if resume_ckpt is None and lead:
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.get("num_nodes", 1),
+        strategy=t.get("strategy", "auto"),
+        # the datamodule shards batches per rank itself (see data/datamodule.py): no DistributedSampler
+        use_distributed_sampler=False,
         precision=t.precision,
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
@@ -278,6 +309,8 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         "best_checkpoint": str(best_path),
         "run_dir": str(run_dir),
     }
+    if not trainer.is_global_zero:
+        return results  # identical on every rank (metric states are summed across ranks); rank 0 reports
     write_json_atomic(run_dir / "results.json", results)
     log_results(loggers, results)
     print(f"\nNARM on {cfg.data.dataset}: selected on {metric_name.upper()} ({valid_key})\n{format_results(results)}")

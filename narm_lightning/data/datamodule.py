@@ -1,4 +1,9 @@
-"""The LightningDataModule: tensors built once -> batches by index slicing, no per-sample Python."""
+"""The LightningDataModule: tensors built once -> batches by index slicing, no per-sample Python.
+
+Under DDP the module shards batches itself (the Trainer runs with ``use_distributed_sampler=False``):
+Lightning's ``DistributedSampler`` cannot wrap a batch sampler served with ``batch_size=None``, and it pads
+evaluation splits by repeating rows, which would count some users twice in the metrics.
+"""
 
 from __future__ import annotations
 
@@ -67,11 +72,53 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
             yield batches[i].tolist()
 
 
+class RankShard(Sampler[list[int]]):
+    """This rank's share of every global batch: ``train_batch_size`` stays the global batch, as one process.
+
+    Every rank draws the same global batches (same seed, same generator state) and keeps its contiguous
+    slice, so all ranks take the same number of steps (DDP needs that) and DDP's gradient averaging equals
+    the single-process mean over the global batch (up to a one-row difference in slice sizes). A final batch
+    with fewer rows than ranks is repeated to give every rank a row: at most ``world_size - 1`` duplicate
+    training rows per epoch, never in evaluation (see ``eval_rows``).
+    """
+
+    def __init__(self, batches: Sampler[list[int]], rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.batches = batches
+        self.rank = rank
+        self.world_size = world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded so the bucketing sampler's per-epoch order survives the wrapping."""
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            if len(batch) < self.world_size:
+                batch = (batch * self.world_size)[: self.world_size]
+            n = len(batch)
+            yield batch[n * self.rank // self.world_size: n * (self.rank + 1) // self.world_size]
+
+
+def eval_rows(n_rows: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous block of an evaluation split: the blocks partition the rows exactly.
+
+    No row is repeated or dropped, so summing the metric states over ranks gives the single-process values.
+    """
+    return range(n_rows * rank // world_size, n_rows * (rank + 1) // world_size)
+
+
 class SequentialDataModule(pl.LightningDataModule):
     """Serves the train (shuffled every epoch), valid and test splits of one ``SequentialData``.
 
     ``bucket_batches`` > 0 draws training batches with ``LengthBucketBatchSampler`` (seeded by ``seed``);
-    0 keeps plain random batches drawn from ``generator`` (torch's global one when None).
+    0 keeps plain random batches drawn from ``generator`` (torch's global one when None). Under DDP each
+    rank gets its slice of every training batch (``RankShard``) and its block of each evaluation split.
     """
 
     def __init__(self, data: SequentialData, train_batch_size: int, eval_batch_size: int, num_workers: int = 0,
@@ -85,14 +132,24 @@ class SequentialDataModule(pl.LightningDataModule):
         self.bucket_batches = bucket_batches
         self.seed = seed
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def _loader(self, examples: Examples, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = ExampleBatches(examples)
+        rank, world = self._rank_and_world()
+        sampler: Sampler
         if shuffle and self.bucket_batches:
-            sampler: Sampler = LengthBucketBatchSampler(examples.item_seq_len, batch_size, self.bucket_batches,
-                                                        self.seed)
+            sampler = LengthBucketBatchSampler(examples.item_seq_len, batch_size, self.bucket_batches, self.seed)
+        elif shuffle:
+            sampler = BatchSampler(RandomSampler(dataset, generator=self.generator), batch_size, drop_last=False)
+        elif world == 1:
+            sampler = BatchSampler(SequentialSampler(dataset), batch_size=batch_size, drop_last=False)
         else:
-            base = RandomSampler(dataset, generator=self.generator) if shuffle else SequentialSampler(dataset)
-            sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
+            sampler = BatchSampler(eval_rows(len(dataset), rank, world), batch_size=batch_size, drop_last=False)
+        if shuffle and world > 1:
+            sampler = RankShard(sampler, rank, world)
         return DataLoader(
             dataset,
             sampler=sampler,
