@@ -11,6 +11,10 @@ Measured per variant:
     Lightning and no data loading, plus the fp32 floor padded to ``max_item_list_length`` and trimmed,
   * overhead = epoch / floor(same batches, same precision) - 1, and the process's peak resident memory.
 
+DIGINETICA (``../shared/data``, on by default, ``--no-diginetica`` to skip): each variant with
+``data=diginetica``, a training epoch estimated from ``--diginetica-batches`` timed batches, full-sort valid
+and test seconds, and evaluation's peak memory beside the size of one score block.
+
 ``--accuracy --seeds N`` trains each variant to early stopping on N seeds and reports test MRR/NDCG/Recall@10.
 """
 
@@ -39,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from narm_lightning.config import validate  # noqa: E402
 from narm_lightning.data.protocol import SequentialData  # noqa: E402
+from narm_lightning.errors import DataError  # noqa: E402
 from narm_lightning.metrics import RankMetrics  # noqa: E402
 from narm_lightning.model import NARM  # noqa: E402
 from narm_lightning.training import build_datamodule, build_module, load_data, train  # noqa: E402
@@ -64,6 +69,23 @@ def loadavg() -> str:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def status_mib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since start or the last ``reset_peak_rss``) of this process, MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS counter (Linux: ``clear_refs`` 5), so one phase's peak can be read alone."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def git_rev() -> str:
@@ -218,6 +240,56 @@ def measure(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> 
     return results
 
 
+def sessions(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> dict[str, Any]:
+    """DIGINETICA (``data=diginetica``, each variant's overrides): a training epoch and full-sort evaluation.
+
+    A full epoch is hundreds of batches, so ``--diginetica-batches`` of them are timed per epoch (median of
+    ``--epochs`` after a warm-up) and scaled to the epoch's batch count (reported as an estimate, with the
+    measured part beside it). Evaluation is timed on the whole valid and test splits, once each, with the peak
+    memory above the resident memory before it, next to the size of one eval_batch_size x n_items score block.
+    """
+    limit = 6 if args.quick else args.diginetica_batches
+    cache: dict[str, SequentialData] = {}
+    started = time.perf_counter()
+    try:
+        runs = [Variant(name, [*ov, "data=diginetica"], cache, limit) for name, ov in variants]
+    except DataError as exc:
+        return f"skipped: {exc}"
+    load_s = time.perf_counter() - started
+    for _ in range(args.epochs + 1):
+        for v in runs:
+            v.run_epoch()
+            print(f"[bench] diginetica {v.name}: {limit} batches {v.timer.seconds[-1]:.2f}s  load {loadavg()}",
+                  flush=True)
+    out: dict[str, Any] = {}
+    for v in runs:
+        n_batches = -(-len(v.data.train) // v.cfg.train_batch_size)
+        part_s = statistics.median(v.timer.seconds[1:])
+        row: dict[str, Any] = {
+            "overrides": v.overrides, "n_train": len(v.data.train), "n_valid": len(v.data.valid),
+            "n_test": len(v.data.test), "n_items": v.data.n_items, "batches_per_epoch": n_batches,
+            "batches_timed": limit, "partial_epoch_seconds": [round(s, 3) for s in v.timer.seconds],
+            "epoch_estimate_s": round(part_s / limit * n_batches, 1),
+            "samples_per_s": round(limit * v.cfg.train_batch_size / part_s, 1),
+            "score_block_mib": round(v.cfg.eval_batch_size * v.data.n_items * 4 / 2**20, 1),
+            "load_s": round(load_s, 1),
+        }
+        # --quick: 2 blocks per split, a smoke run (the figures then say so: eval_blocks)
+        trainer = v.trainer(limit_val_batches=2, limit_test_batches=2) if args.quick else v.trainer()
+        row["eval_blocks"] = "2 per split (--quick)" if args.quick else "all"
+        for split in ("valid", "test"):
+            run = trainer.validate if split == "valid" else trainer.test
+            before = status_mib("VmRSS")
+            peak_ok = reset_peak_rss()
+            t0 = time.perf_counter()
+            run(v.module, datamodule=v.datamodule, verbose=False)
+            row[f"{split}_s"] = round(time.perf_counter() - t0, 2)
+            row[f"{split}_peak_over_rss_mib"] = round(status_mib("VmHWM") - before, 1) if peak_ok else None
+        print(f"[bench] diginetica {v.name}: {row}", flush=True)
+        out[v.name] = row
+    return out
+
+
 def accuracy(args: argparse.Namespace, variants: list[tuple[str, list[str]]], out_dir: Path) -> dict[str, Any]:
     """Train every variant to early stopping on each seed (interleaved) and summarise the test metrics."""
     keys = ("mrr@10", "ndcg@10", "recall@10")
@@ -232,6 +304,8 @@ def accuracy(args: argparse.Namespace, variants: list[tuple[str, list[str]]], ou
             print(f"[bench] accuracy {name} seed {seed}: {runs[name][-1]}  load {loadavg()}", flush=True)
     summary: dict[str, Any] = {}
     for name, rows in runs.items():
+        if not rows:  # --seeds 0
+            continue
         summary[name] = {"runs": rows}
         for k in keys:
             vals = [r[k] for r in rows]
@@ -266,7 +340,20 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [f"{a[k]['mean']:.4f} ± {a[k]['std']:.4f}" for k in ("mrr@10", "ndcg@10", "recall@10")]
             epochs = [r["best_epoch"] for r in a["runs"]]
             lines.append(f"| `{name}` | {len(a['runs'])} | " + " | ".join(cells) + f" | {epochs} |")
-    lines.append(f"\nDIGINETICA: {report['diginetica']}")
+    dig = report.get("diginetica")
+    if isinstance(dig, dict):
+        lines += ["", "DIGINETICA (`data=diginetica`; epoch = median time of the timed batches x batches per epoch):",
+                  "", "| variant | epoch s (estimate) | samples/s | batches timed / per epoch | valid s | test s | "
+                  "eval peak over RSS MiB (valid/test) | one score block MiB |", "|---|---|---|---|---|---|---|---|"]
+        for name, r in dig.items():
+            lines.append(f"| `{name}` | {r['epoch_estimate_s']:.0f} | {r['samples_per_s']:.0f} | "
+                         f"{r['batches_timed']} / {r['batches_per_epoch']} | {r['valid_s']:.1f} | {r['test_s']:.1f} | "
+                         f"{r['valid_peak_over_rss_mib']} / {r['test_peak_over_rss_mib']} | {r['score_block_mib']} |")
+        first = next(iter(dig.values()))
+        lines.append(f"\n{first['n_train']:,} train / {first['n_valid']:,} valid / {first['n_test']:,} test rows, "
+                     f"{first['n_items']:,} items (with padding); data loaded in {first['load_s']} s")
+    else:
+        lines.append(f"\nDIGINETICA: {dig}")
     return "\n".join(lines) + "\n"
 
 
@@ -291,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="seeds for --accuracy (2020, 2021, ...)")
     p.add_argument("--no-fp32-floors", action="store_true",
                    help="skip the fp32 padded/trimmed reference floors (else: last variant)")
-    p.add_argument("--diginetica", action="store_true",
-                   help="also time a DIGINETICA epoch (needs conf/data/diginetica.yaml)")
+    p.add_argument("--diginetica", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time DIGINETICA (each variant + data=diginetica); skipped when the split is absent")
+    p.add_argument("--diginetica-batches", type=int, default=40,
+                   help="DIGINETICA train batches timed per epoch (the epoch time is scaled from them)")
     p.add_argument("--note", default="", help="one line saying what changed, for bench/HISTORY.md")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     p.add_argument("--no-history", action="store_true", help="do not append to bench/HISTORY.md")
@@ -307,10 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": args.note,
     }
     report["speed"] = {} if args.accuracy_only else measure(args, variants)
-    if args.diginetica and (CONF_DIR / "data" / "diginetica.yaml").exists():
-        report["diginetica"] = measure(args, [("diginetica", [*args.overrides, "data=diginetica"])])
-    else:
-        report["diginetica"] = "skipped (conf/data/diginetica.yaml not there yet: the session-data issue adds it)"
+    report["diginetica"] = sessions(args, variants) if args.diginetica else "not run (--no-diginetica)"
     if args.accuracy or args.accuracy_only:
         report["accuracy"] = accuracy(args, variants, args.out)
     report["threads"] = torch.get_num_threads()
