@@ -1,4 +1,4 @@
-"""Serving: the Recommender API, the streaming CLI, and the TorchScript export, on one tiny trained model."""
+"""Serving: the Recommender API, the streaming CLI, and the TorchScript/ONNX exports, on one tiny trained model."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from narm_lightning import export as export_module
 from narm_lightning.errors import ConfigError, DataError
 from narm_lightning.export import export
 from narm_lightning.recommend import Recommender
@@ -141,11 +142,75 @@ def test_torchscript_export_matches_checkpoint(rec: Recommender, trained, tmp_pa
         assert torch.allclose(got, rec.scorer(seq, lengths))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnx") is not None, reason="onnx is installed")
-def test_onnx_without_the_package_names_it(trained, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="`onnx` package"):
+HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
+
+
+def onnx_scorer(path: Path):
+    """``model.onnx`` under onnxruntime as a ``Recommender`` scorer (torch tensors in and out)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def score(item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        feed = {"item_seq": item_seq.numpy(), "item_seq_len": item_seq_len.numpy()}
+        return torch.from_numpy(session.run(["scores"], feed)[0])
+
+    return score
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="needs onnx, onnxscript and onnxruntime: pip install -e '.[onnx]'")
+def test_onnx_export_matches_checkpoint(rec: Recommender, trained, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    for _ in range(2):  # the second export in one process must keep the length free too (GRU cache workaround)
+        export(trained[0], out, formats=["torchscript", "onnx"])
+    assert sorted(p.name for p in out.iterdir()) == ["item_ids.json", "meta.json", "model.onnx", "model.ts"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["formats"] == ["torchscript", "onnx"] and meta["onnx"]["scores_checked_with_onnxruntime"] is True
+    item_ids = json.loads((out / "item_ids.json").read_text())
+    assert item_ids == rec.item_tokens
+    # the raw model: sessions of different lengths in one padded batch, and batches of one
+    score = onnx_scorer(out / "model.onnx")
+    ids = [rec.encode(s)[0] for s in SESSIONS]
+    seq = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+    for row, s in enumerate(ids):
+        seq[row, : len(s)] = torch.tensor(s)
+    lengths = torch.tensor([len(s) for s in ids])
+    assert len(set(lengths.tolist())) == 4
+    for s, ln in ((seq, lengths), (seq[1:2, :1], lengths[1:2]), (seq[3:4], lengths[3:4]), (seq[2:3], lengths[2:3])):
+        got, want = score(s, ln), rec.scorer(s, ln)
+        assert got.shape == want.shape == (len(ln), 31) and torch.isinf(got[:, 0]).all()
+        torch.testing.assert_close(got[:, 1:], want[:, 1:], rtol=0, atol=1e-5)
+        assert torch.equal(got.topk(10).indices, want.topk(10).indices)
+    # through the checkpoint's ranking code: the same top-K in original ids
+    served = Recommender(score, item_ids, meta["max_item_list_length"])
+    for batch_size in (1, 4):
+        for exclude_seen in (False, True):
+            a = rec.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
+            b = served.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
+            assert [r.items for r in a] == [r.items for r in b]
+            for ra, rb in zip(a, b):
+                assert ra.scores == pytest.approx(rb.scores, rel=0, abs=1e-5)
+
+
+def test_onnx_without_the_packages_names_them(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export_module, "_missing_onnx_packages", lambda: ["onnx", "onnxscript"])
+    with pytest.raises(ConfigError, match="needs the `onnx`, `onnxscript` package"):
         export(trained[0], tmp_path / "export", formats=["torchscript", "onnx"])
     assert not (tmp_path / "export").exists()  # checked before anything is written
+
+
+def test_onnx_exporter_failure_is_one_paragraph(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter says no\n  Traceback-like detail")
+
+    monkeypatch.setattr(export_module, "_missing_onnx_packages", lambda: [])
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(ConfigError) as info:
+        export(trained[0], tmp_path / "export", formats=["torchscript", "onnx"])
+    message = str(info.value)
+    assert "ONNX export of the scoring model failed (RuntimeError: exporter says no)" in message
+    assert "\n" not in message and "formats=[torchscript]" in message
+    assert not (tmp_path / "export").exists()  # both conversions run before anything is written
 
 
 def test_cli_streams_a_file_atomically(rec: Recommender, trained, tmp_path: Path) -> None:
