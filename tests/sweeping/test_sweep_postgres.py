@@ -61,6 +61,22 @@ def test_unreachable_postgres_storage_is_one_clear_config_error() -> None:
     assert "s3cret" not in str(info.value) and "postgresql://user@host:port/db" in str(info.value)
 
 
+def test_missing_postgres_driver_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if psycopg2-binary were not installed
+    with pytest.raises(ConfigError, match=r"needs the PostgreSQL driver.*pip install -e '\.\[postgres\]'"):
+        with study_lock("postgresql://narm@127.0.0.1:1/no_driver_here"):
+            pass
+
+
+def test_storage_without_lock_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    url = "mysql+pymysql://narm:s3cret@db.invalid/sweeps"  # never connected to: there is no lock to take
+    for _ in range(2):
+        with study_lock(url):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if "no cross-worker lock" in r.getMessage()]
+    assert len(warnings) == 1 and "s3cret" not in warnings[0] and "n_trials" in warnings[0]
+
+
 def test_two_workers_share_one_postgres_study(postgres_storage: str, tmp_path: Path) -> None:
     study_name = f"toy_pg_{uuid.uuid4().hex[:8]}"  # the database may be shared (NARM_TEST_POSTGRES_URL)
     n_trials = 6
