@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install train test test-slow lint bench bench-sessions bench-serving clean
+.PHONY: install postgres train test test-slow lint bench bench-sessions bench-serving clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,16 @@ $(PY):
 install: $(PY)  ## create .venv with the CPU torch pinned first, then the package and dev tools
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+
+postgres:  ## install Debian's PostgreSQL server for the distributed-sweep tests, unless initdb is already there
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "postgres: initdb found, nothing to install"; \
+	else \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null && \
+		echo "postgres: installed $$(ls -d /usr/lib/postgresql/*/bin)"; \
+	fi
 
 train:  ## train NARM on ml-100k with RecBole's defaults; extra overrides via ARGS="key=value ..."
 	$(PY) train.py $(ARGS)

@@ -7,14 +7,18 @@ Semantics (documented for users in the sweeper's docstring):
 * A trial counts toward ``n_trials`` once it is COMPLETE, PRUNED or FAILED. A trial left RUNNING by a
   killed process stops getting heartbeats; after ``grace_period`` it is marked FAILED and re-queued with
   the same params (Optuna's RetryHeartbeatStaleTrialCallback). Such stale failures do NOT count.
-* For SQLite storages, counting + asking happens under an exclusive file lock (``<db>.lock``), so several
-  workers on one study never create more than ``n_trials`` trials, and grid workers never pick the same
-  point. For server databases there is no lock: workers may overshoot by at most their in-flight trials.
+* Creating the study and counting + asking happen under an exclusive lock, so several workers on one
+  study never create more than ``n_trials`` trials, and grid workers never pick the same point. SQLite
+  (one machine): a file lock (``<db>.lock``). PostgreSQL (several machines): a transaction-level advisory
+  lock in the database itself, released by the server if the worker dies. Other server databases have no
+  lock: workers may overshoot by at most their in-flight trials (a warning says so).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import threading
@@ -79,7 +83,7 @@ def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | N
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except (ValueError, ImportError) as exc:
-        raise ConfigError(f"hydra.sweeper.storage: cannot open '{url}': {exc}") from exc
+        raise ConfigError(f"hydra.sweeper.storage: cannot open '{redact_url(url)}': {exc}") from exc
 
 
 def open_study(storage: Any, study_name: str, direction: str, sampler: Any, pruner: Any) -> optuna.Study:
@@ -103,11 +107,77 @@ def open_study(storage: Any, study_name: str, direction: str, sampler: Any, prun
     return study
 
 
+def storage_backend(url: str) -> str:
+    """The database of an SQLAlchemy URL without its driver: ``postgresql+psycopg2://`` -> ``postgresql``."""
+    return url.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked, for logs and error messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported by whoever opens it
+        return url
+
+
+# One key for the whole database: the schema is shared by all studies, and the critical sections are short.
+_PG_LOCK_KEY = int.from_bytes(hashlib.blake2b(b"narm_sweeper.study_lock", digest_size=8).digest(), "big", signed=True)
+_warned_unlocked: set[str] = set()
+
+
+@functools.lru_cache(maxsize=8)
+def _lock_engine(url: str) -> Any:
+    """A small engine per storage URL, separate from Optuna's (the lock must not share its transactions)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    return sqlalchemy.create_engine(url, poolclass=NullPool)  # a fresh connection per lock: no stale ones
+
+
+@contextlib.contextmanager
+def _postgres_lock(url: str) -> Iterator[None]:
+    """``pg_advisory_xact_lock``: held until the transaction ends, released by the server if we die."""
+    import sqlalchemy
+
+    try:
+        engine = _lock_engine(url)
+        conn = engine.connect()
+    except ImportError as exc:
+        raise ConfigError(
+            f"hydra.sweeper.storage: '{redact_url(url)}' needs the PostgreSQL driver ({exc}). "
+            f"Install it with: pip install -e '.[postgres]'"
+        ) from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise ConfigError(
+            f"hydra.sweeper.storage: cannot connect to '{redact_url(url)}': {str(exc).splitlines()[0]}. "
+            f"Expected a reachable PostgreSQL database (postgresql://user@host:port/db) that already exists."
+        ) from exc
+    with conn, conn.begin():
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        yield
+
+
 @contextlib.contextmanager
 def study_lock(url: str) -> Iterator[None]:
-    """Exclusive inter-process lock for SQLite studies (``<db>.lock``); a no-op for other storages."""
+    """Exclusive lock across the workers of a storage: a file lock for SQLite, an advisory lock for PostgreSQL.
+
+    Other storages get no lock (a one-time warning): their workers may overshoot ``n_trials``.
+    """
+    if storage_backend(url) == "postgresql":
+        with _postgres_lock(url):
+            yield
+        return
     path = sqlite_path(url)
     if path is None:
+        if storage_backend(url) != "sqlite" and url not in _warned_unlocked:
+            _warned_unlocked.add(url)
+            log.warning(
+                "Storage '%s' has no cross-worker lock (only SQLite and PostgreSQL do): parallel workers may "
+                "finish a few more than n_trials trials.",
+                redact_url(url),
+            )
         yield
         return
     try:

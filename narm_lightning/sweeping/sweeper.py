@@ -47,6 +47,7 @@ from narm_lightning.sweeping.study import (
     make_storage,
     open_study,
     pruner_spec,
+    redact_url,
     study_lock,
 )
 
@@ -226,7 +227,7 @@ class OptunaSweeperImpl:
         log.info(
             "Study '%s' in %s: %s, target %d finished trials, params %s, fixed %s",
             study_name,
-            storage_url,
+            redact_url(storage_url),
             self.direction,
             target,
             list(space.distributions),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+from pg_cluster import PostgresUnavailable, postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY_APP = Path(__file__).resolve().parent / "toy_app" / "app.py"
@@ -53,3 +54,17 @@ def load_toy_study(tmp_path: Path) -> Callable[[], optuna.Study]:
         return optuna.load_study(study_name="toy", storage=f"sqlite:///{tmp_path / 'optuna' / 'toy.db'}")
 
     return load
+
+
+@pytest.fixture(scope="session")
+def postgres_storage() -> Iterator[str]:
+    """SQLAlchemy URL of a PostgreSQL database shared by the session's tests (each uses its own study name).
+
+    ``$NARM_TEST_POSTGRES_URL`` if set, else a throwaway local server (see ``pg_cluster``); skips when
+    neither the server binaries nor the psycopg2 driver are there.
+    """
+    try:
+        with postgres_url() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL: {exc}")

@@ -1,0 +1,114 @@
+"""Distributed sweeps through PostgreSQL: real workers, a real server (skipped where PostgreSQL is absent)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, toy_command, toy_env
+from optuna.trial import TrialState
+
+from narm_lightning.errors import ConfigError
+from narm_lightning.sweeping.study import study_lock
+
+_HOLD_LOCK = """
+import sys, time
+from narm_lightning.sweeping.study import study_lock
+with study_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_postgres_lock_excludes_other_workers_and_dies_with_its_holder(postgres_storage: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, postgres_storage],
+        cwd=ROOT,
+        env=toy_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        acquired = threading.Event()
+
+        def second_worker() -> None:
+            with study_lock(postgres_storage):
+                acquired.set()
+
+        thread = threading.Thread(target=second_worker, daemon=True)
+        thread.start()
+        assert not acquired.wait(1.5), "a second worker got the lock while another process held it"
+        holder.kill()  # a worker that dies inside the critical section must not block the study forever
+        assert acquired.wait(30), "the lock of a killed worker was never released"
+        thread.join(10)
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
+def test_unreachable_postgres_storage_is_one_clear_config_error() -> None:
+    pytest.importorskip("psycopg2", reason="the psycopg2 driver is not installed")
+    url = "postgresql+psycopg2://narm:s3cret@127.0.0.1:1/nowhere"  # port 1: nothing listens there
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.storage: cannot connect to") as info:
+        with study_lock(url):
+            pass
+    assert "s3cret" not in str(info.value) and "postgresql://user@host:port/db" in str(info.value)
+
+
+def test_missing_postgres_driver_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if psycopg2-binary were not installed
+    with pytest.raises(ConfigError, match=r"needs the PostgreSQL driver.*pip install -e '\.\[postgres\]'"):
+        with study_lock("postgresql://narm@127.0.0.1:1/no_driver_here"):
+            pass
+
+
+def test_storage_without_lock_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    url = "mysql+pymysql://narm:s3cret@db.invalid/sweeps"  # never connected to: there is no lock to take
+    for _ in range(2):
+        with study_lock(url):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if "no cross-worker lock" in r.getMessage()]
+    assert len(warnings) == 1 and "s3cret" not in warnings[0] and "n_trials" in warnings[0]
+
+
+def test_two_workers_share_one_postgres_study(postgres_storage: str, tmp_path: Path) -> None:
+    study_name = f"toy_pg_{uuid.uuid4().hex[:8]}"  # the database may be shared (NARM_TEST_POSTGRES_URL)
+    n_trials = 6
+    args = [
+        "hydra/sweeper/sampler=random",
+        "sleep=1.0",  # one worker alone would need 6 s: both get trials despite their start-up skew
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweeper.storage={postgres_storage}",
+        f"hydra.sweeper.study_name={study_name}",
+        "hydra.sweeper.heartbeat_interval=2",
+    ]
+    procs = [
+        subprocess.Popen(
+            toy_command(*args, f"hydra.sweep.dir=multirun/w{i}"),
+            cwd=tmp_path,
+            env=toy_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name=study_name, storage=postgres_storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * n_trials  # exactly n_trials, none extra
+    assert sorted(t.number for t in trials) == list(range(n_trials))
+    assert all(t.value == (t.params["x"] - 2) ** 2 for t in trials)  # the objective ran with the sampled x
+    by_worker = {w: [t for t in trials if f"/multirun/{w}/" in t.user_attrs["output_dir"]] for w in ("w0", "w1")}
+    assert all(by_worker.values()), f"one worker ran no trial: { {w: len(t) for w, t in by_worker.items()} }"
+    assert sum(len(t) for t in by_worker.values()) == n_trials
+    for worker, own in by_worker.items():  # each worker's job folders are exactly its trials
+        job_dirs = [d for d in (tmp_path / "multirun" / worker).iterdir() if d.is_dir() and d.name.isdigit()]
+        assert len(job_dirs) == len(own)
