@@ -64,3 +64,28 @@ def test_init_from_our_checkpoint_and_mismatch_is_clear(tiny_root, tmp_path) -> 
     with pytest.raises(ConfigError, match="do not fit this model"):
         train(compose_train(tiny_overrides(tiny_root, "epochs=0", "model.hidden_size=8",
                                            f"init_from={first['best_checkpoint']}")), output_dir=tmp_path / "c")
+
+
+def test_evaluation_scores_one_eval_batch_block_at_a_time(tiny_root, monkeypatch) -> None:
+    """Full-sort evaluation never materialises more than eval_batch_size x n_items scores at once."""
+    import pytorch_lightning as pl
+
+    from narm_lightning.metrics import RankMetrics
+    from narm_lightning.training import build_datamodule, build_module, load_data
+
+    cfg = compose_train(tiny_overrides(tiny_root, "eval_batch_size=16"))
+    data = load_data(cfg)
+    shapes: list[tuple[int, ...]] = []
+    update = RankMetrics.update
+
+    def recording_update(self, scores, target):  # type: ignore[no-untyped-def]
+        shapes.append(tuple(scores.shape))
+        return update(self, scores, target)
+
+    monkeypatch.setattr(RankMetrics, "update", recording_update)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    module, datamodule = build_module(cfg, data.n_items), build_datamodule(cfg, data)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    assert sum(rows for rows, _ in shapes) == len(data.valid) + len(data.test)
+    assert max(rows for rows, _ in shapes) == 16 and {cols for _, cols in shapes} == {data.n_items}
