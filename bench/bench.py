@@ -11,6 +11,8 @@ Measured per variant:
     Lightning and no data loading, plus the fp32 floor padded to ``max_item_list_length`` and trimmed,
   * overhead = epoch / floor(same batches, same precision) - 1, and the process's peak resident memory.
 
+Serving (``--no-serving`` to skip): recommendations/s at batch size 1 and 256, eager and TorchScript.
+
 DIGINETICA (``../shared/data``, on by default, ``--no-diginetica`` to skip): each variant with
 ``data=diginetica``, a training epoch estimated from ``--diginetica-batches`` timed batches, full-sort valid
 and test seconds, and evaluation's peak memory beside the size of one score block.
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_serving import measure_serving  # noqa: E402  (beside this script: its folder is on sys.path)
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
@@ -340,6 +343,12 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [f"{a[k]['mean']:.4f} ± {a[k]['std']:.4f}" for k in ("mrr@10", "ndcg@10", "recall@10")]
             epochs = [r["best_epoch"] for r in a["runs"]]
             lines.append(f"| `{name}` | {len(a['runs'])} | " + " | ".join(cells) + f" | {epochs} |")
+    s = report.get("serving")
+    if s:
+        lines.append(f"\nServing ({s['source']}, top-{s['k']}, recommendations/s): batch 1 "
+                     f"{s['eager_recs_per_s_bs1']:.0f} eager / {s['torchscript_recs_per_s_bs1']:.0f} TorchScript; "
+                     f"batch 256 {s['eager_recs_per_s_bs256']:.0f} eager / {s['torchscript_recs_per_s_bs256']:.0f} "
+                     "TorchScript")
     dig = report.get("diginetica")
     if isinstance(dig, dict):
         lines += ["", "DIGINETICA (`data=diginetica`; epoch = median time of the timed batches x batches per epoch):",
@@ -380,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the fp32 padded/trimmed reference floors (else: last variant)")
     p.add_argument("--diginetica", action=argparse.BooleanOptionalAction, default=True,
                    help="also time DIGINETICA (each variant + data=diginetica); skipped when the split is absent")
+    p.add_argument("--serving", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure serving: recommendations/s at batch size 1 and 256 (bench/bench_serving.py)")
     p.add_argument("--diginetica-batches", type=int, default=40,
                    help="DIGINETICA train batches timed per epoch (the epoch time is scaled from them)")
     p.add_argument("--note", default="", help="one line saying what changed, for bench/HISTORY.md")
@@ -397,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["speed"] = {} if args.accuracy_only else measure(args, variants)
     report["diginetica"] = sessions(args, variants) if args.diginetica else "not run (--no-diginetica)"
+    report["serving"] = measure_serving(quick=args.quick) if args.serving else None
     if args.accuracy or args.accuracy_only:
         report["accuracy"] = accuracy(args, variants, args.out)
     report["threads"] = torch.get_num_threads()

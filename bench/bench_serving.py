@@ -49,17 +49,11 @@ def throughput(rec: Recommender, batch_size: int, n: int, k: int, repeats: int =
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", help="a training checkpoint (default: an untrained ml-100k-sized NARM)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--k", type=int, default=20)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def measure_serving(ckpt: str | None = None, k: int = 20, quick: bool = False) -> dict[str, object]:
+    """Recommendations/s at batch size 1 and 256, eager and TorchScript (also a line of ``make bench``)."""
     torch.manual_seed(0)
-    if args.ckpt:
-        eager = Recommender.from_checkpoint(args.ckpt)
+    if ckpt:
+        eager = Recommender.from_checkpoint(ckpt)
         model = eager.scorer.__self__  # NARM.predict's module
     else:
         model = NARM(1683).eval()
@@ -68,14 +62,26 @@ def main() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(ScoringModel(model).eval())
     ts = Recommender(scripted, eager.item_tokens, eager.max_len)
-    result: dict[str, object] = {"bench": "serving", "k": args.k, "n_items": eager.n_items, "max_len": eager.max_len,
-                                 "source": args.ckpt or "untrained ml-100k-sized NARM"}
+    result: dict[str, object] = {"bench": "serving", "k": k, "n_items": eager.n_items, "max_len": eager.max_len,
+                                 "source": ckpt or "untrained ml-100k-sized NARM"}
+    n1, n256 = (30, 256) if quick else (300, 256 * 8)
     for name, rec in (("eager", eager), ("torchscript", ts)):
-        result[f"{name}_recs_per_s_bs1"] = round(throughput(rec, 1, 300, args.k), 1)
-        result[f"{name}_recs_per_s_bs256"] = round(throughput(rec, 256, 256 * 8, args.k), 1)
+        result[f"{name}_recs_per_s_bs1"] = round(throughput(rec, 1, n1, k), 1)
+        result[f"{name}_recs_per_s_bs256"] = round(throughput(rec, 256, n256, k), 1)
     result.update(torch=torch.__version__, threads=torch.get_num_threads(), cpus=os.cpu_count(),
                   loadavg=Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None)
-    line = json.dumps(result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", help="a training checkpoint (default: an untrained ml-100k-sized NARM)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--k", type=int, default=20)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    line = json.dumps(measure_serving(args.ckpt, args.k))
     write_text_atomic(OUT, line + "\n")
     print(line)
 

@@ -26,6 +26,9 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
         assert r["valid_bare_s"] > 0 and r["test_trainer_s"] > 0
     assert report["speed"]["bucket"]["floor_fp32_padded_s"] > 0
     assert report["peak_rss_mib"] > 0
+    serving = report["serving"]
+    assert serving["eager_recs_per_s_bs1"] > 0 and serving["torchscript_recs_per_s_bs256"] > 0
+    assert "Serving (untrained ml-100k-sized NARM, top-20" in (out / "report.md").read_text()
     assert "| `bucket` |" in (out / "report.md").read_text()
 
 
@@ -33,7 +36,8 @@ def test_bench_reports_why_diginetica_was_skipped(tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(CONF_DIR.parent / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
-         "--out", str(out), "--accuracy-only", "--seeds", "0", f"data.root={tmp_path}", "data.extra_roots=[]"],
+         "--out", str(out), "--accuracy-only", "--seeds", "0", "--no-serving", f"data.root={tmp_path}",
+         "data.extra_roots=[]"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,7 +51,8 @@ def test_bench_quick_times_diginetica_training_and_evaluation(shared_data, tmp_p
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(CONF_DIR.parent / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
-         "--out", str(out), "--accuracy-only", "--seeds", "0", "trainer.enable_progress_bar=false", "logger=none"],
+         "--out", str(out), "--accuracy-only", "--seeds", "0", "--no-serving", "trainer.enable_progress_bar=false",
+         "logger=none"],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
