@@ -49,7 +49,13 @@ from narm_lightning.data.protocol import SequentialData  # noqa: E402
 from narm_lightning.errors import DataError  # noqa: E402
 from narm_lightning.metrics import RankMetrics  # noqa: E402
 from narm_lightning.model import NARM  # noqa: E402
-from narm_lightning.training import build_datamodule, build_module, load_data, train  # noqa: E402
+from narm_lightning.training import (  # noqa: E402
+    build_datamodule,
+    build_module,
+    load_data,
+    resolve_precision,
+    train,
+)
 
 CONF_DIR = ROOT / "conf"
 HISTORY = ROOT / "bench" / "HISTORY.md"
@@ -138,7 +144,7 @@ class Variant:
     def trainer(self, **kwargs: Any) -> pl.Trainer:
         t = self.cfg.trainer
         return pl.Trainer(
-            accelerator=t.accelerator, devices=t.devices, precision=t.precision, deterministic=t.deterministic,
+            accelerator=t.accelerator, devices=t.devices, precision=resolve_precision(t), deterministic=t.deterministic,
             enable_progress_bar=False, log_every_n_steps=t.log_every_n_steps, logger=False,
             enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs,
         )
@@ -220,7 +226,7 @@ def measure(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> 
         epoch_s = statistics.median(measured)
         ev = v.eval_seconds()
         batches = list(v.datamodule.train_dataloader())[: limit or None]
-        bf16 = str(v.cfg.trainer.precision).startswith("bf16")
+        bf16 = resolve_precision(v.cfg.trainer).startswith("bf16")
         same = floor_seconds(v.cfg, v.data.n_items, batches, bf16, None)
         print(f"[bench] {v.name}: floor(same batches) {same:.2f}s  load {loadavg()}", flush=True)
         floors = {"floor_same_s": same}

@@ -22,7 +22,7 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 # ddp only among the multi-process strategies: the spawn/fork ones run fit() in child processes and hand
 # back only weights and callback metrics, not the per-epoch valid history a run reports from.
 STRATEGIES = ("auto", "ddp")
-PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
 def _is_int(value: Any) -> bool:

@@ -87,6 +87,35 @@ def load_data(cfg: DictConfig) -> SequentialData:
     )
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX or AVX512-BF16), where bf16 autocast pays.
+
+    Elsewhere torch emulates bf16 on the CPU, which is slower than fp32, so ``precision: auto`` stays fp32.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def resolve_precision(trainer_cfg: DictConfig) -> str:
+    """``trainer.precision`` for Lightning: ``auto`` is bf16-mixed on a GPU or a bf16-capable CPU, else 32-true."""
+    precision = str(trainer_cfg.precision)
+    if precision != "auto":
+        return precision
+    accelerator = str(trainer_cfg.accelerator)
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed"
+    return "bf16-mixed" if accelerator in ("cpu", "auto") and cpu_has_native_bf16() else "32-true"
+
+
 def build_datamodule(cfg: DictConfig, data: SequentialData,
                      generator: torch.Generator | None = None) -> SequentialDataModule:
     """The batches the config asks for (shared by ``train`` and ``bench/bench.py``)."""
@@ -270,7 +299,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         strategy=t.get("strategy", "auto"),
         # the datamodule shards batches per rank itself (see data/datamodule.py): no DistributedSampler
         use_distributed_sampler=False,
-        precision=t.precision,
+        precision=resolve_precision(t),
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
         log_every_n_steps=t.log_every_n_steps,
@@ -305,6 +334,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         "epochs_run": len(module.valid_history),
         "fit_seconds": round(fit_seconds, 3),
         "n_parameters": n_params,
+        "precision": trainer.precision,
         "dataset": data.stats,
         "best_checkpoint": str(best_path),
         "run_dir": str(run_dir),

@@ -116,3 +116,24 @@ def test_a_bad_config_reads_no_data_and_writes_nothing(tmp_path) -> None:
     with pytest.raises(ConfigError, match="model.n_layers"):
         train(cfg, output_dir=tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch) -> None:
+    from omegaconf import OmegaConf
+
+    from narm_lightning import training
+
+    assert training.cpu_has_native_bf16("processor: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+    assert training.cpu_has_native_bf16("flags : fpu avx512_bf16\n")
+    assert not training.cpu_has_native_bf16("flags : fpu sse avx2 avx512f\n")  # emulated bf16 is slower than fp32
+    assert not training.cpu_has_native_bf16("")
+
+    def trainer(precision: str, accelerator: str = "cpu") -> object:
+        return OmegaConf.create({"precision": precision, "accelerator": accelerator})
+
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert training.resolve_precision(trainer("auto")) == "bf16-mixed"
+    assert training.resolve_precision(trainer("32-true")) == "32-true"  # an explicit choice always wins
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert training.resolve_precision(trainer("auto")) == "32-true"
+    assert training.resolve_precision(trainer("auto", "gpu")) == "bf16-mixed"
