@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install postgres train test test-slow lint bench bench-sessions bench-serving clean
+.PHONY: install postgres train test test-slow lint bench bench-gpu bench-sessions bench-serving clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test-slow:  ## the slow tests only
 
 bench:  ## speed report (bench/out/report.{json,md}) + an entry in bench/HISTORY.md; ARGS="--quick" for a smoke run
 	$(PY) bench/bench.py $(ARGS)
+
+bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, eval and GPU memory, bf16 vs fp32 on one GPU
+	$(PY) bench/bench.py --epochs 3 --no-serving --variant gpu-bf16=trainer=gpu --variant gpu-fp32=trainer=gpu,trainer.precision=32-true --note "GPU check: trainer=gpu, bf16-mixed vs fp32" $(ARGS)
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3"
 	$(PY) bench/bench_sessions.py $(ARGS)

@@ -140,6 +140,7 @@ class Variant:
         self.timer = EpochTimer()
         self.limit_batches = limit_batches
         self.epoch = 0
+        self.gpu_peak_train_mib: float | None = None
 
     def trainer(self, **kwargs: Any) -> pl.Trainer:
         t = self.cfg.trainer
@@ -154,7 +155,12 @@ class Variant:
         self.epoch += 1
         trainer = self.trainer(max_epochs=1, limit_val_batches=0, callbacks=[self.timer],
                                limit_train_batches=self.limit_batches or 1.0)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         trainer.fit(self.module, datamodule=self.datamodule)
+        peak = gpu_peak_mib()
+        if peak is not None:
+            self.gpu_peak_train_mib = max(self.gpu_peak_train_mib or 0.0, peak)
         return self.timer.seconds[-1]
 
     def eval_seconds(self) -> dict[str, float]:
@@ -168,30 +174,46 @@ class Variant:
             run(self.module, datamodule=self.datamodule, verbose=False)
             out[f"{split}_trainer_s"] = time.perf_counter() - started
             examples = getattr(self.data, split)
-            model = self.module.model.eval()
+            device = "cuda" if on_gpu(self.cfg) else "cpu"
+            model = self.module.model.eval().to(device)
             bs = self.cfg.eval_batch_size
             started = time.perf_counter()
-            metric = RankMetrics(list(self.cfg.topk), list(self.cfg.metrics))
+            metric = RankMetrics(list(self.cfg.topk), list(self.cfg.metrics)).to(device)
             with torch.inference_mode():
                 for i in range(0, len(examples), bs):
                     part = examples.take(torch.arange(i, min(i + bs, len(examples))))
                     width = max(int(part.item_seq_len.max()), 1)
-                    metric.update(model.predict(part.item_seq[:, :width], part.item_seq_len), part.target)
+                    metric.update(model.predict(part.item_seq[:, :width].to(device), part.item_seq_len.to(device)),
+                                  part.target.to(device))
                 metric.compute()
             out[f"{split}_bare_s"] = time.perf_counter() - started
+            model.cpu()
         return out
+
+
+def on_gpu(cfg: DictConfig) -> bool:
+    """Whether this variant trains on CUDA (``trainer=gpu``), so floors and memory are measured there."""
+    return str(cfg.trainer.accelerator) in ("gpu", "cuda") or (
+        str(cfg.trainer.accelerator) == "auto" and torch.cuda.is_available())
+
+
+def gpu_peak_mib() -> float | None:
+    """Peak CUDA memory allocated by tensors since the last reset (None without CUDA)."""
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def floor_seconds(cfg: DictConfig, n_items: int, batches: list[tuple[torch.Tensor, ...]], bf16: bool,
                   pad_to: int | None) -> float:
     """Bare forward + CE + backward + Adam step over ``batches``: no Lightning, no data loading."""
     torch.manual_seed(cfg.seed)
+    device = "cuda" if on_gpu(cfg) else "cpu"
     m = cfg.model
-    model = NARM(n_items, m.embedding_size, m.hidden_size, m.n_layers, list(m.dropout_probs)).train()
+    model = NARM(n_items, m.embedding_size, m.hidden_size, m.n_layers, list(m.dropout_probs)).train().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     if pad_to is not None:
         batches = [(F.pad(s, (0, pad_to - s.size(1))), n, t) for s, n, t in batches]
-    cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    batches = [(s.to(device), n.to(device), t.to(device)) for s, n, t in batches]
+    cast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     def step(seq: torch.Tensor, length: torch.Tensor, target: torch.Tensor) -> None:
         with cast:
@@ -202,9 +224,12 @@ def floor_seconds(cfg: DictConfig, n_items: int, batches: list[tuple[torch.Tenso
 
     for b in batches[:2]:  # warm-up (allocator, kernels)
         step(*b)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
     started = time.perf_counter()
     for b in batches:
         step(*b)
+    sync()
     return time.perf_counter() - started
 
 
@@ -245,6 +270,7 @@ def measure(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> 
             **{k: round(x, 3) for k, x in floors.items()},
             "overhead_pct": round(100 * (epoch_s / same - 1), 1),
             "batch_widths_mean": round(statistics.mean(b[0].size(1) for b in batches), 2),
+            "gpu_peak_train_mib": v.gpu_peak_train_mib,
         }
     return results
 
@@ -282,6 +308,7 @@ def sessions(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) ->
             "samples_per_s": round(limit * v.cfg.train_batch_size / part_s, 1),
             "score_block_mib": round(v.cfg.eval_batch_size * v.data.n_items * 4 / 2**20, 1),
             "load_s": round(load_s, 1),
+            "gpu_peak_train_mib": v.gpu_peak_train_mib,
         }
         # --quick: 2 blocks per split, a smoke run (the figures then say so: eval_blocks)
         trainer = v.trainer(limit_val_batches=2, limit_test_batches=2) if args.quick else v.trainer()
@@ -341,7 +368,8 @@ def markdown(report: dict[str, Any]) -> str:
         ]) + " |")
     lines.append("")
     for name, r in report["speed"].items():
-        lines.append(f"- `{name}` = `{' '.join(r['overrides']) or '(defaults)'}`; epochs: {r['epoch_seconds']}")
+        gpu = f"; GPU peak {r['gpu_peak_train_mib']:.0f} MiB" if r.get("gpu_peak_train_mib") is not None else ""
+        lines.append(f"- `{name}` = `{' '.join(r['overrides']) or '(defaults)'}`; epochs: {r['epoch_seconds']}{gpu}")
     if report.get("accuracy"):
         lines += ["", "| variant | seeds | test MRR@10 | test NDCG@10 | test Recall@10 | best epochs |",
                   "|---|---|---|---|---|---|"]
@@ -363,7 +391,8 @@ def markdown(report: dict[str, Any]) -> str:
         for name, r in dig.items():
             lines.append(f"| `{name}` | {r['epoch_estimate_s']:.0f} | {r['samples_per_s']:.0f} | "
                          f"{r['batches_timed']} / {r['batches_per_epoch']} | {r['valid_s']:.1f} | {r['test_s']:.1f} | "
-                         f"{r['valid_peak_over_rss_mib']} / {r['test_peak_over_rss_mib']} | {r['score_block_mib']} |")
+                         f"{r['valid_peak_over_rss_mib']} / {r['test_peak_over_rss_mib']} | {r['score_block_mib']} |"
+                         + (f" GPU peak {r['gpu_peak_train_mib']:.0f} MiB" if r.get("gpu_peak_train_mib") else ""))
         first = next(iter(dig.values()))
         lines.append(f"\n{first['n_train']:,} train / {first['n_valid']:,} valid / {first['n_test']:,} test rows, "
                      f"{first['n_items']:,} items (with padding); data loaded in {first['load_s']} s")
