@@ -332,12 +332,18 @@ def accuracy(args: argparse.Namespace, variants: list[tuple[str, list[str]]], ou
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
     for i in range(args.seeds):
         for name, ov in variants:
-            seed = 2020 + i
+            seed = args.first_seed + i
             cfg = compose_cfg([*ov, f"seed={seed}", "logger=none", "trainer.enable_progress_bar=false"])
             res = train(cfg, output_dir=out_dir / "accuracy" / name / f"seed{seed}")
             runs[name].append({"seed": seed, **{k: res["test"][k] for k in keys}, "best_epoch": res["best_epoch"],
                                "epochs_run": res["epochs_run"], "fit_seconds": res["fit_seconds"]})
             print(f"[bench] accuracy {name} seed {seed}: {runs[name][-1]}  load {loadavg()}", flush=True)
+    return summarise_accuracy(runs)
+
+
+def summarise_accuracy(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds of each variant's test metrics."""
+    keys = ("mrr@10", "ndcg@10", "recall@10")
     summary: dict[str, Any] = {}
     for name, rows in runs.items():
         if not rows:  # --seeds 0
@@ -347,6 +353,26 @@ def accuracy(args: argparse.Namespace, variants: list[tuple[str, list[str]]], ou
             vals = [r[k] for r in rows]
             summary[name][k] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
     return summary
+
+
+def collect_accuracy(dirs: list[Path]) -> dict[str, Any]:
+    """The accuracy summary of runs made by earlier (e.g. parallel, one seed each) ``--accuracy-only`` calls.
+
+    Reads ``<dir>/accuracy/<variant>/seed<N>/results.json``, which ``train`` writes atomically at the end of
+    each finished run; an unfinished run has none and is left out (and so is not averaged in).
+    """
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for d in dirs:
+        for path in sorted((d / "accuracy").glob("*/seed*/results.json")):
+            res = json.loads(path.read_text())
+            seed = int(path.parent.name.removeprefix("seed"))
+            runs.setdefault(path.parent.parent.name, []).append({
+                "seed": seed, **{k: res["test"][k] for k in ("mrr@10", "ndcg@10", "recall@10")},
+                "best_epoch": res["best_epoch"], "epochs_run": res["epochs_run"], "fit_seconds": res["fit_seconds"],
+                "precision": res.get("precision"), "source": str(path)})
+    for rows in runs.values():
+        rows.sort(key=lambda r: r["seed"])
+    return summarise_accuracy(runs)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -419,7 +445,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="name=override,override (repeat to compare; default: one variant with the defaults)")
     p.add_argument("--accuracy", action="store_true", help="also train each variant to early stopping per seed")
     p.add_argument("--accuracy-only", action="store_true", help="only the accuracy runs")
-    p.add_argument("--seeds", type=int, default=3, help="seeds for --accuracy (2020, 2021, ...)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds for --accuracy (first-seed, first-seed + 1, ...)")
+    p.add_argument("--first-seed", type=int, default=2020, help="first accuracy seed (split seeds over processes)")
+    p.add_argument("--collect", type=Path, nargs="+", default=None,
+                   help="only summarise finished accuracy runs found under these --out folders (no training)")
     p.add_argument("--no-fp32-floors", action="store_true",
                    help="skip the fp32 padded/trimmed reference floors (else: last variant)")
     p.add_argument("--diginetica", action=argparse.BooleanOptionalAction, default=True,
@@ -441,11 +470,20 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "load_before": loadavg(),
         "note": args.note,
     }
+    if args.collect:
+        report.update(speed={}, diginetica="not run (--collect)", serving=None,
+                      accuracy=collect_accuracy(args.collect))
+        return finish(args, report)
     report["speed"] = {} if args.accuracy_only else measure(args, variants)
     report["diginetica"] = sessions(args, variants) if args.diginetica else "not run (--no-diginetica)"
     report["serving"] = measure_serving(quick=args.quick) if args.serving else None
     if args.accuracy or args.accuracy_only:
         report["accuracy"] = accuracy(args, variants, args.out)
+    return finish(args, report)
+
+
+def finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
+    """Write report.json / report.md, append the entry to bench/HISTORY.md and print it."""
     report["threads"] = torch.get_num_threads()
     report["peak_rss_mib"] = peak_rss_mib()
     report["load_after"] = loadavg()
