@@ -61,3 +61,29 @@ def test_bench_quick_times_diginetica_training_and_evaluation(shared_data, tmp_p
     assert row["epoch_estimate_s"] > 0 and row["batches_per_epoch"] == -(-647_523 // 2048)
     assert row["valid_s"] > 0 and row["test_peak_over_rss_mib"] is not None
     assert "DIGINETICA (`data=diginetica`" in (out / "report.md").read_text()
+
+
+def test_collect_summarises_seed_runs_from_several_folders(tmp_path) -> None:
+    def result(folder: str, variant: str, seed: int, mrr: float) -> None:
+        path = tmp_path / folder / "accuracy" / variant / f"seed{seed}" / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"test": {"mrr@10": mrr, "ndcg@10": 2 * mrr, "recall@10": 3 * mrr},
+                                    "best_epoch": seed - 2000, "epochs_run": 30, "fit_seconds": 1.0}))
+
+    result("a", "base", 2020, 0.04)
+    result("b", "base", 2021, 0.06)
+    result("b", "fast", 2021, 0.05)
+    (tmp_path / "b" / "accuracy" / "fast" / "seed2022").mkdir()  # unfinished: no results.json, left out
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(CONF_DIR.parent / "bench" / "bench.py"), "--collect", str(tmp_path / "a"),
+         str(tmp_path / "b"), "--no-history", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    acc = json.loads((out / "report.json").read_text())["accuracy"]
+    assert [r["seed"] for r in acc["base"]["runs"]] == [2020, 2021]
+    assert acc["base"]["mrr@10"]["mean"] == pytest.approx(0.05)
+    assert acc["base"]["recall@10"]["std"] == pytest.approx(3 * 0.0141421356, rel=1e-6)
+    assert len(acc["fast"]["runs"]) == 1 and acc["fast"]["mrr@10"]["std"] == 0.0
+    assert "| `base` | 2 | 0.0500 ± 0.0141 |" in (out / "report.md").read_text()
