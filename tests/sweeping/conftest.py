@@ -35,7 +35,7 @@ def run_toy(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 
     def run(*overrides: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            toy_command(*overrides), cwd=tmp_path, env=toy_env(), capture_output=True, text=True, timeout=120
+            toy_command(*overrides), cwd=tmp_path, env=toy_env(), capture_output=True, text=True, timeout=600
         )
         if check and proc.returncode != 0:
             raise AssertionError(
