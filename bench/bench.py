@@ -383,7 +383,8 @@ def markdown(report: dict[str, Any]) -> str:
               f"peak RSS {report['peak_rss_mib']:.0f} MiB (whole process)", ""]
     cols = ["variant", "epoch s (median)", "samples/s", "floor same s", "overhead %", "floor fp32 trimmed s",
             "floor fp32 padded s", "mean width", "valid s (trainer/bare)", "test s (trainer/bare)"]
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    if report["speed"]:  # empty for --accuracy-only / --collect
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in report["speed"].items():
         lines.append("| " + " | ".join([
             f"`{name}`", f"{r['epoch_median_s']:.2f}", f"{r['samples_per_s']:.0f}", f"{r['floor_same_s']:.2f}",
