@@ -15,10 +15,17 @@ from torchmetrics import Metric
 METRICS = ("recall", "mrr", "ndcg", "hit", "precision")
 
 
+# Rows compared at a time: summing a [rows, n_items] bool mask makes an int64 copy of it (8 bytes an item),
+# which for a whole block would double evaluation's peak memory; 256 rows keep it to a few dozen MiB.
+RANK_CHUNK_ROWS = 256
+
+
 def target_ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Rank of each row's target: 1 + number of items scoring strictly higher (ties favour the target)."""
     target_score = scores.gather(1, target.view(-1, 1))
-    return scores.gt(target_score).sum(dim=1) + 1
+    counts = [scores[i:i + RANK_CHUNK_ROWS].gt(target_score[i:i + RANK_CHUNK_ROWS]).sum(dim=1)
+              for i in range(0, scores.size(0), RANK_CHUNK_ROWS)]
+    return (torch.cat(counts) if counts else target_score.new_zeros(0, dtype=torch.long)) + 1
 
 
 class RankMetrics(Metric):

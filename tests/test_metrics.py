@@ -49,3 +49,28 @@ def test_states_are_sums_so_split_updates_merge_exactly() -> None:
         assert torch.isclose(value, a.compute()[key], atol=1e-12)
     for name in ("hits", "rr", "dcg", "count"):
         assert whole._reductions[name].__name__ in {"dim_zero_sum", "sum"}
+
+
+def test_ranking_a_block_needs_less_extra_memory_than_the_block_itself() -> None:
+    """Evaluation holds one eval_batch_size x n_items score block; ranking it must not hold a bigger temporary."""
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+    def mib(field: str) -> float:
+        return int(re.search(rf"{field}:\s+(\d+)", status.read_text()).group(1)) / 1024
+
+    scores = torch.randn(2048, 40_000)  # 312.5 MiB
+    target = torch.randint(1, 40_000, (2048,))
+    before = mib("VmRSS")
+    try:
+        clear.write_text("5")  # restart the peak-RSS counter
+    except OSError:
+        pytest.skip("cannot reset the peak-RSS counter here")
+    ranks = target_ranks(scores, target)
+    extra = mib("VmHWM") - before
+    assert extra < 312.5, f"ranking took {extra:.0f} MiB beyond the scores"  # a whole-block mask + sum: ~700
+    assert torch.equal(ranks, scores.gt(scores.gather(1, target.view(-1, 1))).sum(1) + 1)
