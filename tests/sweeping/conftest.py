@@ -29,6 +29,18 @@ def toy_env() -> dict[str, str]:
     return env
 
 
+def run_parallel_workers(tmp_path: Path, args: list[str], workers: int = 2, timeout: float = 600) -> None:
+    """Start ``workers`` toy sweeps on one study at once (sweep folders multirun/w0, w1, ...); all must succeed."""
+    procs = [
+        subprocess.Popen(toy_command(*args, f"hydra.sweep.dir=multirun/w{i}"), cwd=tmp_path, env=toy_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(workers)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err[-3000:]
+
+
 @pytest.fixture
 def run_toy(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run a toy sweep with cwd=tmp_path; ``check=False`` to inspect a failing sweep."""

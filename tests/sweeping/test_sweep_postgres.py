@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, toy_command, toy_env
+from conftest import ROOT, run_parallel_workers, toy_env
 from optuna.trial import TrialState
 
 from narm_lightning.errors import ConfigError
@@ -88,20 +88,7 @@ def test_two_workers_share_one_postgres_study(postgres_storage: str, tmp_path: P
         f"hydra.sweeper.study_name={study_name}",
         "hydra.sweeper.heartbeat_interval=2",
     ]
-    procs = [
-        subprocess.Popen(
-            toy_command(*args, f"hydra.sweep.dir=multirun/w{i}"),
-            cwd=tmp_path,
-            env=toy_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=180)
-        assert proc.returncode == 0, err[-3000:]
+    run_parallel_workers(tmp_path, args)
     trials = optuna.load_study(study_name=study_name, storage=postgres_storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * n_trials  # exactly n_trials, none extra
     assert sorted(t.number for t in trials) == list(range(n_trials))

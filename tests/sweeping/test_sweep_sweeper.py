@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import toy_command, toy_env
+from conftest import run_parallel_workers
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
@@ -122,20 +122,7 @@ def test_two_processes_share_one_study_without_duplicates(tmp_path: Path) -> Non
         "hydra.sweeper.n_trials=8",
         f"hydra.sweeper.storage={storage}",
     ]
-    procs = [
-        subprocess.Popen(
-            toy_command(*args, f"hydra.sweep.dir=multirun/w{i}"),
-            cwd=tmp_path,
-            env=toy_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-3000:]
+    run_parallel_workers(tmp_path, args)
     trials = optuna.load_study(study_name="toy", storage=storage).trials
     assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len({t.number for t in trials}) == 8
