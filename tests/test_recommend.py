@@ -49,6 +49,18 @@ def rec(trained) -> Recommender:
 SESSIONS = [["i3", "i4"], ["i10"], ["i20", "i21", "i22", "i23", "i24"], [f"i{i}" for i in range(12)]]
 
 
+
+def assert_same_recommendations(expected: Recommender, got: Recommender, batch_sizes: tuple[int, ...],
+                                rel: float, abs_: float) -> None:
+    """Same top-10 items (and scores within tolerance) for SESSIONS, with and without exclude_seen."""
+    for batch_size in batch_sizes:
+        for exclude_seen in (False, True):
+            a = expected.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
+            b = got.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
+            assert [r.items for r in a] == [r.items for r in b]
+            for ra, rb in zip(a, b):
+                assert ra.scores == pytest.approx(rb.scores, rel=rel, abs=abs_)
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m narm_lightning.recommend`` of this checkout, from any folder."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -126,13 +138,7 @@ def test_torchscript_export_matches_checkpoint(rec: Recommender, trained, tmp_pa
     assert meta["max_item_list_length"] == MAX_LEN and meta["n_items"] == rec.n_items == 31
     exported = Recommender.from_export(out)
     assert isinstance(exported.scorer, torch.jit.ScriptModule)
-    for batch_size in (1, 3):
-        for exclude_seen in (False, True):
-            a = rec.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
-            b = exported.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
-            assert [r.items for r in a] == [r.items for r in b]
-            for ra, rb in zip(a, b):
-                assert ra.scores == pytest.approx(rb.scores, rel=1e-6, abs=1e-6)
+    assert_same_recommendations(rec, exported, batch_sizes=(1, 3), rel=1e-6, abs_=1e-6)
     # the scripted module itself takes any batch size and length (nothing baked in by tracing)
     scripted = torch.jit.load(str(out / "model.ts"))
     for seq, lengths in ((torch.tensor([[5]]), torch.tensor([1])),
@@ -183,13 +189,7 @@ def test_onnx_export_matches_checkpoint(rec: Recommender, trained, tmp_path: Pat
         assert torch.equal(got.topk(10).indices, want.topk(10).indices)
     # through the checkpoint's ranking code: the same top-K in original ids
     served = Recommender(score, item_ids, meta["max_item_list_length"])
-    for batch_size in (1, 4):
-        for exclude_seen in (False, True):
-            a = rec.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
-            b = served.recommend(SESSIONS, k=10, batch_size=batch_size, exclude_seen=exclude_seen)
-            assert [r.items for r in a] == [r.items for r in b]
-            for ra, rb in zip(a, b):
-                assert ra.scores == pytest.approx(rb.scores, rel=0, abs=1e-5)
+    assert_same_recommendations(rec, served, batch_sizes=(1, 4), rel=0, abs_=1e-5)
 
 
 def test_onnx_without_the_packages_names_them(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
