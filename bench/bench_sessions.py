@@ -1,6 +1,7 @@
 """The NARM paper's session benchmark: train + test on DIGINETICA and YOOCHOOSE 1/64 with the paper's settings.
 
-Runs ``train(cfg)`` with ``experiment=narm_paper_<dataset>`` for each dataset and writes
+Runs ``train(cfg)`` with ``experiment=narm_paper_<dataset>`` for each dataset (or, with ``--collect``, reads
+finished ``train.py`` runs of those experiments) and writes
 ``bench/out/sessions.json`` and ``bench/out/sessions.md``: Recall@20 / MRR@20 (in %) beside the published
 NARM figures, wall time per epoch and peak resident memory. ``--epochs`` shortens the run for a quick look
 (the table says how many epochs were run; only 30 reproduces the paper's protocol).
@@ -12,13 +13,17 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing as mp
-import resource
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from narm_lightning.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 # Published NARM figures (Recall@20, MRR@20, in %).
 PUBLISHED = {
@@ -32,50 +37,88 @@ PUBLISHED = {
 
 
 def _run(dataset: str, overrides: list[str], queue: mp.Queue) -> None:
-    """One benchmark in a fresh process, so peak RSS is this dataset's alone."""
+    """One benchmark in a fresh process, so peak RSS (recorded by ``train`` in its results) is this dataset's."""
     from narm_lightning.training import train
     from tests.helpers import compose_train
 
     cfg = compose_train([f"experiment=narm_paper_{dataset}", "logger=none", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        results = train(cfg, output_dir=tmp)
-    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(results)
+        queue.put(train(cfg, output_dir=tmp))
+
+
+def row_from(dataset: str, results: dict[str, Any], source: str) -> dict[str, Any]:
+    """One table row from a run's ``results.json``; figures a run did not record stay None."""
+    return {"dataset": dataset, "source": source, "epochs": results["epochs_run"],
+            "best_epoch": results["best_epoch"],
+            "recall@20": 100 * results["test"]["recall@20"], "mrr@20": 100 * results["test"]["mrr@20"],
+            "seconds_per_epoch": results.get("seconds_per_epoch"), "peak_rss_mib": results.get("peak_rss_mib"),
+            "precision": results.get("precision")}
+
+
+def collect(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Rows from finished ``train.py`` runs (each folder holds ``config.yaml`` and ``results.json``).
+
+    The 30-epoch runs take hours on a CPU; run them with ``train.py experiment=narm_paper_<dataset>``, which
+    can be resumed after an interruption (``resume=<run dir>``), then build the table from their folders.
+    """
+    rows = []
+    for run_dir in run_dirs:
+        paths = [run_dir / "config.yaml", run_dir / "results.json"]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise SystemExit(f"--collect {run_dir}: {', '.join(missing)} not found; expected the folder of a "
+                             "finished train.py run (it writes results.json when the test is done).")
+        dataset = OmegaConf.load(paths[0]).data.dataset
+        rows.append(row_from(dataset, json.loads(paths[1].read_text()), source=str(run_dir)))
+    return rows
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "not recorded" if value is None else format(value, spec)
+
+
+def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> str:
+    """``sessions.json`` and ``sessions.md`` (our rows beside the published NARM figures), written atomically."""
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(out_dir / "sessions.json", {"date": stamp, "rows": rows})
+    lines = [f"NARM session benchmark ({stamp}; `make bench-sessions`), Recall@20 / MRR@20 in %", "",
+             "| dataset | source | epochs | best epoch | Recall@20 | MRR@20 | s/epoch (train+valid) | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['dataset']} | narm-lightning ({row['precision']}) | {row['epochs']} | "
+                     f"{row['best_epoch']} | {row['recall@20']:.2f} | {row['mrr@20']:.2f} | "
+                     f"{_fmt(row['seconds_per_epoch'], '.1f')} | {_fmt(row['peak_rss_mib'], '.0f')} |")
+        for name, recall, mrr in PUBLISHED.get(row["dataset"], []):
+            lines.append(f"| {row['dataset']} | {name} | 30 | | {recall:.2f} | {mrr:.2f} | | |")
+    table = "\n".join(lines) + "\n"
+    write_text_atomic(out_dir / "sessions.md", table)
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", nargs="+", default=["yoochoose1_64", "diginetica"])
     parser.add_argument("--epochs", type=int, default=30, help="30 = the paper's protocol")
+    parser.add_argument("--collect", type=Path, nargs="+", default=None, metavar="RUN_DIR",
+                        help="build the table from finished train.py runs instead of training here")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="where the tables go")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. trainer.precision=bf16-mixed")
     args = parser.parse_args()
-    out_dir = ROOT / "bench" / "out"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        print(write_tables(collect(args.collect), args.out), end="")
+        return
     rows = []
     for dataset in args.datasets:
-        queue: mp.Queue = mp.get_context("spawn").Queue()
-        proc = mp.get_context("spawn").Process(
-            target=_run, args=(dataset, [f"epochs={args.epochs}", "trainer.enable_progress_bar=false",
-                                         *args.overrides], queue))
+        ctx = mp.get_context("spawn")
+        queue: mp.Queue = ctx.Queue()
+        proc = ctx.Process(target=_run, args=(dataset, [f"epochs={args.epochs}", "trainer.enable_progress_bar=false",
+                                                       *args.overrides], queue))
         proc.start()
         results = queue.get()
         proc.join()
-        rows.append({"dataset": dataset, "epochs": results["epochs_run"], "best_epoch": results["best_epoch"],
-                     "recall@20": 100 * results["test"]["recall@20"], "mrr@20": 100 * results["test"]["mrr@20"],
-                     "seconds_per_epoch": results["fit_seconds"] / max(results["epochs_run"], 1),
-                     "peak_rss_mib": results["peak_rss_mib"], "overrides": args.overrides})
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    (out_dir / "sessions.json").write_text(json.dumps({"date": stamp, "rows": rows}, indent=2) + "\n")
-    lines = [f"NARM session benchmark ({stamp}; `make bench-sessions`)", "",
-             "| dataset | source | epochs | Recall@20 | MRR@20 | s/epoch (train+valid) | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['dataset']} | narm-lightning | {row['epochs']} | {row['recall@20']:.2f} | "
-                     f"{row['mrr@20']:.2f} | {row['seconds_per_epoch']:.1f} | {row['peak_rss_mib']:.0f} |")
-        for name, recall, mrr in PUBLISHED.get(row["dataset"], []):
-            lines.append(f"| {row['dataset']} | {name} | 30 | {recall:.2f} | {mrr:.2f} | | |")
-    (out_dir / "sessions.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        rows.append(row_from(dataset, results, source="make bench-sessions " + " ".join(args.overrides)))
+    print(write_tables(rows, args.out), end="")
 
 
 if __name__ == "__main__":

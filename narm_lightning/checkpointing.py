@@ -73,6 +73,10 @@ class RunState(pl.Callback):
         self.shuffle_generator = shuffle_generator
         self._module: pl.LightningModule | None = None
         self._stage: str | None = None
+        self.start_epoch = 0  # the epoch this process's fit began at (> 0 after a resume): per-epoch timing
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_epoch = trainer.current_epoch
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._module = pl_module

@@ -79,6 +79,8 @@ class WandbRunLogger(Logger):
             "best_epoch": results["best_epoch"],
             "epochs_run": results["epochs_run"],
             "fit_seconds": results["fit_seconds"],
+            "seconds_per_epoch": results["seconds_per_epoch"],
+            "peak_rss_mib": results["peak_rss_mib"],
         })
         ckpt = results.get("best_checkpoint")
         if self.options.get("log_model") and ckpt and Path(ckpt).is_file():

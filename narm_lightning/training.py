@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,6 +209,16 @@ def check_distributed_launch(cfg: DictConfig) -> None:
         )
 
 
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB (rank 0's alone under DDP); None off Unix."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
+
+
 def format_results(results: dict[str, Any]) -> str:
     """A readable table of best-valid and test metrics for the end of the console output."""
     valid, test = results["best_valid"], results["test"]
@@ -273,7 +284,8 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
                            every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
     # RecBole stops once stopping_step epochs in a row have failed to improve, checked after the next one.
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
-    callbacks: list[pl.Callback] = [checkpoint, last, stopper, RunState(shuffle)]
+    run_state = RunState(shuffle)
+    callbacks: list[pl.Callback] = [checkpoint, last, stopper, run_state]
     pruning = callback_from_config(cfg.get("optuna"), monitor=monitor)
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
         callbacks.append(pruning)
@@ -323,6 +335,8 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         best_path = str(run_dir / "checkpoints" / "best.ckpt")
         trainer.save_checkpoint(best_path)
     fit_seconds = time.perf_counter() - started
+    # epochs this process trained (a resumed run's earlier epochs were timed by the process that ran them)
+    epochs_timed = trainer.current_epoch - run_state.start_epoch if cfg.epochs > 0 else 0
     best = best_epoch(module.valid_history, valid_key)
     trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
     results: dict[str, Any] = {
@@ -333,6 +347,9 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         "test": module.test_results,
         "epochs_run": len(module.valid_history),
         "fit_seconds": round(fit_seconds, 3),
+        "epochs_timed": epochs_timed,
+        "seconds_per_epoch": round(fit_seconds / epochs_timed, 3) if epochs_timed else None,  # train + valid
+        "peak_rss_mib": peak_rss_mib(),
         "n_parameters": n_params,
         "precision": trainer.precision,
         "dataset": data.stats,

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from tests.helpers import CONF_DIR, tiny_overrides
+from narm_lightning.training import train
+from tests.helpers import CONF_DIR, compose_train, tiny_overrides
 
 
 def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) -> None:
@@ -87,3 +88,29 @@ def test_collect_summarises_seed_runs_from_several_folders(tmp_path) -> None:
     assert acc["base"]["recall@10"]["std"] == pytest.approx(3 * 0.0141421356, rel=1e-6)
     assert len(acc["fast"]["runs"]) == 1 and acc["fast"]["mrr@10"]["std"] == 0.0
     assert "| `base` | 2 | 0.0500 ± 0.0141 |" in (out / "report.md").read_text()
+
+
+def test_session_table_from_finished_train_runs(tiny_root, tmp_path) -> None:
+    run = tmp_path / "run"
+    results = train(compose_train(tiny_overrides(tiny_root, "epochs=2", "topk=[10,20]")), output_dir=run)
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("dataset: tiny",
+                                                                                "dataset: diginetica"))
+    out = tmp_path / "out"
+    script = str(CONF_DIR.parent / "bench" / "bench_sessions.py")
+    proc = subprocess.run([sys.executable, script, "--collect", str(run), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads((out / "sessions.json").read_text())["rows"][0]
+    assert row["dataset"] == "diginetica" and row["epochs"] == 2
+    assert row["recall@20"] == pytest.approx(100 * results["test"]["recall@20"])
+    assert row["seconds_per_epoch"] == results["seconds_per_epoch"] and row["peak_rss_mib"] > 0
+    table = (out / "sessions.md").read_text()
+    assert f"| {row['recall@20']:.2f} | {row['mrr@20']:.2f} | {row['seconds_per_epoch']:.1f} |" in table
+    assert "| diginetica | Ludewig et al. 2019, sorted data | 30 | | 49.79 | 15.85 | | |" in table
+
+    (run / "results.json").unlink()  # an unfinished run: one clear line, no table written over the old one
+    before = table
+    proc = subprocess.run([sys.executable, script, "--collect", str(run), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "results.json not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "sessions.md").read_text() == before

@@ -67,6 +67,8 @@ def test_sigkill_mid_run_then_resume_gives_the_same_test_metrics(tiny_root, tmp_
     assert after["best_valid"] == uninterrupted["best_valid"]
     assert after["best_epoch"] == uninterrupted["best_epoch"]
     assert after["epochs_run"] == uninterrupted["epochs_run"] == 8  # the valid history survived the kill
+    # seconds per epoch are over the epochs this process ran: the ones after the last checkpoint
+    assert uninterrupted["epochs_timed"] == 8 and after["epochs_timed"] == 7 - killed_at
 
     # every checkpoint (callback states included) is tensors and plain data
     for name in ("last.ckpt", "best.ckpt"):

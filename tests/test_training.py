@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from narm_lightning.training import train
@@ -23,6 +24,10 @@ def test_train_py_through_hydra_writes_results(tiny_root, tmp_path) -> None:
     assert set(results["test"]) == {"recall@10", "mrr@10", "ndcg@10", "hit@10", "precision@10"}
     assert results["best_valid"]["mrr@10"] == results["best_valid_score"]
     assert results["dataset"]["n_test"] == 40
+    # wall time per epoch (this process's 3) and peak memory, for benchmark tables built from runs
+    assert results["epochs_timed"] == 3
+    assert results["seconds_per_epoch"] == pytest.approx(results["fit_seconds"] / 3, abs=1e-3)
+    assert 50 < results["peak_rss_mib"] < 24 * 1024  # torch alone is > 50 MiB resident
     assert (run_dir / "checkpoints" / "best.ckpt").exists()
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "config.yaml").exists()
     assert (run_dir / "csv" / "metrics.csv").exists()
@@ -49,6 +54,7 @@ def test_early_stopping_and_best_checkpoint(tiny_root, tmp_path) -> None:
     results = train(cfg, output_dir=tmp_path / "run")
     # with lr ~0 nothing improves after epoch 0: RecBole stops after stopping_step + 1 non-improving epochs
     assert results["epochs_run"] == 3
+    assert results["epochs_timed"] == 3  # an early stop still counts the epochs run, not the 50 asked for
     assert results["best_epoch"] == 0
 
 
