@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from narm_lightning.training import (  # noqa: E402
     build_datamodule,
     build_module,
     load_data,
+    peak_rss_mib,
     resolve_precision,
     train,
 )
@@ -73,11 +73,6 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "n/a"
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def status_mib(field: str) -> float:
