@@ -50,6 +50,7 @@ def row_from(dataset: str, results: dict[str, Any], source: str) -> dict[str, An
     """One table row from a run's ``results.json``; figures a run did not record stay None."""
     return {"dataset": dataset, "source": source, "epochs": results["epochs_run"],
             "best_epoch": results["best_epoch"],
+            "refit": results.get("model_selection", "").startswith("last epoch"),  # data.valid_ratio=0: no hold-out
             "recall@20": 100 * results["test"]["recall@20"], "mrr@20": 100 * results["test"]["mrr@20"],
             "seconds_per_epoch": results.get("seconds_per_epoch"), "peak_rss_mib": results.get("peak_rss_mib"),
             "precision": results.get("precision")}
@@ -86,7 +87,8 @@ def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['dataset']} | narm-lightning ({row['precision']}) | {row['epochs']} | "
-                     f"{row['best_epoch']} | {row['recall@20']:.2f} | {row['mrr@20']:.2f} | "
+                     f"{row['best_epoch']}{' (last; all training examples, no valid)' if row.get('refit') else ''} | "
+                     f"{row['recall@20']:.2f} | {row['mrr@20']:.2f} | "
                      f"{_fmt(row['seconds_per_epoch'], '.1f')} | {_fmt(row['peak_rss_mib'], '.0f')} |")
         for name, recall, mrr in PUBLISHED.get(row["dataset"], []):
             lines.append(f"| {row['dataset']} | {name} | 30 | | {recall:.2f} | {mrr:.2f} | | |")

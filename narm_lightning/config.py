@@ -136,7 +136,11 @@ def config_problems(cfg: DictConfig) -> list[str]:
     need(d.get("format") in DATA_FORMATS, "data.format", f"one of {', '.join(DATA_FORMATS)}")
     if d.get("format") != "atomic":
         ratio = d.get("valid_ratio")
-        need(_is_number(ratio) and 0 < ratio < 1, "data.valid_ratio", "a share of the training examples in (0, 1)")
+        need(_is_number(ratio) and 0 <= ratio < 1, "data.valid_ratio",
+             "a share of the training examples in [0, 1) (0: no validation, train on all and test the last epoch)")
+        trial = OmegaConf.select(cfg, "optuna.trial_id", default=None) is not None
+        need(not (trial and ratio == 0), "data.valid_ratio",
+             "above 0 in a sweep: a trial's objective is its best valid_metric, so it needs validation examples")
         need(d.get("raw_dataset") in (None, "diginetica", "yoochoose"), "data.raw_dataset",
              "null, diginetica or yoochoose")
         need(_is_int(d.get("fraction", 1)) and d.get("fraction", 1) >= 1, "data.fraction",

@@ -13,6 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -28,6 +29,7 @@ from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_sessions, load_user_sequences
 from narm_lightning.errors import ConfigError
+from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
 from narm_lightning.io import flatten, write_json_atomic, write_text_atomic
 from narm_lightning.loggers import build_loggers, finish_loggers, log_results
 from narm_lightning.losses import build_loss
@@ -223,11 +225,12 @@ def format_results(results: dict[str, Any]) -> str:
     """A readable table of best-valid and test metrics for the end of the console output."""
     valid, test = results["best_valid"], results["test"]
     names = list(test) or list(valid)
-    head = f"best valid (epoch {results['best_epoch']})"
+    head = f"best valid (epoch {results['best_epoch']})" if valid else f"no valid (epoch {results['best_epoch']})"
     width = max(len(n) for n in names + ["metric"])
     lines = [f"{'metric':<{width}}  {head:>24}  {'test':>10}", "-" * (width + 38)]
     for name in names:
-        lines.append(f"{name:<{width}}  {valid.get(name, float('nan')):>24.4f}  {test.get(name, float('nan')):>10.4f}")
+        shown = f"{valid[name]:.4f}" if name in valid else "-"
+        lines.append(f"{name:<{width}}  {shown:>24}  {test.get(name, float('nan')):>10.4f}")
     return "\n".join(lines)
 
 
@@ -274,6 +277,8 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     metric_name, _ = parse_metric_name(cfg.valid_metric)
     valid_key = cfg.valid_metric.lower()
     monitor = f"valid/{valid_key}"
+    # data.valid_ratio=0 (a refit on every training example): no validation, the last epoch is tested
+    validating = len(data.valid) > 0
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
         auto_insert_metric_name=False,
@@ -285,7 +290,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     # RecBole stops once stopping_step epochs in a row have failed to improve, checked after the next one.
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
     run_state = RunState(shuffle)
-    callbacks: list[pl.Callback] = [checkpoint, last, stopper, run_state]
+    callbacks: list[pl.Callback] = [checkpoint, last, stopper, run_state] if validating else [last, run_state]
     pruning = callback_from_config(cfg.get("optuna"), monitor=monitor)
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
         callbacks.append(pruning)
@@ -316,7 +321,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         enable_progress_bar=t.enable_progress_bar,
         log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.get("limit_val_batches"),
+        limit_val_batches=t.get("limit_val_batches") if validating else 0,
         limit_test_batches=t.get("limit_test_batches"),
         check_val_every_n_epoch=cfg.eval_step,
         num_sanity_val_steps=0,
@@ -326,26 +331,35 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
     )
+    if cfg.epochs > 0 and isinstance(trainer.accelerator, CPUAccelerator) and lead:
+        advice = slow_allocation_advice(thp_mode())
+        if advice:
+            log.warning(advice)
     started = time.perf_counter()
     if cfg.epochs > 0:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
-        best_path = checkpoint.best_model_path or None
+        best_path = (checkpoint if validating else last).best_model_path or None
     else:  # epochs=0: evaluate the init_from weights as they are, and keep them as the run's checkpoint
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        best_path = str(run_dir / "checkpoints" / "best.ckpt")
-        trainer.save_checkpoint(best_path)
+        if validating:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        best_path = None  # saved after the test below: Lightning saves only a model a loop has run on
     fit_seconds = time.perf_counter() - started
     # epochs this process trained (a resumed run's earlier epochs were timed by the process that ran them)
     epochs_timed = trainer.current_epoch - run_state.start_epoch if cfg.epochs > 0 else 0
-    best = best_epoch(module.valid_history, valid_key)
+    best = (best_epoch(module.valid_history, valid_key) if validating
+            else {"epoch": max(trainer.current_epoch - 1, 0)})  # counted from 0, as valid_history counts
     trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    if cfg.epochs == 0:
+        best_path = str(run_dir / "checkpoints" / "best.ckpt")
+        trainer.save_checkpoint(best_path)
     results: dict[str, Any] = {
         "valid_metric": valid_key,
-        "best_valid_score": best[valid_key],
+        "model_selection": f"best valid {valid_key}" if validating else "last epoch (data.valid_ratio=0)",
+        "best_valid_score": best.get(valid_key),  # None without validation
         "best_epoch": int(best["epoch"]),
         "best_valid": {k: v for k, v in best.items() if k != "epoch"},
         "test": module.test_results,
-        "epochs_run": len(module.valid_history),
+        "epochs_run": len(module.valid_history) if validating else trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 3),
         "epochs_timed": epochs_timed,
         "seconds_per_epoch": round(fit_seconds / epochs_timed, 3) if epochs_timed else None,  # train + valid
@@ -360,6 +374,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         return results  # identical on every rank (metric states are summed across ranks); rank 0 reports
     write_json_atomic(run_dir / "results.json", results)
     log_results(loggers, results)
-    print(f"\nNARM on {cfg.data.dataset}: selected on {metric_name.upper()} ({valid_key})\n{format_results(results)}")
+    selection = f"selected on {metric_name.upper()} ({valid_key})" if validating else "no validation: last epoch"
+    print(f"\nNARM on {cfg.data.dataset}: {selection}\n{format_results(results)}")
     print(f"results: {run_dir / 'results.json'}")
     return results

@@ -101,7 +101,7 @@ def test_session_table_from_finished_train_runs(tiny_root, tmp_path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads((out / "sessions.json").read_text())["rows"][0]
-    assert row["dataset"] == "diginetica" and row["epochs"] == 2
+    assert row["dataset"] == "diginetica" and row["epochs"] == 2 and row["refit"] is False
     assert row["recall@20"] == pytest.approx(100 * results["test"]["recall@20"])
     assert row["seconds_per_epoch"] == results["seconds_per_epoch"] and row["peak_rss_mib"] > 0
     table = (out / "sessions.md").read_text()
@@ -114,3 +114,19 @@ def test_session_table_from_finished_train_runs(tiny_root, tmp_path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "results.json not found" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "sessions.md").read_text() == before
+
+
+def test_session_table_marks_a_refit_without_validation(tmp_path) -> None:
+    """A ``data.valid_ratio=0`` run tested its last epoch: the table says so instead of 'best epoch'."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sessions", CONF_DIR.parent / "bench" / "bench_sessions.py")
+    bench_sessions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_sessions)
+    results = {"epochs_run": 23, "best_epoch": 22, "model_selection": "last epoch (data.valid_ratio=0)",
+               "test": {"recall@20": 0.5, "mrr@20": 0.16}, "seconds_per_epoch": 200.0, "peak_rss_mib": 1500.0,
+               "precision": "bf16-mixed"}
+    row = bench_sessions.row_from("diginetica", results, source="x")
+    assert row["refit"] is True
+    table = bench_sessions.write_tables([row], tmp_path)
+    assert "| 23 | 22 (last; all training examples, no valid) | 50.00 | 16.00 | 200.0 | 1500 |" in table

@@ -144,12 +144,17 @@ def build_session_examples(
     source: str = "",
 ) -> SequentialData:
     """The NARM paper's session protocol: a seeded random ``valid_ratio`` of the training examples
-    validates, the prepared test examples test. Inputs are already padded (``pad_prefixes``)."""
+    validates, the prepared test examples test. Inputs are already padded (``pad_prefixes``).
+
+    ``valid_ratio=0`` trains on every training example and leaves validation empty: the refit a study
+    does once validation has chosen the epoch count.
+    """
     n = len(train_targets)
     n_valid = int(round(n * valid_ratio))
-    if n_valid < 1 or n_valid >= n:
+    if (valid_ratio > 0 and n_valid < 1) or n_valid >= n:
         raise DataError(f"{source}: data.valid_ratio={valid_ratio} leaves {n_valid} of {n} training examples "
-                        "for validation; expected at least one, and at least one left to train on.")
+                        "for validation; expected at least one (or valid_ratio 0 for none), and at least one "
+                        "left to train on.")
     if len(test_targets) == 0:
         raise DataError(f"{source}: has no test examples.")
     order = np.random.default_rng(seed).permutation(n)

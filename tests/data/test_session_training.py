@@ -65,3 +65,63 @@ def test_short_training_run_on_yoochoose_1_64_through_train_py(shared_data, tmp_
     results = json.loads((run_dir / "results.json").read_text())
     assert results["dataset"]["n_items"] == 37_483
     assert 0 < results["test"]["recall@20"] <= 1 and "mrr@20" in results["test"]
+
+
+def _sample_root(shared_data, tmp_path):
+    (tmp_path / "sample").symlink_to(shared_data / "raw-samples" / "srgnn-pickle-sample", target_is_directory=True)
+    return ["data=diginetica", "data.dataset=sample", "data.format=session_pickle", f"data.root={tmp_path}",
+            "data.extra_roots=[]", "topk=[10,20]", "valid_metric=Recall@20", "logger=none",
+            "trainer.enable_progress_bar=false", "model.embedding_size=16", "model.hidden_size=16"]
+
+
+def test_valid_ratio_zero_trains_on_every_example_and_tests_the_last_epoch(shared_data, tmp_path) -> None:
+    """The refit after a study: no hold-out, no validation loop, the last epoch's weights are tested."""
+    from narm_lightning.training import train
+
+    args = _sample_root(shared_data, tmp_path)
+    cfg = compose_train([*args, "data.valid_ratio=0", "epochs=3"])
+    data = load_data(cfg)
+    assert (len(data.train), len(data.valid), len(data.test)) == (1_205, 0, 99)
+    results = train(cfg, output_dir=tmp_path / "run")
+    assert results["model_selection"] == "last epoch (data.valid_ratio=0)"
+    assert (results["best_epoch"], results["epochs_run"], results["best_valid"]) == (2, 3, {})
+    assert results["best_valid_score"] is None
+    assert results["best_checkpoint"].endswith("last.ckpt")
+    assert not (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
+    assert 0 <= results["test"]["recall@20"] <= 1
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["dataset"]["n_valid"] == 0
+
+    # the tested weights are the last epoch's: evaluating last.ckpt again gives the same test metrics
+    again = train(compose_train([*args, "data.valid_ratio=0", "epochs=0",
+                                 f"init_from={results['best_checkpoint']}"]), output_dir=tmp_path / "again")
+    assert again["test"] == pytest.approx(results["test"])
+    # with the hold-out, the same seed trains on 90% of the examples and selects on valid
+    held = train(compose_train([*args, "epochs=1"]), output_dir=tmp_path / "held")
+    assert held["model_selection"] == "best valid recall@20" and held["dataset"]["n_valid"] == 120
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.valid_ratio=-0.1"], r"data.valid_ratio is -0.1; expected a share of the training examples in \[0, 1\)"),
+    (["data.valid_ratio=1"], r"data.valid_ratio is 1; expected a share"),
+    (["data.valid_ratio=0", "optuna.trial_id=3", "optuna.storage=sqlite:///x.db", "optuna.study_name=s"],
+     "data.valid_ratio is 0; expected above 0 in a sweep"),
+])
+def test_valid_ratio_bounds_and_no_zero_in_a_sweep(overrides, message) -> None:
+    from narm_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_train(["data=diginetica", *overrides]))
+    validate(compose_train(["data=diginetica", "data.valid_ratio=0"]))
+
+
+def test_a_valid_ratio_that_rounds_to_no_examples_is_refused() -> None:
+    import numpy as np
+
+    from narm_lightning.data.protocol import build_session_examples
+
+    seqs, lens, targets = np.ones((10, 3), dtype=np.int64), np.ones(10, dtype=np.int64), np.ones(10, dtype=np.int64)
+    tokens = np.asarray(["[PAD]", "1"], dtype=object)
+    with pytest.raises(DataError, match=r"data.valid_ratio=0.01 leaves 0 of 10 training examples"):
+        build_session_examples(seqs, lens, targets, seqs, lens, targets, 2, tokens, 0.01, 0, "toy")
+    none_held = build_session_examples(seqs, lens, targets, seqs, lens, targets, 2, tokens, 0.0, 0, "toy")
+    assert (len(none_held.train), len(none_held.valid)) == (10, 0)

@@ -1,0 +1,35 @@
+"""The huge-page advice: given only when the kernel's mode and the environment make big tensors slow."""
+
+from __future__ import annotations
+
+import pytest
+
+from narm_lightning.hostcheck import HUGETLB_TUNABLE, slow_allocation_advice, thp_mode
+
+
+@pytest.mark.parametrize(("text", "mode"), [("always [madvise] never\n", "madvise"),
+                                            ("[always] madvise never", "always"),
+                                            ("always madvise [never]", "never"), ("", None)])
+def test_thp_mode_reads_the_bracketed_choice(text, mode) -> None:
+    assert thp_mode(text) == mode
+
+
+def test_advice_only_for_madvise_without_the_tunable() -> None:
+    advice = slow_allocation_advice("madvise", {})
+    assert advice is not None and f"GLIBC_TUNABLES={HUGETLB_TUNABLE}" in advice and "\n" not in advice
+    assert slow_allocation_advice("madvise", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is not None
+    assert slow_allocation_advice("madvise", {"GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{HUGETLB_TUNABLE}"}) is None
+    for mode in ("always", "never", None):
+        assert slow_allocation_advice(mode, {}) is None
+
+
+def test_a_cpu_run_logs_the_advice_on_a_madvise_host(tiny_root, tmp_path, monkeypatch, caplog) -> None:
+    from narm_lightning import training
+    from tests.helpers import compose_train, tiny_overrides
+
+    monkeypatch.setattr(training, "thp_mode", lambda: "madvise")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    with caplog.at_level("WARNING", logger="narm_lightning.training"):
+        training.train(compose_train(tiny_overrides(tiny_root, "epochs=1", "trainer.limit_train_batches=2")),
+                       output_dir=tmp_path)
+    assert any(HUGETLB_TUNABLE in r.getMessage() for r in caplog.records)
