@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 # glibc: ask for transparent huge pages for big tensors (1.7x faster CPU steps where THP is 'madvise'; README: Performance)
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: install postgres train test test-slow lint bench bench-gpu bench-sessions bench-serving clean
+.PHONY: install postgres train test test-slow lint bench bench-gpu bench-sessions bench-serving bench-hugepages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, ev
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
 	$(PY) bench/bench_sessions.py $(ARGS)
+
+bench-hugepages:  ## CPU step time and page faults with vs without GLIBC_TUNABLES=glibc.malloc.hugetlb=1 -> bench/out/hugepages.{json,md}
+	$(PY) bench/bench_hugepages.py $(ARGS)
 
 bench-serving:  ## recommendations/s at batch size 1 and 256 on CPU -> bench/out/serving.json; ARGS="--ckpt best.ckpt"
 	$(PY) bench/bench_serving.py $(ARGS)

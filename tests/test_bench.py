@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -130,3 +131,41 @@ def test_session_table_marks_a_refit_without_validation(tmp_path) -> None:
     assert row["refit"] is True
     table = bench_sessions.write_tables([row], tmp_path)
     assert "| 23 | 22 (last; all training examples, no valid) | 50.00 | 16.00 | 200.0 | 1500 |" in table
+
+
+def _bench_hugepages():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_hugepages", CONF_DIR.parent / "bench" / "bench_hugepages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hugepage_bench_sets_only_the_hugetlb_tunable_per_child() -> None:
+    """'without' must strip the tunable the Makefile exports; both settings keep the user's other tunables."""
+    hp = _bench_hugepages()
+    env = {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=2"}
+    assert hp.child_env("without", env) == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert hp.child_env("with", env)["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert "GLIBC_TUNABLES" not in hp.child_env("without", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
+    assert hp.child_env("with", {})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+
+
+def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> None:
+    hp = _bench_hugepages()
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(CONF_DIR.parent / "bench" / "bench_hugepages.py"), "--steps", "3", "--warmup", "1",
+         "--rounds", "1", "--n-items", "4000", "--batch", "64", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "hugepages.json").read_text())
+    without, with_ = report["settings"]["without"], report["settings"]["with"]
+    assert without["glibc_tunables"] == "" and with_["glibc_tunables"] == "glibc.malloc.hugetlb=1"
+    assert without["median_ms"] > 0 and with_["median_ms"] > 0
+    assert report["speedup"] == pytest.approx(without["median_ms"] / with_["median_ms"])
+    assert "| `(unset)` |" in (out / "hugepages.md").read_text()
+    if hp.thp_mode() == "madvise":  # the effect the tunable exists for: big blocks stop faulting per 4 KiB
+        assert with_["minor_faults_per_step"] < without["minor_faults_per_step"]
