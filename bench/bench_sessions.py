@@ -43,12 +43,13 @@ def _run(dataset: str, overrides: list[str], queue: mp.Queue) -> None:
 
     cfg = compose_train([f"experiment=narm_paper_{dataset}", "logger=none", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        queue.put(train(cfg, output_dir=tmp))
+        queue.put({**train(cfg, output_dir=tmp), "seed": int(cfg.seed)})
 
 
-def row_from(dataset: str, results: dict[str, Any], source: str) -> dict[str, Any]:
+def row_from(dataset: str, results: dict[str, Any], source: str, seed: int | None = None) -> dict[str, Any]:
     """One table row from a run's ``results.json``; figures a run did not record stay None."""
-    return {"dataset": dataset, "source": source, "epochs": results["epochs_run"],
+    return {"dataset": dataset, "source": source, "seed": seed if seed is not None else results.get("seed"),
+            "epochs": results["epochs_run"],
             "best_epoch": results["best_epoch"],
             "refit": results.get("model_selection", "").startswith("last epoch"),  # data.valid_ratio=0: no hold-out
             "recall@20": 100 * results["test"]["recall@20"], "mrr@20": 100 * results["test"]["mrr@20"],
@@ -69,8 +70,9 @@ def collect(run_dirs: list[Path]) -> list[dict[str, Any]]:
         if missing:
             raise SystemExit(f"--collect {run_dir}: {', '.join(missing)} not found; expected the folder of a "
                              "finished train.py run (it writes results.json when the test is done).")
-        dataset = OmegaConf.load(paths[0]).data.dataset
-        rows.append(row_from(dataset, json.loads(paths[1].read_text()), source=str(run_dir)))
+        cfg = OmegaConf.load(paths[0])
+        rows.append(row_from(cfg.data.dataset, json.loads(paths[1].read_text()), source=str(run_dir),
+                             seed=cfg.get("seed")))
     return rows
 
 
@@ -79,22 +81,31 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> str:
-    """``sessions.json`` and ``sessions.md`` (our rows beside the published NARM figures), written atomically."""
+    """``sessions.json`` and ``sessions.md``, written atomically.
+
+    Rows are grouped by dataset (in order of first appearance): our runs, then the published NARM figures
+    once, so several seeds of one dataset read as one block.
+    """
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(out_dir / "sessions.json", {"date": stamp, "rows": rows})
     lines = [f"NARM session benchmark ({stamp}; `make bench-sessions`), Recall@20 / MRR@20 in %", "",
              "| dataset | source | epochs | best epoch | Recall@20 | MRR@20 | s/epoch (train+valid) | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['dataset']} | narm-lightning ({row['precision']}) | {row['epochs']} | "
-                     f"{row['best_epoch']}{' (last; all training examples, no valid)' if row.get('refit') else ''} | "
-                     f"{row['recall@20']:.2f} | {row['mrr@20']:.2f} | "
-                     f"{_fmt(row['seconds_per_epoch'], '.1f')} | {_fmt(row['peak_rss_mib'], '.0f')} |")
-        for name, recall, mrr in PUBLISHED.get(row["dataset"], []):
-            lines.append(f"| {row['dataset']} | {name} | 30 | | {recall:.2f} | {mrr:.2f} | | |")
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        lines += [_our_line(row) for row in rows if row["dataset"] == dataset]
+        lines += [f"| {dataset} | {name} | 30 | | {recall:.2f} | {mrr:.2f} | | |"
+                  for name, recall, mrr in PUBLISHED.get(dataset, [])]
     table = "\n".join(lines) + "\n"
     write_text_atomic(out_dir / "sessions.md", table)
     return table
+
+
+def _our_line(row: dict[str, Any]) -> str:
+    seed = "" if row.get("seed") is None else f", seed {row['seed']}"
+    return (f"| {row['dataset']} | narm-lightning ({row['precision']}{seed}) | {row['epochs']} | "
+            f"{row['best_epoch']}{' (last; all training examples, no valid)' if row.get('refit') else ''} | "
+            f"{row['recall@20']:.2f} | {row['mrr@20']:.2f} | "
+            f"{_fmt(row['seconds_per_epoch'], '.1f')} | {_fmt(row['peak_rss_mib'], '.0f')} |")
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Why: a NARM training step allocates ``batch x n_items`` score and gradient blocks (88 MiB each at batch 512
 on DIGINETICA). glibc hands blocks over 32 MiB straight to the kernel and back every step; where the kernel
 gives transparent huge pages only on request (``madvise``), each block is faulted in 4 KiB at a time. On the
-2-core CPU this made a bare CE step 1.7x slower (README: Performance). glibc's ``glibc.malloc.hugetlb=1``
+2-core CPU this made a CE training step 1.5-1.7x slower (README: Performance). glibc's ``glibc.malloc.hugetlb=1``
 tunable asks for huge pages; it must be set before the process starts, so we can only advise.
 """
 
@@ -37,5 +37,5 @@ def slow_allocation_advice(mode: str | None, env: Mapping[str, str] | None = Non
         return None
     return (f"{THP_ENABLED} is 'madvise' and GLIBC_TUNABLES does not contain {HUGETLB_TUNABLE}: each training "
             "step's batch x n_items blocks are page-faulted in 4 KiB at a time, which made CPU training steps "
-            f"about 1.7x slower here. Start the run with GLIBC_TUNABLES={HUGETLB_TUNABLE} (the Makefile sets it; "
-            "README: Performance).")
+            f"1.5-1.7x slower on a 2-core CPU. Start the run with GLIBC_TUNABLES={HUGETLB_TUNABLE} (the Makefile "
+            "sets it; README: Performance; `make bench-hugepages` measures it here).")

@@ -133,6 +133,28 @@ def test_session_table_marks_a_refit_without_validation(tmp_path) -> None:
     assert "| 23 | 22 (last; all training examples, no valid) | 50.00 | 16.00 | 200.0 | 1500 |" in table
 
 
+def test_session_table_groups_seeds_of_one_dataset_above_its_published_rows(tmp_path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sessions", CONF_DIR.parent / "bench" / "bench_sessions.py")
+    bench_sessions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_sessions)
+
+    def results(recall: float) -> dict:
+        return {"epochs_run": 30, "best_epoch": 20, "test": {"recall@20": recall, "mrr@20": 0.16},
+                "seconds_per_epoch": 200.0, "peak_rss_mib": 1500.0, "precision": "bf16-mixed"}
+
+    rows = [bench_sessions.row_from("diginetica", results(0.49), "a", seed=1),
+            bench_sessions.row_from("yoochoose1_64", results(0.69), "b", seed=1),
+            bench_sessions.row_from("diginetica", {**results(0.50), "seed": 2}, "c")]
+    lines = bench_sessions.write_tables(rows, tmp_path).splitlines()[4:]
+    assert [line.split(" | ")[1] for line in lines] == [
+        "narm-lightning (bf16-mixed, seed 1)", "narm-lightning (bf16-mixed, seed 2)",
+        "NARM paper, unsorted data (Li et al. 2017)", "SR-GNN final version, sorted data (Wu et al. 2019)",
+        "Ludewig et al. 2019, sorted data", "narm-lightning (bf16-mixed, seed 1)", "NARM paper (Li et al. 2017)"]
+    assert lines[1].startswith("| diginetica |") and lines[-1].startswith("| yoochoose1_64 |")
+
+
 def _bench_hugepages():
     import importlib.util
 
