@@ -11,6 +11,16 @@ from narm_lightning.training import train
 from tests.helpers import CONF_DIR, compose_train, tiny_overrides
 
 
+def _bench_module(name: str):
+    """A script under bench/ imported as a module (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, CONF_DIR.parent / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) -> None:
     out = tmp_path / "out"
     overrides = [a for a in tiny_overrides(tiny_root) if not a.startswith("trainer.enable_progress_bar")]
@@ -119,11 +129,7 @@ def test_session_table_from_finished_train_runs(tiny_root, tmp_path) -> None:
 
 def test_session_table_marks_a_refit_without_validation(tmp_path) -> None:
     """A ``data.valid_ratio=0`` run tested its last epoch: the table says so instead of 'best epoch'."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_sessions", CONF_DIR.parent / "bench" / "bench_sessions.py")
-    bench_sessions = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_sessions)
+    bench_sessions = _bench_module("bench_sessions")
     results = {"epochs_run": 23, "best_epoch": 22, "model_selection": "last epoch (data.valid_ratio=0)",
                "test": {"recall@20": 0.5, "mrr@20": 0.16}, "seconds_per_epoch": 200.0, "peak_rss_mib": 1500.0,
                "precision": "bf16-mixed"}
@@ -134,11 +140,7 @@ def test_session_table_marks_a_refit_without_validation(tmp_path) -> None:
 
 
 def test_session_table_groups_seeds_of_one_dataset_above_its_published_rows(tmp_path) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_sessions", CONF_DIR.parent / "bench" / "bench_sessions.py")
-    bench_sessions = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_sessions)
+    bench_sessions = _bench_module("bench_sessions")
 
     def results(recall: float) -> dict:
         return {"epochs_run": 30, "best_epoch": 20, "test": {"recall@20": recall, "mrr@20": 0.16},
@@ -155,18 +157,11 @@ def test_session_table_groups_seeds_of_one_dataset_above_its_published_rows(tmp_
     assert lines[1].startswith("| diginetica |") and lines[-1].startswith("| yoochoose1_64 |")
 
 
-def _bench_hugepages():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_hugepages", CONF_DIR.parent / "bench" / "bench_hugepages.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_hugepage_bench_sets_only_the_hugetlb_tunable_per_child() -> None:
     """'without' must strip the tunable the Makefile exports; both settings keep the user's other tunables."""
-    hp = _bench_hugepages()
+    hp = _bench_module("bench_hugepages")
     env = {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=2"}
     assert hp.child_env("without", env) == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
     assert hp.child_env("with", env)["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
@@ -175,7 +170,7 @@ def test_hugepage_bench_sets_only_the_hugetlb_tunable_per_child() -> None:
 
 
 def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> None:
-    hp = _bench_hugepages()
+    hp = _bench_module("bench_hugepages")
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(CONF_DIR.parent / "bench" / "bench_hugepages.py"), "--steps", "3", "--warmup", "1",
