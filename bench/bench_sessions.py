@@ -43,12 +43,12 @@ def _run(dataset: str, overrides: list[str], queue: mp.Queue) -> None:
 
     cfg = compose_train([f"experiment=narm_paper_{dataset}", "logger=none", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        queue.put({**train(cfg, output_dir=tmp), "seed": int(cfg.seed)})
+        queue.put((train(cfg, output_dir=tmp), int(cfg.seed)))
 
 
-def row_from(dataset: str, results: dict[str, Any], source: str, seed: int | None = None) -> dict[str, Any]:
+def row_from(dataset: str, results: dict[str, Any], source: str, seed: int | None) -> dict[str, Any]:
     """One table row from a run's ``results.json``; figures a run did not record stay None."""
-    return {"dataset": dataset, "source": source, "seed": seed if seed is not None else results.get("seed"),
+    return {"dataset": dataset, "source": source, "seed": seed,
             "epochs": results["epochs_run"],
             "best_epoch": results["best_epoch"],
             "refit": results.get("model_selection", "").startswith("last epoch"),  # data.valid_ratio=0: no hold-out
@@ -128,9 +128,10 @@ def main() -> None:
         proc = ctx.Process(target=_run, args=(dataset, [f"epochs={args.epochs}", "trainer.enable_progress_bar=false",
                                                        *args.overrides], queue))
         proc.start()
-        results = queue.get()
+        results, seed = queue.get()
         proc.join()
-        rows.append(row_from(dataset, results, source="make bench-sessions " + " ".join(args.overrides)))
+        rows.append(row_from(dataset, results, source="make bench-sessions " + " ".join(args.overrides),
+                             seed=seed))
     print(write_tables(rows, args.out), end="")
 
 
