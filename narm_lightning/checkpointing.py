@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from narm_lightning.errors import ConfigError
 from narm_lightning.io import flatten, write_bytes_atomic
+from narm_lightning.safe_load import load_torch_checkpoint
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # keys a resumed run may change: they alter neither the data nor the random streams nor the model
@@ -41,7 +42,15 @@ RESUME_MAY_DIFFER = (
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to memory, then temp file + fsync + rename: a kill never leaves a torn checkpoint."""
+    """``torch.save`` to memory, then temp file + fsync + rename: a kill never leaves a torn checkpoint.
+
+    Every checkpoint Lightning reads back (resume's ``last.ckpt``, the best one for the test) goes through
+    ``safe_load.load_torch_checkpoint``: weights-only whatever the environment says, errors naming the file.
+    """
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        return load_torch_checkpoint(path)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:

@@ -13,3 +13,8 @@ class ConfigError(NarmError, ValueError):
 
 class DataError(NarmError, ValueError):
     """A data file is missing or malformed. The message names the file, the line and what was expected."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of an exception: third-party messages run to pages, a user needs the gist."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:limit]}"

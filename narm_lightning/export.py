@@ -2,14 +2,16 @@
 
 The folder holds ``model.ts`` and/or ``model.onnx`` (scores ``[B, n_items]`` for ``(item_seq [B, L] int64,
 item_seq_len [B] int64)``, padding column at ``-inf``, batch and length free), ``item_ids.json`` (original id
-of each column, index 0 = ``"[PAD]"``) and ``meta.json``. ``Recommender.from_export(folder)`` serves the
-TorchScript file with the same ranking code as a checkpoint; ``model.onnx`` is for onnxruntime and the like.
+of each column, index 0 = ``"[PAD]"``), ``meta.json`` and ``weights.pt`` (the NARM state_dict).
+``Recommender.from_export(folder)`` rebuilds the model from ``meta.json`` + ``weights.pt`` with this package's
+code (never loading ``model.ts``: TorchScript is code); ``model.ts`` / ``model.onnx`` are for other runtimes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import logging
 import os
 import shutil
@@ -20,25 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from narm_lightning.errors import ConfigError
-from narm_lightning.io import write_json_atomic
-from narm_lightning.model import NARM
-from narm_lightning.recommend import build_model, load_checkpoint, max_len_of
+from narm_lightning.errors import ConfigError, first_line
+from narm_lightning.io import write_bytes_atomic, write_json_atomic
+from narm_lightning.recommend import ScoringModel, build_model, load_checkpoint, max_len_of
 
 FORMATS = ("torchscript", "onnx")
-
-
-class ScoringModel(nn.Module):
-    """``NARM.predict`` as ``forward``: the one function a serving system calls."""
-
-    def __init__(self, model: NARM) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        return self.model.predict(item_seq, item_seq_len)
 
 
 def _save_atomic(path: Path, save: Any) -> None:
@@ -69,11 +58,6 @@ def _check_onnx_available() -> None:
             "(pip install 'narm-lightning[onnx]' installs onnx, onnxscript and onnxruntime to run the result); "
             "export with formats=[torchscript] instead."
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    """``Type: first line`` of an exception: the exporter's messages run to pages, the user needs the gist."""
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
 
 
 def _onnx_failed(reason: str) -> ConfigError:
@@ -120,7 +104,7 @@ def _onnx_program(scoring: ScoringModel) -> Any:
                 output_names=["scores"], dynamic_shapes=({0: batch, 1: length}, {0: batch}),
             )
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the user needs one sentence
-        raise _onnx_failed(_first_line(exc)) from exc
+        raise _onnx_failed(first_line(exc)) from exc
     dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in program.model_proto.graph.input]
     if dims != [["batch", "length"], ["batch"]]:  # a fixed axis would fail (or mislead) at serving time
         raise _onnx_failed(f"the inputs came out with shapes {dims} instead of [batch, length] and [batch]")
@@ -143,13 +127,13 @@ def _check_onnx_scores(path: Path, scoring: ScoringModel) -> bool:
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types; one sentence for the user
-        raise _onnx_failed(f"onnxruntime cannot load it: {_first_line(exc)}") from exc
+        raise _onnx_failed(f"onnxruntime cannot load it: {first_line(exc)}") from exc
     for s, ln in ((seq, lengths), (seq[1:2, :1], lengths[1:2])):
         try:
             got = torch.from_numpy(session.run(None, {"item_seq": s.numpy(), "item_seq_len": ln.numpy()})[0])
         except Exception as exc:  # noqa: BLE001 - as above
             raise _onnx_failed(f"onnxruntime cannot run it on item_seq of shape {list(s.shape)}: "
-                               f"{_first_line(exc)}") from exc
+                               f"{first_line(exc)}") from exc
         with torch.no_grad():
             want = scoring(s, ln)
         if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
@@ -208,6 +192,9 @@ def export(ckpt: str | Path, out_dir: str | Path, formats: Sequence[str] = ("tor
         onnx_meta = {"onnx": {"opset": opset, "scores_checked_with_onnxruntime": checked}}
     if "torchscript" in formats:
         _save_atomic(out / "model.ts", lambda tmp: torch.jit.save(scripted, tmp))
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)  # what Recommender.from_export reads (weights only, no code)
+    write_bytes_atomic(out / "weights.pt", weights.getvalue())
     write_json_atomic(out / "item_ids.json", list(checkpoint["item_tokens"]))
     write_json_atomic(out / "meta.json", {
         "n_items": model.n_items,

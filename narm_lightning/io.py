@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename, so a kill never half-writes."""
+"""Files: atomic writes (a temp file in the same folder, fsync, then rename, so a kill never half-writes),
+and the check every reader makes before it opens a file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from narm_lightning.errors import DataError
 
 
 def _umask() -> int:
@@ -73,3 +76,19 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
             out[prefix[:-1]] = {}
         return out
     return {prefix[:-1]: node}
+
+
+def require_regular_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a non-empty regular file, else a ``DataError`` saying what it should be.
+
+    Only regular files: opening a FIFO blocks until a writer comes, and a device can stream forever.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found; expected {what}")
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+        raise DataError(f"{path}: is {kind}; expected {what}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty; expected {what}")
+    return path

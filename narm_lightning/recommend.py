@@ -1,13 +1,14 @@
 """Top-K recommendations in the dataset's original item ids, from a checkpoint or an exported model.
 
-Plain torch at inference (no Lightning): a checkpoint is read with ``torch.load(weights_only=True)``, so
-loading one never runs pickled code. ``python -m narm_lightning.recommend`` is the command line
+Plain torch at inference (no Lightning): a checkpoint is read weights-only (``safe_load``), so loading one
+never runs pickled code. ``python -m narm_lightning.recommend`` is the command line
 (``conf/recommend.yaml``); ``Recommender`` is the Python API.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from narm_lightning.errors import ConfigError, DataError
+from narm_lightning.errors import ConfigError, DataError, first_line
+from narm_lightning.io import require_regular_file
 from narm_lightning.model import NARM
+from narm_lightning.safe_load import load_torch_checkpoint
 
 DEFAULT_MAX_LEN = 50  # RecBole's MAX_ITEM_LIST_LENGTH; used when a checkpoint predates hyper_parameters["data"]
 PAD_TOKEN = "[PAD]"  # noqa: S105 - the padding item id, not a secret
@@ -39,12 +43,27 @@ def _model_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
 
 
+class ScoringModel(nn.Module):
+    """``NARM.predict`` as ``forward``: the one function a serving system calls."""
+
+    def __init__(self, model: NARM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(item_seq, item_seq_len)
+
+
+def narm_from(model_config: dict[str, Any], weights: dict[str, torch.Tensor]) -> NARM:
+    """A NARM built from its saved config (``loss_type`` is the module's, not the model's), weights in, eval mode."""
+    model = NARM(**{k: v for k, v in model_config.items() if k != "loss_type"})
+    model.load_state_dict(weights)
+    return model.eval()
+
+
 def build_model(ckpt: dict[str, Any]) -> NARM:
     """The NARM of a loaded checkpoint, weights in, eval mode (dropout off)."""
-    model_cfg = {k: v for k, v in ckpt["hyper_parameters"]["model"].items() if k != "loss_type"}
-    model = NARM(**model_cfg)
-    model.load_state_dict(_model_state(ckpt["state_dict"]))
-    return model.eval()
+    return narm_from(ckpt["hyper_parameters"]["model"], _model_state(ckpt["state_dict"]))
 
 
 def max_len_of(ckpt: dict[str, Any]) -> int:
@@ -55,12 +74,9 @@ def max_len_of(ckpt: dict[str, Any]) -> int:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A narm-lightning checkpoint, checked for what serving needs, with errors the user can act on."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"checkpoint {path} does not exist; pass ckpt=<run_dir>/checkpoints/best.ckpt.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file means the same thing to the user
-        raise DataError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}).") from exc
+    ckpt = load_torch_checkpoint(path)
     model_cfg = ckpt.get("hyper_parameters", {}).get("model") if isinstance(ckpt, dict) else None
     if not model_cfg or "n_items" not in model_cfg or not _model_state(ckpt.get("state_dict", {})):
         raise DataError(
@@ -73,6 +89,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "retrain with this version of narm-lightning."
         )
     return ckpt
+
+
+EXPORT_FILES = ("weights.pt", "meta.json", "item_ids.json")
+
+
+def _read_json(path: Path, kind: type, what: str) -> Any:
+    """A JSON file of the given top-level type, or a ``DataError`` naming it."""
+    try:
+        doc = json.loads(require_regular_file(path, f"JSON ({what})").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({first_line(exc)}); expected {what}.") from None
+    if not isinstance(doc, kind):
+        raise DataError(f"{path}: holds a JSON {type(doc).__name__}; expected {what}.")
+    return doc
 
 
 class Recommender:
@@ -103,16 +133,30 @@ class Recommender:
 
     @classmethod
     def from_export(cls, directory: str | Path) -> Recommender:
-        """What ``narm_lightning.export`` wrote: ``model.ts`` + ``item_ids.json`` + ``meta.json``."""
+        """What ``narm_lightning.export`` wrote: ``weights.pt`` + ``meta.json`` + ``item_ids.json``.
+
+        The model is rebuilt from this package's own code and scripted here; the folder's ``model.ts`` (code,
+        for other runtimes) is never loaded, so a crafted export folder cannot run anything.
+        """
         directory = Path(directory)
-        files = [directory / n for n in ("model.ts", "item_ids.json", "meta.json")]
+        files = [directory / n for n in EXPORT_FILES]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise DataError(f"{directory} is not an export folder: missing {', '.join(missing)}.")
-        meta = json.loads(files[2].read_text())
-        scorer = torch.jit.load(str(files[0]), map_location="cpu")
-        scorer.eval()
-        return cls(scorer, json.loads(files[1].read_text()), meta.get("max_item_list_length", DEFAULT_MAX_LEN))
+            raise DataError(f"{directory} is not an export folder of this version: missing {', '.join(missing)} "
+                            "(re-export with `narm-recommend export ckpt=... dir=...`).")
+        weights, meta, item_ids = files
+        meta_doc, tokens = _read_json(meta, dict, "the export's meta.json"), _read_json(item_ids, list, "a list")
+        model_config = meta_doc.get("model")
+        state = load_torch_checkpoint(weights, "weights file (a NARM state_dict written by export)")
+        try:
+            model = narm_from(model_config, state)  # type: ignore[arg-type]
+        except (TypeError, RuntimeError, AttributeError, ValueError) as exc:
+            raise DataError(f"{weights}: does not fit the model described in {meta} ({first_line(exc)}); "
+                            "re-export both from one checkpoint.") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the fast path
+            scorer = torch.jit.script(ScoringModel(model).eval())
+        return cls(scorer, tokens, meta_doc.get("max_item_list_length", DEFAULT_MAX_LEN))
 
     def encode(self, session: Session, strict: bool = False) -> tuple[list[int], list[str]]:
         """Internal ids of the last ``max_len`` known items, and the unknown ids (reported, never hidden)."""

@@ -38,6 +38,7 @@ from narm_lightning.module import NARMModule, best_epoch
 from narm_lightning.pruning import callback_from_config
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
+from narm_lightning.safe_load import RefusedClass, load_torch_checkpoint
 from narm_lightning.wandb_runs import state_of
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,12 @@ def load_initial_weights(module: NARMModule, path: str) -> None:
     if not file.is_file():
         raise ConfigError(f"init_from={path}: no such file; expected a narm-lightning .ckpt or a RecBole .pth.")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)["state_dict"]
-        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    except Exception:  # noqa: BLE001 - not ours (RecBole pickles objects): read it the restricted way
+        ckpt = load_torch_checkpoint(file)
+    except RefusedClass:  # names classes our checkpoints never hold: RecBole's reader allows only its own
+        ckpt = None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    else:
         state = load_recbole_state_dict(file)
     own = module.model.state_dict()
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()

@@ -41,8 +41,9 @@ def test_pickled_objects_are_never_executed(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"w": torch.ones(2)}, "config": _Boom()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-    state = load_recbole_state_dict(path)
-    assert torch.equal(state["w"], torch.ones(2))
+    with pytest.raises(DataError, match=r"builtins\.exec, which a torch checkpoint \(a RecBole saved/NARM-\*\.pth\) "
+                                        "never holds; refused"):
+        load_recbole_state_dict(path)
     assert not (tmp_path / "PWNED").exists()
 
 

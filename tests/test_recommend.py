@@ -139,6 +139,10 @@ def test_torchscript_export_matches_checkpoint(rec: Recommender, trained, tmp_pa
     exported = Recommender.from_export(out)
     assert isinstance(exported.scorer, torch.jit.ScriptModule)
     assert_same_recommendations(rec, exported, batch_sizes=(1, 3), rel=1e-6, abs_=1e-6)
+    # the folder's model.ts is code for other runtimes: serving rebuilds the model and never loads it
+    (out / "model.ts").write_bytes(b"not torchscript at all")
+    assert_same_recommendations(rec, Recommender.from_export(out), batch_sizes=(3,), rel=1e-6, abs_=1e-6)
+    export(trained[0], out)
     # the scripted module itself takes any batch size and length (nothing baked in by tracing)
     scripted = torch.jit.load(str(out / "model.ts"))
     for seq, lengths in ((torch.tensor([[5]]), torch.tensor([1])),
@@ -169,7 +173,8 @@ def test_onnx_export_matches_checkpoint(rec: Recommender, trained, tmp_path: Pat
     out = tmp_path / "export"
     for _ in range(2):  # the second export in one process must keep the length free too (GRU cache workaround)
         export(trained[0], out, formats=["torchscript", "onnx"])
-    assert sorted(p.name for p in out.iterdir()) == ["item_ids.json", "meta.json", "model.onnx", "model.ts"]
+    assert sorted(p.name for p in out.iterdir()) == ["item_ids.json", "meta.json", "model.onnx", "model.ts",
+                                                          "weights.pt"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["formats"] == ["torchscript", "onnx"] and meta["onnx"]["scores_checked_with_onnxruntime"] is True
     item_ids = json.loads((out / "item_ids.json").read_text())
@@ -256,7 +261,7 @@ def test_failed_stream_leaves_no_output(trained, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="empty"):
         recommend_command(compose_config("recommend", [f"ckpt={trained[0]}", f"input={src}"]))
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(DataError, match="not a readable narm-lightning checkpoint"):
         Recommender.from_checkpoint(tmp_path / "junk.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(DataError, match="not a narm-lightning checkpoint"):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from narm_lightning.errors import DataError
+from narm_lightning.io import require_regular_file
 
 ATOMIC_TYPES = ("token", "float", "token_seq", "float_seq")
 
@@ -28,10 +29,7 @@ class AtomicTable:
 
 def _open_text(path: Path) -> list[str]:
     """The file's lines, split on LF only (so line numbers match editors and ``wc -l``), CR of CRLF dropped."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found.")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; expected a RecBole atomic file (TSV with a field:type header).")
+    require_regular_file(path, "a RecBole atomic file (TSV with a field:type header)")
     try:
         raw = path.read_bytes()
     except OSError as exc:

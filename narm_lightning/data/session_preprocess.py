@@ -46,14 +46,13 @@ import numpy as np
 from narm_lightning.data.sessions import (
     SessionSplit,
     augment_flat,
-    check_file,
     chunk_offsets,
     flatten,
     split_flat,
     within_group_index,
 )
 from narm_lightning.errors import DataError
-from narm_lightning.io import sha256_file
+from narm_lightning.io import require_regular_file, sha256_file
 
 CACHE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("~/.cache/narm-lightning")
@@ -90,7 +89,7 @@ def _check_raw(path: Path, help_text: str) -> None:
     """DataError with the download hint when the raw file is missing."""
     if not path.exists():
         raise DataError(f"{path}: file not found. " + help_text.format(path=path))
-    check_file(path, "the raw click log")
+    require_regular_file(path, "the raw click log")
 
 
 def _iter_chunks(path: Path, skip: int) -> Iterator[tuple[int, list[str]]]:

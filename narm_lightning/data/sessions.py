@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from narm_lightning.data.pickles import load_plain_pickle
 from narm_lightning.errors import DataError
+from narm_lightning.io import require_regular_file
+from narm_lightning.safe_load import load_plain_pickle
 
 
 @dataclass(frozen=True)
@@ -131,16 +132,6 @@ def pad_prefixes(prefixes: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarr
 # ----------------------------------------------------------------------------- file helpers
 
 
-def check_file(path: Path, what: str) -> None:
-    """DataError unless ``path`` is an existing, non-empty regular file (``what`` says what it should be)."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found; expected {what}")
-    if not path.is_file():
-        raise DataError(f"{path}: is a directory, not a file; expected {what}")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty; expected {what}")
-
-
 def _line_of_token(lengths: np.ndarray, token_index: int, line_numbers: np.ndarray) -> int:
     """1-based line number holding the flat token ``token_index`` (lines of the given token counts)."""
     ends = np.cumsum(lengths)
@@ -173,7 +164,7 @@ def _parse_ids(tokens: list[str], path: Path, lengths: np.ndarray, line_numbers:
 
 def _read_lines(path: Path, what: str) -> list[str]:
     """All lines of a UTF-8 text file, with one trailing newline allowed."""
-    check_file(path, what)
+    require_regular_file(path, what)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

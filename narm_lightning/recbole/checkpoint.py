@@ -1,34 +1,24 @@
 """Read the weights out of a RecBole ``saved/NARM-*.pth`` without running anything it pickles.
 
 RecBole pickles its ``Config`` object, enums, numpy scalars and a YAML loader class beside the tensors,
-so ``torch.load(weights_only=True)`` refuses the file and an unrestricted load would import and call
-whatever those records name. Here every class other than torch's own tensor rebuilders resolves to an
-inert placeholder: the pickle is walked, the tensors are rebuilt, nothing else is imported or called.
+so ``torch.load(weights_only=True)`` refuses the file. Here exactly those names resolve to an inert
+stand-in (never imported, never called), torch's tensor rebuilders resolve for real, and any other name
+in the file is refused (``safe_load``): a RecBole checkpoint never holds ``os.system``.
 """
 
 from __future__ import annotations
 
-import collections
-import pickle
-import types
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from narm_lightning.errors import DataError
-
-# The only callables a RecBole checkpoint may reach: torch's tensor rebuilding and ordered dicts.
-_TRUSTED = {
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("collections", "OrderedDict"),
-}
+from narm_lightning.safe_load import load_torch_restricted
 
 
 class _Inert(dict):
-    """Stands in for any class the pickle names: accepts its arguments and state, does nothing."""
+    """Stands in for an allowed RecBole/numpy/yaml class: accepts its arguments and state, does nothing."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
         return dict.__new__(cls)
@@ -49,19 +39,23 @@ class _Inert(dict):
         return None
 
 
-class _RefusingUnpickler(pickle.Unpickler):
-    """Resolves trusted torch rebuilders for real; every other global becomes ``_Inert``."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _TRUSTED:
-            return collections.OrderedDict if module == "collections" else getattr(torch._utils, name)
-        return _Inert
-
-
-_restricted_pickle = types.ModuleType("narm_restricted_pickle")
-_restricted_pickle.Unpickler = _RefusingUnpickler  # type: ignore[attr-defined]
-_restricted_pickle.load = pickle.load  # type: ignore[attr-defined]
-_restricted_pickle.__name__ = "pickle"
+# Every name a RecBole 1.x NARM checkpoint pickles besides tensors (read from the shared RecBole 1.2.1
+# checkpoint with pickletools), each an inert stand-in. numpy 2 renamed numpy.core to numpy._core.
+_RECBOLE_NAMES = (
+    ("recbole.config.configurator", "Config"),
+    ("recbole.model.sequential_recommender.narm", "NARM"),
+    ("recbole.utils.enum_type", "EvaluatorType"),
+    ("recbole.utils.enum_type", "InputType"),
+    ("recbole.utils.enum_type", "ModelType"),
+    ("recbole.utils.enum_type", "FeatureType"),
+    ("recbole.utils.enum_type", "FeatureSource"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("yaml.loader", "FullLoader"),
+    ("_codecs", "encode"),
+)
+INERT: dict[tuple[str, str], Any] = {name: _Inert for name in _RECBOLE_NAMES}
 
 
 def load_recbole_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -69,10 +63,7 @@ def load_recbole_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: RecBole checkpoint not found (expected a saved/NARM-*.pth file).")
-    try:
-        payload = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to parse is a bad file for the user
-        raise DataError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc}).") from None
+    payload = load_torch_restricted(path, INERT, "torch checkpoint (a RecBole saved/NARM-*.pth)")
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(f"{path}: has no 'state_dict' of tensors; expected a checkpoint saved by RecBole.")

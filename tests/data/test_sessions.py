@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from narm_lightning.data.pickles import load_plain_pickle
 from narm_lightning.data.sessions import (
     augment_sessions,
     pad_prefixes,
@@ -21,6 +20,7 @@ from narm_lightning.data.sessions import (
     read_text_split,
 )
 from narm_lightning.errors import DataError
+from narm_lightning.safe_load import load_plain_pickle
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 PICKLE_SAMPLE = SHARED / "raw-samples" / "srgnn-pickle-sample"

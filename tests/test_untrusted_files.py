@@ -1,0 +1,163 @@
+"""No file we read runs code: raw-pickle and torch-zip payloads through every reader that may unpickle.
+
+Each payload would create a marker file if anything in it were called. Every entry point must refuse it
+with a ``DataError`` naming the file, also with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` set (RecBole users
+set it), and the marker must not exist afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from narm_lightning.checkpointing import AtomicCheckpointIO
+from narm_lightning.data.sessions import read_pickle_split
+from narm_lightning.errors import DataError
+from narm_lightning.model import NARM
+from narm_lightning.recbole.checkpoint import load_recbole_state_dict
+from narm_lightning.recommend import Recommender
+from narm_lightning.safe_load import load_plain_pickle, load_torch_checkpoint
+from narm_lightning.training import load_initial_weights
+from tests.helpers import CONF_DIR
+
+
+class _System:
+    """Pickles as ``os.system(<touch marker>)``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Exec:
+    """Pickles as ``exec(<write marker>)``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('x')",))
+
+
+def _raw_pickle(path: Path, marker: Path) -> Path:
+    """What the issue reproduced: a plain pickle (torch's legacy format reads its header with pickle)."""
+    path.write_bytes(pickle.dumps(_System(marker)))
+    return path
+
+
+def _raw_pickle_in_a_checkpoint(path: Path, marker: Path) -> Path:
+    path.write_bytes(pickle.dumps({"state_dict": {"w": 1}, "x": _Exec(marker)}, protocol=2))
+    return path
+
+
+def _torch_zip(path: Path, marker: Path) -> Path:
+    """A real torch zip checkpoint whose pickle also names ``os.system``."""
+    torch.save({"state_dict": {"model.w": torch.ones(2)}, "hyper_parameters": {}, "evil": _System(marker)}, path)
+    return path
+
+
+def _torch_legacy(path: Path, marker: Path) -> Path:
+    torch.save({"state_dict": {"w": torch.ones(2)}, "evil": _Exec(marker)}, path,
+               _use_new_zipfile_serialization=False)
+    return path
+
+
+PAYLOADS: dict[str, Callable[[Path, Path], Path]] = {
+    "raw-pickle": _raw_pickle, "raw-pickle-dict": _raw_pickle_in_a_checkpoint,
+    "torch-zip": _torch_zip, "torch-legacy": _torch_legacy,
+}
+
+
+def _readers() -> dict[str, Callable[[Path], object]]:
+    def init_from(path: Path) -> object:
+        from narm_lightning.losses import build_loss
+        from narm_lightning.module import NARMModule
+
+        module = NARMModule(NARM(5), build_loss("CE", 5, None), learner="adam", learning_rate=1e-3,
+                            weight_decay=0.0, topk=[1], metrics=["Recall"], model_config={})
+        return load_initial_weights(module, str(path))
+
+    def export_folder(path: Path) -> object:
+        folder = path.parent / "export"
+        folder.mkdir()
+        path.rename(folder / "weights.pt")
+        (folder / "meta.json").write_text(json.dumps({"model": {"n_items": 5}, "max_item_list_length": 5}))
+        (folder / "item_ids.json").write_text(json.dumps(["[PAD]", "a", "b", "c", "d"]))
+        return Recommender.from_export(folder)
+
+    def session_split(path: Path) -> object:
+        path.rename(path.parent / "train.txt")
+        (path.parent / "test.txt").write_bytes(pickle.dumps(([[1]], [2])))
+        return read_pickle_split(path.parent)
+
+    return {
+        "init_from": init_from,
+        "resume last.ckpt (Lightning's CheckpointIO)": lambda p: AtomicCheckpointIO().load_checkpoint(p),
+        "recommender ckpt": Recommender.from_checkpoint,
+        "export folder": export_folder,
+        "RecBole .pth": load_recbole_state_dict,
+        "session pickle split": session_split,
+        "any checkpoint": load_torch_checkpoint,
+    }
+
+
+@pytest.mark.parametrize("force_unsafe", [False, True], ids=["env-default", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"])
+@pytest.mark.parametrize("payload", list(PAYLOADS))
+@pytest.mark.parametrize("reader", list(_readers()))
+def test_every_reader_refuses_every_payload(tmp_path, monkeypatch, reader, payload, force_unsafe) -> None:
+    if force_unsafe:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned.txt"
+    path = PAYLOADS[payload](tmp_path / "evil.pth", marker)
+    with pytest.raises(DataError, match=r"evil\.pth|weights\.pt|train\.txt"):
+        _readers()[reader](path)
+    assert not marker.exists(), f"{reader} ran code from a {payload} file"
+
+
+def test_the_refusal_names_the_class_and_says_nothing_ran(tmp_path) -> None:
+    marker = tmp_path / "pwned.txt"
+    path = _raw_pickle(tmp_path / "e.pth", marker)
+    with pytest.raises(DataError, match=r"e\.pth: the file tries to load the class or function (posix|os)\.system"
+                                        r".*refused, nothing in the file was imported or run"):
+        load_recbole_state_dict(path)
+    with pytest.raises(DataError, match=r"e\.pth: not a readable narm-lightning checkpoint .*nothing in the file "
+                                        "was run"):
+        load_torch_checkpoint(path)
+    torch.save({"x": _System(marker)}, path)
+    with pytest.raises(DataError, match=r"e\.pth: the file asks for something a narm-lightning checkpoint never "
+                                        r"holds \(torch's weights-only reader: .*GLOBAL (posix|os)\.system"):
+        load_torch_checkpoint(path)
+
+
+def test_the_command_line_of_the_issue(tmp_path) -> None:
+    """``python train.py init_from=e.pth epochs=0`` with the issue's payload: exit 2, one paragraph, no file."""
+    marker = tmp_path / "pwned.txt"
+    evil = _raw_pickle(tmp_path / "e.pth", marker)
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    proc = subprocess.run([sys.executable, str(CONF_DIR.parent / "train.py"), f"init_from={evil}", "epochs=0",
+                           "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "data.dataset=tiny",
+                           f"data.root={tmp_path / 'nodata'}", "data.download=false"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert not marker.exists()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_allowed_files_still_load(tmp_path) -> None:
+    """The refusals are not blanket: plain data, our checkpoints and RecBole-shaped files load."""
+    plain = tmp_path / "train.txt"
+    plain.write_bytes(pickle.dumps(([[1, 2], [3]], [3, 4])))
+    assert load_plain_pickle(plain) == ([[1, 2], [3]], [3, 4])
+    ours = tmp_path / "ok.ckpt"
+    torch.save({"state_dict": {"model.w": torch.ones(2)}, "epoch": 3}, ours)
+    assert load_torch_checkpoint(ours)["epoch"] == 3
