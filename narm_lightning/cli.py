@@ -17,6 +17,11 @@ def _remove_if_untouched(run_dir: Path | None) -> None:
     """A run that failed before writing anything leaves no folder behind (Hydra makes one up front)."""
     if run_dir is not None and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
         shutil.rmtree(run_dir, ignore_errors=True)
+        # outputs/<dataset>/ and outputs/ were made for this run too when it was the first: empty, they go
+        for parent in list(run_dir.resolve().parents)[:2]:
+            if parent == Path.cwd().resolve() or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

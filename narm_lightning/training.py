@@ -28,7 +28,7 @@ from narm_lightning.config import negative_sampling, parse_metric_name, validate
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_sessions, load_user_sequences
-from narm_lightning.errors import ConfigError
+from narm_lightning.errors import ConfigError, DataError
 from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
 from narm_lightning.io import flatten, write_json_atomic, write_text_atomic
 from narm_lightning.loggers import build_loggers, finish_loggers, log_results
@@ -38,7 +38,7 @@ from narm_lightning.module import NARMModule, best_epoch
 from narm_lightning.pruning import callback_from_config
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
-from narm_lightning.safe_load import RefusedClass, load_torch_checkpoint
+from narm_lightning.safe_load import load_torch_checkpoint
 from narm_lightning.wandb_runs import state_of
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,16 @@ def with_recbole_config_file(cfg: DictConfig) -> DictConfig:
     return apply_recbole_config(cfg, read_recbole_file(cfg.config_file), base=base, source=source)
 
 
+def _reason(exc: Exception, file: Path) -> str:
+    """An error's message without the file name it starts with (the caller names the file once)."""
+    if not isinstance(exc, DataError):
+        return "no state_dict"
+    text = str(exc).removeprefix(f"{file}: ").rstrip(".")
+    for said_once in ("; refused, nothing in the file was imported or run", "; nothing in the file was run"):
+        text = text.replace(said_once, "")
+    return text
+
+
 def load_initial_weights(module: NARMModule, path: str) -> None:
     """Start from a narm-lightning ``.ckpt`` or a RecBole ``.pth`` (read without running its pickles)."""
     file = Path(path)
@@ -175,12 +185,13 @@ def load_initial_weights(module: NARMModule, path: str) -> None:
         raise ConfigError(f"init_from={path}: no such file; expected a narm-lightning .ckpt or a RecBole .pth.")
     try:
         ckpt = load_torch_checkpoint(file)
-    except RefusedClass:  # names classes our checkpoints never hold: RecBole's reader allows only its own
-        ckpt = None
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    else:
-        state = load_recbole_state_dict(file)
+    except (DataError, TypeError, KeyError, AttributeError) as ours:  # not ours: RecBole's reader, its own allowlist
+        try:
+            state = load_recbole_state_dict(file)
+        except DataError as theirs:
+            raise ConfigError(f"init_from={path}: neither a narm-lightning checkpoint ({_reason(ours, file)}) nor "
+                              f"a RecBole one ({_reason(theirs, file)}). Nothing in the file was run.") from None
     own = module.model.state_dict()
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
                   if k in own and v.shape != own[k].shape]
