@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from narm_lightning.errors import ConfigError
@@ -22,6 +23,7 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 # ddp only among the multi-process strategies: the spawn/fork ones run fit() in child processes and hand
 # back only weights and callback metrics, not the per-epoch valid history a run reports from.
 STRATEGIES = ("auto", "ddp")
+MAX_SEED = 2**32 - 1  # numpy.random.seed's upper bound (torch accepts more, NumPy does not)
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -35,6 +37,12 @@ def _is_number(value: Any) -> bool:
 
 def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
+
+
+def _is_plain_name(value: Any) -> bool:
+    """A single path component: a dataset name is joined under data.root and names the run's folder."""
+    return (_is_text(value) and value not in (".", "..") and not any(c in value for c in "/\\\0")
+            and value == value.strip())
 
 
 def parse_metric_name(name: str) -> tuple[str, int]:
@@ -100,11 +108,16 @@ def config_problems(cfg: DictConfig) -> list[str]:
 
     for key in ("train_batch_size", "eval_batch_size", "eval_step"):
         need(_is_int(cfg.get(key)) and cfg.get(key) > 0, key, "a positive integer")
+    eval_step, n_epochs = cfg.get("eval_step"), cfg.get("epochs")
+    if _is_int(eval_step) and _is_int(n_epochs) and 0 < n_epochs < eval_step:
+        problems.append(f"eval_step is {eval_step} but epochs is {n_epochs}: no epoch would be validated, so no best "
+                        f"model could be chosen; expected eval_step <= epochs")
     epochs = cfg.get("epochs")
     need(_is_int(epochs) and (epochs > 0 or (epochs == 0 and bool(cfg.get("init_from")))), "epochs",
          "a positive integer (or 0 together with init_from, to evaluate those weights only)")
     need(_is_int(cfg.get("stopping_step")) and cfg.get("stopping_step") >= 0, "stopping_step", "an integer >= 0")
-    need(_is_int(cfg.get("seed")), "seed", "an integer")
+    need(_is_int(cfg.get("seed")) and 0 <= cfg.get("seed") <= MAX_SEED, "seed",
+         f"an integer in [0, {MAX_SEED}] (what NumPy and torch accept as a seed)")
     need(str(cfg.get("learner")).lower() in LEARNERS, "learner", f"one of {', '.join(LEARNERS)}")
     need(_is_number(cfg.get("learning_rate")) and cfg.get("learning_rate") > 0, "learning_rate", "a number > 0")
     need(_is_number(cfg.get("weight_decay")) and cfg.get("weight_decay") >= 0, "weight_decay", "a number >= 0")
@@ -132,7 +145,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
     need(_is_int(d.get("num_workers")) and d.get("num_workers") >= 0, "data.num_workers", "an integer >= 0")
     bucket = d.get("bucket_batches", 0)
     need(bucket is None or (_is_int(bucket) and bucket >= 0), "data.bucket_batches", "an integer >= 0 (0: off)")
-    need(isinstance(d.get("dataset"), str) and bool(d.get("dataset")), "data.dataset", "a dataset name")
+    need(_is_plain_name(d.get("dataset")), "data.dataset",
+         "a dataset name (a folder under data.root: no path separators, not '.' or '..')")
+    need(d.get("raw_folder") is None or _is_plain_name(d.get("raw_folder")), "data.raw_folder",
+         "null or a folder name under data.root (no path separators)")
     need(d.get("format") in DATA_FORMATS, "data.format", f"one of {', '.join(DATA_FORMATS)}")
     if d.get("format") != "atomic":
         ratio = d.get("valid_ratio")
@@ -151,6 +167,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
     atomic_keys = ("user_id_field", "item_id_field", "time_field") if d.get("format") == "atomic" else ()
     for key in ("root", *atomic_keys):
         need(_is_text(d.get(key)), f"data.{key}", "a non-empty string")
+    fields = [d.get(key) for key in atomic_keys]
+    if len(set(fields)) < len(fields):
+        problems.append(f"data.user_id_field, data.item_id_field and data.time_field are {', '.join(map(repr, fields))}"
+                        "; expected three different columns of the atomic file")
     extra = d.get("extra_roots")
     need(extra is None or (isinstance(extra, ListConfig) and all(_is_text(r) for r in extra)),
          "data.extra_roots", "a list of folders (or [])")
@@ -163,6 +183,11 @@ def config_problems(cfg: DictConfig) -> list[str]:
     threads = t.get("num_threads")
     need(threads is None or (_is_int(threads) and threads > 0), "trainer.num_threads", "null or a positive integer")
     need(str(t.get("accelerator")) in ACCELERATORS, "trainer.accelerator", f"one of {', '.join(ACCELERATORS)}")
+    if str(t.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        problems.append(f"trainer.accelerator is {t.get('accelerator')!r} but this machine has no CUDA device torch "
+                        "can use (torch.cuda.is_available() is False); expected cpu or auto here (trainer=cpu)")
+    if str(t.get("accelerator")) == "mps" and not torch.backends.mps.is_available():
+        problems.append("trainer.accelerator is 'mps' but this machine has no Apple GPU torch can use; expected cpu")
     devices = t.get("devices")
     need((_is_int(devices) and (devices > 0 or devices == -1)) or devices == "auto"
          or (isinstance(devices, ListConfig) and len(devices) > 0 and all(_is_int(x) and x >= 0 for x in devices)),
@@ -182,6 +207,25 @@ def config_problems(cfg: DictConfig) -> list[str]:
         limit = t.get(key)
         need(limit is None or (_is_int(limit) and limit > 0) or (isinstance(limit, float) and 0 < limit <= 1),
              f"trainer.{key}", "null, a positive number of batches or a fraction in (0, 1]")
+    return problems
+
+
+def data_problems(cfg: DictConfig, n_items: int, n_batches: Mapping[str, int]) -> list[str]:
+    """What only the loaded data can tell: a K beyond the catalogue, a batch limit that leaves no batch.
+
+    ``n_items`` counts real items (no padding); ``n_batches`` maps ``train``/``val``/``test`` to full counts.
+    """
+    problems = []
+    too_big = [k for k in cfg.topk if k > n_items]
+    if too_big:
+        problems.append(f"topk holds {too_big} but the dataset has only {n_items} items, so @{too_big[0]} would rank "
+                        f"every item (recall 1.0); expected cut-offs up to {n_items}")
+    for stage, total in n_batches.items():
+        key = f"trainer.limit_{stage}_batches"
+        limit = OmegaConf.select(cfg, key, default=None)
+        if isinstance(limit, float) and total > 0 and int(limit * total) < 1:
+            problems.append(f"{key} is {limit}, which of {total} batches is {limit * total:.3g}: no batch would run; "
+                            f"expected at least {1 / total:.3g} (one batch) or a whole number of batches")
     return problems
 
 

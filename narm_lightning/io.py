@@ -92,3 +92,31 @@ def require_regular_file(path: str | Path, what: str) -> Path:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty; expected {what}")
     return path
+
+
+def read_text_lines(path: str | Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file, split on LF only (line numbers match editors and ``wc -l``).
+
+    A CR before the LF and a byte-order mark are dropped, one trailing newline is allowed; a NUL byte
+    (a binary file), bytes that are not UTF-8 and an empty file are ``DataError`` naming the line.
+    """
+    path = require_regular_file(path, what)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); expected {what}") from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}, line {line}: contains a NUL byte; expected a text file, not a binary one: {what}")
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's UTF-8) is not part of the first field
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}, line {line}: is not UTF-8 text (byte {exc.start}); expected {what}") from None
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: file is empty; expected {what}")
+    return lines

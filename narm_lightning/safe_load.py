@@ -94,7 +94,7 @@ def restricted_pickle_module(allowed: Allowed, path: str | Path, what: str) -> t
 
 
 def _unreadable(path: Path, what: str, exc: BaseException) -> DataError:
-    return DataError(f"{path}: not a readable {what} (truncated, corrupt or another format: {first_line(exc)}).")
+    return DataError(f"{path}: not a readable {what} (truncated or corrupt: {first_line(exc)}).")
 
 
 def _guarded(path: Path, what: str, read: Callable[[], Any]) -> Any:
@@ -108,7 +108,8 @@ def _guarded(path: Path, what: str, read: Callable[[], Any]) -> Any:
             raise _unreadable(path, what, exc) from None
         # torch's weights-only unpickler stopped: at a name it does not allow, or at bytes it cannot parse
         body = text.split("trusted source.", 1)[-1].split("WeightsUnpickler error:", 1)[-1]
-        detail = " ".join(body.split("Check the documentation")[0].split())
+        # its first sentence: the rest advises add_safe_globals, i.e. trusting the file
+        detail = " ".join(body.split("Check the documentation")[0].split()).split(". ")[0].rstrip(".")
         if any(mark in detail for mark in ("GLOBAL", "Unsupported global", "Unsupported class")):
             raise RefusedClass(
                 f"{path}: the file asks for something a {what} never holds (torch's weights-only reader: "
@@ -136,7 +137,7 @@ def load_torch_restricted(path: str | Path, allowed: Allowed, what: str) -> Any:
                                                    weights_only=False))
 
 
-def load_plain_pickle(path: str | Path, what: str = "pickle written by NARM/SR-GNN preprocessing") -> Any:
+def load_plain_pickle(path: str | Path, what: str = "pickle") -> Any:
     """A pickle of plain data only (lists, tuples, dicts, ints, floats, strings): every class is refused."""
     path = require_regular_file(path, f"a {what}")
     data = path.read_bytes()

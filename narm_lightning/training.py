@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ from narm_lightning.checkpointing import (
     keep_csv_history,
     resume_paths,
 )
-from narm_lightning.config import negative_sampling, parse_metric_name, validate
+from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_sessions, load_user_sequences
@@ -205,6 +206,15 @@ def load_initial_weights(module: NARMModule, path: str) -> None:
     log.info("Initial weights from %s", path)
 
 
+def check_against_data(cfg: DictConfig, data: SequentialData) -> None:
+    """The config checks that need the data (K vs the catalogue, batch limits), before any file is written."""
+    sizes = {"train": (len(data.train), cfg.train_batch_size), "val": (len(data.valid), cfg.eval_batch_size),
+             "test": (len(data.test), cfg.eval_batch_size)}
+    problems = data_problems(cfg, data.n_items - 1, {k: math.ceil(n / b) for k, (n, b) in sizes.items()})
+    if problems:
+        raise ConfigError(f"Invalid config for {cfg.data.dataset}: " + "; ".join(problems) + ".")
+
+
 def check_distributed_launch(cfg: DictConfig) -> None:
     """Refuse ``trainer=ddp`` inside a Hydra multirun when Lightning would start the extra processes itself.
 
@@ -269,7 +279,6 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
 def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.loggers.Logger]) -> dict[str, Any]:
     cfg = with_recbole_config_file(cfg)
     validate(cfg)
-    validate(cfg)
     resume_ckpt: Path | None = None
     if cfg.get("resume"):  # checked before any data is read or any file is written
         run_dir, resume_ckpt = resume_paths(cfg.resume)
@@ -288,6 +297,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     n_params = sum(p.numel() for p in module.model.parameters())
     shuffle = torch.Generator().manual_seed(cfg.seed)  # its own stream, saved in checkpoints for exact resume
     datamodule = build_datamodule(cfg, data, shuffle)
+    check_against_data(cfg, data)
 
     metric_name, _ = parse_metric_name(cfg.valid_metric)
     valid_key = cfg.valid_metric.lower()

@@ -1,7 +1,7 @@
 """No file we read runs code: raw-pickle and torch-zip payloads through every reader that may unpickle.
 
 Each payload would create a marker file if anything in it were called. Every entry point must refuse it
-with a ``DataError`` naming the file, also with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` set (RecBole users
+with one of our errors naming the file, also with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` set (RecBole users
 set it), and the marker must not exist afterwards.
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from narm_lightning.checkpointing import AtomicCheckpointIO
 from narm_lightning.data.sessions import read_pickle_split
-from narm_lightning.errors import DataError
+from narm_lightning.errors import DataError, NarmError
 from narm_lightning.model import NARM
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.recommend import Recommender
@@ -119,7 +119,7 @@ def test_every_reader_refuses_every_payload(tmp_path, monkeypatch, reader, paylo
         monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker = tmp_path / "pwned.txt"
     path = PAYLOADS[payload](tmp_path / "evil.pth", marker)
-    with pytest.raises(DataError, match=r"evil\.pth|weights\.pt|train\.txt"):
+    with pytest.raises(NarmError, match=r"evil\.pth|weights\.pt|train\.txt"):
         _readers()[reader](path)
     assert not marker.exists(), f"{reader} ran code from a {payload} file"
 

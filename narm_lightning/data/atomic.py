@@ -11,46 +11,21 @@ from pathlib import Path
 import numpy as np
 
 from narm_lightning.errors import DataError
-from narm_lightning.io import require_regular_file
+from narm_lightning.io import read_text_lines
 
 ATOMIC_TYPES = ("token", "float", "token_seq", "float_seq")
+HEADER_EXAMPLE = "'user_id:token<TAB>item_id:token'"
 
 
 @dataclass(frozen=True)
 class AtomicTable:
-    """The requested columns of an atomic file: tokens as ``str`` arrays, floats as ``float64``."""
+    """The requested columns of an atomic file: tokens as object arrays of ``str``, floats as ``float64``."""
 
     path: Path
     columns: dict[str, np.ndarray]
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
-
-
-def _open_text(path: Path) -> list[str]:
-    """The file's lines, split on LF only (so line numbers match editors and ``wc -l``), CR of CRLF dropped."""
-    require_regular_file(path, "a RecBole atomic file (TSV with a field:type header)")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        line = raw.count(b"\n", 0, nul) + 1
-        raise DataError(f"{path}, line {line}: contains a NUL byte; expected a text file "
-                        "(TSV), not a binary one.")
-    try:
-        text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's UTF-8) is not part of the first field
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}, line {line}: is not UTF-8 text (byte {exc.start}); expected a UTF-8 TSV atomic "
-                        "file.") from None
-    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines or not lines[0].strip():
-        raise DataError(f"{path}: is empty; expected a header line like 'user_id:token<TAB>item_id:token'.")
-    return lines
 
 
 def _parse_header(path: Path, line: str) -> list[tuple[str, str]]:
@@ -75,7 +50,9 @@ def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
     ``DataError`` naming the file, the line and what was expected.
     """
     path = Path(path)
-    lines = _open_text(path)
+    lines = read_text_lines(path, f"a RecBole atomic file (TSV with a header line like {HEADER_EXAMPLE})")
+    if not lines[0].strip():
+        raise DataError(f"{path}, line 1: is blank; expected a header line like {HEADER_EXAMPLE}.")
     header = _parse_header(path, lines[0])
     index = {name: i for i, (name, _) in enumerate(header)}
     missing = [name for name in fields if name not in index]
@@ -87,7 +64,8 @@ def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
         if got != kind:
             raise DataError(f"{path}, line 1: field {name!r} has type {got!r}; expected {kind!r}.")
     n_cols = len(header)
-    line_numbers = [i for i, line in enumerate(lines[1:], start=2) if line.strip()]
+    # blank lines are skipped; a line of tabs is a row of empty fields (an error below), never dropped
+    line_numbers = [i for i, line in enumerate(lines[1:], start=2) if line.strip() or "\t" in line]
     rows = [lines[i - 1].split("\t") for i in line_numbers]
     last_line = len(lines)
     for lineno, row in zip(line_numbers, rows, strict=True):
@@ -119,5 +97,6 @@ def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
             empty = [ln for ln, v in zip(line_numbers, col, strict=True) if not v]
             if empty:
                 raise DataError(f"{path}, line {empty[0]}: field {name!r} is empty; expected a token.")
-            columns[name] = np.asarray(col, dtype=str)
+            # objects, not a fixed-width str array: numpy would size every cell for the longest token
+            columns[name] = np.asarray(col, dtype=object)
     return AtomicTable(path=path, columns=columns)

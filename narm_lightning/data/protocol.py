@@ -56,7 +56,8 @@ def sliding_window_examples(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each interaction after a user's first is a target; its history is the previous <= max_len items.
 
-    Input arrays are sorted by (user, time). Returns (user, item_seq [N, max_len], length, target).
+    Input arrays are sorted by (user, time). Returns (user, item_seq [N, W], length, target), W = the longest
+    history (at most max_len).
     """
     n = len(user)
     starts_user = np.ones(n, dtype=bool)
@@ -65,7 +66,9 @@ def sliding_window_examples(
     pos = np.flatnonzero(~starts_user)
     hist_start = np.maximum(user_start[pos], pos - max_len)
     length = pos - hist_start
-    cols = np.arange(max_len)
+    # columns up to the longest history, not max_len: padding past it changes no result (the GRU is read at
+    # each row's length, attention masks padding), and a max_len far beyond the data would need memory for nothing
+    cols = np.arange(max(int(length.max()), 1) if len(length) else 1)
     idx = hist_start[:, None] + cols[None, :]
     valid = cols[None, :] < length[:, None]
     seq = np.where(valid, item[np.minimum(idx, n - 1)], 0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from narm_lightning.errors import DataError
-from narm_lightning.io import require_regular_file
+from narm_lightning.io import read_text_lines
 from narm_lightning.safe_load import load_plain_pickle
 
 
@@ -112,7 +112,7 @@ def augment_sessions(sessions: Sequence[np.ndarray]) -> tuple[list[np.ndarray], 
 
 
 def pad_prefixes(prefixes: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad prefixes to a [N, max_len] int64 matrix keeping the LAST max_len items of each.
+    """Pad prefixes to a [N, W] int64 matrix keeping the LAST max_len items of each (W: the longest kept).
 
     Left-aligned like RecBole's ``item_seq``: the oldest kept item is in column 0 and zeros pad the
     right. ``lens`` are the kept lengths (min(len, max_len)), as RecBole's ``item_length``.
@@ -121,7 +121,8 @@ def pad_prefixes(prefixes: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarr
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     flat, lengths = flatten(prefixes)
     kept = np.minimum(lengths, max_len)
-    seqs = np.zeros((len(lengths), max_len), dtype=np.int64)
+    # as wide as the longest kept prefix: a max_len far beyond the data must not cost memory (results equal)
+    seqs = np.zeros((len(lengths), max(int(kept.max()), 1) if len(kept) else 1), dtype=np.int64)
     rows = np.repeat(np.arange(len(lengths), dtype=np.int64), kept)
     cols = within_group_index(kept)
     src = np.repeat(chunk_offsets(lengths) + lengths - kept, kept) + cols
@@ -162,25 +163,10 @@ def _parse_ids(tokens: list[str], path: Path, lengths: np.ndarray, line_numbers:
     return values
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
-    """All lines of a UTF-8 text file, with one trailing newline allowed."""
-    require_regular_file(path, what)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc}); expected {what}") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
-        raise DataError(f"{path}: file is empty; expected {what}")
-    return lines
-
-
 def read_session_lines(path: Path) -> list[np.ndarray]:
     """Read ``train_sessions.txt``: one session a line, item ids separated by spaces, click order."""
     what = "one session a line: item ids >= 1 separated by spaces"
-    lines = _read_lines(path, what)
+    lines = read_text_lines(path, what)
     rows = [line.split() for line in lines]
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     empty = np.flatnonzero(lengths == 0)
@@ -194,7 +180,7 @@ def read_session_lines(path: Path) -> list[np.ndarray]:
 def read_examples_tsv(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """Read ``test.tsv``: ``prefix ids (space separated)`` TAB ``target id``, one example a line."""
     what = "one example a line: prefix item ids separated by spaces, a TAB, the target item id"
-    lines = _read_lines(path, what)
+    lines = read_text_lines(path, what)
     prefix_rows: list[list[str]] = []
     target_tokens: list[str] = []
     for number, line in enumerate(lines, start=1):
