@@ -38,4 +38,4 @@ if __name__ == "__main__":
     from narm_lightning.recbole.hyper import expand_params_file_arg
 
     sys.argv = run_or_exit(expand_params_file_arg, sys.argv)  # RecBole's hyper.test: --params-file=FILE
-    main()
+    run_or_exit(main)  # a sweep stopped by SIGTERM/SIGINT exits 143/130, its unfinished trials FAILED

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from narm_lightning.errors import NarmError
+from narm_lightning.errors import NarmError, RunInterrupted
 
 HYDRA_ONLY = {".hydra", "train.log", "sweep.log"}
 
@@ -25,9 +26,19 @@ def _remove_if_untouched(run_dir: Path | None) -> None:
 
 
 def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn``; a ``NarmError`` prints ``error: <message>`` to stderr and exits with status 2."""
+    """Call ``fn``; a ``NarmError`` prints ``error: <message>`` to stderr and exits with status 2.
+
+    A run stopped by SIGTERM or SIGINT prints how to resume and exits 143 / 130 (128 + the signal), so a
+    scheduler never takes a stopped run for a finished one.
+    """
     try:
         return fn(*args, **kwargs)
+    except RunInterrupted as exc:
+        print(f"\ninterrupted: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C outside training (reading data, composing): nothing to resume
+        print("\ninterrupted (SIGINT) before any epoch was saved; nothing to resume.", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except NarmError as exc:
         run_dir = None
         try:

@@ -15,6 +15,20 @@ class DataError(NarmError, ValueError):
     """A data file is missing or malformed. The message names the file, the line and what was expected."""
 
 
+class RunInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt: a stop, not an error
+    """A run stopped by a signal (SIGTERM from a scheduler, SIGINT from Ctrl-C), with the way back.
+
+    A ``BaseException`` so that nothing catching ``Exception`` (Hydra's job runner, a sweep's trial
+    bookkeeping) takes it for an ordinary failure and carries on: the process ends with ``exit_code``
+    (128 + the signal number, the shell's convention) and the message says how to resume.
+    """
+
+    def __init__(self, signal_name: str, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """``Type: first line`` of an exception: third-party messages run to pages, a user needs the gist."""
     return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:limit]}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from narm_lightning.checkpointing import (
+    LAST_CHECKPOINT,
     AtomicCheckpointIO,
     RunState,
     check_resume_config,
@@ -29,7 +33,7 @@ from narm_lightning.config import data_problems, negative_sampling, parse_metric
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_sessions, load_user_sequences
-from narm_lightning.errors import ConfigError, DataError
+from narm_lightning.errors import ConfigError, DataError, RunInterrupted
 from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
 from narm_lightning.io import flatten, write_json_atomic, write_text_atomic
 from narm_lightning.loggers import build_loggers, finish_loggers, log_results
@@ -236,6 +240,34 @@ def check_distributed_launch(cfg: DictConfig) -> None:
         )
 
 
+@contextlib.contextmanager
+def stopped_by_signals(trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
+    """Lightning's ways of stopping on a signal, as one ``RunInterrupted`` that says how to resume.
+
+    On SIGTERM Lightning ends the loop with ``SIGTERMException``, a ``SystemExit`` with no code (exit 0:
+    "done" to a scheduler); on Ctrl-C it calls ``sys.exit(1)``. Both keep the last finished epoch in
+    ``last.ckpt``, written atomically.
+    """
+    try:
+        yield
+    except SIGTERMException:
+        raise _interrupted("SIGTERM", trainer, run_dir) from None
+    except SystemExit:
+        if trainer.interrupted:  # Lightning's KeyboardInterrupt handler
+            raise _interrupted("SIGINT", trainer, run_dir) from None
+        raise
+
+
+def _interrupted(name: str, trainer: pl.Trainer, run_dir: Path) -> RunInterrupted:
+    last = run_dir / LAST_CHECKPOINT
+    where = f"during epoch {trainer.current_epoch}" if trainer.state.fn == "fit" else "while testing"
+    if last.is_file():
+        how = (f"{last} holds every finished epoch; resume with:\n  python train.py resume={run_dir}")
+    else:
+        how = "no epoch had finished, so there is nothing to resume: run the command again."
+    return RunInterrupted(name, 128 + getattr(signal, name), f"stopped by {name} {where}; {how}")
+
+
 def peak_rss_mib() -> float | None:
     """This process's peak resident memory so far, in MiB (rank 0's alone under DDP); None off Unix."""
     try:
@@ -361,19 +393,21 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         if advice:
             log.warning(advice)
     started = time.perf_counter()
-    if cfg.epochs > 0:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
-        best_path = (checkpoint if validating else last).best_model_path or None
-    else:  # epochs=0: evaluate the init_from weights as they are, and keep them as the run's checkpoint
-        if validating:
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-        best_path = None  # saved after the test below: Lightning saves only a model a loop has run on
+    with stopped_by_signals(trainer, run_dir):
+        if cfg.epochs > 0:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+            best_path = (checkpoint if validating else last).best_model_path or None
+        else:  # epochs=0: evaluate the init_from weights as they are, and keep them as the run's checkpoint
+            if validating:
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+            best_path = None  # saved after the test below: Lightning saves only a model a loop has run on
     fit_seconds = time.perf_counter() - started
     # epochs this process trained (a resumed run's earlier epochs were timed by the process that ran them)
     epochs_timed = trainer.current_epoch - run_state.start_epoch if cfg.epochs > 0 else 0
     best = (best_epoch(module.valid_history, valid_key) if validating
             else {"epoch": max(trainer.current_epoch - 1, 0)})  # counted from 0, as valid_history counts
-    trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    with stopped_by_signals(trainer, run_dir):
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
     if cfg.epochs == 0:
         best_path = str(run_dir / "checkpoints" / "best.ckpt")
         trainer.save_checkpoint(best_path)

@@ -216,6 +216,38 @@ def _max_id(*groups: Sequence[np.ndarray] | np.ndarray) -> int:
     return best
 
 
+SPARSE_SLACK = 1024  # ids up to 2 x (distinct items) + this stay as they are (prepared splits are dense)
+
+
+def dense_ids(split: SessionSplit) -> SessionSplit:
+    """Ids far beyond the number of distinct items (raw ids such as 10**12) remapped to 1..n in id order.
+
+    The embedding table has a row per id up to the largest, so sparse ids would need memory out of all
+    proportion to the data. The original ids are kept as ``item_ids``: recommendations still name them.
+    Prepared splits (ids 1..n, perhaps with a few gaps) are returned unchanged, so their results are too.
+    """
+    if split.item_ids is not None:
+        return split
+    parts: list[Sequence[np.ndarray]] = [split.train_prefixes, [split.train_targets], split.test_prefixes,
+                                         [split.test_targets], split.train_sessions or []]
+    flats = [flatten(p) for p in parts]
+    uniques = np.unique(np.concatenate([f for f, _ in flats]))
+    if split.n_items <= 2 * len(uniques) + SPARSE_SLACK:
+        return split
+    (tp, _), (tt, _), (sp, _), (st, _), (ss, ss_len) = (
+        (np.searchsorted(uniques, f) + 1, n) for f, n in flats)
+    return SessionSplit(
+        train_prefixes=split_flat(tp, flats[0][1]),
+        train_targets=tt,
+        test_prefixes=split_flat(sp, flats[2][1]),
+        test_targets=st,
+        n_items=len(uniques),
+        source=split.source,
+        train_sessions=split_flat(ss, ss_len) if split.train_sessions is not None else None,
+        item_ids=np.concatenate([[0], uniques]),
+    )
+
+
 def read_text_split(directory: Path | str) -> SessionSplit:
     """Read a prepared text split: ``train_sessions.txt`` + ``test.tsv`` in ``directory``.
 
@@ -226,7 +258,7 @@ def read_text_split(directory: Path | str) -> SessionSplit:
     sessions = read_session_lines(train_path)
     train_prefixes, train_targets = augment_sessions(sessions)
     test_prefixes, test_targets = read_examples_tsv(test_path)
-    return SessionSplit(
+    return dense_ids(SessionSplit(
         train_prefixes=train_prefixes,
         train_targets=train_targets,
         test_prefixes=test_prefixes,
@@ -234,7 +266,7 @@ def read_text_split(directory: Path | str) -> SessionSplit:
         n_items=_max_id(sessions, test_prefixes, test_targets),
         source=f"{train_path} + {test_path}",
         train_sessions=sessions,
-    )
+    ))
 
 
 # ----------------------------------------------------------------------------- pickles
@@ -315,7 +347,7 @@ def read_pickle_split(directory: Path | str) -> SessionSplit:
     ]
     if sessions is not None:
         groups.append(sessions)
-    return SessionSplit(
+    return dense_ids(SessionSplit(
         train_prefixes=train_prefixes,
         train_targets=train_targets,
         test_prefixes=test_prefixes,
@@ -323,4 +355,4 @@ def read_pickle_split(directory: Path | str) -> SessionSplit:
         n_items=_max_id(*groups),
         source=source,
         train_sessions=sessions,
-    )
+    ))

@@ -32,7 +32,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from narm_lightning.errors import ConfigError, NarmError
+from narm_lightning.errors import ConfigError, NarmError, RunInterrupted
 from narm_lightning.sweeping import report
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
 from narm_lightning.sweeping.study import (
@@ -284,7 +284,12 @@ class OptunaSweeperImpl:
             raise ConfigError(f"hydra.sweeper.params: a trial's overrides do not compose: {exc}") from exc
         for trial, overrides in zip(trials, batch):
             log.info("Trial %d: %s", trial.number, " ".join(overrides[: len(overrides) - 3]))
-        returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+        try:
+            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+        except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
+            for trial in trials:
+                _fail(study, trial, f"interrupted: {exc}".strip())
+            raise
         for trial, ret in zip(trials, returns):
             _tell(study, trial, ret)
 
