@@ -16,5 +16,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    sys.argv = resume_argv(sys.argv)  # resume=<run dir>: replay that run's overrides, write into that folder
+    sys.argv = run_or_exit(resume_argv, sys.argv)  # resume=<dir>: replay that run's overrides into that folder
     main()

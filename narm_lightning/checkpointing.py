@@ -24,9 +24,11 @@ import torch
 import yaml
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from narm_lightning.errors import ConfigError
-from narm_lightning.io import flatten, write_bytes_atomic
+from narm_lightning.errors import ConfigError, DataError, first_line
+from narm_lightning.io import flatten, require_regular_file, write_bytes_atomic
 from narm_lightning.safe_load import load_torch_checkpoint
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -60,6 +62,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         write_bytes_atomic(path, buffer.getvalue())
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` whose files belong to their run folder, wherever that folder is now.
+
+    Lightning forgets the best score when a checkpoint's saved ``dirpath`` differs from the current one (a
+    run folder moved or copied, then resumed) and then writes ``best-v1.ckpt`` beside a stale ``best.ckpt``.
+    Here the saved paths are carried over to the current folder, and file names never get a version suffix.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(enable_version_counter=False, **kwargs)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_dir = state_dict.get("dirpath")
+        if saved_dir and self.dirpath and saved_dir != self.dirpath:
+            def here(path: Any) -> Any:
+                if isinstance(path, str) and path and Path(path).parent == Path(saved_dir):
+                    return str(Path(self.dirpath) / Path(path).name)
+                return path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{k: here(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path",
+                                                                 "last_model_path") if k in state_dict},
+                          "best_k_models": {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}}
+        super().load_state_dict(state_dict)
+
+
 def _numpy_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -78,8 +106,10 @@ class RunState(pl.Callback):
     soon as Lightning restores the callbacks (see ``load_state_dict``).
     """
 
-    def __init__(self, shuffle_generator: torch.Generator | None = None) -> None:
+    def __init__(self, shuffle_generator: torch.Generator | None = None, data: Mapping[str, str] | None = None
+                 ) -> None:
         self.shuffle_generator = shuffle_generator
+        self.data = dict(data or {})  # {"sha256": SequentialData.fingerprint(), "source": files}: resume checks it
         self._module: pl.LightningModule | None = None
         self._stage: str | None = None
         self.start_epoch = 0  # the epoch this process's fit began at (> 0 after a resume): per-epoch timing
@@ -97,6 +127,7 @@ class RunState(pl.Callback):
             "numpy": _numpy_state(),
             "torch": torch.get_rng_state(),
             "valid_history": [dict(h) for h in getattr(self._module, "valid_history", [])],
+            "data": dict(self.data),
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
@@ -141,6 +172,40 @@ def resume_paths(resume: str | Path) -> tuple[Path, Path]:
     return run_dir, run_dir / LAST_CHECKPOINT
 
 
+RUN_FILES = ("config.yaml", "results.json", "checkpoints")  # what a run writes into its folder
+
+
+def check_fresh_run_dir(run_dir: Path) -> None:
+    """Refuse to start a new run in a folder that holds one: their checkpoints and configs would mix."""
+    used = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if used:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(used)}); a new run there would mix its files with that "
+            f"one's. Continue it with resume={run_dir}, or give another hydra.run.dir (or remove the folder)."
+        )
+
+
+def read_run_state(last: Path) -> dict[str, Any]:
+    """The ``RunState`` saved in a run's ``last.ckpt``, read safely; a ``DataError`` naming the file otherwise."""
+    ckpt = load_torch_checkpoint(last, "narm-lightning checkpoint (the last.ckpt a training run writes)")
+    state = ckpt.get("callbacks", {}).get(RunState.__qualname__) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise DataError(f"{last}: a torch file, but not a last.ckpt written by narm-lightning's train.py (no "
+                        "state_dict or run state); resume needs the run folder's own checkpoint.")
+    return state
+
+
+def check_resume_data(state: Mapping[str, Any], fingerprint: str, source: str, last: Path) -> None:
+    """Refuse to resume on data other than the run's: a model would silently train on something else."""
+    saved = (state.get("data") or {}).get("sha256")
+    if saved is not None and saved != fingerprint:  # checkpoints before this check have no fingerprint
+        raise DataError(
+            f"resume: the data differ from what {last} was trained on: {source} now gives other examples "
+            f"(fingerprint {fingerprint[:12]} vs {saved[:12]} saved: items added, rows changed or reordered, or a "
+            "protocol setting changed). Restore that data, or start a new run without resume=."
+        )
+
+
 def keep_csv_history(run_dir: Path) -> list[Path]:
     """Before a resume, move each ``<logger>/metrics.csv`` aside (``metrics.part<k>.csv``).
 
@@ -171,7 +236,7 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
 
 def check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
     """Refuse a resume whose config contradicts the run's saved ``config.yaml``."""
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    saved = OmegaConf.to_container(load_yaml_config(run_dir / "config.yaml"), resolve=True)
     current = OmegaConf.to_container(cfg, resolve=True)
     diffs = config_differences(saved, current)  # type: ignore[arg-type]
     if diffs:
@@ -183,12 +248,27 @@ def check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
         )
 
 
+def load_yaml_config(path: Path) -> DictConfig:
+    """A saved ``config.yaml`` as a DictConfig, or a ``ConfigError`` naming the file (never a traceback)."""
+    try:
+        loaded = OmegaConf.load(require_regular_file(path, "the run's saved config (YAML)"))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{path}: not a readable config ({first_line(exc)}); expected the config.yaml a run "
+                          "saved. Restore it, or start a new run without resume=.") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: holds a {type(loaded).__name__}, not a mapping of keys; expected the config.yaml"
+                          " a run saved.")
+    return loaded
+
+
 def _override_key(arg: str) -> str:
     return arg.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
 
 
 def resume_argv(argv: list[str]) -> list[str]:
     """``train.py resume=<dir> [k=v ...]`` -> the run's own overrides replayed, into the same run dir.
+
+    Without ``resume=``, a ``hydra.run.dir=`` that already holds a run is refused (``ConfigError``).
 
     The saved ``.hydra/overrides.yaml`` goes in right after ``resume=``; an override the user repeats
     replaces the saved one (``train`` then refuses it if it changes the config),
@@ -197,15 +277,27 @@ def resume_argv(argv: list[str]) -> list[str]:
     """
     at = next((i for i, a in enumerate(argv) if i > 0 and a.startswith("resume=")), None)
     if at is None:
+        # a new run into a used folder is refused here, before Hydra overwrites that run's .hydra/
+        for arg in argv[1:]:
+            if arg.startswith("hydra.run.dir="):
+                check_fresh_run_dir(Path(arg.split("=", 1)[1]).expanduser())
         return argv
     run_dir = Path(argv[at].split("=", 1)[1]).expanduser()
     if str(run_dir) in ("", "null", "None") or not run_dir.is_dir():
         return argv  # train() refuses a resume folder that is not there, naming it
     saved_file = run_dir / ".hydra" / "overrides.yaml"
     saved: list[str] = []
-    if saved_file.is_file():
-        loaded = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or []
-        saved = [str(a) for a in loaded] if isinstance(loaded, list) else []
+    if saved_file.exists():
+        try:
+            loaded = yaml.safe_load(require_regular_file(saved_file, "a YAML list of overrides").read_text("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{saved_file}: not readable YAML ({first_line(exc)}); expected the list of command-"
+                              "line overrides Hydra saved for the run. Restore it, or delete it and give the "
+                              "run's overrides again after resume=.") from None
+        if not isinstance(loaded, list) or not all(isinstance(a, str) for a in loaded):
+            raise ConfigError(f"{saved_file}: holds {type(loaded).__name__}, not a list of override strings; "
+                              "expected the overrides Hydra saved for the run.")
+        saved = loaded
     given = {_override_key(a) for a in argv[1:] if "=" in a or a.startswith("~")}
     replay = [a for a in saved if _override_key(a) not in given]
     hydra_args = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]

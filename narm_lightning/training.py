@@ -17,16 +17,20 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from narm_lightning.checkpointing import (
     LAST_CHECKPOINT,
     AtomicCheckpointIO,
+    RunCheckpoint,
     RunState,
+    check_fresh_run_dir,
     check_resume_config,
+    check_resume_data,
     keep_csv_history,
+    read_run_state,
     resume_paths,
 )
 from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
@@ -315,13 +319,18 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     if cfg.get("resume"):  # checked before any data is read or any file is written
         run_dir, resume_ckpt = resume_paths(cfg.resume)
         check_resume_config(cfg, run_dir)
+        resumed_state = read_run_state(resume_ckpt)
     else:
         run_dir = resolve_output_dir(output_dir)
+        check_fresh_run_dir(run_dir)
     check_distributed_launch(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     data = load_data(cfg)
+    fingerprint = data.fingerprint()
+    if resume_ckpt is not None:
+        check_resume_data(resumed_state, fingerprint, data.source, resume_ckpt)
     log.info("Data: %s", data.stats)
     module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens])
     if cfg.init_from:
@@ -336,17 +345,17 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     monitor = f"valid/{valid_key}"
     # data.valid_ratio=0 (a refit on every training example): no validation, the last epoch is tested
     validating = len(data.valid) > 0
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
         auto_insert_metric_name=False,
     )
     # last.ckpt after every epoch, validated or not, so a kill loses at most one epoch (Lightning's own
     # save_last only writes when the best checkpoint was written in the same step)
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                           every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    last = RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                         every_n_epochs=1, save_on_train_epoch_end=True)
     # RecBole stops once stopping_step epochs in a row have failed to improve, checked after the next one.
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
-    run_state = RunState(shuffle)
+    run_state = RunState(shuffle, {"sha256": fingerprint, "source": data.source})
     callbacks: list[pl.Callback] = [checkpoint, last, stopper, run_state] if validating else [last, run_state]
     pruning = callback_from_config(cfg.get("optuna"), monitor=monitor)
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so

@@ -6,6 +6,7 @@ per-sample Python work.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,20 @@ class SequentialData:
     n_items: int  # counts the padding id 0, like RecBole's item_num
     item_tokens: np.ndarray  # original token of each internal id; index 0 is "[PAD]"
     stats: dict[str, int | float] = field(default_factory=dict)
+    source: str = ""  # the file(s) it was read from, for messages
+
+    def fingerprint(self) -> str:
+        """SHA-256 of exactly what a model sees: item ids and every split's histories and targets.
+
+        Any change to the data file (new items, rows reordered or edited) or to a protocol setting shows
+        here, so a resumed run can refuse data it was not trained on.
+        """
+        digest = hashlib.sha256("\x1f".join(map(str, self.item_tokens)).encode())
+        for part in (self.train, self.valid, self.test):
+            for tensor in (part.item_seq, part.item_seq_len, part.target):
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
 
 def remap_tokens(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +145,7 @@ def build_sequential(
         "n_test": len(test),
         "avg_seq_len": float(length.mean()),
     }
-    return SequentialData(train, valid, test, len(item_vocab), item_vocab, stats)
+    return SequentialData(train, valid, test, len(item_vocab), item_vocab, stats, source)
 
 
 def build_session_examples(
@@ -172,4 +187,4 @@ def build_session_examples(
         "n_test": len(test),
         "avg_seq_len": float(train_lens.mean()),
     }
-    return SequentialData(train, valid, test, n_items, item_tokens, stats)
+    return SequentialData(train, valid, test, n_items, item_tokens, stats, source)
