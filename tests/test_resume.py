@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from narm_lightning.checkpointing import RunState, config_differences, keep_csv_history, resume_argv
-from narm_lightning.errors import ConfigError
+from narm_lightning.errors import ConfigError, DataError
 from narm_lightning.training import train
 from tests.helpers import CONF_DIR, compose_train, tiny_overrides
 
@@ -117,3 +117,79 @@ def test_csv_history_is_kept_across_resumes(tmp_path) -> None:
         keep_csv_history(tmp_path)
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["metrics.part1.csv", "metrics.part2.csv"]
     assert (tmp_path / "csv" / "metrics.part2.csv").read_text() == "run 2\n"
+
+
+# --- run folders: reuse, moves, changed data, damaged files ----------------------------------------------
+
+
+def test_a_used_run_folder_is_refused_without_resume(tiny_root, tmp_path) -> None:
+    run = tmp_path / "run"
+    args = [*tiny_overrides(tiny_root, "epochs=1"), f"hydra.run.dir={run}"]
+    assert subprocess.run(_train_py(*args), capture_output=True, timeout=300).returncode == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    second = subprocess.run(_train_py(*args, "learning_rate=0.01"), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"error: {run} already holds a run (config.yaml, results.json, checkpoints)" in second.stderr
+    assert f"resume={run}" in second.stderr
+    assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}, "nothing of run 1 changed"
+    with pytest.raises(ConfigError, match="already holds a run"):  # the library call too
+        train(compose_train(tiny_overrides(tiny_root, "epochs=1")), output_dir=run)
+
+
+def test_a_moved_run_folder_resumes_with_its_best_checkpoint_and_score(tiny_root, tmp_path) -> None:
+    first = tmp_path / "first"
+    done = train(compose_train(tiny_overrides(tiny_root, "epochs=2")), output_dir=first)
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    resumed = train(compose_train(tiny_overrides(tiny_root, "epochs=4", f"resume={moved}")))
+    names = sorted(p.name for p in (moved / "checkpoints").iterdir())
+    assert names == ["best.ckpt", "last.ckpt"], "no best-v1.ckpt beside a stale best.ckpt"
+    best = torch.load(moved / "checkpoints" / "best.ckpt", weights_only=True)
+    state = next(v for k, v in best["callbacks"].items() if k.startswith("RunCheckpoint{'monitor': 'valid"))
+    assert state["dirpath"] == str(moved / "checkpoints")
+    # the score of the first two epochs was kept: the best of four is at least the best of two
+    assert resumed["best_valid_score"] >= done["best_valid_score"]
+    assert float(state["best_model_score"]) == pytest.approx(resumed["best_valid_score"])
+
+
+def test_resume_on_changed_data_is_refused_by_name(tiny_root, tmp_path) -> None:
+    run = tmp_path / "run"
+    train(compose_train(tiny_overrides(tiny_root, "epochs=1")), output_dir=run)
+    inter = tiny_root / "tiny" / "tiny.inter"
+    lines = inter.read_text().splitlines()
+    inter.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")  # same rows, another order
+    with pytest.raises(DataError, match=r"resume: the data differ from what .*last\.ckpt was trained on: "
+                                        r".*tiny\.inter now gives other examples"):
+        train(compose_train(tiny_overrides(tiny_root, "epochs=2", f"resume={run}")))
+    inter.write_text("\n".join([*lines, "u0\tnew_item\t99.0"]) + "\n")  # a new item: no size-mismatch traceback
+    with pytest.raises(DataError, match="the data differ"):
+        train(compose_train(tiny_overrides(tiny_root, "epochs=2", f"resume={run}")))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda run: (run / "checkpoints" / "last.ckpt").write_bytes(b""), r"last\.ckpt: file is empty"),
+    (lambda run: (run / "checkpoints" / "last.ckpt").write_bytes(os.urandom(4096)), r"last\.ckpt: not a readable"),
+    (lambda run: (run / "checkpoints" / "last.ckpt").write_bytes(
+        (run / "checkpoints" / "last.ckpt").read_bytes()[:5000]), r"last\.ckpt: not a readable"),
+    (lambda run: torch.save({"foreign": torch.ones(1)}, run / "checkpoints" / "last.ckpt"),
+     r"last\.ckpt: a torch file, but not a last\.ckpt written by narm-lightning"),
+    (lambda run: (run / "config.yaml").write_text("seed: [1\n"), r"config\.yaml: not a readable config"),
+    (lambda run: (run / "config.yaml").write_text("- 1\n"), r"config\.yaml: holds a ListConfig"),
+])
+def test_a_damaged_run_folder_is_one_paragraph(tiny_root, tmp_path, damage, message) -> None:
+    run = tmp_path / "run"
+    train(compose_train(tiny_overrides(tiny_root, "epochs=1")), output_dir=run)
+    damage(run)
+    with pytest.raises((ConfigError, DataError), match=message):
+        train(compose_train(tiny_overrides(tiny_root, "epochs=2", f"resume={run}")))
+
+
+def test_a_corrupt_overrides_file_is_one_paragraph_at_the_command_line(tmp_path) -> None:
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_bytes(b"- a\n\x00\xff: [")
+    proc = subprocess.run(_train_py(f"resume={tmp_path}"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "overrides.yaml: not readable YAML" in proc.stderr
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("a: 1\n")
+    with pytest.raises(ConfigError, match="holds dict, not a list of override strings"):
+        resume_argv(["train.py", f"resume={tmp_path}"])
