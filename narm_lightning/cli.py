@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from narm_lightning.errors import NarmError, RunInterrupted
+from hydra.types import RunMode
+
+from narm_lightning.errors import NarmError, RunInterrupted, WriteFailed
 
 HYDRA_ONLY = {".hydra", "train.log", "sweep.log"}
 
@@ -40,14 +43,26 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         print("\ninterrupted (SIGINT) before any epoch was saved; nothing to resume.", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     except NarmError as exc:
-        run_dir = None
-        try:
-            from hydra.core.hydra_config import HydraConfig
+        fail(exc)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        fail(WriteFailed(exc.filename or "a file", exc))
 
-            if HydraConfig.initialized():
-                run_dir = Path(HydraConfig.get().runtime.output_dir)
-        except Exception:  # noqa: BLE001 - cleanup is best effort, the message matters
-            run_dir = None
-        _remove_if_untouched(run_dir)
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+
+def fail(exc: NarmError) -> NoReturn:
+    """Print ``error: <message>`` to stderr, remove the run folder if the run wrote nothing, exit 2."""
+    run_dir = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized() and HydraConfig.get().mode != RunMode.MULTIRUN:
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # noqa: BLE001 - cleanup is best effort, the message matters
+        run_dir = None
+    _remove_if_untouched(run_dir)
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)

@@ -15,6 +15,18 @@ class DataError(NarmError, ValueError):
     """A data file is missing or malformed. The message names the file, the line and what was expected."""
 
 
+class WriteFailed(NarmError, OSError):
+    """A file could not be written (a full disk, no permission); ``OSError`` too, with the original errno."""
+
+    def __init__(self, path: object, exc: OSError) -> None:
+        self.message = (f"{path}: could not be written ({exc.strerror or exc}); the file as it was before, if "
+                        "any, is intact (writes are atomic). Free space or fix permissions, then run again.")
+        OSError.__init__(self, exc.errno, self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class RunInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt: a stop, not an error
     """A run stopped by a signal (SIGTERM from a scheduler, SIGINT from Ctrl-C), with the way back.
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from narm_lightning.errors import DataError
+from narm_lightning.errors import DataError, WriteFailed
 
 
 def _umask() -> int:
@@ -29,17 +29,22 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
     copy) and is fsynced before the rename; on any failure it is removed and the old file is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except WriteFailed:
+        raise
+    except OSError as exc:  # ENOSPC, EACCES, EROFS...: one paragraph naming the file, not a traceback
+        raise WriteFailed(path, exc) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -90,6 +90,8 @@ ALLOWED = {
     # the one module that unpickles: an allowlist unpickler (RecBole files) and torch's weights-only one
     ("narm_lightning/safe_load.py", "torch.load"),
     ("narm_lightning/safe_load.py", "pickle.Unpickler"),
+    # RecBole config files: yaml.load with RecBoleYamlLoader, a SafeLoader subclass (asserted below)
+    ("narm_lightning/recbole/config.py", "yaml.load"),
     # samplers/pruners: _target_ is checked to be a class of optuna.samplers / optuna.pruners first
     ("narm_lightning/sweeping/sweeper.py", "instantiate"),
     ("narm_lightning/sweeping/study.py", "instantiate"),
@@ -147,3 +149,13 @@ def test_the_scanner_catches_what_it_should(tmp_path) -> None:
     assert [o.split(": ")[1] for o in _offences(bad, "bad.py")] == [
         "eval(...)", "pickle.loads(...)", "torch.load(...)", "subprocess.run(...)"
     ]
+
+
+def test_the_recbole_yaml_loader_is_safe() -> None:
+    import yaml
+
+    from narm_lightning.recbole.config import RecBoleYamlLoader
+
+    assert issubclass(RecBoleYamlLoader, yaml.SafeLoader)
+    with pytest.raises(yaml.YAMLError):
+        yaml.load("!!python/object/apply:os.system ['true']", Loader=RecBoleYamlLoader)  # noqa: S506

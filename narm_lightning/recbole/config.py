@@ -8,6 +8,7 @@ it, so the command line still wins.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from narm_lightning.errors import ConfigError
-from narm_lightning.io import flatten
+from narm_lightning.io import flatten, read_text_lines
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,51 @@ DEFAULT_ONLY: dict[str, Any] = {
 }
 
 
-def _normalise(key: str, value: Any) -> Any:
+class RecBoleYamlLoader(yaml.SafeLoader):
+    """Safe YAML read the way RecBole reads its files: ``1e-3`` is a float (PyYAML's YAML 1.1 rules make
+    it a string without a dot), and dates stay strings (a config value is never a date object)."""
+
+
+# Written here because PyYAML has no YAML 1.2 core-schema loader: a number with an exponent and no dot.
+RecBoleYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+RecBoleYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in RecBoleYamlLoader.yaml_implicit_resolvers.items()
+}
+
+PLAIN = (str, int, float, bool, type(None))
+
+
+def _check_plain(value: Any, key: str, source: str) -> None:
+    """Only what a config can hold (strings, numbers, booleans, null, lists, mappings): ``!!set`` and the
+    like are refused by key, before OmegaConf would fail on them with a traceback."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{source}: key {k!r} under {key or 'the top level'} is a {type(k).__name__}; "
+                                  "expected string keys.")
+            _check_plain(v, f"{key}.{k}" if key else k, source)
+    elif isinstance(value, list):
+        for item in value:
+            _check_plain(item, key, source)
+    elif not isinstance(value, PLAIN):
+        raise ConfigError(f"{source}: {key} holds a {type(value).__name__} ({value!r}); expected a string, number, "
+                          "boolean, null, list or mapping.")
+
+
+def _normalise(key: str, value: Any, source: str) -> Any:
     """RecBole accepts scalars where we take lists (``topk: 10``) and strings for some lists."""
     if key == "topk" and isinstance(value, int):
         return [value]
     if key == "metrics" and isinstance(value, str):
         return [value]
     if key == "dropout_probs" and isinstance(value, str):
-        return yaml.safe_load(value)  # '[0.25,0.5]' as written in hyper.test-style files; parsed, never evaluated
+        try:  # '[0.25,0.5]' as written in hyper.test-style files; parsed, never evaluated
+            return yaml.load(value, Loader=RecBoleYamlLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError:
+            raise ConfigError(f"{source}: dropout_probs is {value!r}; expected a list like [0.25, 0.5].") from None
     return value
 
 
@@ -76,7 +114,7 @@ def map_recbole_config(config: Mapping[str, Any], source: str = "config dict") -
     unsupported: list[str] = []
     for key, value in config.items():
         if key in KEY_MAP:
-            mapped[KEY_MAP[key]] = _normalise(key, value)
+            mapped[KEY_MAP[key]] = _normalise(key, value, source)
         elif key in DEFAULT_ONLY and (value == DEFAULT_ONLY[key] or key in {"metric_decimal_place", "repeatable",
                                                                            "reproducibility", "load_col"}):
             continue
@@ -90,14 +128,17 @@ def map_recbole_config(config: Mapping[str, Any], source: str = "config dict") -
 def read_recbole_file(path: str | Path) -> dict[str, Any]:
     """A RecBole ``.yaml`` config file as a dict (safe YAML: no tags, no objects)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config_file={path}: no such file; expected a RecBole .yaml config file.")
+    text = "\n".join(read_text_lines(path, "a RecBole .yaml config file (UTF-8 text)"))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(text, Loader=RecBoleYamlLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config_file={path}: not valid YAML ({exc}).") from None
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config_file={path}: not valid YAML ({detail}).") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config_file={path}: expected a mapping of RecBole keys, got {type(data).__name__}.")
+    _check_plain(data, "", f"config_file={path}")
     return data
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from narm_lightning.errors import ConfigError
+from narm_lightning.io import read_text_lines
 from narm_lightning.recbole.config import KEY_MAP
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -53,7 +54,10 @@ def _choice_values(text: str, where: str) -> list[Any]:
     out = []
     for value in values:
         if isinstance(value, str) and value.strip().startswith("["):
-            value = yaml.safe_load(value)  # '[0.25,0.5]': a quoted list, as RecBole files write them
+            try:
+                value = yaml.safe_load(value)  # '[0.25,0.5]': a quoted list, as RecBole files write them
+            except yaml.YAMLError:
+                raise ConfigError(f"{where}: choice value {value!r} is not a list like '[0.25,0.5]'.") from None
         if not isinstance(value, (int, float, str, list)) or isinstance(value, bool):
             raise ConfigError(f"{where}: choice value {value!r} is not a number, string or list.")
         if isinstance(value, str) and not _NAME.fullmatch(value):
@@ -122,10 +126,11 @@ def parse_hyper_line(line: str, lineno: int, source: str, conf_dir: Path = CONF_
 def read_hyper_file(path: str | Path, conf_dir: Path = CONF_DIR) -> dict[str, str]:
     """A whole hyper.test file as ``{key: sweep expression}`` in file order."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"params file {path}: no such file; expected a RecBole hyper.test file.")
     params: dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    what = "a RecBole hyper.test file (text lines 'name type range')"
+    for lineno, line in enumerate(read_text_lines(path, what), start=1):
         parsed = parse_hyper_line(line, lineno, str(path), conf_dir)
         if parsed is not None:
             if parsed[0] in params:

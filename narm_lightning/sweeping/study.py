@@ -80,10 +80,35 @@ def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | N
             "grace_period": grace_period,
             "heartbeat_stale_trial_callback": callback,
         }
+    check_sqlite_folder(url)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except (ValueError, ImportError) as exc:
-        raise ConfigError(f"hydra.sweeper.storage: cannot open '{redact_url(url)}': {exc}") from exc
+        with warnings.catch_warnings():  # "heartbeat_interval is experimental": Optuna's note, noise to a user
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except ImportError as exc:
+        raise ConfigError(
+            f"hydra.sweeper.storage: '{redact_url(url)}' needs a database driver that is not installed "
+            f"({exc}). Install it (PostgreSQL: pip install 'narm-lightning[postgres]'; MySQL: pip install pymysql "
+            "and a mysql+pymysql:// URL), or use the default SQLite storage (storage=null)."
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"hydra.sweeper.storage: cannot open '{redact_url(url)}': {exc}") from None
+
+
+def check_sqlite_folder(url: str) -> None:
+    """A SQLite URL's folder must exist and be writable: a storage URL never creates folders (a typo would
+    scatter databases), and /etc/passwd/x.db is no place for one."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"hydra.sweeper.storage: the folder of '{url}' ({folder}) {what}; expected an existing "
+                          "folder (a storage URL never creates folders): create it, or use storage=null.")
+    if not os.access(folder, os.W_OK) or (path.exists() and not path.is_file()):
+        raise ConfigError(f"hydra.sweeper.storage: cannot write the SQLite database {path} (no permission, or "
+                          "not a regular file); choose a file in a folder you can write.")
 
 
 def open_study(storage: Any, study_name: str, direction: str, sampler: Any, pruner: Any) -> optuna.Study:
@@ -185,7 +210,7 @@ def study_lock(url: str) -> Iterator[None]:
     except ImportError:  # not POSIX: fall back to Optuna's own (racy but bounded) behaviour
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_sqlite_folder(url)
     with open(f"{path}.lock", "a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:

@@ -32,6 +32,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from narm_lightning.cli import fail
 from narm_lightning.errors import ConfigError, NarmError, RunInterrupted
 from narm_lightning.sweeping import report
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
@@ -200,7 +201,17 @@ class OptunaSweeperImpl:
 
     # ---------------------------------------------------------------- the sweep
     def sweep(self, arguments: list[str]) -> list[Any]:
-        """Run trials until the study has ``n_trials`` finished ones; return the study."""
+        """Run trials until the study has ``n_trials`` finished ones; return the study.
+
+        A ``NarmError`` (a bad search space or storage) is one paragraph and exit status 2 here: Hydra
+        would print it as a traceback.
+        """
+        try:
+            return self._sweep(arguments)
+        except NarmError as exc:
+            fail(exc)
+
+    def _sweep(self, arguments: list[str]) -> list[Any]:
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space = parse_search_space(self.params, list(arguments), parser)
