@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -277,8 +278,10 @@ def resume_argv(argv: list[str]) -> list[str]:
     """
     at = next((i for i, a in enumerate(argv) if i > 0 and a.startswith("resume=")), None)
     if at is None:
-        # a new run into a used folder is refused here, before Hydra overwrites that run's .hydra/
-        for arg in argv[1:]:
+        # a new run into a used folder is refused here, before Hydra overwrites that run's .hydra/; not in
+        # the extra processes of a DDP run, which re-run this command into the folder rank 0 has begun
+        launched = any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+        for arg in argv[1:] if not launched else []:
             if arg.startswith("hydra.run.dir="):
                 check_fresh_run_dir(Path(arg.split("=", 1)[1]).expanduser())
         return argv

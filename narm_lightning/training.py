@@ -322,7 +322,8 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         resumed_state = read_run_state(resume_ckpt)
     else:
         run_dir = resolve_output_dir(output_dir)
-        check_fresh_run_dir(run_dir)
+        if rank_zero_only.rank == 0:  # DDP's other ranks run into the folder rank 0 has begun
+            check_fresh_run_dir(run_dir)
     check_distributed_launch(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:

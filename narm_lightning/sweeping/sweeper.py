@@ -251,7 +251,9 @@ class OptunaSweeperImpl:
         return [study]
 
     def _loop(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, target: int) -> None:
-        job_idx = 0
+        # a rerun into the same hydra.sweep.dir numbers its jobs after the folders already there: a trial
+        # never lands in (and is never refused by) an earlier trial's run folder
+        job_idx = next_job_index(Path(str(self.config.hydra.sweep.dir))) if self.config is not None else 0
         while True:
             with study_lock(storage_url):
                 fail_stale_trials(study)
@@ -303,6 +305,14 @@ class OptunaSweeperImpl:
             raise
         for trial, ret in zip(trials, returns):
             _tell(study, trial, ret)
+
+
+def next_job_index(sweep_dir: Path) -> int:
+    """One past the highest numbered job folder in ``sweep_dir`` (0 when there is none)."""
+    if not sweep_dir.is_dir():
+        return 0
+    numbers = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(numbers, default=-1) + 1
 
 
 def _grid_sampler_class() -> type:

@@ -174,3 +174,12 @@ def test_grid_with_interval_and_unknown_sampler_fail_clearly() -> None:
     other = OptunaSweeperImpl(sampler={"_target_": "os.system"}, pruner=None)
     with pytest.raises(ConfigError, match="hydra.sweeper.sampler._target_"):
         other._build_sampler(space)
+
+
+def test_a_rerun_into_the_same_sweep_dir_numbers_jobs_after_the_existing_ones(tmp_path) -> None:
+    from narm_lightning.sweeping.sweeper import next_job_index
+
+    assert next_job_index(tmp_path / "absent") == 0
+    for name in ("0", "1", "7", "wandb", "notes.txt"):
+        (tmp_path / name).mkdir() if name != "notes.txt" else (tmp_path / name).write_text("x")
+    assert next_job_index(tmp_path) == 8
