@@ -1,20 +1,6 @@
-"""Train NARM: ``python train.py [key=value ...]`` (see conf/train.yaml for every key)."""
+"""Train NARM: ``python train.py [key=value ...]`` (the same as ``narm-train``; ``--help`` lists the main keys)."""
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from narm_lightning.checkpointing import resume_argv
-from narm_lightning.cli import run_or_exit
-from narm_lightning.training import train
-
-
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    return run_or_exit(train, cfg)["best_valid_score"]
-
+from narm_lightning.apps import train_main
 
 if __name__ == "__main__":
-    sys.argv = run_or_exit(resume_argv, sys.argv)  # resume=<dir>: replay that run's overrides into that folder
-    main()
+    train_main()

@@ -43,6 +43,7 @@ from bench_serving import measure_serving  # noqa: E402  (beside this script: it
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from narm_lightning import CONF_DIR  # noqa: E402
 from narm_lightning.config import validate  # noqa: E402
 from narm_lightning.data.protocol import SequentialData  # noqa: E402
 from narm_lightning.errors import DataError  # noqa: E402
@@ -57,7 +58,6 @@ from narm_lightning.training import (  # noqa: E402
     train,
 )
 
-CONF_DIR = ROOT / "conf"
 HISTORY = ROOT / "bench" / "HISTORY.md"
 
 

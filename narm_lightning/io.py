@@ -22,22 +22,18 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
-    """Open ``path`` for writing so that readers see the old file or the whole new one, never a part.
+def _atomic_target(path: Path) -> Iterator[tuple[int, str]]:
+    """``(fd, temp path)`` beside ``path``; renamed over it when the block ends, removed on any failure.
 
     The temp file lives in the target's folder (same filesystem, so ``os.replace`` is a rename, not a
-    copy) and is fsynced before the rename; on any failure it is removed and the old file is untouched.
+    copy); the caller fsyncs before the block ends. An ``OSError`` becomes ``WriteFailed`` naming ``path``.
     """
-    path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
-        with os.fdopen(fd, mode, encoding=encoding) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield fd, tmp
         os.replace(tmp, path)
     except WriteFailed:
         raise
@@ -46,6 +42,26 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+    """Open ``path`` for writing so that readers see the old file or the whole new one, never a part."""
+    with _atomic_target(Path(path)) as (fd, _), os.fdopen(fd, mode, encoding=encoding) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp file name beside ``path`` for writers that want a name (``torch.jit.save``); it is fsynced and
+    renamed over ``path`` when the block ends, so a failed or killed write never shows under the name."""
+    with _atomic_target(Path(path)) as (fd, tmp):
+        os.close(fd)
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

@@ -7,7 +7,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+REPO = Path(__file__).resolve().parents[1]  # the checkout: train.py, sweep.py, bench/
+CONF_DIR = REPO / "narm_lightning" / "conf"
 
 
 def compose_train(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

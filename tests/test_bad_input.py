@@ -24,9 +24,7 @@ from narm_lightning.recbole.hyper import read_hyper_file
 from narm_lightning.sweeping.study import make_storage
 from narm_lightning.training import train
 from tests.conftest import write_inter
-from tests.helpers import CONF_DIR, compose_train, tiny_overrides
-
-REPO = CONF_DIR.parent
+from tests.helpers import REPO, compose_train, tiny_overrides
 
 
 def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

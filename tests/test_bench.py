@@ -8,14 +8,14 @@ import sys
 import pytest
 
 from narm_lightning.training import train
-from tests.helpers import CONF_DIR, compose_train, tiny_overrides
+from tests.helpers import REPO, compose_train, tiny_overrides
 
 
 def _bench_module(name: str):
     """A script under bench/ imported as a module (bench/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, CONF_DIR.parent / "bench" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -25,7 +25,7 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
     out = tmp_path / "out"
     overrides = [a for a in tiny_overrides(tiny_root) if not a.startswith("trainer.enable_progress_bar")]
     proc = subprocess.run(
-        [sys.executable, str(CONF_DIR.parent / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
          "--out", str(out), "--no-diginetica", "--variant", "plain=", "--variant", "bucket=data.bucket_batches=2",
          *overrides],
         capture_output=True, text=True, timeout=300,
@@ -47,7 +47,7 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
 def test_bench_reports_why_diginetica_was_skipped(tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(CONF_DIR.parent / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
          "--out", str(out), "--accuracy-only", "--seeds", "0", "--no-serving", f"data.root={tmp_path}",
          "data.extra_roots=[]"],
         capture_output=True, text=True, timeout=300,
@@ -62,7 +62,7 @@ def test_bench_reports_why_diginetica_was_skipped(tmp_path) -> None:
 def test_bench_quick_times_diginetica_training_and_evaluation(shared_data, tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(CONF_DIR.parent / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
          "--out", str(out), "--accuracy-only", "--seeds", "0", "--no-serving", "trainer.enable_progress_bar=false",
          "logger=none"],
         capture_output=True, text=True, timeout=900,
@@ -88,7 +88,7 @@ def test_collect_summarises_seed_runs_from_several_folders(tmp_path) -> None:
     (tmp_path / "b" / "accuracy" / "fast" / "seed2022").mkdir()  # unfinished: no results.json, left out
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(CONF_DIR.parent / "bench" / "bench.py"), "--collect", str(tmp_path / "a"),
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--collect", str(tmp_path / "a"),
          str(tmp_path / "b"), "--no-history", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
@@ -107,7 +107,7 @@ def test_session_table_from_finished_train_runs(tiny_root, tmp_path) -> None:
     (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("dataset: tiny",
                                                                                 "dataset: diginetica"))
     out = tmp_path / "out"
-    script = str(CONF_DIR.parent / "bench" / "bench_sessions.py")
+    script = str(REPO / "bench" / "bench_sessions.py")
     proc = subprocess.run([sys.executable, script, "--collect", str(run), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -173,7 +173,7 @@ def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> N
     hp = _bench_module("bench_hugepages")
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(CONF_DIR.parent / "bench" / "bench_hugepages.py"), "--steps", "3", "--warmup", "1",
+        [sys.executable, str(REPO / "bench" / "bench_hugepages.py"), "--steps", "3", "--warmup", "1",
          "--rounds", "1", "--n-items", "4000", "--batch", "64", "--threads", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
     )

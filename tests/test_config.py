@@ -7,7 +7,7 @@ import pytest
 
 from narm_lightning.config import validate
 from narm_lightning.errors import ConfigError
-from tests.helpers import CONF_DIR, compose_train
+from tests.helpers import REPO, compose_train
 
 
 def test_defaults_are_recboles_and_valid() -> None:
@@ -58,7 +58,7 @@ def test_named_groups_set_model_keys() -> None:
 
 
 def test_cli_rejects_misspelled_keys_and_bad_values_without_traceback(tmp_path) -> None:
-    root = CONF_DIR.parent
+    root = REPO
     for args, expected in (
         (["modle.hidden_size=3"], "modle"),
         (["model.hidden_size=-3"], "model.hidden_size is -3"),

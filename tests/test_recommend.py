@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from narm_lightning import export as export_module
 from narm_lightning.errors import ConfigError, DataError
-from narm_lightning.export import export
-from narm_lightning.recommend import Recommender
-from narm_lightning.serve_cli import compose_config, main, recommend_command
+from narm_lightning.serving import export as export_module
+from narm_lightning.serving.cli import compose_config, main, recommend_command
+from narm_lightning.serving.export import export
+from narm_lightning.serving.recommender import Recommender
 from narm_lightning.training import build_module, train
 from tests.conftest import write_inter
 from tests.helpers import compose_train, tiny_overrides

@@ -17,9 +17,7 @@ import narm_lightning.checkpointing as checkpointing
 import narm_lightning.io as nio
 from narm_lightning.checkpointing import AtomicCheckpointIO
 from narm_lightning.training import train
-from tests.helpers import CONF_DIR, compose_train, tiny_overrides
-
-REPO = CONF_DIR.parent
+from tests.helpers import REPO, compose_train, tiny_overrides
 
 
 class _TornFile(io.BufferedWriter):

@@ -16,7 +16,7 @@ import torch
 from narm_lightning.checkpointing import RunState, config_differences, keep_csv_history, resume_argv
 from narm_lightning.errors import ConfigError, DataError
 from narm_lightning.training import train
-from tests.helpers import CONF_DIR, compose_train, tiny_overrides
+from tests.helpers import REPO, compose_train, tiny_overrides
 
 # small batches make an epoch long enough (~50 steps) that the poller sees epoch 2 before the run ends
 RUN = ("epochs=8", "stopping_step=100", "train_batch_size=8", "learning_rate=0.002", "trainer.num_threads=1")
@@ -30,7 +30,7 @@ def _last_epoch(path: Path) -> int | None:
 
 
 def _train_py(*args: str) -> list[str]:
-    return [sys.executable, str(CONF_DIR.parent / "train.py"), *args]
+    return [sys.executable, str(REPO / "train.py"), *args]
 
 
 def test_sigkill_mid_run_then_resume_gives_the_same_test_metrics(tiny_root, tmp_path) -> None:

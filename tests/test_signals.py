@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CONF_DIR, tiny_overrides
+from tests.helpers import REPO, tiny_overrides
 
-REPO = CONF_DIR.parent
 LONG = ("epochs=200", "stopping_step=500")
 
 

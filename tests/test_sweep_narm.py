@@ -9,9 +9,9 @@ import sys
 
 import yaml
 
-from tests.helpers import CONF_DIR, tiny_overrides
+from tests.helpers import REPO, tiny_overrides
 
-SWEEP = str(CONF_DIR.parent / "sweep.py")
+SWEEP = str(REPO / "sweep.py")
 
 
 def _sweep(cwd, *args: str) -> subprocess.CompletedProcess:

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from narm_lightning.training import train
-from tests.helpers import CONF_DIR, compose_train, tiny_overrides
+from tests.helpers import REPO, compose_train, tiny_overrides
 
 
 def test_train_py_through_hydra_writes_results(tiny_root, tmp_path) -> None:
     run_dir = tmp_path / "run"
     args = [a for a in tiny_overrides(tiny_root, "epochs=3") if not a.startswith("logger=")]
     proc = subprocess.run(
-        [sys.executable, str(CONF_DIR.parent / "train.py"), *args, "logger=csv", f"hydra.run.dir={run_dir}"],
+        [sys.executable, str(REPO / "train.py"), *args, "logger=csv", f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

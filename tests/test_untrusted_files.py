@@ -23,10 +23,10 @@ from narm_lightning.data.sessions import read_pickle_split
 from narm_lightning.errors import DataError, NarmError
 from narm_lightning.model import NARM
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
-from narm_lightning.recommend import Recommender
 from narm_lightning.safe_load import load_plain_pickle, load_torch_checkpoint
+from narm_lightning.serving.recommender import Recommender
 from narm_lightning.training import load_initial_weights
-from tests.helpers import CONF_DIR
+from tests.helpers import REPO
 
 
 class _System:
@@ -144,7 +144,7 @@ def test_the_command_line_of_the_issue(tmp_path) -> None:
     marker = tmp_path / "pwned.txt"
     evil = _raw_pickle(tmp_path / "e.pth", marker)
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    proc = subprocess.run([sys.executable, str(CONF_DIR.parent / "train.py"), f"init_from={evil}", "epochs=0",
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), f"init_from={evil}", "epochs=0",
                            "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "data.dataset=tiny",
                            f"data.root={tmp_path / 'nodata'}", "data.download=false"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

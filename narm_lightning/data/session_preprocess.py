@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -52,7 +50,7 @@ from narm_lightning.data.sessions import (
     within_group_index,
 )
 from narm_lightning.errors import DataError
-from narm_lightning.io import require_regular_file, sha256_file
+from narm_lightning.io import atomic_open, require_regular_file, sha256_file, write_text_atomic
 
 CACHE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("~/.cache/narm-lightning")
@@ -614,7 +612,7 @@ def load_raw_split(
 
 
 def _save_cache(cache_file: Path, split: SessionSplit, key_source: str) -> None:
-    """Write the split as one .npz (+ a small json for people), each atomically (temp file + os.replace)."""
+    """Write the split as one .npz (+ a small json for people), each atomically (temp file, fsync, rename)."""
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     sessions = split.train_sessions or []
     s_flat, s_lens = flatten(sessions)
@@ -640,22 +638,9 @@ def _save_cache(cache_file: Path, split: SessionSplit, key_source: str) -> None:
         "item_ids": split.item_ids if split.item_ids is not None else np.zeros(0, dtype=np.int64),
         "meta": np.array(json.dumps(meta)),
     }
-    _atomic_write(cache_file, lambda handle: np.savez(handle, **arrays))
-    _atomic_write(
-        cache_file.with_suffix(".json"), lambda handle: handle.write(json.dumps(meta, indent=1).encode())
-    )
-
-
-def _atomic_write(target: Path, write: Callable[[object], object]) -> None:
-    """Write via a temp file in the same directory, then os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(cache_file, "wb") as handle:
+        np.savez(handle, **arrays)
+    write_text_atomic(cache_file.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
 def _load_cache(cache_file: Path) -> SessionSplit:

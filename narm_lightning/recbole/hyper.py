@@ -16,11 +16,11 @@ from typing import Any
 
 import yaml
 
+from narm_lightning import CONF_DIR
 from narm_lightning.errors import ConfigError
 from narm_lightning.io import read_text_lines
 from narm_lightning.recbole.config import KEY_MAP
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("dropout_probs", "hidden_size", "n_layers")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 

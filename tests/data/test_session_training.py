@@ -11,7 +11,7 @@ import pytest
 from narm_lightning.config import validate
 from narm_lightning.errors import DataError
 from narm_lightning.training import load_data
-from tests.helpers import CONF_DIR, compose_train
+from tests.helpers import REPO, compose_train
 
 
 def test_shared_diginetica_counts_and_paper_protocol(shared_data) -> None:
@@ -59,7 +59,7 @@ def test_short_training_run_on_yoochoose_1_64_through_train_py(shared_data, tmp_
             "trainer.limit_train_batches=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
             "eval_batch_size=512", "topk=[10,20]", "valid_metric=Recall@20", "logger=none",
             "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run([sys.executable, str(CONF_DIR.parent / "train.py"), *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())

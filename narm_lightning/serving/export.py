@@ -24,22 +24,10 @@ from typing import Any
 import torch
 
 from narm_lightning.errors import ConfigError, first_line
-from narm_lightning.io import write_bytes_atomic, write_json_atomic
-from narm_lightning.recommend import ScoringModel, build_model, load_checkpoint, max_len_of
+from narm_lightning.io import atomic_path, write_bytes_atomic, write_json_atomic
+from narm_lightning.serving.recommender import ScoringModel, build_model, load_checkpoint, max_len_of
 
 FORMATS = ("torchscript", "onnx")
-
-
-def _save_atomic(path: Path, save: Any) -> None:
-    """``save(tmp_path)`` then rename, so a half-written model file never sits under the final name."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 ONNX_PACKAGES = ("onnx", "onnxscript")  # torch's default (torch.export-based) ONNX exporter imports both
@@ -191,7 +179,8 @@ def export(ckpt: str | Path, out_dir: str | Path, formats: Sequence[str] = ("tor
         opset = next(o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx"))
         onnx_meta = {"onnx": {"opset": opset, "scores_checked_with_onnxruntime": checked}}
     if "torchscript" in formats:
-        _save_atomic(out / "model.ts", lambda tmp: torch.jit.save(scripted, tmp))
+        with atomic_path(out / "model.ts") as tmp:
+            torch.jit.save(scripted, str(tmp))
     weights = io.BytesIO()
     torch.save(model.state_dict(), weights)  # what Recommender.from_export reads (weights only, no code)
     write_bytes_atomic(out / "weights.pt", weights.getvalue())

@@ -1,4 +1,4 @@
-"""The serving command line: ``python -m narm_lightning.recommend [export] key=value ...``.
+"""The serving command line: ``narm-recommend [export] key=value ...`` (``python -m narm_lightning.serving``).
 
 Configs are the interface (``conf/recommend.yaml``, ``conf/export.yaml``, every key commented). They are
 composed with Hydra's compose API rather than ``@hydra.main``, so answering a query never makes a run
@@ -17,14 +17,21 @@ from typing import Any, TextIO
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from narm_lightning import CONF_DIR
 from narm_lightning.cli import run_or_exit
 from narm_lightning.errors import ConfigError, DataError
+from narm_lightning.help import print_help_if_asked
 from narm_lightning.io import atomic_open
-from narm_lightning.recommend import Recommendation, Recommender
+from narm_lightning.serving.recommender import Recommendation, Recommender
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 FORMATS = ("tsv", "jsonl")
 SHOW_UNKNOWN = 5  # how many unknown ids the stderr summary names
+EXAMPLES = [
+    "narm-recommend ckpt=outputs/ml-100k/<run>/checkpoints/best.ckpt k=20 sessions='[\"242 302\",\"51\"]'",
+    "narm-recommend ckpt=<best.ckpt> input=sessions.txt output=recs.tsv exclude_seen=true",
+    "narm-recommend export ckpt=<best.ckpt> dir=exported/ 'formats=[torchscript,onnx]'",
+    "narm-recommend export_dir=exported/ input=sessions.txt format=jsonl",
+]
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:
@@ -157,7 +164,7 @@ def recommend_command(cfg: DictConfig, stdout: TextIO = sys.stdout, stderr: Text
 
 def export_command(cfg: DictConfig) -> Path:
     """Run ``conf/export.yaml``."""
-    from narm_lightning.export import export
+    from narm_lightning.serving.export import export  # torch.jit / ONNX machinery: only when exporting
 
     if cfg.ckpt is None or cfg.dir is None:
         raise ConfigError("export needs ckpt=<run>/checkpoints/best.ckpt and dir=<output folder>.")
@@ -170,7 +177,10 @@ def export_command(cfg: DictConfig) -> Path:
 def main(argv: list[str] | None = None) -> None:
     """``[export] key=value ...``: recommend (the default) or export."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "export":
+    exporting = bool(args) and args[0] == "export"
+    configs = ["export"] if exporting else ["recommend", "export"]
+    print_help_if_asked(["narm-recommend", *args], "narm-recommend", configs, EXAMPLES)
+    if exporting:
         run_or_exit(lambda: export_command(compose_config("export", args[1:])))
     else:
         run_or_exit(lambda: recommend_command(compose_config("recommend", args)))

@@ -1,0 +1,73 @@
+"""The command-line programs: ``narm-train`` and ``narm-sweep`` (``python train.py`` / ``python sweep.py -m`` in a
+checkout call the same functions). Hydra finds the shipped configs beside this module (``conf/``, package
+data), so the programs work from any folder; ``--help`` prints ``hydra.help`` of ``conf/train.yaml`` /
+``conf/sweep.yaml``. ``narm-recommend`` is ``serving.cli.main``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from narm_lightning.checkpointing import resume_argv
+from narm_lightning.cli import run_or_exit
+from narm_lightning.errors import NarmError
+from narm_lightning.help import print_help_if_asked
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def _train_app(cfg: DictConfig) -> float:
+    from narm_lightning.training import train  # heavy (torch, Lightning): not needed for --help
+
+    return run_or_exit(train, cfg)["best_valid_score"]
+
+
+@hydra.main(config_path="conf", config_name="sweep", version_base="1.3")
+def _sweep_app(cfg: DictConfig) -> float:
+    """One trial: train and return the score the sweeper optimizes."""
+    from narm_lightning.training import train
+
+    try:
+        result = train(cfg)
+    except NarmError as exc:
+        # A clean one-paragraph message (no traceback) in the log and in trials.csv's error column.
+        log.error("%s: %s", type(exc).__name__, exc)
+        raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+    return float(result["best_valid_score"])
+
+
+TRAIN_EXAMPLES = [
+    "narm-train                                   # NARM on ml-100k with RecBole's defaults",
+    "narm-train model.hidden_size=256 learning_rate=0.0005 seed=1",
+    "narm-train experiment=narm_paper_diginetica logger=csv",
+    "narm-train init_from=saved/NARM-ml-100k.pth epochs=0   # evaluate RecBole weights",
+    "narm-train config_file=recbole.yaml          # a RecBole config file, command line wins",
+    "narm-train resume=outputs/ml-100k/<run>      # continue a stopped run",
+]
+SWEEP_EXAMPLES = [
+    "narm-sweep -m                                # RecBole's NARM hyper.test grid (30 points)",
+    "narm-sweep -m learning_rate=0.01,0.001 n_layers=1,2",
+    "narm-sweep -m --params-file=hyper.test hydra/sweeper/sampler=tpe hydra.sweeper.n_trials=50",
+    "narm-sweep -m ...same command again...       # resumes the study",
+]
+
+
+def train_main() -> None:
+    """``narm-train [key=value ...]``; ``resume=<run dir>`` replays that run's overrides into that folder."""
+    print_help_if_asked(sys.argv, "narm-train", ["train"], TRAIN_EXAMPLES)
+    sys.argv = run_or_exit(resume_argv, sys.argv)
+    _train_app()
+
+
+def sweep_main() -> None:
+    """``narm-sweep -m [overrides]``; ``--params-file=hyper.test`` takes RecBole's search-space file."""
+    from narm_lightning.recbole.hyper import expand_params_file_arg
+
+    print_help_if_asked(sys.argv, "narm-sweep", ["sweep", "train"], SWEEP_EXAMPLES)
+    sys.argv = run_or_exit(expand_params_file_arg, sys.argv)
+    run_or_exit(_sweep_app)  # a sweep stopped by SIGTERM/SIGINT exits 143/130, its unfinished trials FAILED
