@@ -228,12 +228,17 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def heartbeat_enabled(study: optuna.Study) -> bool:
+def heartbeat_enabled(storage: Any) -> bool:
     """Whether stale RUNNING trials will ever be detected (so it is worth waiting for them)."""
     from optuna.storages import RDBStorage
 
-    storage = study._storage
     return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+
+
+def trial_ids(storage: Any, study: optuna.Study, trials: list[Any]) -> list[int]:
+    """The storage ids of trials (what a job needs to report to its trial), through the storage's public API."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
 
 
 @dataclass(frozen=True)
@@ -286,12 +291,12 @@ class Heartbeat:
     a killed sweeper become stale while trials of a live one (however long) never do.
     """
 
-    def __init__(self, study: optuna.Study, trial_ids: list[int]) -> None:
-        self._storage = study._storage
-        self._trial_ids = list(trial_ids)
+    def __init__(self, storage: Any, ids: list[int]) -> None:
+        self._storage = storage
+        self._trial_ids = list(ids)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._interval = self._storage.get_heartbeat_interval() if heartbeat_enabled(study) else None
+        self._interval = storage.get_heartbeat_interval() if heartbeat_enabled(storage) else None
 
     def __enter__(self) -> Heartbeat:
         if self._interval is not None and self._trial_ids:

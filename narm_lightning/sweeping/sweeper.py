@@ -50,6 +50,7 @@ from narm_lightning.sweeping.study import (
     pruner_spec,
     redact_url,
     study_lock,
+    trial_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class OptunaSweeperImpl:
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
+        self._db: Any = None  # the opened Optuna storage of the running sweep (``storage`` is its URL)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher that runs each trial as a job."""
@@ -227,7 +229,7 @@ class OptunaSweeperImpl:
 
         study_name, storage_url = self._resolve_names()
         with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
-            storage = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
+            storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
             study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
             study.set_user_attr(PRUNER_ATTR, spec)
         target = self._target_trials(space, is_grid)
@@ -262,13 +264,13 @@ class OptunaSweeperImpl:
                 n_ask = min(self.n_jobs, target - counts.finished - counts.running)
                 trials = [self._ask(study, space) for _ in range(max(n_ask, 0))]
             if not trials:
-                if counts.finished < target and counts.running > 0 and heartbeat_enabled(study):
+                if counts.finished < target and counts.running > 0 and heartbeat_enabled(self._db):
                     # Others' trials are in flight: wait for them to finish or go stale (then re-run here).
-                    time.sleep(min(5.0, float(study._storage.get_heartbeat_interval())))
+                    time.sleep(min(5.0, float(self._db.get_heartbeat_interval())))
                     continue
                 log.info("Study has %d finished trials (target %d): done.", counts.finished, target)
                 return
-            with Heartbeat(study, [t._trial_id for t in trials]):
+            with Heartbeat(self._db, trial_ids(self._db, study, trials)):
                 self._run_batch(study, trials, space, storage_url, study_name, job_idx)
             job_idx += len(trials)
 
@@ -285,9 +287,9 @@ class OptunaSweeperImpl:
             [
                 *space.fixed_overrides,
                 *params_to_overrides(t.params, self._config_groups(t.params)),
-                *identity_overrides(storage_url, study_name, t._trial_id),
+                *identity_overrides(storage_url, study_name, trial_id),
             ]
-            for t in trials
+            for t, trial_id in zip(trials, trial_ids(self._db, study, trials))
         ]
         try:
             self._validate_batch(batch)
@@ -360,7 +362,10 @@ def _tell(study: Any, trial: Any, ret: Any) -> None:
     output_dir = getattr(getattr(getattr(ret, "hydra_cfg", None), "hydra", None), "runtime", None)
     if output_dir is not None:
         trial.set_user_attr("output_dir", str(output_dir.output_dir))
-    value = ret._return_value
+    try:
+        value = ret.return_value  # Hydra re-raises a failed job's exception here
+    except Exception as exc:  # noqa: BLE001 - any exception of a trial is its failure, told to the study
+        value = exc
     if ret.status != JobStatus.COMPLETED:
         if isinstance(value, optuna.TrialPruned):
             log.info("Trial %d PRUNED: %s", trial.number, value)
