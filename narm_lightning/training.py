@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from narm_lightning.loggers import build_loggers, finish_loggers, log_results
 from narm_lightning.losses import build_loss
 from narm_lightning.model import NARM
 from narm_lightning.module import NARMModule, best_epoch
-from narm_lightning.pruning import callback_from_config
+from narm_lightning.pruning import OptunaPruningCallback, callback_from_config
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
 from narm_lightning.safe_load import load_torch_checkpoint
@@ -312,70 +313,146 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     return results
 
 
-def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.loggers.Logger]) -> dict[str, Any]:
-    cfg = with_recbole_config_file(cfg)
-    validate(cfg)
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run is before anything is read or written: its config, folder, and what it resumes from."""
+
+    cfg: DictConfig
+    run_dir: Path
     resume_ckpt: Path | None = None
-    if cfg.get("resume"):  # checked before any data is read or any file is written
-        run_dir, resume_ckpt = resume_paths(cfg.resume)
-        check_resume_config(cfg, run_dir)
-        resumed_state = read_run_state(resume_ckpt)
-    else:
-        run_dir = resolve_output_dir(output_dir)
-        if rank_zero_only.rank == 0:  # DDP's other ranks run into the folder rank 0 has begun
-            check_fresh_run_dir(run_dir)
-    check_distributed_launch(cfg)
+    resumed_state: dict[str, Any] | None = None
+    lead: bool = True  # global rank 0: the one process that writes the run folder's files (DDP)
+
+    @property
+    def valid_key(self) -> str:
+        return str(self.cfg.valid_metric).lower()
+
+
+@dataclass
+class RunCallbacks:
+    """The callbacks of one run; ``best`` is None without validation (``data.valid_ratio=0``)."""
+
+    best: RunCheckpoint | None
+    last: RunCheckpoint
+    state: RunState
+    others: list[pl.Callback]
+
+    def all(self) -> list[pl.Callback]:
+        return [c for c in (self.best, self.last, *self.others, self.state) if c is not None]
+
+    def best_path(self) -> str | None:
+        return (self.best or self.last).best_model_path or None
+
+
+def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.loggers.Logger]) -> dict[str, Any]:
+    plan = plan_run(cfg, output_dir)
+    cfg = plan.cfg
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    data = load_data(cfg)
-    fingerprint = data.fingerprint()
-    if resume_ckpt is not None:
-        check_resume_data(resumed_state, fingerprint, data.source, resume_ckpt)
-    log.info("Data: %s", data.stats)
+    data, fingerprint = read_data(plan)
     module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens])
     if cfg.init_from:
         load_initial_weights(module, cfg.init_from)
-    n_params = sum(p.numel() for p in module.model.parameters())
     shuffle = torch.Generator().manual_seed(cfg.seed)  # its own stream, saved in checkpoints for exact resume
     datamodule = build_datamodule(cfg, data, shuffle)
     check_against_data(cfg, data)
+    n_params = sum(p.numel() for p in module.model.parameters())
+    log.info("%s", describe_run(cfg, data.stats, n_params))
+    callbacks = build_callbacks(plan, validating=len(data.valid) > 0,
+                                state=RunState(shuffle, {"sha256": fingerprint, "source": data.source}))
+    loggers.extend(build_run_loggers(plan, data.stats, n_params, callbacks))
+    if plan.resume_ckpt is None and plan.lead:
+        write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    trainer = build_trainer(cfg, callbacks.all(), loggers, plan.run_dir, validating=callbacks.best is not None)
+    if cfg.epochs > 0 and isinstance(trainer.accelerator, CPUAccelerator) and plan.lead:
+        warn_host_once()
+    started = time.perf_counter()
+    best_path = fit(trainer, module, datamodule, plan, callbacks)
+    fit_seconds = time.perf_counter() - started
+    with stopped_by_signals(trainer, plan.run_dir):
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    if cfg.epochs == 0:  # the init_from weights as the run's checkpoint (Lightning saves only a model it ran)
+        best_path = str(plan.run_dir / "checkpoints" / "best.ckpt")
+        trainer.save_checkpoint(best_path)
+    results = collect_results(plan, trainer, module, callbacks, data.stats, n_params, fit_seconds, best_path)
+    if trainer.is_global_zero:  # identical on every rank (metric states are summed across ranks)
+        report_results(plan, results, loggers)
+    return results
 
-    metric_name, _ = parse_metric_name(cfg.valid_metric)
-    valid_key = cfg.valid_metric.lower()
-    monitor = f"valid/{valid_key}"
-    # data.valid_ratio=0 (a refit on every training example): no validation, the last epoch is tested
-    validating = len(data.valid) > 0
-    checkpoint = RunCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
-        auto_insert_metric_name=False,
-    )
+
+def plan_run(cfg: DictConfig, output_dir: str | Path | None) -> RunPlan:
+    """The RecBole config file merged, the config validated, resume and run-folder checks: before any read."""
+    cfg = with_recbole_config_file(cfg)
+    validate(cfg)
+    check_distributed_launch(cfg)
+    lead = rank_zero_only.rank == 0  # known from the launcher's environment before the process group exists
+    if cfg.get("resume"):
+        run_dir, last = resume_paths(cfg.resume)
+        check_resume_config(cfg, run_dir)
+        return RunPlan(cfg, run_dir, last, read_run_state(last), lead)
+    run_dir = resolve_output_dir(output_dir)
+    if lead:  # DDP's other ranks run into the folder rank 0 has begun
+        check_fresh_run_dir(run_dir)
+    return RunPlan(cfg, run_dir, lead=lead)
+
+
+def read_data(plan: RunPlan) -> tuple[SequentialData, str]:
+    """The dataset and its fingerprint; a resumed run must see the examples it was trained on."""
+    data = load_data(plan.cfg)
+    fingerprint = data.fingerprint()
+    if plan.resume_ckpt is not None and plan.resumed_state is not None:
+        check_resume_data(plan.resumed_state, fingerprint, data.source, plan.resume_ckpt)
+    return data, fingerprint
+
+
+def describe_run(cfg: DictConfig, stats: dict[str, Any], n_params: int) -> str:
+    """One readable line: the dataset's size and the model's, as RecBole prints them at start."""
+    users = f"{stats['n_users']:,} users, " if "n_users" in stats else ""
+    inter = f", {stats['n_interactions']:,} interactions" if "n_interactions" in stats else ""
+    return (f"{cfg.data.dataset}: {users}{stats['n_items']:,} items{inter}; examples train {stats['n_train']:,} / "
+            f"valid {stats['n_valid']:,} / test {stats['n_test']:,}, mean history {stats['avg_seq_len']:.1f}. "
+            f"NARM: {n_params:,} parameters.")
+
+
+def build_callbacks(plan: RunPlan, validating: bool, state: RunState) -> RunCallbacks:
+    """best.ckpt (on valid_metric), last.ckpt after every epoch, early stopping, run state, trial pruning."""
+    cfg, folder, monitor = plan.cfg, plan.run_dir / "checkpoints", f"valid/{plan.valid_key}"
+    best = RunCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode="max", auto_insert_metric_name=False)
     # last.ckpt after every epoch, validated or not, so a kill loses at most one epoch (Lightning's own
     # save_last only writes when the best checkpoint was written in the same step)
-    last = RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                         every_n_epochs=1, save_on_train_epoch_end=True)
+    last = RunCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                         save_on_train_epoch_end=True)
     # RecBole stops once stopping_step epochs in a row have failed to improve, checked after the next one.
-    stopper = EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)
-    run_state = RunState(shuffle, {"sha256": fingerprint, "source": data.source})
-    callbacks: list[pl.Callback] = [checkpoint, last, stopper, run_state] if validating else [last, run_state]
+    others: list[pl.Callback] = [EarlyStopping(monitor=monitor, mode="max", patience=cfg.stopping_step + 1)]
+    if not validating:  # data.valid_ratio=0 (a refit on every training example): the last epoch is tested
+        best, others = None, []
     pruning = callback_from_config(cfg.get("optuna"), monitor=monitor)
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
-        callbacks.append(pruning)
-    t = cfg.trainer
-    # Under DDP every process runs this function; only global rank 0 (known from the launcher's environment
-    # before the process group exists) writes the run folder's files.
-    lead = rank_zero_only.rank == 0
-    if resume_ckpt is not None and lead:
-        keep_csv_history(run_dir)  # before the CSV logger starts: it would replace metrics.csv
+        others.append(pruning)
+    return RunCallbacks(best, last, state, others)
+
+
+def build_run_loggers(plan: RunPlan, stats: dict[str, Any], n_params: int, callbacks: RunCallbacks
+                      ) -> list[pl.loggers.Logger]:
+    """The ``logger`` group's loggers, named after the trial in a sweep, else after dataset and time."""
+    cfg = plan.cfg
+    if plan.resume_ckpt is not None and plan.lead:
+        keep_csv_history(plan.run_dir)  # before the CSV logger starts: it would replace metrics.csv
     run_config = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "n_parameters": n_params,
-                  **flatten(data.stats, "data_stats.")}
-    loggers.extend(build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), run_dir, run_config,
-                                 default_name=(f"trial-{pruning.reporter.number}" if pruning is not None
-                                               else f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"),
-                                 default_group=OmegaConf.select(cfg, "optuna.study_name", default=None)))
-    if resume_ckpt is None and lead:
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    trainer = pl.Trainer(
+                  **flatten(stats, "data_stats.")}
+    pruning = next((c for c in callbacks.others if isinstance(c, OptunaPruningCallback)), None)
+    name = (f"trial-{pruning.reporter.number}" if pruning is not None
+            else f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), plan.run_dir, run_config,
+                         default_name=name, default_group=OmegaConf.select(cfg, "optuna.study_name", default=None))
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[pl.loggers.Logger], run_dir: Path,
+                  validating: bool) -> pl.Trainer:
+    """The Lightning Trainer the ``trainer`` group describes."""
+    t = cfg.trainer
+    return pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=t.accelerator,
         devices=t.devices,
@@ -398,33 +475,45 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
     )
-    if cfg.epochs > 0 and isinstance(trainer.accelerator, CPUAccelerator) and lead:
-        advice = slow_allocation_advice(thp_mode())
-        if advice:
-            log.warning(advice)
-    started = time.perf_counter()
-    with stopped_by_signals(trainer, run_dir):
-        if cfg.epochs > 0:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
-            best_path = (checkpoint if validating else last).best_model_path or None
-        else:  # epochs=0: evaluate the init_from weights as they are, and keep them as the run's checkpoint
-            if validating:
+
+
+_host_warned = False
+
+
+def warn_host_once() -> None:
+    """The huge-page advice, once per process (a sweep runs many trials in one)."""
+    global _host_warned
+    advice = None if _host_warned else slow_allocation_advice(thp_mode())
+    if advice:
+        log.warning(advice)
+    _host_warned = True
+
+
+def fit(trainer: pl.Trainer, module: NARMModule, datamodule: SequentialDataModule, plan: RunPlan,
+        callbacks: RunCallbacks) -> str | None:
+    """Train (or, with ``epochs=0``, only validate the initial weights); the checkpoint to test, if any."""
+    with stopped_by_signals(trainer, plan.run_dir):
+        if plan.cfg.epochs == 0:
+            if callbacks.best is not None:
                 trainer.validate(module, datamodule=datamodule, verbose=False)
-            best_path = None  # saved after the test below: Lightning saves only a model a loop has run on
-    fit_seconds = time.perf_counter() - started
+            return None
+        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.resume_ckpt, weights_only=True)
+    return callbacks.best_path()
+
+
+def collect_results(plan: RunPlan, trainer: pl.Trainer, module: NARMModule, callbacks: RunCallbacks,
+                    stats: dict[str, Any], n_params: int, fit_seconds: float, best_path: str | None
+                    ) -> dict[str, Any]:
+    """``results.json``: the selected epoch, its valid metrics, the test metrics, timing and sizes."""
+    key, validating = plan.valid_key, callbacks.best is not None
     # epochs this process trained (a resumed run's earlier epochs were timed by the process that ran them)
-    epochs_timed = trainer.current_epoch - run_state.start_epoch if cfg.epochs > 0 else 0
-    best = (best_epoch(module.valid_history, valid_key) if validating
+    epochs_timed = trainer.current_epoch - callbacks.state.start_epoch if plan.cfg.epochs > 0 else 0
+    best = (best_epoch(module.valid_history, key) if validating
             else {"epoch": max(trainer.current_epoch - 1, 0)})  # counted from 0, as valid_history counts
-    with stopped_by_signals(trainer, run_dir):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
-    if cfg.epochs == 0:
-        best_path = str(run_dir / "checkpoints" / "best.ckpt")
-        trainer.save_checkpoint(best_path)
-    results: dict[str, Any] = {
-        "valid_metric": valid_key,
-        "model_selection": f"best valid {valid_key}" if validating else "last epoch (data.valid_ratio=0)",
-        "best_valid_score": best.get(valid_key),  # None without validation
+    return {
+        "valid_metric": key,
+        "model_selection": f"best valid {key}" if validating else "last epoch (data.valid_ratio=0)",
+        "best_valid_score": best.get(key),  # None without validation
         "best_epoch": int(best["epoch"]),
         "best_valid": {k: v for k, v in best.items() if k != "epoch"},
         "test": module.test_results,
@@ -435,15 +524,18 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         "peak_rss_mib": peak_rss_mib(),
         "n_parameters": n_params,
         "precision": trainer.precision,
-        "dataset": data.stats,
+        "dataset": stats,
         "best_checkpoint": str(best_path),
-        "run_dir": str(run_dir),
+        "run_dir": str(plan.run_dir),
     }
-    if not trainer.is_global_zero:
-        return results  # identical on every rank (metric states are summed across ranks); rank 0 reports
-    write_json_atomic(run_dir / "results.json", results)
+
+
+def report_results(plan: RunPlan, results: dict[str, Any], loggers: list[pl.loggers.Logger]) -> None:
+    """``results.json``, the loggers' summaries and the console table."""
+    write_json_atomic(plan.run_dir / "results.json", results)
     log_results(loggers, results)
-    selection = f"selected on {metric_name.upper()} ({valid_key})" if validating else "no validation: last epoch"
-    print(f"\nNARM on {cfg.data.dataset}: {selection}\n{format_results(results)}")
-    print(f"results: {run_dir / 'results.json'}")
-    return results
+    metric_name, _ = parse_metric_name(plan.cfg.valid_metric)
+    validated = results["model_selection"].startswith("best")
+    selection = f"selected on {metric_name.upper()} ({plan.valid_key})" if validated else "no validation: last epoch"
+    print(f"\nNARM on {plan.cfg.data.dataset}: {selection}\n{format_results(results)}")
+    print(f"results: {plan.run_dir / 'results.json'}")

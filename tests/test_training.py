@@ -95,3 +95,24 @@ def test_evaluation_scores_one_eval_batch_block_at_a_time(tiny_root, monkeypatch
     trainer.test(module, datamodule=datamodule, verbose=False)
     assert sum(rows for rows, _ in shapes) == len(data.valid) + len(data.test)
     assert max(rows for rows, _ in shapes) == 16 and {cols for _, cols in shapes} == {data.n_items}
+
+
+def test_the_pipeline_builders_each_work_alone(tiny_root, tmp_path) -> None:
+    """``train`` is plan -> data -> module -> callbacks -> loggers -> trainer -> fit -> test -> results."""
+    from narm_lightning.checkpointing import RunState
+    from narm_lightning.training import build_callbacks, build_trainer, describe_run, plan_run, read_data
+
+    cfg = compose_train(tiny_overrides(tiny_root, "epochs=1"))
+    plan = plan_run(cfg, tmp_path / "run")
+    assert plan.run_dir == tmp_path / "run" and plan.resume_ckpt is None and plan.valid_key == "mrr@10"
+    data, fingerprint = read_data(plan)
+    assert len(fingerprint) == 64 and fingerprint == data.fingerprint()
+    line = describe_run(cfg, data.stats, 12_345)
+    assert line.startswith("tiny: 40 users, 30 items, 480 interactions; examples train 360 / valid 40 / test 40")
+    assert line.endswith("NARM: 12,345 parameters.")
+    callbacks = build_callbacks(plan, validating=True, state=RunState())
+    assert callbacks.best is not None and callbacks.best.monitor == "valid/mrr@10"
+    refit = build_callbacks(plan, validating=False, state=RunState())
+    assert refit.best is None and refit.all() == [refit.last, refit.state]
+    trainer = build_trainer(cfg, callbacks.all(), [], plan.run_dir, validating=True)
+    assert trainer.max_epochs == 1 and trainer.limit_val_batches == 1.0
