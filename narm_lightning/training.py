@@ -35,6 +35,7 @@ from narm_lightning.checkpointing import (
     resume_paths,
 )
 from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
+from narm_lightning.console import CompactProgressBar, quiet_third_party
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_sessions, load_user_sequences
@@ -452,6 +453,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[p
                   validating: bool) -> pl.Trainer:
     """The Lightning Trainer the ``trainer`` group describes."""
     t = cfg.trainer
+    quiet_third_party()
+    if t.enable_progress_bar:
+        callbacks = [*callbacks, CompactProgressBar(monitor=f"valid/{str(cfg.valid_metric).lower()}")]
     return pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=t.accelerator,

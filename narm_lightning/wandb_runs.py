@@ -68,8 +68,11 @@ def open_run(
     check_options(options)
     run_dir = Path(options.get("dir") or default_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    mode = resolve_mode(options.get("mode"))
     return wandb.init(
-        mode=resolve_mode(options.get("mode")),
+        mode=mode,
+        # offline, W&B's four-line banner says nothing the finish line (sync / leet commands) does not
+        settings=wandb.Settings(silent=True) if (mode or os.environ.get("WANDB_MODE")) == "offline" else None,
         project=options.get("project") or "narm-lightning",
         entity=options.get("entity"),
         group=options.get("group") or group,
