@@ -119,7 +119,8 @@ def build_loggers(
         elif name == "tensorboard":
             if not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
                 raise ConfigError("logger=tensorboard needs the tensorboard package, which is not installed: "
-                                  "pip install tensorboard (or choose logger=wandb or logger=csv).")
+                                  "pip install 'narm-lightning[tensorboard]' (tensorboardX) or tensorboard (or "
+                                  "choose logger=wandb or logger=csv).")
             from pytorch_lightning.loggers import TensorBoardLogger
 
             loggers.append(TensorBoardLogger(save_dir=str(run_dir), name=options.get("name", "tensorboard"),

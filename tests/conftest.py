@@ -7,15 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import need_shared
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (read-only); tests that need it skip cleanly where it is absent."""
-    if not (SHARED_DATA / "ml-100k" / "ml-100k.inter").exists():
-        pytest.skip("../shared/data is not available")
+    """``../shared/data`` (read-only); absent, tests skip (or fail under NARM_REQUIRE_SHARED_DATA=1)."""
+    need_shared(SHARED_DATA / "ml-100k" / "ml-100k.inter")
     return SHARED_DATA
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -31,3 +33,14 @@ def tiny_overrides(root: Path, *extra: str) -> list[str]:
         "logger=none",
         *extra,
     ]
+
+
+def need_shared(path: Path) -> Path:
+    """``path`` under ``../shared/data``; where it is absent the test skips, or fails when
+    ``NARM_REQUIRE_SHARED_DATA=1`` (CI sets it: the RecBole-parity tests must never pass by skipping)."""
+    if not path.exists():
+        message = f"shared data not available: {path}"
+        if os.environ.get("NARM_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"{message} (NARM_REQUIRE_SHARED_DATA=1)")
+        pytest.skip(message)
+    return path

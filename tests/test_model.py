@@ -25,11 +25,14 @@ def test_padding_does_not_change_a_rows_scores() -> None:
         alone = model.predict(seq[1:, :1], length[1:])
     torch.testing.assert_close(trimmed, padded, rtol=0, atol=1e-6)
     torch.testing.assert_close(trimmed[1:], alone, rtol=0, atol=1e-6)
-    # garbage after a row's length is ignored too (only the prefix matters)
+    # padding must be 0: as in RecBole, attention masks by item_seq > 0, not by length, so a non-zero entry
+    # after a row's length is attended (the GRU's state is still read at the length)
     dirty = wide.clone()
-    dirty[0, 3:] = 0
-    dirty[1, 1:] = 0
-    assert torch.equal(dirty, wide)
+    dirty[0, 3:6] = torch.tensor([11, 12, 13])
+    with torch.no_grad():
+        attended = model.predict(dirty, length)
+    assert not torch.allclose(attended[0], padded[0], atol=1e-4)
+    torch.testing.assert_close(attended[1], padded[1], rtol=0, atol=1e-6)
 
 
 def test_predict_never_ranks_padding_and_padding_row_is_zero() -> None:

@@ -77,3 +77,15 @@ def test_the_installed_programs_train_and_serve_from_any_folder(installed, tiny_
                      cwd=work)
     assert served.returncode == 0, served.stderr[-2000:]
     assert len(served.stdout.split("\t")[1].split()) == 3
+
+
+def test_ci_fails_rather_than_skips_without_the_shared_data(tmp_path, monkeypatch) -> None:
+    from tests.helpers import need_shared
+
+    monkeypatch.delenv("NARM_REQUIRE_SHARED_DATA", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        need_shared(tmp_path / "absent")
+    monkeypatch.setenv("NARM_REQUIRE_SHARED_DATA", "1")
+    with pytest.raises(pytest.fail.Exception, match="NARM_REQUIRE_SHARED_DATA=1"):
+        need_shared(tmp_path / "absent")
+    assert "export NARM_REQUIRE_SHARED_DATA=1" in (REPO / ".ci" / "run").read_text()

@@ -116,3 +116,10 @@ def test_the_pipeline_builders_each_work_alone(tiny_root, tmp_path) -> None:
     assert refit.best is None and refit.all() == [refit.last, refit.state]
     trainer = build_trainer(cfg, callbacks.all(), [], plan.run_dir, validating=True)
     assert trainer.max_epochs == 1 and trainer.limit_val_batches == 1.0
+
+
+def test_the_tensorboard_logger_writes_event_files(tiny_root, tmp_path) -> None:
+    overrides = [a for a in tiny_overrides(tiny_root, "epochs=1") if not a.startswith("logger=")]
+    train(compose_train([*overrides, "logger=tensorboard"]), output_dir=tmp_path / "run")
+    events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)

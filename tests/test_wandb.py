@@ -69,12 +69,13 @@ def test_flatten_gives_dotted_keys() -> None:
         "model.hidden_size": 16, "model.dropout_probs": [0.1], "lr": 1, "empty": {}}
 
 
-def test_tensorboard_missing_is_a_config_error(tmp_path: Path) -> None:
+def test_tensorboard_missing_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        pytest.skip("tensorboard is installed")
-    with pytest.raises(ConfigError, match="pip install tensorboard"):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tensorboard", "tensorboardX") else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'narm-lightning\[tensorboard\]'"):
         build_loggers({"tensorboard": {"name": "tb"}}, tmp_path)
 
 

@@ -18,16 +18,14 @@ from narm_lightning.data.session_preprocess import (
 )
 from narm_lightning.data.sessions import SessionSplit
 from narm_lightning.errors import DataError
+from tests.helpers import need_shared
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 RAW = SHARED / "raw-samples"
 PICKLE_SAMPLE = RAW / "srgnn-pickle-sample"
 
 
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
+need = need_shared
 
 
 def rows(prefixes: list[np.ndarray], targets: np.ndarray) -> list[str]:

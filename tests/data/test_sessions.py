@@ -21,16 +21,13 @@ from narm_lightning.data.sessions import (
 )
 from narm_lightning.errors import DataError
 from narm_lightning.safe_load import load_plain_pickle
+from tests.helpers import need_shared
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 PICKLE_SAMPLE = SHARED / "raw-samples" / "srgnn-pickle-sample"
 
 
-def need(path: Path) -> Path:
-    """Skip the test when the shared data folder (beside the checkout) is absent."""
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
+need = need_shared
 
 
 def as_lists(prefixes: list[np.ndarray]) -> list[list[int]]:

@@ -183,3 +183,21 @@ def test_a_rerun_into_the_same_sweep_dir_numbers_jobs_after_the_existing_ones(tm
     for name in ("0", "1", "7", "wandb", "notes.txt"):
         (tmp_path / name).mkdir() if name != "notes.txt" else (tmp_path / name).write_text("x")
     assert next_job_index(tmp_path) == 8
+
+
+@pytest.mark.parametrize(("option", "args"), [
+    ("sampler=grid", ["x=0,1"]),
+    ("sampler=random", ["x=interval(0,3)"]),
+    ("sampler=tpe", ["x=interval(0,3)"]),
+    ("sampler=cmaes", ["x=interval(0,3)", "y=range(0,3)"]),  # the categorical falls back to random
+    ("pruner=median", ["x=0,1", "curve=true"]),
+    ("pruner=hyperband", ["x=0,1", "curve=true"]),
+    ("pruner=nop", ["x=0,1", "curve=true"]),
+])
+def test_every_documented_sampler_and_pruner_runs_a_sweep(run_toy: RunToy, load_toy_study: LoadStudy,
+                                                         option: str, args: list[str]) -> None:
+    run_toy(f"hydra/sweeper/{option}", *args, f"hydra.sweep.dir=multirun/{option.replace('=', '-')}")
+    trials = load_toy_study().trials
+    assert len(trials) == 2 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    if option.startswith("pruner"):
+        assert all(t.intermediate_values for t in trials), "the pruner was consulted on reported values"
