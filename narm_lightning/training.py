@@ -170,13 +170,9 @@ def with_recbole_config_file(cfg: DictConfig) -> DictConfig:
         return cfg
     from hydra.core.hydra_config import HydraConfig
 
-    base = None
-    if HydraConfig.initialized():
-        from hydra import compose
-
-        base = compose(config_name=HydraConfig.get().job.config_name, overrides=[])
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     source = f"config_file={cfg.config_file}"
-    return apply_recbole_config(cfg, read_recbole_file(cfg.config_file), base=base, source=source)
+    return apply_recbole_config(cfg, read_recbole_file(cfg.config_file), overrides, source=source)
 
 
 def _reason(exc: Exception, file: Path) -> str:

@@ -50,10 +50,28 @@ def test_command_line_wins_over_the_file_including_group_choices(tmp_path) -> No
     path = tmp_path / "narm.yaml"
     path.write_text(RECBOLE_YAML)
     cli = [f"config_file={path}", "learning_rate=0.005", "dropout_probs=lightest"]
-    cfg = apply_recbole_config(compose_train(cli), read_recbole_file(path), base=compose_train([]))
+    cfg = apply_recbole_config(compose_train(cli), read_recbole_file(path), cli)
     assert cfg.learning_rate == 0.005
     assert list(cfg.model.dropout_probs) == [0.1, 0.2]
     assert cfg.model.hidden_size == 256  # not on the command line: the file's value
+
+
+def test_a_command_line_value_equal_to_the_default_still_wins(tmp_path) -> None:
+    path = tmp_path / "narm.yaml"
+    path.write_text("learning_rate: 0.01\n")
+    cli = [f"config_file={path}", "learning_rate=0.001"]  # 0.001 is also the default
+    assert apply_recbole_config(compose_train(cli), read_recbole_file(path), cli).learning_rate == 0.001
+
+
+def test_choosing_a_group_does_not_hide_the_files_keys_of_that_group(tmp_path) -> None:
+    path = tmp_path / "narm.yaml"
+    path.write_text("MAX_ITEM_LIST_LENGTH: 19\nhidden_size: 64\n")
+    cli = [f"config_file={path}", "data=diginetica", "model=narm"]
+    cfg = apply_recbole_config(compose_train(cli), read_recbole_file(path), cli)
+    assert cfg.data.max_item_list_length == 19 and cfg.model.hidden_size == 64
+    assert cfg.data.dataset == "diginetica"  # the group's own keys stay where the file is silent
+    cli = [*cli, "data.max_item_list_length=7"]
+    assert apply_recbole_config(compose_train(cli), read_recbole_file(path), cli).data.max_item_list_length == 7
 
 
 def test_scalars_and_strings_are_normalised_never_evaluated() -> None:

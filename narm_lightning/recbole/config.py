@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from narm_lightning import CONF_DIR
 from narm_lightning.errors import ConfigError
-from narm_lightning.io import flatten, read_text_lines
+from narm_lightning.io import read_text_lines
 
 log = logging.getLogger(__name__)
 
@@ -142,22 +143,36 @@ def read_recbole_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+SHORTCUT_GROUPS = ("dropout_probs", "hidden_size", "n_layers")  # groups that each set one model.<name> key
+
+
+def command_line_keys(overrides: Sequence[str]) -> set[str]:
+    """The dotted keys a command line sets itself: ``key=value`` overrides (``+``/``++``/``~`` too) and the
+    shortcut groups' ``model.<group>``. Choosing a group (``data=diginetica``) sets no key by itself: a file's
+    ``data.*`` keys still apply on top of that group's defaults."""
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    keys = set()
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+        if key in SHORTCUT_GROUPS:
+            keys.add(f"model.{key}")
+        elif key not in groups and not key.startswith("hydra"):
+            keys.add(key)
+    return keys
+
+
 def apply_recbole_config(
-    cfg: DictConfig, config: Mapping[str, Any], base: DictConfig | None = None, source: str = "config dict"
+    cfg: DictConfig, config: Mapping[str, Any], overrides: Sequence[str] | None = None, source: str = "config dict"
 ) -> DictConfig:
     """``cfg`` with the RecBole settings applied underneath the user's own command-line choices.
 
-    ``base`` is the same config composed without command-line overrides: every key where ``cfg`` differs
-    from it was set on the command line and keeps its value (RecBole: command line > file).
+    ``overrides`` is the command line (Hydra's task overrides): every key it sets keeps its value, whatever
+    that value is (RecBole: command line > file). ``None`` (no command line) applies every key of the file.
     """
     mapped, unsupported = map_recbole_config(config, source)
     if unsupported:
         log.warning("%s: RecBole keys not supported by narm-lightning, ignored: %s", source, ", ".join(unsupported))
-    cli_set: set[str] = set()
-    if base is not None:
-        mine = flatten(OmegaConf.to_container(cfg, resolve=False))
-        theirs = flatten(OmegaConf.to_container(base, resolve=False))
-        cli_set = {k for k, v in mine.items() if theirs.get(k, object()) != v}
+    cli_set = command_line_keys(overrides or [])
     out = cfg.copy()
     with open_dict(out):
         for key, value in mapped.items():

@@ -19,9 +19,8 @@ import yaml
 from narm_lightning import CONF_DIR
 from narm_lightning.errors import ConfigError
 from narm_lightning.io import read_text_lines
-from narm_lightning.recbole.config import KEY_MAP
+from narm_lightning.recbole.config import KEY_MAP, SHORTCUT_GROUPS
 
-GROUPS = ("dropout_probs", "hidden_size", "n_layers")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -76,7 +75,7 @@ def _fmt(value: Any) -> str:
 
 def _choice_for(name: str, values: list[Any], conf_dir: Path, where: str) -> tuple[str, str]:
     """(key or group to sweep, Hydra sweep expression) for a categorical."""
-    if name in GROUPS:
+    if name in SHORTCUT_GROUPS:
         options = _group_options(conf_dir, name)
         names = []
         for value in values:
