@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-# glibc: ask for transparent huge pages for big tensors (1.5-1.7x faster CPU steps where THP is 'madvise'; README: Performance)
+# glibc: ask for transparent huge pages for big tensors (1.5-1.7x faster CPU steps where THP is 'madvise'; docs/performance.md)
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: install postgres train test test-slow lint bench bench-gpu bench-sessions bench-serving bench-hugepages clean

@@ -3,7 +3,7 @@
 Why: a NARM training step allocates ``batch x n_items`` score and gradient blocks (88 MiB each at batch 512
 on DIGINETICA). glibc hands blocks over 32 MiB straight to the kernel and back every step; where the kernel
 gives transparent huge pages only on request (``madvise``), each block is faulted in 4 KiB at a time. On the
-2-core CPU this made a CE training step 1.5-1.7x slower (README: Performance). glibc's ``glibc.malloc.hugetlb=1``
+2-core CPU this made a CE training step 1.5-1.7x slower (docs/performance.md). glibc's ``glibc.malloc.hugetlb=1``
 tunable asks for huge pages; it must be set before the process starts, so we can only advise.
 """
 
@@ -36,4 +36,4 @@ def slow_allocation_advice(mode: str | None, env: Mapping[str, str] | None = Non
     if mode != "madvise" or HUGETLB_TUNABLE in tunables:
         return None
     return (f"CPU steps run ~1.5x faster here with GLIBC_TUNABLES={HUGETLB_TUNABLE} in the environment "
-            "(transparent huge pages are 'madvise'; the Makefile sets it; README: Performance).")
+            "(transparent huge pages are 'madvise'; the Makefile sets it; docs/performance.md).")

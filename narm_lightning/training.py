@@ -237,7 +237,7 @@ def check_distributed_launch(cfg: DictConfig) -> None:
         raise ConfigError(
             "trainer.strategy is 'ddp' inside a sweep (-m): Lightning would start each extra process by re-running "
             "the sweep command, starting the whole sweep again. Sweep with one process per trial and run several "
-            "sweep workers instead (README: Scaling out), or launch every process yourself with torchrun or "
+            "sweep workers instead (docs/scaling-out.md), or launch every process yourself with torchrun or "
             "SLURM's srun, which Lightning detects."
         )
 
