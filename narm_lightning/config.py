@@ -13,12 +13,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from narm_lightning.data.sources import SESSION_FORMATS
 from narm_lightning.errors import ConfigError
 from narm_lightning.losses import LOSS_TYPES, NegativeSampling
 from narm_lightning.metrics import METRICS
+from narm_lightning.module import OPTIMIZERS
 
-DATA_FORMATS = ("atomic", "auto", "session_text", "session_pickle", "raw")
-LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
+DATA_FORMATS = ("atomic", *SESSION_FORMATS)  # the readers' own lists: a choice is written once
+LEARNERS = tuple(OPTIMIZERS)
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 # ddp only among the multi-process strategies: the spawn/fork ones run fit() in child processes and hand
 # back only weights and callback metrics, not the per-epoch valid history a run reports from.

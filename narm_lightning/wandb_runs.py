@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from narm_lightning import CONF_DIR
 from narm_lightning.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,8 +21,8 @@ if TYPE_CHECKING:
 
 MODES = ("online", "offline", "disabled")
 STATES = ("complete", "pruned", "failed")
-# keys of conf/logger/wandb.yaml; anything else is a typo the user should hear about
-KEYS = ("mode", "project", "entity", "group", "tags", "name", "dir", "log_model")
+# the keys of conf/logger/wandb.yaml, read from it (declared once); anything else is a typo to report
+KEYS = tuple(yaml.safe_load((CONF_DIR / "logger" / "wandb.yaml").read_text(encoding="utf-8")))
 
 
 def resolve_mode(mode: str | None) -> str | None:
