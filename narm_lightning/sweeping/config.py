@@ -100,7 +100,9 @@ class OptunaSweeperConfig:
     sampler: Any = None  # filled by the hydra/sweeper/sampler group
     pruner: Any = None  # filled by the hydra/sweeper/pruner group
     direction: str = "minimize"  # minimize | maximize
-    study_name: str | None = None  # null -> the Hydra job name (stable, so reruns resume)
+    study_name: str | None = None  # null -> <study_prefix>-<hash of the search space and fixed overrides>
+    study_prefix: str | None = None  # null -> the Hydra job name
+    identity_ignore: list[str] = field(default_factory=list)  # override keys that never change results
     storage: str | None = None  # null -> sqlite:///<original cwd>/optuna/<study_name>.db
     n_trials: int = 20  # finished trials (COMPLETE+PRUNED+FAILED) wanted in the study, across all runs
     n_jobs: int = 1  # trials asked and launched per batch

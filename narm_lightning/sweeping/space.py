@@ -45,6 +45,16 @@ class SearchSpace:
     distributions: dict[str, BaseDistribution]
     fixed_overrides: list[str]
 
+    def identity(self, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+        """What decides a study's results: each swept param's distribution and the fixed overrides, except keys
+        under ``ignore`` (logging, progress, threads). Plain data, for hashing and for storing in the study."""
+        def key_of(override: str) -> str:
+            return override.lstrip("+~").split("=", 1)[0]
+
+        kept = sorted(o for o in self.fixed_overrides
+                      if not any(key_of(o) == k or key_of(o).startswith(k + ".") for k in ignore))
+        return {"params": {name: repr(dist) for name, dist in sorted(self.distributions.items())}, "fixed": kept}
+
     def is_discrete(self) -> bool:
         """True when every param has a finite set of values (what the grid sampler needs)."""
         from optuna.distributions import CategoricalDistribution

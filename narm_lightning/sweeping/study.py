@@ -132,6 +132,29 @@ def open_study(storage: Any, study_name: str, direction: str, sampler: Any, prun
     return study
 
 
+SPACE_ATTR = "search_space"  # the study's params and fixed overrides, stored when it is created
+
+
+def check_same_space(study: optuna.Study, identity: dict[str, Any]) -> None:
+    """Store the search space in a new study; refuse a run whose space contradicts the stored one (a param
+    swept with another distribution, on which Optuna fails mid-sweep), before any trial runs."""
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None:
+        if not study.trials:
+            study.set_user_attr(SPACE_ATTR, identity)
+        return
+    # a param swept by both with another distribution: Optuna cannot mix those (params added, dropped or
+    # fixed, and other fixed overrides, are what joining a study on purpose may do)
+    differ = sorted(k for k in set(stored["params"]) & set(identity["params"])
+                    if stored["params"][k] != identity["params"][k])
+    if differ:
+        said = [f"param {k}: stored {stored['params'][k]}, now {identity['params'][k]}" for k in differ]
+        raise ConfigError(
+            f"hydra.sweeper.study_name: study '{study.study_name}' was created with another search space "
+            f"({'; '.join(said)}). Drop study_name to get the study of this command, or use another name."
+        )
+
+
 def storage_backend(url: str) -> str:
     """The database of an SQLAlchemy URL without its driver: ``postgresql+psycopg2://`` -> ``postgresql``."""
     return url.split(":", 1)[0].split("+", 1)[0].lower()

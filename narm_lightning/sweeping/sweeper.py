@@ -18,6 +18,8 @@ Semantics a user can rely on:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -41,6 +43,7 @@ from narm_lightning.sweeping.study import (
     PRUNER_ATTR,
     Heartbeat,
     TrialCounts,
+    check_same_space,
     count_trials,
     default_storage_url,
     fail_stale_trials,
@@ -86,6 +89,8 @@ class OptunaSweeperImpl:
         pruner: Any,
         direction: str = "minimize",
         study_name: str | None = None,
+        study_prefix: str | None = None,
+        identity_ignore: Any = None,
         storage: str | None = None,
         n_trials: int = 20,
         n_jobs: int = 1,
@@ -111,6 +116,8 @@ class OptunaSweeperImpl:
         if not 0.0 <= max_failure_rate <= 1.0:
             raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate}.")
         self.study_name = study_name
+        self.study_prefix = study_prefix
+        self.identity_ignore = tuple(str(k) for k in (identity_ignore or ()))
         self.storage = storage
         self.n_trials = int(n_trials)
         self.n_jobs = int(n_jobs)
@@ -155,10 +162,15 @@ class OptunaSweeperImpl:
             hint = " (the cmaes sampler needs the 'cmaes' package)" if "CmaEs" in target else ""
             raise ConfigError(f"hydra.sweeper.sampler: cannot build '{target}'{hint}: {exc}") from exc
 
-    def _resolve_names(self) -> tuple[str, str]:
-        """study_name (default: the job name) and storage URL (default: SQLite under the original cwd)."""
+    def _resolve_names(self, identity: dict[str, Any]) -> tuple[str, str]:
+        """study_name and storage URL (default: SQLite under the original cwd).
+
+        Without an explicit study_name, the study is named after the search space and the result-changing fixed
+        overrides: the same command resumes its study, another space or setting starts a new one.
+        """
         assert self.config is not None
-        study_name = self.study_name or str(self.config.hydra.job.name)
+        digest = hashlib.sha256(json.dumps({**identity, "direction": self.direction}, sort_keys=True).encode())
+        study_name = self.study_name or f"{self.study_prefix or self.config.hydra.job.name}-{digest.hexdigest()[:8]}"
         storage = self.storage or default_storage_url(self.config.hydra.runtime.cwd, study_name)
         return study_name, storage
 
@@ -227,12 +239,16 @@ class OptunaSweeperImpl:
         spec = pruner_spec(self.pruner_cfg)
         from narm_lightning.sweeping.study import build_pruner
 
-        study_name, storage_url = self._resolve_names()
+        identity = space.identity(self.identity_ignore)
+        study_name, storage_url = self._resolve_names(identity)
         with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
             storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
             study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
+            check_same_space(study, identity)
             study.set_user_attr(PRUNER_ATTR, spec)
         target = self._target_trials(space, is_grid)
+        finished = count_trials(study).finished
+        log.info("%s study %s: %d/%d finished", "resuming" if finished else "new", study_name, finished, target)
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -201,3 +202,31 @@ def test_every_documented_sampler_and_pruner_runs_a_sweep(run_toy: RunToy, load_
     assert len(trials) == 2 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     if option.startswith("pruner"):
         assert all(t.intermediate_values for t in trials), "the pruner was consulted on reported values"
+
+
+def test_a_study_is_named_after_its_search_space_and_settings(run_toy: RunToy, tmp_path: Path) -> None:
+    derived = ["hydra.sweeper.study_name=null", "hydra.sweeper.study_prefix=toy",
+               "hydra.sweeper.identity_ignore=[sleep]"]
+    first = run_toy(*derived, "x=0,1", "hydra.sweep.dir=multirun/a")
+    name = re.search(r"new study (toy-[0-9a-f]{8}): 0/2 finished", first.stdout + first.stderr).group(1)
+    again = run_toy(*derived, "x=0,1", "sleep=0", "hydra.sweep.dir=multirun/b")  # an ignored key: same study
+    assert f"resuming study {name}: 2/2 finished" in again.stdout + again.stderr
+    other = run_toy(*derived, "x=0,1", "y=1", "hydra.sweep.dir=multirun/c")  # a fixed override that matters
+    wider = run_toy(*derived, "x=0,1,2", "hydra.sweep.dir=multirun/d")  # another space
+    names = {re.search(r"new study (toy-[0-9a-f]{8})", p.stdout + p.stderr).group(1) for p in (other, wider)}
+    assert len(names | {name}) == 3
+    assert {p.stem for p in (tmp_path / "optuna").glob("*.db")} == names | {name}
+
+
+def test_joining_a_study_by_name_with_another_space_is_refused_before_any_trial(
+    run_toy: RunToy, load_toy_study: LoadStudy
+) -> None:
+    run_toy("x=0,1", "hydra.sweep.dir=multirun/a")  # study_name: toy (the toy app's config)
+    refused = run_toy("x=0,1,2", "hydra.sweep.dir=multirun/b", "hydra.sweeper.n_trials=3", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    said = ("error: hydra.sweeper.study_name: study 'toy' was created with another search space (param x: stored "
+            "CategoricalDistribution(choices=(0, 1)), now CategoricalDistribution(choices=(0, 1, 2)))")
+    assert said in refused.stderr
+    assert len(load_toy_study().trials) == 2
+    run_toy("x=0,1", "y=1", "hydra.sweep.dir=multirun/c", "hydra.sweeper.n_trials=3")  # joined on purpose
+    assert len(load_toy_study().trials) == 3
