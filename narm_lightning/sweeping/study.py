@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import os
+import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -249,6 +250,51 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+WORKER_ATTR = "worker"  # "<host>:<pid>" of the sweep process that asked for a trial
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def fail_dead_workers_trials(study: optuna.Study, storage: Any) -> list[int]:
+    """Fail (and re-queue, as a stale trial) the RUNNING trials whose worker on this host is gone.
+
+    A worker killed with -9 leaves its trial RUNNING; heartbeats find it only after the grace period, and
+    not at all if it died before its first beat. On this host the owner's pid answers at once.
+    """
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        trial_id = trial_ids(storage, study, [trial])[0]
+        if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)(study, storage.get_trial(trial_id))
+            failed.append(trial.number)
+    if failed:
+        log.warning("Trial(s) %s were left RUNNING by a sweep process that no longer exists (killed?): failed "
+                    "and queued to run again.", ", ".join(map(str, failed)))
+    return failed
 
 
 def heartbeat_enabled(storage: Any) -> bool:

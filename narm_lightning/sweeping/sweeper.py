@@ -41,11 +41,13 @@ from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, pars
 from narm_lightning.sweeping.study import (
     ERROR_ATTR,
     PRUNER_ATTR,
+    WORKER_ATTR,
     Heartbeat,
     TrialCounts,
     check_same_space,
     count_trials,
     default_storage_url,
+    fail_dead_workers_trials,
     fail_stale_trials,
     heartbeat_enabled,
     make_storage,
@@ -53,6 +55,7 @@ from narm_lightning.sweeping.study import (
     pruner_spec,
     redact_url,
     study_lock,
+    this_worker,
     trial_ids,
 )
 
@@ -194,6 +197,9 @@ class OptunaSweeperImpl:
         with warnings.catch_warnings():  # the sweeper beats itself (study.Heartbeat); Optuna warns anyway
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask(fixed_distributions=dict(space.distributions))
+        trial.set_user_attr(WORKER_ATTR, this_worker())  # a rerun on this host sees at once if we are gone
+        if heartbeat_enabled(self._db):  # a beat from the start: a trial never lacks one, however we die
+            self._db.record_heartbeat(trial_ids(self._db, study, [trial])[0])
         if self.custom_search_space:
             assert self.config is not None
             get_method(self.custom_search_space)(self.config, trial)
@@ -264,6 +270,9 @@ class OptunaSweeperImpl:
         )
         try:
             self._loop(study, space, storage_url, study_name, target)
+        except BaseException as exc:  # whatever stops this worker, none of its trials stays RUNNING
+            fail_own_running_trials(study, self._db, f"the sweep process stopped ({type(exc).__name__}: {exc})")
+            raise
         finally:
             report.write_results(study, sweep_dir, target=target, plots=self.plots)
         return [study]
@@ -274,6 +283,7 @@ class OptunaSweeperImpl:
         job_idx = next_job_index(Path(str(self.config.hydra.sweep.dir))) if self.config is not None else 0
         while True:
             with study_lock(storage_url):
+                fail_dead_workers_trials(study, self._db)
                 fail_stale_trials(study)
                 counts = count_trials(study)
                 self._check_failures(counts, target)
@@ -355,6 +365,20 @@ def _to_dict(node: Any, key: str) -> dict[str, Any]:
     if isinstance(node, dict):
         return dict(node)
     raise ConfigError(f"{key} must be a mapping, got {type(node).__name__}: {node!r}")
+
+
+def fail_own_running_trials(study: Any, storage: Any, message: str) -> None:
+    """FAIL this process's RUNNING trials (best effort: the storage may be what failed)."""
+    from optuna.trial import Trial, TrialState
+
+    me = this_worker()
+    try:
+        mine = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.user_attrs.get(WORKER_ATTR) == me]
+        for trial_id in trial_ids(storage, study, mine):
+            _fail(study, Trial(study, trial_id), message)
+    except Exception as exc:  # noqa: BLE001 - the original error matters more; a rerun detects the rest
+        log.warning("Could not fail this worker's running trials: %s", exc)
 
 
 def _fail(study: Any, trial: Any, message: str) -> None:

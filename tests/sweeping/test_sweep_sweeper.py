@@ -230,3 +230,50 @@ def test_joining_a_study_by_name_with_another_space_is_refused_before_any_trial(
     assert len(load_toy_study().trials) == 2
     run_toy("x=0,1", "y=1", "hydra.sweep.dir=multirun/c", "hydra.sweeper.n_trials=3")  # joined on purpose
     assert len(load_toy_study().trials) == 3
+
+
+def test_a_worker_killed_with_9_mid_trial_never_blocks_the_study(
+    run_toy: RunToy, load_toy_study: LoadStudy, tmp_path: Path
+) -> None:
+    """kill -9 leaves its trial RUNNING; a rerun on this host sees the owner's pid gone and re-runs the slot at
+    once, without waiting out the heartbeat grace period (120 s here)."""
+    from tests.sweeping.conftest import toy_command, toy_env
+
+    proc = subprocess.Popen(toy_command("x=0,1", "sleep=60", "hydra.sweep.dir=multirun/k"), cwd=tmp_path,
+                            env=toy_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+        while time.monotonic() < deadline:
+            try:
+                if (tmp_path / "optuna" / "toy.db").exists() and any(
+                        t.state == TrialState.RUNNING for t in load_toy_study().trials):
+                    break
+            except KeyError:  # the database exists, the study row not yet
+                pass
+            time.sleep(0.2)
+        proc.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [t.state for t in load_toy_study().trials] == [TrialState.RUNNING]
+    rerun = run_toy("x=0,1", "sleep=0", "hydra.sweep.dir=multirun/r")
+    assert "left RUNNING by a sweep process that no longer exists" in rerun.stdout + rerun.stderr
+    counts = count_trials(load_toy_study())
+    assert (counts.complete, counts.failed, counts.stale, counts.running) == (2, 0, 1, 0)
+
+
+def test_a_worker_that_crashes_fails_its_own_trials_on_the_way_out(
+    run_toy: RunToy, load_toy_study: LoadStudy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from narm_lightning.sweeping import sweeper as sweeper_module
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr(sweeper_module.WORKER_ATTR, sweeper_module.this_worker())
+    other = study.ask()
+    other.set_user_attr(sweeper_module.WORKER_ATTR, "elsewhere:1")
+    sweeper_module.fail_own_running_trials(study, study._storage, "the sweep process stopped (ValueError: x)")
+    states = {t.number: t.state for t in study.trials}
+    assert states == {0: TrialState.FAIL, 1: TrialState.RUNNING}
+    assert study.trials[0].user_attrs["error"].startswith("the sweep process stopped")
