@@ -104,7 +104,7 @@ class OptunaSweeperConfig:
     study_prefix: str | None = None  # null -> the Hydra job name
     identity_ignore: list[str] = field(default_factory=list)  # override keys that never change results
     storage: str | None = None  # null -> sqlite:///<original cwd>/optuna/<study_name>.db
-    n_trials: int = 20  # finished trials (COMPLETE+PRUNED+FAILED) wanted in the study, across all runs
+    n_trials: int | None = None  # finished trials wanted in the study, across all runs (null: the grid's size, else 30)
     n_jobs: int = 1  # trials asked and launched per batch
     max_failure_rate: float = 0.25  # stop once failed trials exceed this fraction of n_trials
     params: dict[str, str] | None = None  # search space in Hydra's override grammar

@@ -76,6 +76,23 @@ class SearchSpace:
             grid[name] = list(dist.choices)
         return grid
 
+    def describe(self, grid: bool) -> str:
+        """The space in one line: ``grid of 12 points: lr 2 x n_layers 2 x dropout 3`` or each param's range."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if grid and self.is_discrete():
+            counts = " x ".join(f"{name} {len(values)}" for name, values in self.grid().items())
+            return f"grid of {self.size()} points: {counts}"
+        parts = []
+        for name, dist in self.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                parts.append(f"{name} {{{', '.join(map(str, dist.choices))}}}")
+            elif isinstance(dist, (FloatDistribution, IntDistribution)):
+                parts.append(f"{name} [{dist.low}, {dist.high}]{' log' if dist.log else ''}")
+            else:
+                parts.append(f"{name} {dist}")
+        return "; ".join(parts)
+
     def size(self) -> int | None:
         """Number of grid points, or None when the space has a continuous param."""
         if not self.is_discrete():

@@ -60,6 +60,7 @@ from narm_lightning.sweeping.study import (
 )
 
 log = logging.getLogger(__name__)
+DEFAULT_TRIALS = 30  # n_trials: null with a sampler other than the grid
 
 IDENTITY_SECTION = "optuna"  # config section the trial identity is written to
 _MAX_ERROR_CHARS = 2000
@@ -95,7 +96,7 @@ class OptunaSweeperImpl:
         study_prefix: str | None = None,
         identity_ignore: Any = None,
         storage: str | None = None,
-        n_trials: int = 20,
+        n_trials: int | None = None,
         n_jobs: int = 1,
         max_failure_rate: float = 0.25,
         params: Any = None,
@@ -112,8 +113,8 @@ class OptunaSweeperImpl:
                 f"hydra.sweeper.direction must be 'minimize' or 'maximize', got '{direction}'. "
                 f"Only single-objective studies are supported."
             )
-        if n_trials < 1:
-            raise ConfigError(f"hydra.sweeper.n_trials must be >= 1, got {n_trials}.")
+        if n_trials is not None and n_trials < 1:
+            raise ConfigError(f"hydra.sweeper.n_trials must be >= 1 or null, got {n_trials}.")
         if n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_jobs must be >= 1, got {n_jobs}.")
         if not 0.0 <= max_failure_rate <= 1.0:
@@ -122,7 +123,7 @@ class OptunaSweeperImpl:
         self.study_prefix = study_prefix
         self.identity_ignore = tuple(str(k) for k in (identity_ignore or ()))
         self.storage = storage
-        self.n_trials = int(n_trials)
+        self.n_trials = None if n_trials is None else int(n_trials)
         self.n_jobs = int(n_jobs)
         self.max_failure_rate = float(max_failure_rate)
         self.params = _to_dict(params, "hydra.sweeper.params") if params is not None else {}
@@ -134,6 +135,7 @@ class OptunaSweeperImpl:
         self.config: DictConfig | None = None
         self.launcher: Any = None
         self._db: Any = None  # the opened Optuna storage of the running sweep (``storage`` is its URL)
+        self._progress: Progress | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher that runs each trial as a job."""
@@ -178,9 +180,12 @@ class OptunaSweeperImpl:
         return study_name, storage
 
     def _target_trials(self, space: SearchSpace, is_grid: bool) -> int:
+        """``n_trials``; null means the grid's size (every point once), or DEFAULT_TRIALS for other samplers."""
         size = space.size() if is_grid else None
+        if self.n_trials is None:
+            return size if size is not None else DEFAULT_TRIALS
         if size is not None and size < self.n_trials:
-            log.info("Grid has %d points: n_trials %d capped to %d.", size, self.n_trials, size)
+            log.info("The grid has %d points: n_trials %d capped to %d.", size, self.n_trials, size)
             return size
         return self.n_trials
 
@@ -254,20 +259,21 @@ class OptunaSweeperImpl:
             study.set_user_attr(PRUNER_ATTR, spec)
         target = self._target_trials(space, is_grid)
         finished = count_trials(study).finished
-        log.info("%s study %s: %d/%d finished", "resuming" if finished else "new", study_name, finished, target)
+        sampler_name = "grid" if is_grid else str(self.sampler_cfg.get("_target_", "")).rsplit(".", 1)[-1]
+        log.info("%s study %s: %d/%d finished. Space: %s; n_trials %d (%s)",
+                 "resuming" if finished else "new", study_name, finished, target, space.describe(is_grid), target,
+                 sampler_name)
+        if finished >= target:  # nothing to run: no new sweep folder, no new results or W&B summary run
+            log.info("Study %s is complete (%d/%d finished); raise hydra.sweeper.n_trials to run more.",
+                     study_name, finished, target)
+            return [study]
+        self._progress = Progress(target, finished, self.n_jobs)
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        log.info(
-            "Study '%s' in %s: %s, target %d finished trials, params %s, fixed %s",
-            study_name,
-            redact_url(storage_url),
-            self.direction,
-            target,
-            list(space.distributions),
-            space.fixed_overrides,
-        )
+        log.info("Storage %s (%s); every trial also gets %s", redact_url(storage_url), self.direction,
+                 " ".join(space.fixed_overrides) or "no fixed override")
         try:
             self._loop(study, space, storage_url, study_name, target)
         except BaseException as exc:  # whatever stops this worker, none of its trials stays RUNNING
@@ -333,6 +339,8 @@ class OptunaSweeperImpl:
             raise
         for trial, ret in zip(trials, returns):
             _tell(study, trial, ret)
+            if self._progress is not None:
+                log.info("%s", self._progress.line(study, trial.number))
 
 
 def next_job_index(sweep_dir: Path) -> int:
@@ -365,6 +373,37 @@ def _to_dict(node: Any, key: str) -> dict[str, Any]:
     if isinstance(node, dict):
         return dict(node)
     raise ConfigError(f"{key} must be a mapping, got {type(node).__name__}: {node!r}")
+
+
+class Progress:
+    """One line per finished trial: its place in the study, params, result, duration and the ETA.
+
+    The ETA is the mean duration of this process's trials times the slots left, over ``n_jobs``.
+    """
+
+    def __init__(self, target: int, finished_at_start: int, n_jobs: int) -> None:
+        self.target, self.n_jobs = target, n_jobs
+        self.durations: list[float] = []
+        self.finished = finished_at_start
+
+    def line(self, study: Any, number: int) -> str:
+        trial = study.trials[number]
+        self.finished += 1
+        seconds = ((trial.datetime_complete - trial.datetime_start).total_seconds()
+                   if trial.datetime_complete and trial.datetime_start else 0.0)
+        self.durations.append(seconds)
+        params = " ".join(f"{k}={v}" for k, v in trial.params.items())
+        outcome = (f"value {trial.value:.4g}" if trial.value is not None
+                   else trial.state.name + (f" ({trial.user_attrs[ERROR_ATTR][:80]})"
+                                            if ERROR_ATTR in trial.user_attrs else ""))
+        left = max(self.target - self.finished, 0)
+        eta = sum(self.durations) / len(self.durations) * left / self.n_jobs
+        return (f"trial {self.finished}/{self.target} {params}: {outcome}, {_minutes(seconds)}"
+                + (f", ETA {_minutes(eta)}" if left else ""))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def fail_own_running_trials(study: Any, storage: Any, message: str) -> None:
@@ -424,5 +463,4 @@ def _tell(study: Any, trial: Any, ret: Any) -> None:
     if not math.isfinite(number):
         _fail(study, trial, f"the task returned a non-finite objective ({number})")
         return
-    log.info("Trial %d COMPLETE: value %s", trial.number, number)
     study.tell(trial, number)

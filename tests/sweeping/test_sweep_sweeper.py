@@ -277,3 +277,16 @@ def test_a_worker_that_crashes_fails_its_own_trials_on_the_way_out(
     states = {t.number: t.state for t in study.trials}
     assert states == {0: TrialState.FAIL, 1: TrialState.RUNNING}
     assert study.trials[0].user_attrs["error"].startswith("the sweep process stopped")
+
+
+def test_the_console_tells_the_story_and_a_finished_study_writes_nothing(run_toy: RunToy, tmp_path: Path) -> None:
+    args = ["x=0,1,2", "size=choice(small,large)", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=null"]
+    out = run_toy(*args, "hydra.sweep.dir=multirun/a")
+    text = out.stdout + out.stderr
+    assert "new study toy: 0/6 finished. Space: grid of 6 points: x 3 x size 2; n_trials 6 (grid)" in text
+    lines = re.findall(r"trial (\d)/6 x=\d size=\w+: value [\d.]+, \d+ s(, ETA \d+ s)?", text)
+    assert [n for n, _ in lines] == ["1", "2", "3", "4", "5", "6"] and all(eta for _, eta in lines[:-1])
+    assert "Best trial: #" in text
+    again = run_toy(*args, "hydra.sweep.dir=multirun/b")
+    assert "Study toy is complete (6/6 finished)" in again.stdout + again.stderr
+    assert not (tmp_path / "multirun" / "b").exists(), "a finished study's rerun leaves no sweep folder"
