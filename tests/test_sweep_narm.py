@@ -68,3 +68,16 @@ def test_each_trial_is_its_own_wandb_run_plus_one_summary_run(tiny_root, tmp_pat
     assert [r.name for r in trials] == ["trial-0", "trial-1"]
     assert all(r.group == "wb" and "complete" in r.tags and r.exit_code == 0 for r in trials)
     assert len(summary) == 1 and summary[0].group == "wb" and summary[0].exit_code == 0
+
+
+def test_typos_and_bad_values_fail_before_trial_0_and_leave_nothing(tiny_root, tmp_path) -> None:
+    tiny = tiny_overrides(tiny_root, "epochs=1")
+    for bad, said in (("learnig_rate=0.01,0.001", "Could not override 'learnig_rate'"),
+                      ("learning_rate=0.01,-1", "learning_rate is -1; expected a number > 0"),
+                      ("model.hidden_size=range(0,3)", "model.hidden_size is 0; expected a positive integer")):
+        proc = _sweep(tmp_path, *tiny, bad, "hydra.sweeper.params=null")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "error: hydra.sweeper: a trial of this search space would not run" in proc.stderr
+        assert said in proc.stderr and "Nothing was started" in proc.stderr
+    assert not (tmp_path / "optuna").exists() or not list((tmp_path / "optuna").glob("*.db")), "no study created"
+    assert not (tmp_path / "multirun").exists(), "no sweep folder"

@@ -109,6 +109,7 @@ class OptunaSweeperConfig:
     max_failure_rate: float = 0.25  # stop once failed trials exceed this fraction of n_trials
     params: dict[str, str] | None = None  # search space in Hydra's override grammar
     custom_search_space: str | None = None  # dotted path of fn(cfg, trial) for conditional params
+    config_check: str | None = None  # dotted path of fn(cfg) raising on an invalid trial config (run before trial 0)
     heartbeat_interval: int | None = 60  # seconds between heartbeats of running trials; null disables
     grace_period: int | None = None  # seconds without heartbeat before a trial is stale (null: 2x)
     plots: bool = True  # write Optuna's HTML plots into the sweep dir

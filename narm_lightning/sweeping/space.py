@@ -14,6 +14,7 @@ Parsing goes through Hydra's ``OverridesParser`` (never eval), so the sweeper ac
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,27 @@ class SearchSpace:
                 )
             grid[name] = list(dist.choices)
         return grid
+
+    def check_points(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Param values that test the whole space before any trial: every grid point when there are at most
+        ``limit``; else each param's choices (or both bounds) in turn, the others at their first value."""
+        from optuna.distributions import CategoricalDistribution
+
+        values: dict[str, list[Any]] = {}
+        for name, dist in self.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                values[name] = list(dist.choices)
+            else:
+                values[name] = [dist.low, dist.high]  # type: ignore[attr-defined]
+        if not values:
+            return [{}]
+        total = 1
+        for choices in values.values():
+            total *= len(choices)
+        if total <= limit:
+            return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
+        first = {name: choices[0] for name, choices in values.items()}
+        return [{**first, name: v} for name, choices in values.items() for v in choices]
 
     def describe(self, grid: bool) -> str:
         """The space in one line: ``grid of 12 points: lr 2 x n_layers 2 x dropout 3`` or each param's range."""

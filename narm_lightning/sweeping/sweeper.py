@@ -101,6 +101,7 @@ class OptunaSweeperImpl:
         max_failure_rate: float = 0.25,
         params: Any = None,
         custom_search_space: str | None = None,
+        config_check: str | None = None,
         heartbeat_interval: int | None = 60,
         grace_period: int | None = None,
         plots: bool = True,
@@ -128,6 +129,7 @@ class OptunaSweeperImpl:
         self.max_failure_rate = float(max_failure_rate)
         self.params = _to_dict(params, "hydra.sweeper.params") if params is not None else {}
         self.custom_search_space = custom_search_space
+        self.config_check = config_check
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.plots = bool(plots)
@@ -216,6 +218,29 @@ class OptunaSweeperImpl:
         loader = self.hydra_context.config_loader
         return frozenset(k for k in params if loader.get_group_options(k))
 
+    def _check_space(self, space: SearchSpace) -> None:
+        """Compose (and check with ``config_check``) a trial config for every grid point, or each param's
+        choices and bounds, before any study exists: a misspelled key or a bad value is one paragraph now,
+        not a traceback after trial 0 started."""
+        assert self.hydra_context is not None and self.config is not None
+        check = get_method(self.config_check) if self.config_check else None
+        groups = self._config_groups(dict(space.distributions))
+        points = space.check_points()
+        for params in points:
+            overrides = [*space.fixed_overrides, *params_to_overrides(params, groups),
+                         *identity_overrides("check", "check", 0)]
+            try:
+                cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
+                                                                         sweep_overrides=overrides)
+                if check is not None:
+                    check(cfg)
+            except Exception as exc:  # noqa: BLE001 - Hydra's and the app's errors alike: one paragraph
+                shown = " ".join(f"{k}={v}" for k, v in params.items()) or "the fixed overrides"
+                detail = " ".join(str(exc).split())
+                raise ConfigError(f"hydra.sweeper: a trial of this search space would not run ({shown}): "
+                                  f"{detail} Nothing was started; fix the key or value and run again.") from None
+        log.debug("Checked %d trial configs before the study.", len(points))
+
     def _validate_batch(self, batch: list[list[str]]) -> None:
         """Compose each trial's config now, so a bad override fails loudly before any training starts."""
         assert self.hydra_context is not None and self.config is not None
@@ -246,6 +271,7 @@ class OptunaSweeperImpl:
                 "overrides on the command line (e.g. 'lr=interval(1e-4,1e-1)')."
             )
         sampler = self._build_sampler(space)
+        self._check_space(space)
         is_grid = str(self.sampler_cfg.get("_target_")) == _GRID_TARGET
         spec = pruner_spec(self.pruner_cfg)
         from narm_lightning.sweeping.study import build_pruner
