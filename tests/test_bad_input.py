@@ -4,11 +4,8 @@ no memory out of proportion to the data."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from narm_lightning.sweeping.study import make_storage
 from narm_lightning.training import train
 from tests.conftest import write_inter
 from tests.helpers import REPO, compose_train, tiny_overrides
+from tests.test_fuzz_readers import no_hang
 
 
 def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -40,21 +38,6 @@ def _one_paragraph(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert len(error) == 1, proc.stderr[-3000:]
     for needle in needles:
         assert needle in error[0], error[0]
-
-
-@contextmanager
-def _deadline(seconds: int) -> Iterator[None]:
-    """Fail instead of hanging (a FIFO read blocks forever)."""
-    def boom(*_: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # --- config values refused up front --------------------------------------------------------------------
@@ -231,5 +214,5 @@ def test_a_nul_byte_in_a_session_file_is_refused(tmp_path) -> None:
 def test_a_fifo_as_a_data_file_is_refused_not_waited_on(tmp_path) -> None:
     (tmp_path / "f").mkdir()
     os.mkfifo(tmp_path / "f" / "f.inter")
-    with _deadline(30), pytest.raises(DataError, match=r"f\.inter: is not a regular file \(a pipe, socket or device\)"):
+    with no_hang(30), pytest.raises(DataError, match=r"f\.inter: is not a regular file \(a pipe, socket or device\)"):
         load_user_sequences("f", str(tmp_path), [], "user_id", "item_id", "timestamp", 50, download=False)
