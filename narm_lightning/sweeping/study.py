@@ -17,6 +17,7 @@ Semantics (documented for users in the sweeper's docstring):
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import hashlib
 import logging
@@ -269,11 +270,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_dead_workers_trials(study: optuna.Study, storage: Any) -> list[int]:
-    """Fail (and re-queue, as a stale trial) the RUNNING trials whose worker on this host is gone.
+def fail_dead_workers_trials(study: optuna.Study, storage: Any, grace_seconds: float) -> list[int]:
+    """Fail (and re-queue, as a stale trial) the RUNNING trials whose worker is gone.
 
     A worker killed with -9 leaves its trial RUNNING; heartbeats find it only after the grace period, and
-    not at all if it died before its first beat. On this host the owner's pid answers at once.
+    not at all if it died before its first beat. On this host the owner's pid answers at once; a trial that
+    never got its owner recorded (killed within a millisecond of asking, or from an older version) is
+    orphaned once it has been RUNNING for longer than ``grace_seconds``.
     """
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -281,9 +284,14 @@ def fail_dead_workers_trials(study: optuna.Study, storage: Any) -> list[int]:
 
     host = socket.gethostname()
     failed = []
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        if WORKER_ATTR not in trial.user_attrs:
+            started = trial.datetime_start or now
+            if (now - started).total_seconds() <= grace_seconds:
+                continue
+        elif owner_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         trial_id = trial_ids(storage, study, [trial])[0]
         if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):

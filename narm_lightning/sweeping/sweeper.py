@@ -191,6 +191,11 @@ class OptunaSweeperImpl:
             return size
         return self.n_trials
 
+    def _grace_seconds(self) -> float:
+        """How long a RUNNING trial may go without its owner recorded: the heartbeat grace period."""
+        interval = self.heartbeat_interval or 60
+        return float(self.grace_period or 2 * interval)
+
     def _check_failures(self, counts: TrialCounts, target: int) -> None:
         allowed = math.floor(self.max_failure_rate * target + 1e-9)
         if counts.failed > allowed:
@@ -315,7 +320,7 @@ class OptunaSweeperImpl:
         job_idx = next_job_index(Path(str(self.config.hydra.sweep.dir))) if self.config is not None else 0
         while True:
             with study_lock(storage_url):
-                fail_dead_workers_trials(study, self._db)
+                fail_dead_workers_trials(study, self._db, self._grace_seconds())
                 fail_stale_trials(study)
                 counts = count_trials(study)
                 self._check_failures(counts, target)

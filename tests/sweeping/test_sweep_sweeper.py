@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from narm_lightning.errors import ConfigError
 from narm_lightning.sweeping.space import parse_search_space
-from narm_lightning.sweeping.study import count_trials
+from narm_lightning.sweeping.study import WORKER_ATTR, count_trials, fail_dead_workers_trials
 from narm_lightning.sweeping.sweeper import OptunaSweeperImpl
 
 RunToy = Callable[..., subprocess.CompletedProcess[str]]
@@ -246,7 +246,7 @@ def test_a_worker_killed_with_9_mid_trial_never_blocks_the_study(
         while time.monotonic() < deadline:
             try:
                 if (tmp_path / "optuna" / "toy.db").exists() and any(
-                        t.state == TrialState.RUNNING for t in load_toy_study().trials):
+                        t.state == TrialState.RUNNING and WORKER_ATTR in t.user_attrs for t in load_toy_study().trials):
                     break
             except KeyError:  # the database exists, the study row not yet
                 pass
@@ -290,3 +290,14 @@ def test_the_console_tells_the_story_and_a_finished_study_writes_nothing(run_toy
     again = run_toy(*args, "hydra.sweep.dir=multirun/b")
     assert "Study toy is complete (6/6 finished)" in again.stdout + again.stderr
     assert not (tmp_path / "multirun" / "b").exists(), "a finished study's rerun leaves no sweep folder"
+
+
+def test_a_running_trial_whose_owner_was_never_recorded_is_orphaned_after_the_grace_period() -> None:
+    study = optuna.create_study()
+    orphan = study.ask()  # a worker killed between ask and recording itself
+    live = study.ask()
+    live.set_user_attr(WORKER_ATTR, "elsewhere:1")  # another host: only heartbeats can tell
+    assert fail_dead_workers_trials(study, study._storage, grace_seconds=3600) == []
+    assert fail_dead_workers_trials(study, study._storage, grace_seconds=0) == [orphan.number]
+    states = [t.state for t in study.trials]
+    assert states[:2] == [TrialState.FAIL, TrialState.RUNNING] and states[2] == TrialState.WAITING  # re-queued
