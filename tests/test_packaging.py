@@ -52,7 +52,7 @@ def test_the_wheel_ships_every_config(installed) -> None:
 @pytest.mark.parametrize(("program", "needles"), [
     ("narm-train", ["Train NARM", "model=narm", "learning_rate=0.001", "optimizer step size",
                     "model.hidden_size=128", "data.max_item_list_length=50", "Examples:", "narm-train resume="]),
-    ("narm-sweep", ["Hyper-parameter search", "hydra.sweeper.n_trials=30", "--params-file=hyper.test",
+    ("narm-sweep", ["Hyper-parameter search", "hydra.sweeper.n_trials=null", "--params-file=hyper.test",
                     "learning_rate=0.001"]),
     ("narm-recommend", ["Top-K recommendations", "k=20", "exclude_seen=false", "Export the scoring model",
                         "formats=[torchscript]"]),

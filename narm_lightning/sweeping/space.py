@@ -77,7 +77,7 @@ class SearchSpace:
             grid[name] = list(dist.choices)
         return grid
 
-    def check_points(self, limit: int = 1000) -> list[dict[str, Any]]:
+    def check_points(self, limit: int = 200) -> list[dict[str, Any]]:
         """Param values that test the whole space before any trial: every grid point when there are at most
         ``limit``; else each param's choices (or both bounds) in turn, the others at their first value."""
         from optuna.distributions import CategoricalDistribution
