@@ -9,6 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from narm_lightning.sweeping.report import inline_plotlyjs
 from narm_lightning.wandb_runs import finish_run, open_run
 
 
@@ -47,7 +48,8 @@ def log_sweep_summary(
         run.log({"trials": wandb.Table(columns=columns, data=data)})
         for path in html_plot_paths:
             path = Path(path)
-            run.log({f"plots/{path.stem}": wandb.Html(path.read_text(encoding="utf-8"))})
+            html = inline_plotlyjs(path.read_text(encoding="utf-8"), path.parent)
+            run.log({f"plots/{path.stem}": wandb.Html(html)})
         run.summary.update({"n_trials": len(trials_table_rows), **dict(summary or {})})
         state = "complete"
     finally:

@@ -113,6 +113,7 @@ class OptunaSweeperConfig:
     heartbeat_interval: int | None = 60  # seconds between heartbeats of running trials; null disables
     grace_period: int | None = None  # seconds without heartbeat before a trial is stale (null: 2x)
     plots: bool = True  # write Optuna's HTML plots into the sweep dir
+    objective_name: str | None = None  # what the objective is, for plots and tables (null: "objective")
 
 
 def register_configs() -> None:

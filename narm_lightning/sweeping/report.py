@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def _best_trial(study: Any) -> Any:
 
 
 def trials_csv(study: Any) -> str:
-    """One row per trial: number, state, one column per param, value, duration_s, error."""
+    """One row per trial: number, state, one column per param, value, duration_s, its run folder, error."""
     trials = study.get_trials(deepcopy=False)
     stale = stale_trial_numbers(trials)
     names: list[str] = []
@@ -73,7 +74,7 @@ def trials_csv(study: Any) -> str:
         names.extend(name for name in trial.params if name not in names)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["number", "state", *names, "value", "duration_s", "error"])
+    writer.writerow(["number", "state", *names, "value", "duration_s", "folder", "error"])
     for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
         error = trial.user_attrs.get(ERROR_ATTR, "")
@@ -86,27 +87,63 @@ def trials_csv(study: Any) -> str:
                 *[_scalar(trial.params.get(name, "")) for name in names],
                 "" if trial.value is None else trial.value,
                 "" if duration is None else f"{duration:.3f}",
+                trial.user_attrs.get("output_dir", ""),
                 error,
             ]
         )
     return buffer.getvalue()
 
 
+PLOTLY_JS = "plotly.min.js"  # shipped once beside the plots: they open offline, without a CDN
+MIN_IMPORTANCE_TRIALS = 5  # fewer complete trials rank parameters by noise
+
+
+def _importance_problem(study: Any) -> str | None:
+    """Why parameter importances would mean nothing yet (None when they can be computed meaningfully)."""
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    varying = [name for name in {n for t in complete for n in t.params}
+               if len({repr(t.params.get(name)) for t in complete}) > 1]
+    if len(complete) < MIN_IMPORTANCE_TRIALS or len(varying) < 2:
+        return (f"importances need at least {MIN_IMPORTANCE_TRIALS} complete trials and 2 parameters that vary "
+                f"(have {len(complete)} and {len(varying)})")
+    return None
+
+
 def write_plots(study: Any, sweep_dir: Path) -> list[str]:
-    """Optuna's HTML plots; each one that cannot be computed is skipped with a log line."""
+    """Optuna's HTML plots, with plotly.js beside them (offline); a plot that would mean nothing is skipped
+    with one log line saying why."""
     import optuna.visualization as vis
+    from plotly.offline import get_plotlyjs
 
     written: list[str] = []
+    target = {"target_name": study.metric_names[0]} if study.metric_names else {}  # the axis says what it is
     for name in PLOTS:
+        problem = _importance_problem(study) if name == "param_importances" else None
+        if problem:
+            log.info("Skipped %s.html: %s.", name, problem)
+            continue
         try:
-            figure = getattr(vis, f"plot_{name}")(study)
-            html = figure.to_html(include_plotlyjs="cdn", full_html=True)
-        except Exception as exc:  # noqa: BLE001 - e.g. importances need >= 2 complete trials with varying params
+            figure = getattr(vis, f"plot_{name}")(study, **target)
+            html = figure.to_html(include_plotlyjs="directory", full_html=True)
+        except Exception as exc:  # noqa: BLE001 - Optuna raises various types for studies it cannot plot
             log.info("Skipped %s.html: %s", name, exc)
             continue
         write_text_atomic(sweep_dir / f"{name}.html", html)
         written.append(name)
+    if written and not (sweep_dir / PLOTLY_JS).is_file():
+        write_text_atomic(sweep_dir / PLOTLY_JS, get_plotlyjs())
     return written
+
+
+def inline_plotlyjs(html: str, sweep_dir: Path) -> str:
+    """A plot's HTML with plotly.js inside it, for places that do not see the file beside it (a W&B run)."""
+    tag = re.compile(rf'<script[^>]*\bsrc="{re.escape(PLOTLY_JS)}"[^>]*>\s*</script>')
+    if not tag.search(html):
+        return html
+    script = (sweep_dir / PLOTLY_JS).read_text(encoding="utf-8")
+    return tag.sub(lambda _: f"<script>{script}</script>", html, count=1)
 
 
 def write_results(

@@ -33,6 +33,7 @@ from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import ExperimentalWarning
 
 from narm_lightning.cli import fail
 from narm_lightning.errors import ConfigError, NarmError, RunInterrupted
@@ -105,6 +106,7 @@ class OptunaSweeperImpl:
         heartbeat_interval: int | None = 60,
         grace_period: int | None = None,
         plots: bool = True,
+        objective_name: str | None = None,
     ) -> None:
         self.sampler_cfg = _to_dict(sampler, "hydra.sweeper.sampler")
         self.pruner_cfg = _to_dict(pruner, "hydra.sweeper.pruner")
@@ -133,6 +135,7 @@ class OptunaSweeperImpl:
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.plots = bool(plots)
+        self.objective_name = objective_name
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
@@ -288,6 +291,10 @@ class OptunaSweeperImpl:
             study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
             check_same_space(study, identity)
             study.set_user_attr(PRUNER_ATTR, spec)
+            if self.objective_name:  # plots name their axis after it instead of "Objective Value"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    study.set_metric_names([str(self.objective_name)])
         target = self._target_trials(space, is_grid)
         finished = count_trials(study).finished
         sampler_name = "grid" if is_grid else str(self.sampler_cfg.get("_target_", "")).rsplit(".", 1)[-1]

@@ -301,3 +301,28 @@ def test_a_running_trial_whose_owner_was_never_recorded_is_orphaned_after_the_gr
     assert fail_dead_workers_trials(study, study._storage, grace_seconds=0) == [orphan.number]
     states = [t.state for t in study.trials]
     assert states[:2] == [TrialState.FAIL, TrialState.RUNNING] and states[2] == TrialState.WAITING  # re-queued
+
+
+def test_plots_open_offline_name_the_objective_and_skip_meaningless_importances(
+    run_toy: RunToy, tmp_path: Path
+) -> None:
+    out = run_toy("x=0,1", "hydra/sweeper/sampler=grid", "hydra.sweeper.plots=true",
+                  "hydra.sweeper.objective_name=toy loss", "hydra.sweep.dir=multirun/p")
+    folder = sweep_dir(tmp_path, "p")
+    assert (folder / "plotly.min.js").stat().st_size > 1_000_000
+    history = (folder / "optimization_history.html").read_text()
+    assert 'src="plotly.min.js"' in history and "cdn.plot.ly" not in history
+    assert "toy loss" in history and "Objective Value" not in history
+    assert not (folder / "param_importances.html").exists()
+    assert "Skipped param_importances.html: importances need at least 5 complete trials and 2 parameters that " \
+           "vary (have 2 and 1)" in out.stdout + out.stderr
+    rows = read_csv(folder / "trials.csv")
+    assert all(Path(r["folder"]).is_dir() and Path(r["folder"]).parent == folder for r in rows)
+
+
+def test_a_w_and_b_plot_carries_plotly_inside(tmp_path: Path) -> None:
+    from narm_lightning.sweeping.report import PLOTLY_JS, inline_plotlyjs
+
+    (tmp_path / PLOTLY_JS).write_text("/* plotly */")
+    html = f'<html><script charset="utf-8" src="{PLOTLY_JS}"></script><div>plot</div></html>'
+    assert inline_plotlyjs(html, tmp_path) == "<html><script>/* plotly */</script><div>plot</div></html>"
