@@ -21,8 +21,10 @@ import optuna
 import pytorch_lightning as pl
 
 from narm_lightning.errors import ConfigError
+from narm_lightning.loggers import WandbRunLogger
 
 log = logging.getLogger(__name__)
+WANDB_RUN_ATTR = "wandb_run_id"  # a trial's W&B run, read by sweeping.report for trials.csv
 
 
 class TrialReporter:
@@ -67,6 +69,14 @@ class OptunaPruningCallback(pl.Callback):
         self.reporter = reporter
         self.raise_on_prune = raise_on_prune
         self.pruned: optuna.TrialPruned | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record the trial's W&B run id on the trial (``trials.csv`` links each trial to its run)."""
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbRunLogger) and logger.version:
+                self.reporter.trial.set_user_attr(WANDB_RUN_ATTR, logger.version)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # on_validation_end (not *_epoch_end): epoch metrics are in callback_metrics only by now.

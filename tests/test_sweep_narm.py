@@ -68,6 +68,8 @@ def test_each_trial_is_its_own_wandb_run_plus_one_summary_run(tiny_root, tmp_pat
     assert [r.name for r in trials] == ["trial-0", "trial-1"]
     assert all(r.group == "wb" and "complete" in r.tags and r.exit_code == 0 for r in trials)
     assert len(summary) == 1 and summary[0].group == "wb" and summary[0].exit_code == 0
+    rows = list(csv.DictReader((tmp_path / "multirun" / "wb" / "trials.csv").open()))
+    assert sorted(r["wandb_run_id"] for r in rows) == sorted(r.run_id for r in trials) != ["", ""]
 
 
 def test_typos_and_bad_values_fail_before_trial_0_and_leave_nothing(tiny_root, tmp_path) -> None:

@@ -66,7 +66,8 @@ def _best_trial(study: Any) -> Any:
 
 
 def trials_csv(study: Any) -> str:
-    """One row per trial: number, state, one column per param, value, duration_s, its run folder, error."""
+    """One row per trial: number, state, one column per param, value, duration_s, its run folder and W&B run
+    (when the app records one), error."""
     trials = study.get_trials(deepcopy=False)
     stale = stale_trial_numbers(trials)
     names: list[str] = []
@@ -74,7 +75,7 @@ def trials_csv(study: Any) -> str:
         names.extend(name for name in trial.params if name not in names)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["number", "state", *names, "value", "duration_s", "folder", "error"])
+    writer.writerow(["number", "state", *names, "value", "duration_s", "folder", "wandb_run_id", "error"])
     for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
         error = trial.user_attrs.get(ERROR_ATTR, "")
@@ -88,6 +89,7 @@ def trials_csv(study: Any) -> str:
                 "" if trial.value is None else trial.value,
                 "" if duration is None else f"{duration:.3f}",
                 trial.user_attrs.get("output_dir", ""),
+                trial.user_attrs.get("wandb_run_id", ""),  # set by the app's trial (narm: pruning.py)
                 error,
             ]
         )
