@@ -340,14 +340,16 @@ class OptunaSweeperImpl:
                     continue
                 log.info("Study has %d finished trials (target %d): done.", counts.finished, target)
                 return
-            with Heartbeat(self._db, trial_ids(self._db, study, trials)):
-                self._run_batch(study, trials, space, storage_url, study_name, job_idx)
+            ids = trial_ids(self._db, study, trials)  # storage ids: for the heartbeat and for each job
+            with Heartbeat(self._db, ids):
+                self._run_batch(study, trials, ids, space, storage_url, study_name, job_idx)
             job_idx += len(trials)
 
     def _run_batch(
         self,
         study: Any,
         trials: list[Any],
+        ids: list[int],
         space: SearchSpace,
         storage_url: str,
         study_name: str,
@@ -359,7 +361,7 @@ class OptunaSweeperImpl:
                 *params_to_overrides(t.params, self._config_groups(t.params)),
                 *identity_overrides(storage_url, study_name, trial_id),
             ]
-            for t, trial_id in zip(trials, trial_ids(self._db, study, trials))
+            for t, trial_id in zip(trials, ids)
         ]
         try:
             self._validate_batch(batch)
