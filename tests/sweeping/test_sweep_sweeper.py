@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -232,6 +233,22 @@ def test_joining_a_study_by_name_with_another_space_is_refused_before_any_trial(
     assert len(load_toy_study().trials) == 3
 
 
+def _owned_running_trial(tmp_path: Path) -> bool:
+    """Whether the toy study has a RUNNING trial with its worker recorded, read without creating anything
+    (opening the study through Optuna would create its tables and race the worker doing the same)."""
+    db = tmp_path / "optuna" / "toy.db"
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            (n,) = conn.execute(
+                "SELECT count(*) FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING' AND a.key = ?", (WORKER_ATTR,)).fetchone()
+    except sqlite3.Error:  # the worker has not created the tables yet
+        return False
+    return n > 0
+
+
 def test_a_worker_killed_with_9_mid_trial_never_blocks_the_study(
     run_toy: RunToy, load_toy_study: LoadStudy, tmp_path: Path
 ) -> None:
@@ -243,13 +260,7 @@ def test_a_worker_killed_with_9_mid_trial_never_blocks_the_study(
                             env=toy_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
-        while time.monotonic() < deadline:
-            try:
-                if (tmp_path / "optuna" / "toy.db").exists() and any(
-                        t.state == TrialState.RUNNING and WORKER_ATTR in t.user_attrs for t in load_toy_study().trials):
-                    break
-            except Exception:  # noqa: BLE001 - the worker is still creating the schema or the study: poll again
-                pass
+        while time.monotonic() < deadline and proc.poll() is None and not _owned_running_trial(tmp_path):
             time.sleep(0.2)
         proc.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
         proc.wait(timeout=30)
