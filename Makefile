@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 # glibc: ask for transparent huge pages for big tensors (1.5-1.7x faster CPU steps where THP is 'madvise'; docs/performance.md)
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: install postgres train test test-slow lint bench bench-gpu bench-sessions bench-serving bench-hugepages clean
+.PHONY: install postgres train test test-slow lint docs bench bench-gpu bench-sessions bench-serving bench-hugepages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-hugepages:  ## CPU step time and page faults with vs without GLIBC_TUNABLE
 
 bench-serving:  ## recommendations/s at batch size 1 and 256 on CPU -> bench/out/serving.json; ARGS="--ckpt best.ckpt"
 	$(PY) bench/bench_serving.py $(ARGS)
+
+docs:  ## regenerate docs/keys.md (every key, default and help) from the schema
+	$(PY) -m narm_lightning.help > docs/keys.md
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -13,9 +13,9 @@ import hydra
 from omegaconf import DictConfig
 
 from narm_lightning.checkpointing import resume_argv
-from narm_lightning.cli import run_or_exit
+from narm_lightning.cli import run_hydra_app, run_or_exit
 from narm_lightning.errors import NarmError
-from narm_lightning.help import print_help_if_asked
+from narm_lightning.help import print_help_if_asked, sweep_sections, train_sections
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,18 @@ SWEEP_EXAMPLES = [
 
 def train_main() -> None:
     """``narm-train [key=value ...]``; ``resume=<run dir>`` replays that run's overrides into that folder."""
-    print_help_if_asked(sys.argv, "narm-train", ["train"], TRAIN_EXAMPLES)
+    print_help_if_asked(sys.argv, "narm-train", train_sections, TRAIN_EXAMPLES)
+    # @hydra.main reads its command line from sys.argv and has no public parameter for another one, so the
+    # replayed overrides are handed over there (here only, in the program's own entry point).
     sys.argv = run_or_exit(resume_argv, sys.argv)
-    _train_app()
+    run_hydra_app(_train_app, "narm-train")
 
 
 def sweep_main() -> None:
     """``narm-sweep -m [overrides]``; ``--params-file=hyper.test`` takes RecBole's search-space file."""
     from narm_lightning.recbole.hyper import expand_params_file_arg
 
-    print_help_if_asked(sys.argv, "narm-sweep", ["sweep", "train"], SWEEP_EXAMPLES)
+    print_help_if_asked(sys.argv, "narm-sweep", lambda: sweep_sections() + train_sections(), SWEEP_EXAMPLES)
     sys.argv = run_or_exit(expand_params_file_arg, sys.argv)
-    run_or_exit(_sweep_app)  # a sweep stopped by SIGTERM/SIGINT exits 143/130, its unfinished trials FAILED
+    # a sweep stopped by SIGTERM/SIGINT exits 143/130, its unfinished trials FAILED
+    run_hydra_app(_sweep_app, "narm-sweep")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
+import os
+import re
 import shutil
 import signal
 import sys
@@ -12,7 +15,7 @@ from typing import Any, NoReturn
 
 from hydra.types import RunMode
 
-from narm_lightning.errors import NarmError, RunInterrupted, WriteFailed
+from narm_lightning.errors import ConfigError, NarmError, RunInterrupted, WriteFailed
 
 HYDRA_ONLY = {".hydra", "train.log", "sweep.log"}
 
@@ -66,3 +69,53 @@ def fail(exc: NarmError) -> NoReturn:
     _remove_if_untouched(run_dir)
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
+
+
+def known_keys() -> list[str]:
+    """Every dotted key the schema declares (for "did you mean")."""
+    from narm_lightning.help import schema_rows
+    from narm_lightning.schema import (
+        LOGGERS,
+        AtomicDataConfig,
+        ExportConfig,
+        RecommendConfig,
+        SessionDataConfig,
+        TrainConfig,
+    )
+
+    names = [row[0] for row in schema_rows(TrainConfig)]
+    names += [f"data.{row[0]}" for schema in (AtomicDataConfig, SessionDataConfig) for row in schema_rows(schema)]
+    names += [f"logger.{name}.{row[0]}" for name, schema in LOGGERS.items() for row in schema_rows(schema)]
+    return names + [row[0] for schema in (RecommendConfig, ExportConfig) for row in schema_rows(schema)]
+
+
+def composition_error(exc: BaseException, program: str) -> ConfigError:
+    """Hydra's and OmegaConf's composition errors as one paragraph, with a guess at a misspelled key."""
+    text = " ".join(str(exc).split())
+    cause = exc.__cause__
+    match = re.search(r"Could not override '([^']+)'", text)
+    if match and "not in struct" in f"{text} {cause}":
+        key = match[1]
+        close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return ConfigError(f"{key} is not a key of this config{hint}; `{program} --help` lists every key.")
+    text = text.split(" Config search path:")[0]  # Hydra's search path: noise to a user
+    if cause is not None and str(cause).split("\n")[0] not in text:
+        text += " " + " ".join(str(cause).split("\n")[0].split())
+    if type(exc).__name__ == "OverrideParseException":
+        text = f"the command line does not parse: {text}"
+    return ConfigError(f"{text} (`{program} --help` lists every group, option and key)")
+
+
+def run_hydra_app(app: Callable[[], Any], program: str) -> Any:
+    """Run a ``@hydra.main`` app so that a command line Hydra cannot compose (an unknown key, a group option
+    that does not exist, a syntax error) is one paragraph and exit status 2, like every other bad input."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Hydra prints its own errors and exits 1 unless HYDRA_FULL_ERROR is set; set, it raises them to us.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return run_or_exit(app)
+    except (HydraException, OmegaConfBaseException) as exc:
+        fail(composition_error(exc, program))

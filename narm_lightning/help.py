@@ -1,85 +1,170 @@
-"""``--help`` of the command-line programs, generated from the shipped YAML: its leading comment lines say
-what the program does, and every key's inline comment is its one-line help, so help is declared once (in
-the config the program runs) and can never drift from it."""
+"""``--help`` of the command-line programs, generated from the schema (``narm_lightning.schema``): every key's
+default, choices and one-line help are declared there once, so help can never drift from what the program
+checks. The leading comment of the shipped YAML says what the program does; its ``defaults:`` comments name
+the config groups (a group is a choice of file, not a key). Import-light: no torch, no Lightning.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from narm_lightning import CONF_DIR
+from narm_lightning.schema import (
+    BOOLEAN,
+    LOGGERS,
+    AtomicDataConfig,
+    DataConfig,
+    ExportConfig,
+    Key,
+    RecommendConfig,
+    SessionDataConfig,
+    TrainConfig,
+    keys_of,
+    nested_schemas,
+)
 
-_KEY = re.compile(r"^(?P<indent> *)(?P<item>- )?(?P<key>[A-Za-z_][\w.@/-]*):(?P<value>[^#]*?)\s*(?:#\s*(?P<help>.*))?$")
-Key = tuple[str, str, str]  # (dotted key, default, one-line help)
+_GROUP = re.compile(r"^  - (?P<group>[\w/]+): (?P<option>\S+)\s*#\s*(?P<help>.*)$")
+Row = tuple[str, str, str]  # (key, default as typed on a command line, one-line help)
 
 
-def documented_keys(path: Path, prefix: str = "") -> tuple[list[str], list[Key], list[Key]]:
-    """``(header lines, keys, config groups)`` of one YAML file, in file order.
-
-    Keys without an inline comment (containers, internals) are left out; ``defaults:`` entries are the
-    config groups, with their default option.
-    """
+def header_and_groups(path: Path) -> tuple[list[str], list[Row]]:
+    """The leading comment lines of a YAML file, and its commented ``defaults:`` group entries."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    header = []
-    for line in lines:
-        if not line.startswith("#"):
-            break
-        header.append(line.lstrip("# ").rstrip())
-    keys: list[Key] = []
-    groups: list[Key] = []
-    stack: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
-    for line in lines[len(header):]:
-        match = _KEY.match(line)
-        if not match:
-            continue
-        indent, key, value = len(match["indent"]), match["key"], match["value"].strip()
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        parents = [k for _, k in stack]
-        if not value and not match["item"]:
-            stack.append((indent, key))
-        if parents == ["defaults"]:
-            if match["help"] and not key.startswith("override"):
-                groups.append((key, value, match["help"].strip()))
-        elif match["help"]:
-            keys.append((prefix + ".".join([*parents, key]), value, match["help"].strip()))
-    return header, keys, groups
+    header = [line.lstrip("# ").rstrip() for line in lines[: next(
+        (i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]]
+    groups = [(m["group"], m["option"], m["help"].strip()) for m in map(_GROUP.match, lines) if m]
+    return header, groups
 
 
-def _table(rows: list[Key], sep: str) -> list[str]:
-    width = min(max((len(k) + len(v) + 1 for k, v, _ in rows), default=0), 40)
+def shown(value: Any) -> str:
+    """A default as one would type it on the command line (``null``, ``[10]``, ``false``)."""
+    if isinstance(value, str) and value != "???":
+        return value
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def rows(keys: Iterable[Key], prefix: str = "", values: dict[str, Any] | None = None) -> list[Row]:
+    """Help rows of ``keys``; ``values`` replaces the schema's default where a YAML sets another."""
     out = []
-    for key, value, text in rows:
-        shown = f"{key}{sep}{value}" if value else key
-        out.append(f"  {shown:<{width}}  {text}" if len(shown) <= width else f"  {shown}\n  {'':<{width}}  {text}")
+    for k in keys:
+        if k.hidden:
+            continue
+        text = k.help
+        choices = [c for c in k.rule.choices if c is not None] if k.rule and k.rule is not BOOLEAN else []
+        if choices and not all(str(c) in text for c in choices):
+            text += f" ({' | '.join(shown(c) for c in k.rule.choices)})"
+        value = (values or {}).get(k.name, k.default)
+        out.append((prefix + k.name, shown(value), text))
     return out
 
 
-HIDDEN = ("optuna.",)  # keys the sweeper sets for each trial: not for users
+def schema_rows(schema: type, prefix: str = "") -> list[Row]:
+    """The rows of a schema and of the schemas nested in it (``model.*``, ``trainer.*``)."""
+    out = rows(keys_of(schema), prefix)
+    for name, nested in nested_schemas(schema):
+        out += schema_rows(nested, f"{prefix}{name}.")
+    return out
 
 
-def usage(program: str, config_names: list[str], examples: list[str]) -> str:
-    """The whole ``--help`` text of one program: what it does, its groups, its keys, examples."""
+def _table(rows_: list[Row], sep: str = "=") -> list[str]:
+    width = min(max((len(k) + len(v) + 1 for k, v, _ in rows_), default=0), 40)
+    out = []
+    for key, value, text in rows_:
+        cell = f"{key}{sep}{value}" if value else key
+        out.append(f"  {cell:<{width}}  {text}" if len(cell) <= width else f"  {cell}\n  {'':<{width}}  {text}")
+    return out
+
+
+def train_sections() -> list[str]:
+    header, groups = header_and_groups(CONF_DIR / "train.yaml")
+    base = {k.name for k in keys_of(DataConfig)}
+    session_only = [k for k in keys_of(SessionDataConfig) if k.name not in base or k.name == "format"]
+    logger_rows = [row for name, schema in LOGGERS.items() for row in rows(keys_of(schema), f"logger.{name}.")]
+    return [
+        *header,
+        "", "Config groups (group=option; the default shown):", *_table(groups),
+        "", "Keys (key=value; declared in narm_lightning/schema.py):",
+        *_table(schema_rows(TrainConfig) + rows(keys_of(AtomicDataConfig), "data.")),
+        "", "Session datasets (data=diginetica, yoochoose1_64, yoochoose1_4) take these data keys instead of the "
+        "atomic file's fields:", *_table(rows(session_only, "data.")),
+        "", "Loggers (logger=[wandb,csv,...]; each option's keys):", *_table(logger_rows),
+    ]
+
+
+def sweep_sections() -> list[str]:
+    from narm_lightning.sweeping.config import OptunaSweeperConfig
+
+    header, _ = header_and_groups(CONF_DIR / "sweep.yaml")
+    set_here = yaml.safe_load((CONF_DIR / "sweep.yaml").read_text(encoding="utf-8"))["hydra"]["sweeper"]
+    values = {k: v for k, v in set_here.items() if not isinstance(v, dict)}
+    params = [(f"hydra.sweeper.params.{k}", v, "") for k, v in (set_here.get("params") or {}).items()]
+    return [*header, "", "Sweeper keys (hydra.sweeper.key=value; declared in narm_lightning/sweeping/config.py):",
+            *_table(rows(keys_of(OptunaSweeperConfig), "hydra.sweeper.", values)),
+            "", "The search space (hydra.sweeper.params; or key=a,b,c on the command line):", *_table(params, ": "),
+            "", "Every training key applies to each trial:"]
+
+
+def serving_sections(names: list[str]) -> list[str]:
     out: list[str] = []
-    for name in config_names:
-        header, keys, groups = documented_keys(CONF_DIR / f"{name}.yaml")
-        out += header
-        if groups:
-            out += ["", "Config groups (group=option; the default shown):", *_table(groups, "=")]
-        for group, option, _ in groups:  # the keys of each group's default option, e.g. model.hidden_size
-            file = CONF_DIR / group / f"{option}.yaml"
-            if option and file.is_file():
-                keys += documented_keys(file, prefix=f"{group}.")[1]
-        shown = [k for k in keys if not k[0].startswith(HIDDEN) and k[0] != HIDDEN[0].rstrip(".")]
-        out += ["", f"Keys (key=value; every key with its comment: {CONF_DIR / name}.yaml and its groups):",
-                *_table(shown, "="), ""]
-    out += ["Examples:", *(f"  {e}" for e in examples), "",
-            f"{program} --hydra-help shows Hydra's own flags (--cfg job, --info, ...)."]
-    return "\n".join(out)
+    for name in names:
+        schema = {"recommend": RecommendConfig, "export": ExportConfig}[name]
+        header, _ = header_and_groups(CONF_DIR / f"{name}.yaml")
+        out += [*(out and [""]), *header, "", "Keys (key=value; declared in narm_lightning/schema.py):",
+                *_table(rows(keys_of(schema)))]
+    return out
 
 
-def print_help_if_asked(argv: list[str], program: str, config_names: list[str], examples: list[str]) -> None:
-    """``-h`` / ``--help`` anywhere on the command line: print the usage and exit 0 (before Hydra starts)."""
+def usage(program: str, sections: list[str], examples: list[str]) -> str:
+    """The whole ``--help`` text of one program: what it does, its groups, its keys, examples."""
+    return "\n".join([*sections, "", "Examples:", *(f"  {e}" for e in examples), "",
+                      f"{program} --hydra-help shows Hydra's own flags (--cfg job, --info, ...)."])
+
+
+def print_help_if_asked(argv: list[str], program: str, sections: Any, examples: list[str]) -> None:
+    """``-h`` / ``--help`` anywhere on the command line: print the usage and exit 0 (before Hydra starts).
+
+    ``sections`` is called only then: building the text reads the YAML files."""
     if any(a in ("-h", "--help") for a in argv[1:]):
-        print(usage(program, config_names, examples))
+        print(usage(program, sections(), examples))
         raise SystemExit(0)
+
+
+def _md(rows_: list[Row]) -> list[str]:
+    cell = lambda s: s.replace("|", "\\|")  # noqa: E731 - a table cell
+    return ["| key | default | meaning |", "|---|---|---|",
+            *(f"| `{k}` | `{cell(v)}` | {cell(text)} |" for k, v, text in rows_)]
+
+
+def markdown() -> str:
+    """``docs/keys.md``: every key of every program, from the schema (``make docs``; a test keeps it current)."""
+    from narm_lightning.sweeping.config import OptunaSweeperConfig
+
+    base = {k.name for k in keys_of(DataConfig)}
+    session_only = [k for k in keys_of(SessionDataConfig) if k.name not in base or k.name == "format"]
+    sweep_values = yaml.safe_load((CONF_DIR / "sweep.yaml").read_text(encoding="utf-8"))["hydra"]["sweeper"]
+    parts = [
+        "# Every key", "",
+        "Generated from `narm_lightning/schema.py` and `narm_lightning/sweeping/config.py` by `make docs` (a test "
+        "fails when it is out of date); `narm-train --help` prints the same.", "",
+        "## Training (`narm-train`, each sweep trial)", "", *_md(schema_rows(TrainConfig)), "",
+        "## Data: an atomic file (`data=ml-100k`)", "", *_md(rows(keys_of(AtomicDataConfig), "data.")), "",
+        "## Data: session datasets (`data=diginetica`, `yoochoose1_64`, `yoochoose1_4`), instead of the atomic "
+        "file's fields", "", *_md(rows(session_only, "data.")), "",
+        "## Loggers (`logger=[wandb,csv,tensorboard]`)", "",
+        *_md([row for name, schema in LOGGERS.items() for row in rows(keys_of(schema), f"logger.{name}.")]), "",
+        "## Sweeps (`narm-sweep -m`): `hydra.sweeper.*`", "",
+        *_md(rows(keys_of(OptunaSweeperConfig), "hydra.sweeper.",
+                  {k: v for k, v in sweep_values.items() if not isinstance(v, dict)})), "",
+        "## Serving (`narm-recommend`)", "", *_md(rows(keys_of(RecommendConfig))), "",
+        "## Export (`narm-recommend export`)", "", *_md(rows(keys_of(ExportConfig))), "",
+    ]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -60,8 +60,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     with _atomic_target(Path(path)) as (fd, tmp):
         os.close(fd)
         yield Path(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        fsync_path(tmp)
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file written by someone else's writer (ONNX's ``save``) to disk before it is renamed into place."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

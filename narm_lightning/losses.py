@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSS_TYPES = ("CE", "BPR")
-
 
 @dataclass(frozen=True)
 class NegativeSampling:

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-METRICS = ("recall", "mrr", "ndcg", "hit", "precision")
-
+from narm_lightning.schema import METRICS  # the choices live in the schema
 
 # Rows compared at a time: summing a [rows, n_items] bool mask makes an int64 copy of it (8 bytes an item),
 # which for a whole block would double evaluation's peak memory; 256 rows keep it to a few dozen MiB.

@@ -14,14 +14,9 @@ from torch import nn
 from narm_lightning.errors import NarmError
 from narm_lightning.metrics import RankMetrics
 from narm_lightning.model import NARM
+from narm_lightning.schema import LEARNERS
 
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "adagrad": torch.optim.Adagrad,
-    "rmsprop": torch.optim.RMSprop,
-}
+OPTIMIZERS = {name: getattr(torch.optim, cls) for name, cls in LEARNERS.items()}  # the config's learner names
 
 # Under DDP, Lightning suggests sync_dist=True for every epoch-level value. The valid/test values are already
 # the metric's cross-rank sums (RankMetrics.compute syncs its states), identical on every rank; averaging them

@@ -11,18 +11,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from narm_lightning import CONF_DIR
 from narm_lightning.errors import ConfigError
+from narm_lightning.schema import WANDB_MODES, WandbConfig, keys_of
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
 
-MODES = ("online", "offline", "disabled")
+MODES = WANDB_MODES
 STATES = ("complete", "pruned", "failed")
-# the keys of conf/logger/wandb.yaml, read from it (declared once); anything else is a typo to report
-KEYS = tuple(yaml.safe_load((CONF_DIR / "logger" / "wandb.yaml").read_text(encoding="utf-8")))
+KEYS = tuple(k.name for k in keys_of(WandbConfig))  # declared once, in the schema; anything else is a typo
 
 
 def resolve_mode(mode: str | None) -> str | None:

@@ -270,8 +270,8 @@ def test_failed_stream_leaves_no_output(trained, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["ckpt=/nonexistent/best.ckpt", "sessions=[i1]"], "does not exist"),
-    (["k=0", "sessions=[i1]"], "k must be a positive integer"),
-    (["sessions=[i1]", "kk=3"], "Could not override 'kk'. To append"),
+    (["k=0", "sessions=[i1]"], "k is 0; expected a positive integer"),
+    (["sessions=[i1]", "exclude_sen=true"], "exclude_sen is not a key of this config (did you mean exclude_seen?)"),
     (["export", "ckpt=/nonexistent/best.ckpt", "dir=x"], "does not exist"),
 ])
 def test_cli_errors_are_one_paragraph_exit_2(args: list[str], message: str, trained, tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from narm_lightning.data.protocol import SequentialData, build_sequential, build
 from narm_lightning.data.session_preprocess import load_raw_split
 from narm_lightning.data.sessions import SessionSplit, pad_prefixes, read_pickle_split, read_text_split
 from narm_lightning.errors import DataError
+from narm_lightning.schema import RAW_DATASETS
 
-SESSION_FORMATS = ("auto", "session_text", "session_pickle", "raw")
-RAW_FILES = {"diginetica": "train-item-views.csv", "yoochoose": "yoochoose-clicks.dat"}
+RAW_FILES = dict(zip(RAW_DATASETS, ("train-item-views.csv", "yoochoose-clicks.dat"), strict=True))  # in <raw_folder>/
 
 FETCHABLE = {"ml-100k": fetch_ml100k}
 

@@ -18,13 +18,14 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from narm_lightning import CONF_DIR
-from narm_lightning.cli import run_or_exit
+from narm_lightning.cli import composition_error, run_or_exit
 from narm_lightning.errors import ConfigError, DataError
-from narm_lightning.help import print_help_if_asked
+from narm_lightning.help import print_help_if_asked, serving_sections
 from narm_lightning.io import atomic_open
+from narm_lightning.schema import SERVING_FORMATS, ExportConfig, RecommendConfig, schema_problems
 from narm_lightning.serving.recommender import Recommendation, Recommender
 
-FORMATS = ("tsv", "jsonl")
+FORMATS = SERVING_FORMATS
 SHOW_UNKNOWN = 5  # how many unknown ids the stderr summary names
 EXAMPLES = [
     "narm-recommend ckpt=outputs/ml-100k/<run>/checkpoints/best.ckpt k=20 sessions='[\"242 302\",\"51\"]'",
@@ -42,10 +43,13 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=name, overrides=overrides)
+            cfg = compose(config_name=name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        message = " ".join(str(exc).split())  # one paragraph, as every other error
-        raise ConfigError(f"{name}: {message} (every key is listed in conf/{name}.yaml)") from exc
+        raise composition_error(exc, "narm-recommend") from exc
+    problems = schema_problems(cfg, {"recommend": RecommendConfig, "export": ExportConfig}[name])
+    if problems:
+        raise ConfigError(f"Invalid {name} config: " + "; ".join(problems) + ".")
+    return cfg
 
 
 def split_session(value: Any) -> list[str]:
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     exporting = bool(args) and args[0] == "export"
     configs = ["export"] if exporting else ["recommend", "export"]
-    print_help_if_asked(["narm-recommend", *args], "narm-recommend", configs, EXAMPLES)
+    print_help_if_asked(["narm-recommend", *args], "narm-recommend", lambda: serving_sections(configs), EXAMPLES)
     if exporting:
         run_or_exit(lambda: export_command(compose_config("export", args[1:])))
     else:

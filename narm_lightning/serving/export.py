@@ -24,10 +24,11 @@ from typing import Any
 import torch
 
 from narm_lightning.errors import ConfigError, first_line
-from narm_lightning.io import atomic_path, write_bytes_atomic, write_json_atomic
+from narm_lightning.io import atomic_path, fsync_path, write_bytes_atomic, write_json_atomic
+from narm_lightning.schema import EXPORT_FORMATS
 from narm_lightning.serving.recommender import ScoringModel, build_model, load_checkpoint, max_len_of
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = EXPORT_FORMATS
 
 
 ONNX_PACKAGES = ("onnx", "onnxscript")  # torch's default (torch.export-based) ONNX exporter imports both
@@ -142,8 +143,10 @@ def _save_onnx_atomic(program: Any, scoring: ScoringModel, path: Path) -> bool:
         data = tmp_dir / f"{path.name}.data"
         final_data = path.with_name(data.name)
         external = data.exists()
-        if external:
+        if external:  # the same guarantee as io.atomic_path: on disk before it shows under its name
+            fsync_path(data)
             os.replace(data, final_data)
+        fsync_path(tmp_dir / path.name)
         os.replace(tmp_dir / path.name, path)
         if not external and final_data.exists():
             final_data.unlink()  # an earlier, larger export's weights: this model.onnx holds its own

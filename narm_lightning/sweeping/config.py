@@ -13,6 +13,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from narm_lightning.schema import key
+
 # Hydra only instantiates plugin classes defined under the hydra_plugins package: the shim.
 SWEEPER_TARGET = "hydra_plugins.narm_optuna_sweeper.narm_optuna_sweeper.OptunaSweeper"
 
@@ -99,21 +101,27 @@ class OptunaSweeperConfig:
     defaults: list[Any] = field(default_factory=lambda: list(_DEFAULTS))
     sampler: Any = None  # filled by the hydra/sweeper/sampler group
     pruner: Any = None  # filled by the hydra/sweeper/pruner group
-    direction: str = "minimize"  # minimize | maximize
-    study_name: str | None = None  # null -> <study_prefix>-<hash of the search space and fixed overrides>
-    study_prefix: str | None = None  # null -> the Hydra job name
-    identity_ignore: list[str] = field(default_factory=list)  # override keys that never change results
-    storage: str | None = None  # null -> sqlite:///<original cwd>/optuna/<study_name>.db
-    n_trials: int | None = None  # finished trials wanted in the study, across all runs (null: the grid's size, else 30)
-    n_jobs: int = 1  # trials asked and launched per batch
-    max_failure_rate: float = 0.25  # stop once failed trials exceed this fraction of n_trials
-    params: dict[str, str] | None = None  # search space in Hydra's override grammar
-    custom_search_space: str | None = None  # dotted path of fn(cfg, trial) for conditional params
-    config_check: str | None = None  # dotted path of fn(cfg) raising on an invalid trial config (run before trial 0)
-    heartbeat_interval: int | None = 60  # seconds between heartbeats of running trials; null disables
-    grace_period: int | None = None  # seconds without heartbeat before a trial is stale (null: 2x)
-    plots: bool = True  # write Optuna's HTML plots into the sweep dir
-    objective_name: str | None = None  # what the objective is, for plots and tables (null: "objective")
+    direction: str = key("minimize", "minimize or maximize the objective (narm-sweep: maximize valid_metric)")
+    study_name: str | None = key(None, "null: <study_prefix>-<hash of the search space and fixed overrides>, so the "
+                                 "same command resumes its study; a name joins that study on purpose")
+    study_prefix: str | None = key(None, "the start of a derived study name (null: the Hydra job name)")
+    identity_ignore: list[str] = key([], "override keys that never change results: not part of a study's identity")
+    storage: str | None = key(None, "Optuna storage URL (null: sqlite:///<cwd>/optuna/<study_name>.db)")
+    n_trials: int | None = key(None, "finished trials wanted in the study, across all runs (null: the grid's size, "
+                               "else 30)")
+    n_jobs: int = key(1, "trials asked and launched per batch (the launcher may run them in parallel)")
+    max_failure_rate: float = key(0.25, "stop once failed trials exceed this fraction of n_trials")
+    params: dict[str, str] | None = key(None, "the search space in Hydra's override grammar", hidden=True)
+    custom_search_space: str | None = key(None, "dotted path of fn(cfg, trial) for conditional params")
+    config_check: str | None = key(None, "dotted path of fn(cfg) raising on an invalid trial config: run on every "
+                                   "grid point (or each choice and bound) before trial 0")
+    heartbeat_interval: int | None = key(60, "seconds between heartbeats of running trials (null: none); a trial "
+                                         "without one for grace_period is re-run")
+    grace_period: int | None = key(None, "seconds without heartbeat before a trial is stale (null: 2 x "
+                                   "heartbeat_interval)")
+    plots: bool = key(True, "write Optuna's HTML plots into the sweep dir (plotly.min.js beside them: they open "
+                      "offline)")
+    objective_name: str | None = key(None, "names the objective in plots and tables (null: \"objective\")")
 
 
 def register_configs() -> None:

@@ -1,0 +1,492 @@
+"""The config schema, declared once: every key's type, default, allowed values and one-line help.
+
+The dataclasses below back the YAML under ``conf/``: their defaults are registered in Hydra's ConfigStore
+(group ``schema``) and each YAML file includes its schema, then sets only what that option changes. The
+same declarations give ``config.config_problems`` every type, range and choice it checks, and ``--help``
+every key's help line, so a key, its default, its rule and its help can never disagree.
+
+The nodes are registered as plain mappings, not as typed structured configs, on purpose: OmegaConf's typed
+nodes convert silently (``resume=7`` becomes ``'7'``, ``data.download=yes`` becomes ``True``,
+``data.extra_roots=[1]`` becomes ``['1']``), and a wrong value must be refused by name instead.
+Hydra's struct mode still refuses every key not declared here. Import-light (no torch): ``--help`` and the
+sweeper plugin read it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+# The choices, each written once; the modules that implement them import them from here.
+# learner name -> torch.optim class
+LEARNERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
+LOSS_TYPES = ("CE", "BPR")
+METRICS = ("recall", "mrr", "ndcg", "hit", "precision")  # RecBole's names, lower case
+SESSION_FORMATS = ("auto", "session_text", "session_pickle", "raw")
+RAW_DATASETS = ("diginetica", "yoochoose")
+TIE_ORDERS = ("first_seen", "python2")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+# ddp only among the multi-process strategies: the spawn/fork ones run fit() in child processes and hand
+# back only weights and callback metrics, not the per-epoch valid history a run reports from.
+STRATEGIES = ("auto", "ddp")
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+WANDB_MODES = ("online", "offline", "disabled")
+REQUIRED = "???"  # OmegaConf's mark of a value each option must set
+MAX_SEED = 2**32 - 1  # numpy.random.seed's upper bound (torch accepts more, NumPy does not)
+
+
+# ---- rules: what a valid value is, as one phrase and one predicate -------------------------------------------
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def is_list(value: Any) -> bool:
+    """A YAML/OmegaConf list (``ListConfig`` is a ``Sequence``), never a string."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``expect`` completes "<key> is <value>; expected ..."; ``choices`` are listed by ``--help``."""
+
+    expect: str
+    ok: Callable[[Any], bool]
+    choices: tuple[Any, ...] = ()
+
+
+def integer(minimum: int = 1, maximum: int | None = None, expect: str | None = None) -> Rule:
+    words = {1: "a positive integer", 0: "an integer >= 0"}.get(minimum, f"an integer >= {minimum}")
+    if maximum is not None:
+        words = f"an integer in [{minimum}, {maximum}]"
+    return Rule(expect or words, lambda v: is_int(v) and v >= minimum and (maximum is None or v <= maximum))
+
+
+def number(above: float | None = None, at_least: float | None = None, below: float | None = None,
+           expect: str = "a number") -> Rule:
+    def ok(v: Any) -> bool:
+        return (is_number(v) and (above is None or v > above) and (at_least is None or v >= at_least)
+                and (below is None or v < below))
+    return Rule(expect, ok)
+
+
+def one_of(choices: Sequence[Any], *, fold_case: bool = False) -> Rule:
+    shown = ", ".join("null" if c is None else str(c) for c in choices)
+    if fold_case:
+        return Rule(f"one of {shown}", lambda v: isinstance(v, str) and v.lower() in choices, tuple(choices))
+    return Rule(f"one of {shown}", lambda v: any(v == c and type(v) is type(c) for c in choices), tuple(choices))
+
+
+BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool), (True, False))
+TEXT = Rule("a non-empty string", is_text)
+
+
+def _plain_name(value: Any) -> bool:
+    """A single path component: a dataset name is joined under data.root and names the run's folder."""
+    return (is_text(value) and value not in (".", "..") and not any(c in value for c in "/\\\0")
+            and value == value.strip())
+
+
+def _limit(value: Any) -> bool:
+    return value is None or (is_int(value) and value > 0) or (isinstance(value, float) and 0 < value <= 1)
+
+
+def _devices(value: Any) -> bool:
+    return ((is_int(value) and (value > 0 or value == -1)) or value == "auto"
+            or (is_list(value) and len(value) > 0 and all(is_int(x) and x >= 0 for x in value)))
+
+
+def _metrics(value: Any) -> bool:
+    return is_list(value) and len(value) > 0 and all(isinstance(x, str) and x.lower() in METRICS for x in value)
+
+
+LIMIT = Rule("null, a positive number of batches or a fraction in (0, 1]", _limit)
+
+
+def key(default: Any, help: str, rule: Rule | None = None, *, hidden: bool = False) -> Any:  # noqa: A002
+    """One config key: its default, its one-line help and (beyond its type) its rule."""
+    meta = {"help": help, "rule": rule, "hidden": hidden}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---- the schema -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """NARM as in RecBole (recbole/model/sequential_recommender/narm.py)."""
+
+    embedding_size: int = key(64, "item embedding width E", integer())
+    hidden_size: int = key(128, "GRU hidden width H", integer())
+    n_layers: int = key(1, "stacked GRU layers", integer())
+    dropout_probs: list[float] = key(
+        [0.25, 0.5], "[dropout on item embeddings, dropout on the concatenated local+global vector]",
+        Rule("two probabilities in [0, 1): [embedding dropout, dropout on the concatenated vector]",
+             lambda v: is_list(v) and len(v) == 2 and all(is_number(p) and 0 <= p < 1 for p in v)))
+    loss_type: str = key("CE", "CE (softmax over all items) or BPR (needs train_neg_sample_args)", one_of(LOSS_TYPES))
+
+
+@dataclass
+class DataConfig:
+    """What every dataset config has."""
+
+    dataset: str = key("ml-100k", "the dataset's folder under each root (and the run folder's name)",
+                       Rule("a dataset name (a folder under data.root: no path separators, not '.' or '..')",
+                            _plain_name))
+    format: str = key("atomic", "how the dataset is stored")
+    root: str = key("data", "where datasets live and where fetched ones are written", TEXT)
+    extra_roots: list[str] = key(["../shared/data"], "read-only folders also searched, in order, before fetching",
+                                 Rule("a list of folders (or [])", lambda v: is_list(v) and all(map(is_text, v))))
+    max_item_list_length: int = key(50, "history window of each example (RecBole's MAX_ITEM_LIST_LENGTH)",
+                                    integer())
+    num_workers: int = key(0, "DataLoader workers (batches are tensor slices; 0 is fastest here)", integer(0))
+    bucket_batches: int | None = key(
+        8, ">0: sort lengths within chunks of this many shuffled train batches (less padding); 0: plain random "
+        "batches (RecBole's)", integer(0, expect="an integer >= 0 (0: off)"))
+
+
+@dataclass
+class AtomicDataConfig(DataConfig):
+    """A RecBole atomic ``.inter`` file with RecBole's sequential leave-one-out protocol (data=ml-100k)."""
+
+    format: str = key("atomic", "atomic: <root>/<dataset>/<dataset>.inter, RecBole's file (sessions too: set "
+                      "user_id_field=session_id)", one_of(("atomic",)))
+    download: bool = key(True, "fetch ml-100k when it is in none of the roots", BOOLEAN)
+    user_id_field: str = key("user_id", "RecBole's USER_ID_FIELD", TEXT)
+    item_id_field: str = key("item_id", "RecBole's ITEM_ID_FIELD", TEXT)
+    time_field: str = key("timestamp", "RecBole's TIME_FIELD (orders each user's interactions)", TEXT)
+
+
+@dataclass
+class SessionDataConfig(DataConfig):
+    """Session splits with the NARM paper's protocol (data=diginetica, yoochoose1_64, yoochoose1_4)."""
+
+    dataset: str = key(REQUIRED, "prepared splits are looked for in <root>/<dataset>/",
+                       Rule("a dataset name (a folder under data.root: no path separators, not '.' or '..')",
+                            _plain_name))
+    format: str = key("auto", "session_text (train_sessions.txt + test.tsv), session_pickle (train.txt + test.txt), "
+                      "raw (the click log, preprocessed here), auto (the first found)", one_of(SESSION_FORMATS))
+    raw_dataset: str | None = key(None, "which raw click log and preprocessing", one_of((None, *RAW_DATASETS)))
+    raw_folder: str | None = key(None, "folder under each root holding the raw file",
+                                 Rule("null or a folder name under data.root (no path separators)",
+                                      lambda v: v is None or _plain_name(v)))
+    sort_by_timeframe: bool = key(True, "DIGINETICA: order clicks by timeframe within a session (false: the "
+                                  "original paper's data)", BOOLEAN)
+    fraction: int = key(1, "YOOCHOOSE: keep the most recent 1/fraction of the augmented training examples",
+                        integer(expect="a positive integer (1, 4, 64)"))
+    test_days: int | None = key(None, "null: the standard 7 (DIGINETICA) / 1 (YOOCHOOSE) last days are the test "
+                                "set", integer())
+    min_item_support: int = key(5, "drop items clicked fewer times than this", integer())
+    tie_order: str = key("first_seen", "order of sessions with the same date: first_seen, or python2 (SR-GNN's "
+                         "published pickles)", one_of(TIE_ORDERS))
+    cache_dir: str | None = key("~/.cache/narm-lightning", "preprocessed raw splits, keyed by file content and "
+                                "settings (null: no cache)", TEXT)
+    valid_ratio: float = key(0.1, "seeded random share of the training examples used for validation (the paper's "
+                             "10%; 0: none, test the last epoch)",
+                             number(at_least=0, below=1, expect="a share of the training examples in [0, 1) (0: no "
+                                    "validation, train on all and test the last epoch)"))
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings (trainer=cpu; gpu and ddp change some)."""
+
+    accelerator: str = key("cpu", "the device kind (gpu and cuda: CUDA; auto: what Lightning finds)",
+                           one_of(ACCELERATORS))
+    devices: Any = key(1, "number of devices (or a list of ids, -1 for all)",
+                       Rule("a positive integer, -1 (all), 'auto' or a non-empty list of device ids", _devices))
+    num_nodes: int = key(1, "machines; >1 only with a multi-process strategy (trainer=ddp)", integer())
+    strategy: str = key("auto", "auto (one process) or ddp (several: trainer=ddp)", one_of(STRATEGIES))
+    precision: Any = key("auto", "auto: bf16-mixed on a GPU or a CPU with native bf16 (AMX, AVX512-BF16), else "
+                         "32-true (RecBole's exact path)",
+                         Rule(f"one of {', '.join(PRECISIONS)}", lambda v: str(v) in PRECISIONS, PRECISIONS))
+    num_threads: int | None = key(None, "torch intra-op threads; null keeps torch's default (all cores)",
+                                  integer(expect="null or a positive integer"))
+    deterministic: bool = key(False, "torch deterministic algorithms (slower; CPU runs are reproducible anyway)",
+                              BOOLEAN)
+    enable_progress_bar: bool = key(True, "progress bars for training and evaluation", BOOLEAN)
+    log_every_n_steps: int = key(10, "how often step-level metrics reach the loggers", integer())
+    limit_train_batches: Any = key(None, "null for all; an int (batches) or float (fraction) for quick checks",
+                                   LIMIT)
+    limit_val_batches: Any = key(None, "null for all valid rows; an int/float only for quick checks (changes the "
+                                 "metrics)", LIMIT)
+    limit_test_batches: Any = key(None, "null for all test rows; an int/float only for quick checks (changes the "
+                                  "metrics)", LIMIT)
+
+
+@dataclass
+class OptunaConfig:
+    """Set by the sweeper for each trial; left null when training by hand."""
+
+    storage: str | None = key(None, "Optuna storage URL of the running study", hidden=True)
+    study_name: str | None = key(None, "the study's name", hidden=True)
+    trial_id: int | None = key(None, "the trial this run reports its valid_metric to (for pruning)", hidden=True)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases, offline by default (logger=wandb)."""
+
+    mode: str | None = key(None, "null: offline unless WANDB_MODE or WANDB_API_KEY is set; or online, offline, "
+                           "disabled", one_of((None, *WANDB_MODES)))
+    project: str = key("narm-lightning", "W&B project the runs belong to", TEXT)
+    entity: str | None = key(None, "W&B user or team (null: your default entity)")
+    group: str | None = key(None, "run group (null: the Optuna study name in a sweep, else none)")
+    tags: list[str] = key([], "extra tags; a final state tag (complete, pruned, failed) is always added",
+                          Rule("a list of strings, e.g. [baseline,ml-100k]",
+                               lambda v: is_list(v) and all(isinstance(t, str) for t in v)))
+    name: str | None = key(None, "run name (null: <dataset>-<timestamp>; a sweep sets the trial's name)")
+    dir: str | None = key(None, "where the wandb/ folder goes (null: the run directory)")
+    log_model: bool = key(False, "true: upload the best checkpoint as a 'model' artifact (aliased best)", BOOLEAN)
+
+
+@dataclass
+class CsvLoggerConfig:
+    """Lightning's CSVLogger: metrics.csv in the run directory (logger=csv)."""
+
+    name: str = key("csv", "sub-folder of the run directory", TEXT)
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    """Lightning's TensorBoardLogger (logger=tensorboard; needs the tensorboard extra)."""
+
+    name: str = key("tensorboard", "sub-folder of the run directory", TEXT)
+
+
+LOGGERS: dict[str, type] = {"wandb": WandbConfig, "csv": CsvLoggerConfig, "tensorboard": TensorBoardLoggerConfig}
+
+
+@dataclass
+class TrainConfig:
+    """Top-level keys of training (names follow RecBole's); ``model``, ``data``, ``trainer`` and ``logger``
+    are filled by their config groups."""
+
+    seed: int = key(2020, "seeds Python, NumPy and torch (and the train shuffle)",
+                    integer(0, MAX_SEED, expect=f"an integer in [0, {MAX_SEED}] (what NumPy and torch accept as a "
+                                                "seed)"))
+    epochs: int = key(300, "maximum training epochs (0 with init_from: evaluate those weights only)",
+                      integer(0, expect="a positive integer (or 0 together with init_from, to evaluate those weights "
+                                        "only)"))
+    train_batch_size: int = key(2048, "training examples per step", integer())
+    eval_batch_size: int = key(4096, "rows per full-sort evaluation block (holds eval_batch_size x n_items scores)",
+                               integer())
+    learner: str = key("adam", "optimizer", one_of(tuple(LEARNERS), fold_case=True))
+    learning_rate: float = key(0.001, "optimizer step size", number(above=0, expect="a number > 0"))
+    weight_decay: float = key(0.0, "L2 penalty passed to the optimizer", number(at_least=0, expect="a number >= 0"))
+    stopping_step: int = key(10, "early stopping: stop after stopping_step+1 epochs without a better valid_metric "
+                             "(as RecBole)", integer(0))
+    eval_step: int = key(1, "validate every eval_step training epochs", integer())
+    metrics: list[str] = key(["Recall", "MRR", "NDCG", "Hit", "Precision"], "full-sort metrics to compute (RecBole "
+                             "names)", Rule(f"a non-empty list drawn from {', '.join(m.title() for m in METRICS)}",
+                                           _metrics))
+    topk: list[int] = key([10], "cut-offs K for every metric",
+                          Rule("a non-empty list of positive integers, e.g. [10, 20]",
+                               lambda v: is_list(v) and len(v) > 0 and all(is_int(k) and k > 0 for k in v)))
+    valid_metric: str = key("MRR@10", "model selection and early stopping metric (METRIC@K, one of metrics x topk)")
+    train_neg_sample_args: Any = key(None, "null for CE; {distribution: uniform, sample_num: N} for BPR")
+    init_from: str | None = key(None, "start from these weights: a narm-lightning .ckpt or a RecBole "
+                                "saved/NARM-*.pth", TEXT)
+    config_file: str | None = key(None, "a RecBole .yaml config; its keys apply under your command-line overrides",
+                                  TEXT)
+    resume: str | None = key(None, "a run folder to continue from its checkpoints/last.ckpt with its saved "
+                             "config.yaml", Rule("null or the run folder of an earlier run", is_text))
+    optuna: OptunaConfig = field(default_factory=OptunaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: Any = REQUIRED  # the data group: AtomicDataConfig or SessionDataConfig
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Any = field(default_factory=dict)  # the logger group: any of LOGGERS by name
+
+
+# Where each schema is registered (included by the YAML as /schema/<name>@_here_, or as the primary's base).
+REGISTERED: dict[str, type] = {
+    "train": TrainConfig,
+    "data_atomic": AtomicDataConfig,
+    "data_sessions": SessionDataConfig,
+    "logger_wandb": WandbConfig,
+    "logger_csv": CsvLoggerConfig,
+    "logger_tensorboard": TensorBoardLoggerConfig,
+}
+
+
+def defaults_of(schema: type) -> dict[str, Any]:
+    """The schema's defaults as a plain mapping (``???`` for a key each option must set)."""
+    out = {}
+    for f in fields(schema):
+        if f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            value = "???"
+        out[f.name] = asdict(value) if is_dataclass(value) else value
+    return out
+
+
+def register() -> None:
+    """Put the schemas into Hydra's ConfigStore (idempotent); imported modules call it before composing."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for name, schema in REGISTERED.items():
+        cs.store(group="schema", name=name, node=defaults_of(schema), provider="narm_lightning")
+    for name, schema in (("recommend", RecommendConfig), ("export", ExportConfig)):
+        cs.store(group="schema", name=name, node=defaults_of(schema), provider="narm_lightning")
+
+
+# ---- serving -----------------------------------------------------------------------------------------------------
+
+SERVING_FORMATS = ("tsv", "jsonl")
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
+@dataclass
+class RecommendConfig:
+    """Top-K recommendations: ``narm-recommend ckpt=<run>/checkpoints/best.ckpt [key=value ...]``."""
+
+    ckpt: str | None = key(None, "a training checkpoint (best.ckpt / last.ckpt); or use export_dir", TEXT)
+    export_dir: str | None = key(None, "a folder written by `narm-recommend export` instead of ckpt", TEXT)
+    sessions: Any = key(None, "inline sessions, e.g. '[\"242 302\",\"51\"]' (each string: item ids separated by "
+                        "spaces)", Rule("null or a list of sessions, e.g. '[\"242 302\",\"51\"]'",
+                                        lambda v: v is None or is_list(v)))
+    input: str | None = key(None, "file with one session a line, read lazily in chunks of batch_size lines", TEXT)
+    output: str | None = key(None, "where to write (atomically: temp file, renamed at the end); null prints to "
+                             "stdout", TEXT)
+    format: str = key("tsv", "tsv: line<TAB>items<TAB>scores<TAB>unknown (space-separated); jsonl: one object a line",
+                      one_of(SERVING_FORMATS))
+    k: int = key(20, "how many items to recommend per session", integer())
+    exclude_seen: bool = key(False, "true: never recommend an item already in the session", BOOLEAN)
+    strict: bool = key(False, "true: an unknown item id is an error; false: it is reported and the rest is used",
+                       BOOLEAN)
+    batch_size: int = key(256, "sessions scored together (bounds memory: batch_size x n_items scores)", integer())
+    num_threads: int | None = key(None, "torch CPU threads; null keeps torch's default", integer())
+
+
+@dataclass
+class ExportConfig:
+    """Export the scoring model: ``narm-recommend export ckpt=<best.ckpt> dir=<folder>``."""
+
+    ckpt: str | None = key(None, "the training checkpoint to export (best.ckpt / last.ckpt)", TEXT)
+    dir: str | None = key(None, "output folder: model.ts (and model.onnx), item_ids.json, meta.json, weights.pt",
+                          TEXT)
+    formats: list[str] = key(["torchscript"], "any of: torchscript, onnx (onnx needs pip install "
+                             "'narm-lightning[onnx]')",
+                             Rule(f"a non-empty list drawn from {', '.join(EXPORT_FORMATS)}",
+                                  lambda v: is_list(v) and len(v) > 0 and all(x in EXPORT_FORMATS for x in v),
+                                  EXPORT_FORMATS))
+    k: int = key(20, "default K recorded in meta.json for serving systems", integer())
+
+
+# ---- reading the schema ------------------------------------------------------------------------------------------
+
+
+def _optional(annotation: Any) -> tuple[bool, Any]:
+    """``(True, X)`` for ``X | None``; ``(False, annotation)`` otherwise."""
+    args = typing.get_args(annotation)
+    if (typing.get_origin(annotation) in (typing.Union, types.UnionType)) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return True, rest[0] if len(rest) == 1 else Any
+    return False, annotation
+
+
+_TYPES: dict[Any, tuple[str, Callable[[Any], bool]]] = {
+    int: ("an integer", is_int),
+    float: ("a number", is_number),
+    str: ("a string", lambda v: isinstance(v, str)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def _type_check(annotation: Any) -> tuple[str, Callable[[Any], bool]] | None:
+    if annotation in _TYPES:
+        return _TYPES[annotation]
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        words, ok = _TYPES[item]
+        return f"a list of {words.split(' ', 1)[1]}s", lambda v: is_list(v) and all(ok(x) for x in v)
+    return None  # Any, or a nested schema
+
+
+@dataclass(frozen=True)
+class Key:
+    """One declared key, as ``--help`` and the checks read it."""
+
+    name: str
+    default: Any
+    help: str
+    rule: Rule | None
+    optional: bool
+    annotation: Any
+    hidden: bool
+
+    def problem(self, value: Any) -> str | None:
+        """``None`` when ``value`` is valid, else what was expected."""
+        if value is None and self.optional:
+            return None
+        checked = _type_check(self.annotation)
+        expect = self.rule.expect if self.rule else (checked[0] if checked else "")
+        if self.optional and not expect.startswith("null"):
+            expect = f"null or {expect}"
+        if checked and not checked[1](value):
+            return expect
+        if self.rule and not self.rule.ok(value):
+            return expect
+        return None
+
+
+def keys_of(schema: type) -> Iterator[Key]:
+    """The keys of one schema class, in declaration order (nested schemas not expanded)."""
+    hints = typing.get_type_hints(schema)
+    for f in fields(schema):
+        if is_dataclass(hints[f.name]) or not f.metadata:
+            continue
+        optional, annotation = _optional(hints[f.name])
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else "???")
+        yield Key(f.name, default, f.metadata["help"], f.metadata["rule"], optional, annotation,
+                  f.metadata["hidden"])
+
+
+def nested_schemas(schema: type) -> Iterator[tuple[str, type]]:
+    """``(field name, schema)`` of the schemas nested in ``schema`` (TrainConfig's model, trainer, optuna)."""
+    hints = typing.get_type_hints(schema)
+    for f in fields(schema):
+        if is_dataclass(hints[f.name]):
+            yield f.name, hints[f.name]
+
+
+def schema_problems(node: Any, schema: type, prefix: str = "") -> list[str]:
+    """What the schema says of each key of ``node`` (type, range, choices), one sentence a key."""
+    problems = []
+    for key in keys_of(schema):
+        value = node.get(key.name) if isinstance(node, Mapping) else None
+        expected = key.problem(value)
+        if expected:
+            problems.append(f"{prefix}{key.name} is {value!r}; expected {expected}")
+    for name, nested in nested_schemas(schema):
+        problems += schema_problems(node.get(name) or {}, nested, f"{prefix}{name}.")
+    return problems
+
+
+def data_schema(data: Any) -> type:
+    """Which data schema a composed ``data`` node follows: the atomic one has the id-field keys."""
+    return AtomicDataConfig if "user_id_field" in data else SessionDataConfig
+
+
+register()
