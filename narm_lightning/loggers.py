@@ -105,11 +105,13 @@ def build_loggers(
     run_config: Mapping[str, Any] | None = None,
     default_name: str | None = None,
     default_group: str | None = None,
+    wandb_dir: Path | None = None,
 ) -> list[Logger]:
     """One Lightning logger per entry of ``logger`` (``{}`` means none).
 
     ``run_config`` is what W&B stores as the run's config (flat keys); ``default_name``/``default_group``
     apply where ``logger.wandb.name``/``group`` are null (a sweep sets those per trial instead).
+    ``wandb_dir`` holds the ``wandb/`` folder where ``logger.wandb.dir`` is null (default: ``run_dir``).
     """
     loggers: list[Logger] = []
     for name, options in (logger_cfg or {}).items():
@@ -127,7 +129,7 @@ def build_loggers(
                                              version=""))
         elif name == "wandb":
             run_name = default_name or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-            loggers.append(WandbRunLogger(options, run_dir, run_name, default_group, run_config or {}))
+            loggers.append(WandbRunLogger(options, wandb_dir or run_dir, run_name, default_group, run_config or {}))
         else:
             raise ConfigError(f"logger.{name} is not a known logger; expected any of {', '.join(KNOWN)}.")
     return loggers

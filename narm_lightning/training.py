@@ -442,7 +442,19 @@ def build_run_loggers(plan: RunPlan, stats: dict[str, Any], n_params: int, callb
     name = (f"trial-{pruning.reporter.number}" if pruning is not None
             else f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     return build_loggers(OmegaConf.to_container(cfg.logger, resolve=True), plan.run_dir, run_config,
-                         default_name=name, default_group=OmegaConf.select(cfg, "optuna.study_name", default=None))
+                         default_name=name, default_group=OmegaConf.select(cfg, "optuna.study_name", default=None),
+                         wandb_dir=sweep_dir())
+
+
+def sweep_dir() -> Path | None:
+    """The sweep's folder inside a Hydra multirun (None otherwise): every trial's W&B run goes under its
+    ``wandb/``, beside the summary run, so ``wandb leet <sweep dir>`` browses the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(str(HydraConfig.get().sweep.dir))
+    return None
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[pl.loggers.Logger], run_dir: Path,

@@ -92,9 +92,22 @@ def test_help_lists_every_key_with_the_schemas_help() -> None:
     (["data.downlaod=false"], "data.downlaod is not a key of this config (did you mean data.download?)"),
     (["data=foo"], "Could not find 'data/foo' Available options in 'data': diginetica ml-100k"),
     (["topk=["], "the command line does not parse"),
+])
+def test_what_hydra_cannot_compose_is_one_paragraph(args, expected) -> None:
+    from hydra.errors import HydraException
+
+    from narm_lightning.cli import composition_error
+
+    with pytest.raises(HydraException) as info:
+        compose_train(args)
+    message = str(composition_error(info.value, "narm-train"))
+    assert expected in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["learnig_rate=0.01"], "learnig_rate is not a key of this config (did you mean learning_rate?)"),
     (["resume=7"], "resume is 7; expected null or the run folder"),  # a typed node would have made it '7'
-    (["data.extra_roots=[1]"], "data.extra_roots is [1]; expected a list of folders"),
-    (["trainer.deterministic=yes"], "trainer.deterministic is 'yes'; expected true or false"),
+    (["data.extra_roots=[1]", "trainer.deterministic=yes"], "data.extra_roots is [1]; expected a list of folders"),
 ])
 def test_the_command_line_is_refused_by_name_with_exit_2(tmp_path, args, expected) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,

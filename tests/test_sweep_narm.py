@@ -62,7 +62,9 @@ def test_each_trial_is_its_own_wandb_run_plus_one_summary_run(tiny_root, tmp_pat
          "hydra.sweeper.study_name=wb", "hydra.sweep.dir=multirun/wb"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = offline_runs(tmp_path / "multirun" / "wb")
+    sweep_dir = tmp_path / "multirun" / "wb"
+    runs = offline_runs(sweep_dir / "wandb")  # one folder holds the whole sweep: `wandb leet <sweep dir>`
+    assert len(runs) == 3 and not list(sweep_dir.glob("[0-9]*/wandb")), "no trial keeps a wandb/ of its own"
     trials = sorted((r for r in runs if r.job_type == "train"), key=lambda r: r.name)
     summary = [r for r in runs if r.job_type == "sweep-summary"]
     assert [r.name for r in trials] == ["trial-0", "trial-1"]
@@ -70,6 +72,11 @@ def test_each_trial_is_its_own_wandb_run_plus_one_summary_run(tiny_root, tmp_pat
     assert len(summary) == 1 and summary[0].group == "wb" and summary[0].exit_code == 0
     rows = list(csv.DictReader((tmp_path / "multirun" / "wb" / "trials.csv").open()))
     assert sorted(r["wandb_run_id"] for r in rows) == sorted(r.run_id for r in trials) != ["", ""]
+    # the summary compares the trials: every trial's valid curve (from the study's reports) and best values
+    curves = list(csv.DictReader((sweep_dir / "curves.csv").open()))
+    assert sorted({r["number"] for r in curves}) == ["0", "1"] and all(r["step"] == "0" for r in curves)
+    logged = {k: v for row in summary[0].history for k, v in row.items()}
+    assert {"trials", "charts/curves_table", "charts/best_per_trial_table"} <= set(logged), sorted(logged)
 
 
 def test_typos_and_bad_values_fail_before_trial_0_and_leave_nothing(tiny_root, tmp_path) -> None:
@@ -83,3 +90,36 @@ def test_typos_and_bad_values_fail_before_trial_0_and_leave_nothing(tiny_root, t
         assert said in proc.stderr and "Nothing was started" in proc.stderr
     assert not (tmp_path / "optuna").exists() or not list((tmp_path / "optuna").glob("*.db")), "no study created"
     assert not (tmp_path / "multirun").exists(), "no sweep folder"
+
+
+def test_seeds_and_the_confirm_step_on_a_tiny_narm_sweep(tiny_root, tmp_path) -> None:
+    """Two seeds a trial, then the best trial and the default config retrained over two seeds: the confirm
+    table holds NARM's test metrics with mean, std, CI and the paired comparison; W&B gets it as a table."""
+    from tests.wandb_records import offline_runs
+
+    env_home = tmp_path / "wandb-home"
+    tiny = [a for a in tiny_overrides(tiny_root, "epochs=2") if not a.startswith("logger=")]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": str(env_home),
+           "WANDB_CACHE_DIR": str(env_home), "WANDB_DATA_DIR": str(env_home)}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, SWEEP, "-m", *tiny, "logger=wandb", "learning_rate=0.01,0.001", "hydra.sweeper.params=null",
+         "hydra.sweeper.seeds_per_trial=2", "hydra.sweeper.confirm_top=1", "hydra.sweeper.confirm_seeds=2",
+         "hydra.sweep.dir=multirun/c"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "multirun" / "c"
+    trials = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(trials) == 2 and all(t["state"] == "COMPLETE" for t in trials)
+    assert len([p for p in out.iterdir() if p.name.isdigit()]) == 2 * 2 + 2 * 2  # trials x seeds + confirm
+    rows = list(csv.DictReader((out / "confirm.csv").open()))
+    assert {r["config"] for r in rows} == {"default"} | {f"trial {t['number']}" for t in trials
+                                                         if float(t["value"]) == max(float(x["value"]) for x in trials)}
+    assert {r["metric"] for r in rows} >= {"mrr@10", "ndcg@10", "recall@10"}
+    for row in rows:
+        assert int(row["n"]) == 2 and float(row["ci95_low"]) <= float(row["mean"]) <= float(row["ci95_high"])
+    assert "| default | (defaults) | mrr@10 | 2 |" in (out / "confirm.md").read_text()
+    assert "Confirm step" in proc.stdout + proc.stderr
+    (summary,) = [r for r in offline_runs(out / "wandb") if r.job_type == "sweep-summary"]
+    logged = {k: v for row in summary.history for k, v in row.items()}
+    assert logged["confirm"]["nrows"] == len(rows)

@@ -122,6 +122,16 @@ class OptunaSweeperConfig:
     plots: bool = key(True, "write Optuna's HTML plots into the sweep dir (plotly.min.js beside them: they open "
                       "offline)")
     objective_name: str | None = key(None, "names the objective in plots and tables (null: \"objective\")")
+    seeds_per_trial: int = key(1, "seeds each trial trains with; its objective is their mean (std kept); >1 makes "
+                               "another study. The first seed reports and prunes, the others run if it completes")
+    seed_key: str = key("seed", "the config key that takes each seed (counted up from its value: 2020, 2021, ...)")
+    confirm_top: int = key(0, "after the study: retrain its best confirm_top configs and the default config over "
+                           "confirm_seeds seeds -> confirm.md/.csv, console, W&B (0: no confirm step)")
+    confirm_seeds: int = key(3, "seeds of the confirm step (from seed_key's value up)")
+    confirm_baseline: bool = key(True, "confirm the default config too (no searched parameter set): the paired "
+                                 "test compares each config with it")
+    results_file: str = key("results.json", "the JSON file each confirm run writes into its folder")
+    results_key: str = key("test", "the mapping of metrics in results_file that the confirm table reports")
 
 
 def register_configs() -> None:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"
 TRIALS_FILE = "trials.csv"
+CURVES_FILE = "curves.csv"  # every intermediate value a trial reported: number, step, value
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
 
 
@@ -96,6 +97,17 @@ def trials_csv(study: Any) -> str:
     return buffer.getvalue()
 
 
+def curves_csv(study: Any) -> str:
+    """The learning curves the trials reported (``trial.report(value, step)``), one row a value."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["number", "step", "value"])
+    for trial in study.get_trials(deepcopy=False):
+        for step, value in sorted(trial.intermediate_values.items()):
+            writer.writerow([trial.number, step, value])
+    return buffer.getvalue()
+
+
 PLOTLY_JS = "plotly.min.js"  # shipped once beside the plots: they open offline, without a CDN
 MIN_IMPORTANCE_TRIALS = 5  # fewer complete trials rank parameters by noise
 
@@ -128,6 +140,8 @@ def write_plots(study: Any, sweep_dir: Path) -> list[str]:
             continue
         try:
             figure = getattr(vis, f"plot_{name}")(study, **target)
+            if name == "parallel_coordinate":
+                recolor_lines(figure)
             html = figure.to_html(include_plotlyjs="directory", full_html=True)
         except Exception as exc:  # noqa: BLE001 - Optuna raises various types for studies it cannot plot
             log.info("Skipped %s.html: %s", name, exc)
@@ -137,6 +151,23 @@ def write_plots(study: Any, sweep_dir: Path) -> list[str]:
     if written and not (sweep_dir / PLOTLY_JS).is_file():
         write_text_atomic(sweep_dir / PLOTLY_JS, get_plotlyjs())
     return written
+
+
+def recolor_lines(figure: Any, scale: str = "Viridis") -> None:
+    """Optuna colours each trial's line from plotly's "Blues", whose low end is white: the worst trial is
+    drawn white on white. Each line keeps its place on the scale, read back from its colour, on ``scale``."""
+    from plotly.colors import sample_colorscale, unlabel_rgb
+
+    steps = [i / 255 for i in range(256)]
+    blues = [unlabel_rgb(c) for c in sample_colorscale("Blues", steps)]
+    for trace in figure.data:
+        color = getattr(getattr(trace, "line", None), "color", None)
+        if isinstance(color, str) and color.startswith("rgb"):
+            rgb = unlabel_rgb(color)
+            t = min(steps, key=lambda s: sum((a - b) ** 2 for a, b in zip(blues[round(s * 255)], rgb)))
+            trace.line.color = sample_colorscale(scale, [t])[0]
+        elif getattr(getattr(trace, "marker", None), "colorscale", None):  # the colour bar
+            trace.marker.colorscale = scale
 
 
 def inline_plotlyjs(html: str, sweep_dir: Path) -> str:
@@ -156,6 +187,7 @@ def write_results(
     results = summary(study, target)
     write_text_atomic(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
     write_text_atomic(sweep_dir / TRIALS_FILE, trials_csv(study))
+    write_text_atomic(sweep_dir / CURVES_FILE, curves_csv(study))
     if plots:
         write_plots(study, sweep_dir)
     n = results["n_trials"]

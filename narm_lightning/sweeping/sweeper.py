@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import math
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -107,6 +108,13 @@ class OptunaSweeperImpl:
         grace_period: int | None = None,
         plots: bool = True,
         objective_name: str | None = None,
+        seeds_per_trial: int = 1,
+        seed_key: str = "seed",
+        confirm_top: int = 0,
+        confirm_seeds: int = 3,
+        confirm_baseline: bool = True,
+        results_file: str = "results.json",
+        results_key: str = "test",
     ) -> None:
         self.sampler_cfg = _to_dict(sampler, "hydra.sweeper.sampler")
         self.pruner_cfg = _to_dict(pruner, "hydra.sweeper.pruner")
@@ -120,6 +128,10 @@ class OptunaSweeperImpl:
             raise ConfigError(f"hydra.sweeper.n_trials must be >= 1 or null, got {n_trials}.")
         if n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_jobs must be >= 1, got {n_jobs}.")
+        for name, value, least in (("seeds_per_trial", seeds_per_trial, 1), ("confirm_top", confirm_top, 0),
+                                   ("confirm_seeds", confirm_seeds, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"hydra.sweeper.{name} is {value!r}; expected an integer >= {least}.")
         if not 0.0 <= max_failure_rate <= 1.0:
             raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate}.")
         self.study_name = study_name
@@ -136,6 +148,10 @@ class OptunaSweeperImpl:
         self.grace_period = grace_period
         self.plots = bool(plots)
         self.objective_name = objective_name
+        self.seeds_per_trial = seeds_per_trial
+        self.seed_key = str(seed_key)
+        self.confirm_top, self.confirm_seeds, self.confirm_baseline = confirm_top, confirm_seeds, bool(confirm_baseline)
+        self.results_file, self.results_key = str(results_file), str(results_key)
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
@@ -285,6 +301,8 @@ class OptunaSweeperImpl:
         from narm_lightning.sweeping.study import build_pruner
 
         identity = space.identity(self.identity_ignore)
+        if self.seeds_per_trial > 1:  # the objective is another quantity (a mean over seeds): another study
+            identity["seeds_per_trial"] = self.seeds_per_trial
         study_name, storage_url = self._resolve_names(identity)
         with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
             storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
@@ -301,9 +319,12 @@ class OptunaSweeperImpl:
         log.info("%s study %s: %d/%d finished. Space: %s; n_trials %d (%s)",
                  "resuming" if finished else "new", study_name, finished, target, space.describe(is_grid), target,
                  sampler_name)
-        if finished >= target:  # nothing to run: no new sweep folder, no new results or W&B summary run
+        confirm_left = self._confirm_jobs_left(study) if finished >= target else None
+        if finished >= target and not confirm_left:  # nothing to run: no new sweep folder or W&B summary run
             log.info("Study %s is complete (%d/%d finished); raise hydra.sweeper.n_trials to run more.",
                      study_name, finished, target)
+            if self.confirm_top:
+                self._confirm_report(study, None)
             return [study]
         self._progress = Progress(target, finished, self.n_jobs)
 
@@ -313,12 +334,15 @@ class OptunaSweeperImpl:
         log.info("Storage %s (%s); every trial also gets %s", redact_url(storage_url), self.direction,
                  " ".join(space.fixed_overrides) or "no fixed override")
         try:
-            self._loop(study, space, storage_url, study_name, target)
+            if finished < target:
+                self._loop(study, space, storage_url, study_name, target)
         except BaseException as exc:  # whatever stops this worker, none of its trials stays RUNNING
             fail_own_running_trials(study, self._db, f"the sweep process stopped ({type(exc).__name__}: {exc})")
             raise
         finally:
             report.write_results(study, sweep_dir, target=target, plots=self.plots)
+        if self.confirm_top:
+            self._confirm(study, space, storage_url, study_name, sweep_dir)
         return [study]
 
     def _loop(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, target: int) -> None:
@@ -342,8 +366,7 @@ class OptunaSweeperImpl:
                 return
             ids = trial_ids(self._db, study, trials)  # storage ids: for the heartbeat and for each job
             with Heartbeat(self._db, ids):
-                self._run_batch(study, trials, ids, space, storage_url, study_name, job_idx)
-            job_idx += len(trials)
+                job_idx += self._run_batch(study, trials, ids, space, storage_url, study_name, job_idx)
 
     def _run_batch(
         self,
@@ -354,11 +377,14 @@ class OptunaSweeperImpl:
         storage_url: str,
         study_name: str,
         job_idx: int,
-    ) -> None:
+    ) -> int:
+        """Launch one batch of trials (each with its seeds) and tell the study; returns the jobs launched."""
+        seeds = self._seeds(self.seeds_per_trial) if self.seeds_per_trial > 1 else [None]
         batch = [
             [
                 *space.fixed_overrides,
                 *params_to_overrides(t.params, self._config_groups(t.params)),
+                *([f"{self.seed_key}={seeds[0]}"] if seeds[0] is not None else []),
                 *identity_overrides(storage_url, study_name, trial_id),
             ]
             for t, trial_id in zip(trials, ids)
@@ -377,10 +403,137 @@ class OptunaSweeperImpl:
             for trial in trials:
                 _fail(study, trial, f"interrupted: {exc}".strip())
             raise
+        launched = len(batch)
+        if len(seeds) > 1:
+            returns = self._other_seeds(trials, batch, returns, seeds, job_idx + len(batch))
+            launched += sum(len(r.returns) - 1 for r in returns if isinstance(r, SeedsResult))
         for trial, ret in zip(trials, returns):
             _tell(study, trial, ret)
             if self._progress is not None:
                 log.info("%s", self._progress.line(study, trial.number))
+        return launched
+
+    # ---------------------------------------------------------------- seeds and the confirm step
+    def _seeds(self, n: int) -> list[int]:
+        """``n`` seeds from the config's own (``seed_key``): 2020, 2021, 2022 for RecBole's default 2020."""
+        assert self.config is not None
+        base = OmegaConf.select(self.config, self.seed_key, default=None)
+        if not isinstance(base, int) or isinstance(base, bool):
+            raise ConfigError(f"hydra.sweeper.seed_key is {self.seed_key!r}, whose value in the config is {base!r}; "
+                              "expected the key of an integer seed (seeds_per_trial and the confirm step count "
+                              "from it).")
+        return [base + i for i in range(n)]
+
+    def _other_seeds(self, trials: list[Any], batch: list[list[str]], first: list[Any], seeds: list[Any],
+                     job_idx: int) -> list[Any]:
+        """Seeds 2..k of every trial whose first seed completed (a pruned or failed first seed decides the
+        trial: no more training is spent on it); each trial's result becomes :class:`SeedsResult`."""
+        from hydra.core.utils import JobStatus
+
+        todo = [i for i, ret in enumerate(first) if ret.status == JobStatus.COMPLETED]
+        more_batch = []
+        for i in todo:  # same overrides, another seed; no trial identity: the first seed reports and prunes
+            base = [o for o in batch[i][: len(batch[i]) - 3] if not o.startswith(f"{self.seed_key}=")]
+            identity = batch[i][len(batch[i]) - 3 : len(batch[i]) - 1]  # storage and study name: the W&B group
+            more_batch += [[*base, f"{self.seed_key}={seed}", *identity] for seed in seeds[1:]]
+        more = self.launcher.launch(more_batch, initial_job_idx=job_idx) if more_batch else []
+        out = list(first)
+        per = len(seeds) - 1
+        for n, i in enumerate(todo):
+            out[i] = SeedsResult([first[i], *more[n * per : (n + 1) * per]], seeds)
+        return out
+
+    def _confirm_plan(self, study: Any) -> tuple[list[Any], list[int]]:
+        from narm_lightning.sweeping.confirm import candidates
+
+        return candidates(study, self.confirm_top, self.confirm_baseline), self._seeds(self.confirm_seeds)
+
+    def _confirm_jobs_left(self, study: Any) -> int:
+        from narm_lightning.sweeping.confirm import stored
+
+        if not self.confirm_top:
+            return 0
+        chosen, seeds = self._confirm_plan(study)
+        done = stored(study)
+        return sum((c.label, s) not in done for c in chosen for s in seeds)
+
+    def _confirm(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, sweep_dir: Path) -> None:
+        """Retrain the top configs and the default over ``confirm_seeds`` seeds, each result stored in the
+        study as it ends (a rerun resumes), then the table: sweep folder, console (W&B via the callback)."""
+        from narm_lightning.sweeping.confirm import attr_key, read_metrics, stored
+
+        chosen, seeds = self._confirm_plan(study)
+        done = stored(study)
+        jobs = [(c, s) for c in chosen for s in seeds if (c.label, s) not in done]
+        if jobs:
+            log.info("Confirm step: %d configs (%s) x %d seeds; %d runs left.", len(chosen),
+                     ", ".join(c.label for c in chosen), len(seeds), len(jobs))
+        job_idx = next_job_index(sweep_dir)
+        started = time.monotonic()
+        for start in range(0, len(jobs), self.n_jobs):
+            chunk = jobs[start : start + self.n_jobs]
+            batch = [[*space.fixed_overrides, *params_to_overrides(c.params, self._config_groups(c.params)),
+                      f"{self.seed_key}={seed}", *identity_overrides(storage_url, study_name, 0)[:2]]
+                     for c, seed in chunk]
+            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+            job_idx += len(batch)
+            for (c, seed), ret in zip(chunk, returns):
+                record: dict[str, Any] = {"params": {k: _jsonable(v) for k, v in c.params.items()}}
+                try:
+                    _ = ret.return_value  # re-raises a failed job's exception
+                    record["metrics"] = read_metrics(ret.hydra_cfg.hydra.runtime.output_dir, self.results_file,
+                                                     self.results_key)
+                    record["folder"] = str(ret.hydra_cfg.hydra.runtime.output_dir)
+                except Exception as exc:  # noqa: BLE001 - a failed run is recorded and shown, the rest goes on
+                    record["error"] = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+                    log.warning("Confirm %s seed %d FAILED: %s", c.label, seed, record["error"])
+                study.set_user_attr(attr_key(c.label, seed), record)
+                done = start + chunk.index((c, seed)) + 1
+                eta = (time.monotonic() - started) / done * (len(jobs) - done)
+                outcome = (", ".join(f"{k} {v:.4g}" for k, v in list(record["metrics"].items())[:3])
+                           if "metrics" in record else "FAILED")
+                log.info("confirm %d/%d %s seed %d: %s%s", done, len(jobs), c.label, seed, outcome,
+                         f", ETA {_minutes(eta)}" if done < len(jobs) else "")
+        self._confirm_report(study, sweep_dir)
+
+    def _confirm_report(self, study: Any, sweep_dir: Path | None) -> None:
+        """The confirm table on the console, and into ``sweep_dir`` (``confirm.md``, ``confirm.csv``) if given."""
+        from narm_lightning.io import write_text_atomic
+        from narm_lightning.sweeping.confirm import CSV_FILE, MARKDOWN_FILE, stored, summarize, to_csv, to_markdown
+
+        chosen, seeds = self._confirm_plan(study)
+        results = {k: v for k, v in stored(study).items() if k[1] in seeds}
+        rows = summarize(results, [c.label for c in chosen])
+        params = {c.label: c.params for c in chosen}
+        table = to_markdown(rows, params, seeds)
+        log.info("Confirm step (%s):\n%s", study.study_name, table)
+        if sweep_dir is not None:
+            write_text_atomic(sweep_dir / MARKDOWN_FILE, table)
+            write_text_atomic(sweep_dir / CSV_FILE, to_csv(rows, params))
+
+
+class SeedsResult:
+    """One trial trained with several seeds, as a Hydra ``JobReturn`` look-alike for ``_tell``: the mean of the
+    seeds' objectives (all must complete; the std and each value are kept as trial user attrs)."""
+
+    def __init__(self, returns: list[Any], seeds: list[int]) -> None:
+        from hydra.core.utils import JobStatus
+
+        self.returns, self.seeds = returns, seeds
+        self.hydra_cfg = returns[0].hydra_cfg
+        failed = next((r for r in returns if r.status != JobStatus.COMPLETED), None)
+        self.status = JobStatus.COMPLETED if failed is None else failed.status
+        self._failed = failed
+
+    @property
+    def return_value(self) -> Any:
+        if self._failed is not None:
+            return self._failed.return_value  # re-raises that seed's exception
+        return [r.return_value for r in self.returns]
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
 def next_job_index(sweep_dir: Path) -> int:
@@ -433,7 +586,9 @@ class Progress:
                    if trial.datetime_complete and trial.datetime_start else 0.0)
         self.durations.append(seconds)
         params = " ".join(f"{k}={v}" for k, v in trial.params.items())
-        outcome = (f"value {trial.value:.4g}" if trial.value is not None
+        spread = (f" ± {trial.user_attrs['value_std']:.2g} over {len(trial.user_attrs.get('seed_values', {}))} seeds"
+                  if "value_std" in trial.user_attrs else "")
+        outcome = (f"value {trial.value:.4g}{spread}" if trial.value is not None
                    else trial.state.name + (f" ({trial.user_attrs[ERROR_ATTR][:80]})"
                                             if ERROR_ATTR in trial.user_attrs else ""))
         left = max(self.target - self.finished, 0)
@@ -492,6 +647,15 @@ def _tell(study: Any, trial: Any, ret: Any) -> None:
             return
         _fail(study, trial, f"{type(value).__name__}: {value}")
         return
+    if isinstance(ret, SeedsResult):  # the trial's objective: the mean over its seeds
+        try:
+            values = [float(v) for v in value]
+        except (TypeError, ValueError):
+            _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
+            return
+        trial.set_user_attr("seed_values", dict(zip(map(str, ret.seeds), values)))
+        trial.set_user_attr("value_std", statistics.stdev(values))
+        value = statistics.fmean(values)
     if isinstance(value, bool) or value is None:
         _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
         return

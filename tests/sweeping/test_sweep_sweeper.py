@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import sqlite3
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -51,7 +53,9 @@ def test_two_trial_sweep_writes_results_and_rerun_resumes(
     # The objective really ran with the sampled x (fixed y=1 passed through): value = (x-2)^2 + 1.
     assert all(float(r["value"]) == (float(r["x"]) - 2) ** 2 + 1 for r in rows)
     assert (out / "optimization_history.html").stat().st_size > 1000
-    assert (out / "parallel_coordinate.html").exists()
+    parallel = (out / "parallel_coordinate.html").read_text()
+    assert '"colorscale":[[0.0,"#440154"]' in parallel.replace(" ", ""), "Viridis: no white line on white"
+    assert "rgb(247,251,255)" not in parallel.replace(" ", "").replace(".0", "")
     assert f"Best trial: #{study.best_trial.number}" in proc.stderr + proc.stdout
     # Each trial got its identity as overrides.
     overrides = yaml.safe_load((out / "0" / ".hydra" / "overrides.yaml").read_text())
@@ -337,3 +341,61 @@ def test_a_w_and_b_plot_carries_plotly_inside(tmp_path: Path) -> None:
     (tmp_path / PLOTLY_JS).write_text("/* plotly */")
     html = f'<html><script charset="utf-8" src="{PLOTLY_JS}"></script><div>plot</div></html>'
     assert inline_plotlyjs(html, tmp_path) == "<html><script>/* plotly */</script><div>plot</div></html>"
+
+
+def test_seeds_per_trial_make_the_objective_a_mean_and_a_study_of_its_own(
+    run_toy: RunToy, tmp_path: Path
+) -> None:
+    def noise(seed: int) -> float:
+        return 0.5 * ((seed * 7919) % 10) / 10
+
+    common = ("hydra.sweeper.study_name=null", "noise=0.5", "x=1,3", "hydra/sweeper/sampler=grid")
+    run_toy("hydra.sweep.dir=multirun/seeds", "hydra.sweeper.seeds_per_trial=3", *common)
+    out = sweep_dir(tmp_path, "seeds")
+    (db,) = (tmp_path / "optuna").glob("*.db")
+    study = optuna.load_study(study_name=db.stem, storage=f"sqlite:///{db}")
+    for trial in study.trials:  # the objective at x=1 and x=3 is 1 + noise(seed): the mean over 2020..2022
+        values = [1.0 + noise(s) for s in (2020, 2021, 2022)]
+        assert trial.value == pytest.approx(sum(values) / 3)
+        assert trial.user_attrs["seed_values"] == pytest.approx(dict(zip(["2020", "2021", "2022"], values)))
+        assert trial.user_attrs["value_std"] == pytest.approx(statistics.stdev(values))
+    assert len([p for p in out.iterdir() if p.name.isdigit()]) == 6, "3 seeds x 2 trials, one folder each"
+    run_toy("hydra.sweep.dir=multirun/one", *common)  # one seed a trial: another objective, another study
+    assert len(list((tmp_path / "optuna").glob("*.db"))) == 2
+
+
+def test_a_failing_first_seed_fails_the_trial_without_training_the_others(run_toy: RunToy, tmp_path: Path) -> None:
+    run_toy("hydra.sweep.dir=multirun/f", "hydra.sweeper.seeds_per_trial=3", "x=1,3", "fail_x=1",
+            "hydra/sweeper/sampler=grid",
+            "hydra.sweeper.max_failure_rate=1.0")
+    assert len([p for p in sweep_dir(tmp_path, "f").iterdir() if p.name.isdigit()]) == 1 + 3
+    states = {r["x"]: r["state"] for r in read_csv(sweep_dir(tmp_path, "f") / "trials.csv")}
+    assert states == {"1": "FAIL", "3": "COMPLETE"}
+
+
+def test_confirm_step_retrains_top_and_default_over_seeds_and_resumes(
+    run_toy: RunToy, load_toy_study: LoadStudy, tmp_path: Path
+) -> None:
+    args = ("hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=4", "noise=0.5", "hydra.sweeper.confirm_top=2")
+    proc = run_toy("hydra.sweep.dir=multirun/c1", *args, "hydra.sweeper.confirm_seeds=2")
+    out = sweep_dir(tmp_path, "c1")
+    rows = read_csv(out / "confirm.csv")
+    # x=2 is the best trial (value = 0 + noise), x=1 or 3 the second; the default config is x=0 (value 4 + noise)
+    assert [r["config"] for r in rows if r["metric"] == "loss"][0] == "default"
+    by = {(r["config"], r["metric"]): r for r in rows}
+    best = next(r for r in rows if r["metric"] == "loss" and json.loads(r["params"]) == {"x": 2})
+    assert float(by[("default", "loss")]["mean"]) == pytest.approx(4 + (0.5 * 0.0 + 0.5 * 0.9) / 2)
+    assert float(best["diff_vs_default"]) == pytest.approx(-4.0) and int(best["n_paired"]) == 2
+    assert best["p_value_paired"] == "", "a constant difference has no variance: no t-test"
+    assert "Confirm step" in proc.stderr + proc.stdout and (out / "confirm.md").read_text().count("| loss |") == 3
+    jobs_before = len([p for p in out.iterdir() if p.name.isdigit()])
+    assert jobs_before == 4 + 3 * 2
+
+    # a third seed: only the 3 missing runs train (the 6 done ones are stored in the study)
+    run_toy("hydra.sweep.dir=multirun/c2", *args, "hydra.sweeper.confirm_seeds=3")
+    assert len([p for p in sweep_dir(tmp_path, "c2").iterdir() if p.name.isdigit()]) == 3
+    rows = read_csv(sweep_dir(tmp_path, "c2") / "confirm.csv")
+    assert {int(r["n"]) for r in rows} == {3}
+    # the same command again: nothing to run, no new folder; the table is printed
+    again = run_toy("hydra.sweep.dir=multirun/c3", *args, "hydra.sweeper.confirm_seeds=3")
+    assert not sweep_dir(tmp_path, "c3").exists() and "Confirm step" in again.stderr + again.stdout

@@ -9,6 +9,22 @@ import hydra
 from omegaconf import DictConfig
 
 
+def toy_noise(cfg: DictConfig) -> float:
+    """A seed's deterministic share of the objective (``noise`` scales it): seeds differ, reruns do not."""
+    return float(cfg.noise) * ((int(cfg.seed) * 7919) % 10) / 10
+
+
+def write_results(value: float) -> None:
+    """``results.json`` as the NARM app writes it: the confirm step reads its ``test`` metrics."""
+    import json
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    out = Path(HydraConfig.get().runtime.output_dir) / "results.json"
+    out.write_text(json.dumps({"test": {"loss": value, "double": 2 * value}}))
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     if cfg.sleep:
@@ -17,7 +33,8 @@ def main(cfg: DictConfig) -> float:
         raise ValueError(f"toy failure for x={cfg.x}")
     if cfg.mode == "nonfinite":
         return math.nan
-    value = (float(cfg.x) - 2.0) ** 2 + float(cfg.size.penalty) + float(cfg.y)
+    value = (float(cfg.x) - 2.0) ** 2 + float(cfg.size.penalty) + float(cfg.y) + toy_noise(cfg)
+    write_results(value)
     if not cfg.curve:
         return value
     from narm_lightning.pruning import TrialReporter  # only here: it imports torch (seconds per process)

@@ -1,0 +1,167 @@
+"""The confirm step: retrain the study's best configs and the default config over several seeds, then say
+with numbers whether the best beats the default or the difference is seed noise.
+
+A sweep picks its winner on one validation run per config; seeds alone move NARM's metrics by about as much
+as the configs differ, so a winner is only a winner once it is retrained. Each (config, seed) job's results
+are stored in the study as soon as it ends (a user attr), so an interrupted confirm resumes where it stopped.
+The statistics: mean, sample std, a 95% Student-t interval of the mean, and a paired t-test against the
+default config over the seeds both have (same seed: same data order and initial weights, so pairing removes
+the seed's share of the spread). Knows nothing of NARM: the app writes a JSON file of metrics per job.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIRM_ATTR = "confirm"  # study user attr prefix: confirm:<label>:<seed> -> {"params", "metrics"} or {"error"}
+DEFAULT_LABEL = "default"
+CSV_FILE = "confirm.csv"
+MARKDOWN_FILE = "confirm.md"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One config to retrain: ``default`` (no searched parameter set) or ``trial <n>`` with its params."""
+
+    label: str
+    params: dict[str, Any]
+
+
+def candidates(study: Any, top: int, baseline: bool) -> list[Candidate]:
+    """The default config (if ``baseline``) and the ``top`` complete trials, best first, distinct params."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+    chosen: list[Candidate] = [Candidate(DEFAULT_LABEL, {})] if baseline else []
+    seen: set[str] = set()
+    for trial in sorted(complete, key=lambda t: sign * float(t.value)):
+        key = json.dumps(trial.params, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append(Candidate(f"trial {trial.number}", dict(trial.params)))
+        if len(chosen) - baseline >= top:
+            break
+    return chosen
+
+
+def attr_key(label: str, seed: int) -> str:
+    return f"{CONFIRM_ATTR}:{label}:{seed}"
+
+
+def stored(study: Any) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(label, seed) -> {"params", "metrics"} | {"error"}`` for every confirm job already run."""
+    out = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(CONFIRM_ATTR + ":"):
+            _, label, seed = key.split(":")
+            out[(label, int(seed))] = value
+    return out
+
+
+def read_metrics(output_dir: str | Path, results_file: str, results_key: str) -> dict[str, float]:
+    """The numeric metrics a finished job wrote: ``<output_dir>/<results_file>[results_key]``."""
+    path = Path(output_dir) / results_file
+    data = json.loads(path.read_text(encoding="utf-8"))
+    section = data.get(results_key) if isinstance(data, Mapping) else None
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{path} has no mapping under {results_key!r}")
+    return {str(k): float(v) for k, v in section.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One config and one metric over the seeds."""
+
+    label: str
+    metric: str
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    diff: float | None  # mean paired difference to the default (None for the default itself)
+    rel_diff: float | None
+    p_value: float | None  # two-sided paired t-test against the default over the common seeds
+    n_paired: int
+
+
+def summarize(results: Mapping[tuple[str, int], Mapping[str, Any]], labels: Sequence[str],
+              metrics: Sequence[str] | None = None) -> list[Row]:
+    """Mean, std, 95% CI and the paired test against ``default`` for every (config, metric)."""
+    from scipy import stats  # Student-t quantiles and the paired test: scipy does them right
+
+    per: dict[str, dict[int, dict[str, float]]] = {}
+    for (label, seed), value in results.items():
+        if "metrics" in value:
+            per.setdefault(label, {})[seed] = value["metrics"]
+    names = list(metrics or sorted({m for runs in per.values() for r in runs.values() for m in r}))
+    rows = []
+    for label in labels:
+        runs = per.get(label, {})
+        for metric in names:
+            values = [runs[s][metric] for s in sorted(runs) if metric in runs[s]]
+            n = len(values)
+            if n == 0:
+                continue
+            mean = statistics.fmean(values)
+            std = statistics.stdev(values) if n > 1 else float("nan")
+            half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else float("nan")
+            diff = rel = p = None
+            n_paired = 0
+            base = per.get(DEFAULT_LABEL, {})
+            if label != DEFAULT_LABEL and base:
+                common = [s for s in sorted(runs) if s in base and metric in runs[s] and metric in base[s]]
+                n_paired = len(common)
+                if common:
+                    a = [runs[s][metric] for s in common]
+                    b = [base[s][metric] for s in common]
+                    diff = statistics.fmean(x - y for x, y in zip(a, b))
+                    base_mean = statistics.fmean(b)
+                    rel = diff / base_mean if base_mean else None
+                    # identical differences have no spread: the t statistic is undefined, not "p = 0"
+                    if n_paired > 1 and statistics.stdev(x - y for x, y in zip(a, b)) > 0:
+                        p = float(stats.ttest_rel(a, b).pvalue)
+            rows.append(Row(label, metric, n, mean, std, mean - half, mean + half, diff, rel, p, n_paired))
+    return rows
+
+
+def _f(value: float | None, digits: int = 4) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def to_csv(rows: Sequence[Row], params: Mapping[str, Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["config", "params", "metric", "n", "mean", "std", "ci95_low", "ci95_high", "diff_vs_default",
+                     "rel_diff_vs_default", "p_value_paired", "n_paired"])
+    for r in rows:
+        writer.writerow([r.label, json.dumps(params.get(r.label, {}), sort_keys=True, default=str), r.metric, r.n,
+                         r.mean, r.std, r.ci_low, r.ci_high, "" if r.diff is None else r.diff,
+                         "" if r.rel_diff is None else r.rel_diff, "" if r.p_value is None else r.p_value,
+                         r.n_paired])
+    return buffer.getvalue()
+
+
+def to_markdown(rows: Sequence[Row], params: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) -> str:
+    """The confirm table: one line per config and metric."""
+    lines = [f"Seeds {', '.join(map(str, seeds))}; mean ± sample std, 95% Student-t interval of the mean; paired "
+             "t-test against the default config over the same seeds (two-sided).", "",
+             "| config | params | metric | n | mean ± std | 95% CI | vs default | p (paired) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        shown = ", ".join(f"{k}={v}" for k, v in params.get(r.label, {}).items()) or "(defaults)"
+        vs = "" if r.diff is None else f"{r.diff:+.4f}" + (f" ({r.rel_diff:+.1%})" if r.rel_diff is not None else "")
+        lines.append(f"| {r.label} | {shown} | {r.metric} | {r.n} | {_f(r.mean)} ± {_f(r.std)} | "
+                     f"[{_f(r.ci_low)}, {_f(r.ci_high)}] | {vs} | {_f(r.p_value, 3)} |")
+    return "\n".join(lines) + "\n"
