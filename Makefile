@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 # glibc: ask for transparent huge pages for big tensors (1.5-1.7x faster CPU steps where THP is 'madvise'; docs/performance.md)
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: install postgres train test test-slow lint docs bench bench-gpu bench-sessions bench-serving bench-hugepages clean
+.PHONY: install postgres train test test-slow lint docs study-hyper-test bench bench-gpu bench-sessions bench-serving bench-hugepages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ bench:  ## speed report (bench/out/report.{json,md}) + an entry in bench/HISTORY
 
 bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, eval and GPU memory, bf16 vs fp32 on one GPU
 	$(PY) bench/bench.py --epochs 3 --no-serving --variant gpu-bf16=trainer=gpu --variant gpu-fp32=trainer=gpu,trainer.precision=32-true --note "GPU check: trainer=gpu, bf16-mixed vs fp32" $(ARGS)
+
+# Issue 20: RecBole's NARM hyper.test on ml-100k (30 grid points, each to early stopping; median pruner from the
+# 6th trial, after epoch 10), then the best 3 configs and the default config over seeds 2020-2022 to early
+# stopping. One persistent study (optuna/hyper-test-ml-100k.db): rerun the same target to resume.
+STUDY_HYPER_TEST = sweep.py -m --params-file=bench/hyper.test hydra.sweeper.study_name=hyper-test-ml-100k \
+	hydra/sweeper/pruner=median hydra.sweeper.pruner.n_startup_trials=5 hydra.sweeper.pruner.n_warmup_steps=10 \
+	hydra.sweeper.confirm_top=3 hydra.sweeper.confirm_seeds=3 hydra.sweep.dir=bench/out/study-hyper-test
+
+study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; log in bench/out/)
+	mkdir -p bench/out && $(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a bench/out/study-hyper-test.log
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
 	$(PY) bench/bench_sessions.py $(ARGS)

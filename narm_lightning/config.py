@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from narm_lightning.errors import ConfigError
 from narm_lightning.losses import NegativeSampling
-from narm_lightning.schema import LOGGERS, TrainConfig, data_schema, is_int, keys_of, schema_problems
+from narm_lightning.schema import ACCURACY_METRICS, LOGGERS, TrainConfig, data_schema, is_int, keys_of, schema_problems
 
 
 def parse_metric_name(name: str) -> tuple[str, int]:
@@ -111,6 +111,9 @@ def _valid_metric_problems(cfg: DictConfig) -> list[str]:
         ok = name in {x.lower() for x in metrics} and k in topk
     except ValueError:
         ok = False
+    if ok and name not in ACCURACY_METRICS:
+        return [f"valid_metric is {cfg.get('valid_metric')!r}, a beyond-accuracy metric; expected an accuracy metric "
+                f"(higher is better, so early stopping can use it): one of {', '.join(ACCURACY_METRICS)} at a topk K"]
     if ok:
         return []
     return [f"valid_metric is {cfg.get('valid_metric')!r}; expected one of the computed metrics: {', '.join(computed)}"]

@@ -2,7 +2,11 @@
 
 Hand-written because torchmetrics' Retrieval* metrics keep every (query, item) score and loop in Python,
 and some ignore targets scored <= 0: wrong for ranking one target against the whole catalogue. Here the
-target's rank is computed once per row and only per-K sums are kept.
+target's rank is computed once per row and only per-K sums are kept. RecBole's beyond-accuracy metrics
+(recbole/evaluator/metrics.py, 1.2.1) need the top-K lists: they keep how often each item is recommended
+at each K (a sum over rows, so exact under several ranks) and per-K sums of popularity and tail hits; the
+memory is K x items, whatever the number of rows. RecBole computes them from every row's list at once and
+crashes in 1.2.1 (``'int' object has no attribute 'cpu'``); the definitions below are its, to the letter.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-from narm_lightning.schema import METRICS  # the choices live in the schema
+from narm_lightning.schema import ACCURACY_METRICS, METRICS  # the choices live in the schema
+
+BEYOND_ACCURACY = tuple(m for m in METRICS if m not in ACCURACY_METRICS)
 
 # Rows compared at a time: summing a [rows, n_items] bool mask makes an int64 copy of it (8 bytes an item),
 # which for a whole block would double evaluation's peak memory; 256 rows keep it to a few dozen MiB.
@@ -27,13 +33,32 @@ def target_ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (torch.cat(counts) if counts else target_score.new_zeros(0, dtype=torch.long)) + 1
 
 
+def tail_items(popularity: torch.Tensor, tail_ratio: float | None) -> torch.Tensor:
+    """RecBole's long tail as a mask over item ids. Only items seen in training count (RecBole's counter);
+    ``tail_ratio > 1``: those seen at most that often; else that share of them, least frequent first (ties
+    by id), at least one. ``None`` or <= 0: 0.1, as RecBole."""
+    ratio = 0.1 if tail_ratio is None or tail_ratio <= 0 else float(tail_ratio)
+    seen = popularity > 0
+    if ratio > 1:
+        return seen & (popularity <= ratio)
+    ids = torch.nonzero(seen).flatten()  # ascending ids; a stable sort by count orders by (count, id)
+    order = ids[torch.sort(popularity[ids], stable=True).indices]
+    mask = torch.zeros_like(seen)
+    mask[order[: max(int(len(ids) * ratio), 1)]] = True
+    return mask
+
+
 class RankMetrics(Metric):
-    """Recall, MRR, NDCG, Hit and Precision at each K for one target per row (leave-one-out / next item)."""
+    """RecBole's top-K metrics at each K for one target per row (leave-one-out / next item): Recall, MRR, NDCG,
+    Hit, Precision, MAP from the target's rank; ItemCoverage, AveragePopularity, GiniIndex, ShannonEntropy and
+    TailPercentage from the top-K lists (these need ``item_popularity``: each item id's count as a training
+    target, RecBole's ``data.count_items``)."""
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, topk: Sequence[int], metrics: Sequence[str] = METRICS) -> None:
+    def __init__(self, topk: Sequence[int], metrics: Sequence[str] = METRICS[:5],
+                 item_popularity: torch.Tensor | None = None, tail_ratio: float | None = None) -> None:
         super().__init__()
         unknown = [m for m in metrics if m.lower() not in METRICS]
         if unknown:
@@ -45,16 +70,36 @@ class RankMetrics(Metric):
         self.add_state("rr", default=torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("dcg", default=torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.lists = any(m in BEYOND_ACCURACY for m in self.metrics)
+        if self.lists:
+            if item_popularity is None:
+                raise ValueError(f"{', '.join(m for m in self.metrics if m in BEYOND_ACCURACY)} need item_popularity")
+            popularity = item_popularity.to(torch.float64)
+            self.register_buffer("popularity", popularity, persistent=False)
+            self.register_buffer("tail", tail_items(popularity, tail_ratio).to(torch.float64), persistent=False)
+            self.add_state("recommended", default=torch.zeros(k, popularity.numel(), dtype=torch.float64),
+                           dist_reduce_fx="sum")  # [K, items]: how often each item is in a top-K list
+            self.add_state("pop_sum", default=torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state("tail_sum", default=torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, scores: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
         """Add one block of rows; ``scores`` must already hold ``-inf`` where an item may not rank."""
-        ranks = target_ranks(scores.float(), target).to(torch.float64)
+        scores = scores.float()
+        ranks = target_ranks(scores, target).to(torch.float64)
         ks = torch.tensor(self.topk, dtype=torch.float64, device=ranks.device)
         inside = ranks.unsqueeze(0).le(ks.unsqueeze(1)).to(torch.float64)  # [K, B]
         self.hits += inside.sum(1)
         self.rr += (inside / ranks).sum(1)
         self.dcg += (inside / torch.log2(ranks + 1)).sum(1)
         self.count += ranks.numel()
+        if self.lists and scores.size(0):
+            top = scores.topk(self.topk[-1], dim=1).indices  # RecBole's rec.items: torch.topk of the scores
+            pop = self.popularity[top].cumsum(1)
+            tail = self.tail[top].cumsum(1)
+            for i, k in enumerate(self.topk):
+                self.recommended[i] += torch.bincount(top[:, :k].flatten(), minlength=self.popularity.numel())
+                self.pop_sum[i] += pop[:, k - 1].sum()
+                self.tail_sum[i] += tail[:, k - 1].sum()
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.count.clamp(min=1)
@@ -64,9 +109,29 @@ class RankMetrics(Metric):
                 "recall": self.hits[i] / n,
                 "hit": self.hits[i] / n,
                 "mrr": self.rr[i] / n,
+                "map": self.rr[i] / n,  # one relevant item: RecBole's normalizer min(1, K) = 1, AP = 1/rank
                 "ndcg": self.dcg[i] / n,
                 "precision": self.hits[i] / n / k,
             }
+            if self.lists:
+                values.update(self._list_metrics(i, k, n))
             for name in self.metrics:
                 out[f"{name}@{k}"] = values[name]
         return out
+
+    def _list_metrics(self, i: int, k: int, n: torch.Tensor) -> dict[str, torch.Tensor]:
+        """RecBole's definitions; ``num_items`` counts the padding id, as RecBole's ``data.num_items``."""
+        num_items = self.popularity.numel()
+        counts = self.recommended[i][self.recommended[i] > 0]
+        total = n * k  # every recommendation made at this K
+        distinct = counts.numel()
+        ranks = torch.arange(num_items - distinct + 1, num_items + 1, dtype=torch.float64, device=counts.device)
+        p = counts / total
+        return {
+            "itemcoverage": torch.tensor(distinct / num_items, dtype=torch.float64),
+            "averagepopularity": self.pop_sum[i] / total,
+            "tailpercentage": self.tail_sum[i] / total,
+            "giniindex": ((2 * ranks - num_items - 1) * counts.sort().values).sum() / total / num_items,
+            # RecBole divides the entropy by the number of distinct items recommended
+            "shannonentropy": -(p * p.log()).sum() / max(distinct, 1),
+        }

@@ -47,6 +47,8 @@ class NARMModule(pl.LightningModule):
         model_config: dict[str, Any] | None = None,
         item_tokens: Sequence[str] | None = None,
         data_config: dict[str, Any] | None = None,
+        item_popularity: torch.Tensor | None = None,
+        tail_ratio: float | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -54,11 +56,13 @@ class NARMModule(pl.LightningModule):
         self.learner = learner.lower()
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
-        self.valid_metrics = RankMetrics(topk, metrics)
-        self.test_metrics = RankMetrics(topk, metrics)
+        # each item's count as a training target (RecBole's data.count_items) for its beyond-accuracy metrics
+        self.valid_metrics = RankMetrics(topk, metrics, item_popularity, tail_ratio)
+        self.test_metrics = RankMetrics(topk, metrics, item_popularity, tail_ratio)
         self.valid_history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
         self.item_tokens = list(item_tokens) if item_tokens is not None else None
+        self.protocol: dict[str, Any] | None = None  # the run's protocol card (data/card.py), kept in checkpoints
         # plain data only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(
             {"model": model_config or {}, "data": data_config or {}, "learner": self.learner,
@@ -111,6 +115,8 @@ class NARMModule(pl.LightningModule):
         """Keep the original item ids beside the weights, so a checkpoint alone can serve recommendations."""
         if self.item_tokens is not None:
             checkpoint["item_tokens"] = self.item_tokens
+        if self.protocol is not None:
+            checkpoint["protocol"] = self.protocol
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "item_tokens" in checkpoint:

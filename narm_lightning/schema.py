@@ -26,7 +26,13 @@ from typing import Any
 # learner name -> torch.optim class
 LEARNERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
 LOSS_TYPES = ("CE", "BPR")
-METRICS = ("recall", "mrr", "ndcg", "hit", "precision")  # RecBole's names, lower case
+# RecBole's names, lower case: accuracy metrics of the target's rank, then RecBole's beyond-accuracy ones, which
+# read the top-K lists (ACCURACY: the ones that can select a model: higher is better)
+ACCURACY_METRICS = ("recall", "mrr", "ndcg", "hit", "precision", "map")
+METRICS = (*ACCURACY_METRICS, "itemcoverage", "averagepopularity", "giniindex", "shannonentropy", "tailpercentage")
+METRIC_NAMES = {"recall": "Recall", "mrr": "MRR", "ndcg": "NDCG", "hit": "Hit", "precision": "Precision", "map": "MAP",
+                "itemcoverage": "ItemCoverage", "averagepopularity": "AveragePopularity", "giniindex": "GiniIndex",
+                "shannonentropy": "ShannonEntropy", "tailpercentage": "TailPercentage"}
 SESSION_FORMATS = ("auto", "session_text", "session_pickle", "raw")
 RAW_DATASETS = ("diginetica", "yoochoose")
 TIE_ORDERS = ("first_seen", "python2")
@@ -99,6 +105,11 @@ def _plain_name(value: Any) -> bool:
     """A single path component: a dataset name is joined under data.root and names the run's folder."""
     return (is_text(value) and value not in (".", "..") and not any(c in value for c in "/\\\0")
             and value == value.strip())
+
+
+def _clip_ok(value: Any) -> bool:
+    return (isinstance(value, Mapping) and set(value) <= {"max_norm", "norm_type"} and is_number(value.get("max_norm"))
+            and value.get("max_norm") > 0 and value.get("norm_type", 2) in (2, 2.0))
 
 
 def _limit(value: Any) -> bool:
@@ -293,13 +304,22 @@ class TrainConfig:
     stopping_step: int = key(10, "early stopping: stop after stopping_step+1 epochs without a better valid_metric "
                              "(as RecBole)", integer(0))
     eval_step: int = key(1, "validate every eval_step training epochs", integer())
-    metrics: list[str] = key(["Recall", "MRR", "NDCG", "Hit", "Precision"], "full-sort metrics to compute (RecBole "
-                             "names)", Rule(f"a non-empty list drawn from {', '.join(m.title() for m in METRICS)}",
-                                           _metrics))
+    metrics: list[str] = key(["Recall", "MRR", "NDCG", "Hit", "Precision"], "full-sort metrics to compute at every "
+                             "K (RecBole's names and definitions)",
+                             Rule(f"a non-empty list drawn from {', '.join(METRIC_NAMES.values())}", _metrics))
     topk: list[int] = key([10], "cut-offs K for every metric",
                           Rule("a non-empty list of positive integers, e.g. [10, 20]",
                                lambda v: is_list(v) and len(v) > 0 and all(is_int(k) and k > 0 for k in v)))
-    valid_metric: str = key("MRR@10", "model selection and early stopping metric (METRIC@K, one of metrics x topk)")
+    valid_metric: str = key("MRR@10", "model selection and early stopping metric (METRIC@K, one of metrics x topk; "
+                            "an accuracy metric: higher is better)")
+    tail_ratio: float = key(0.1, "TailPercentage's long tail: in (0, 1], that share of the train items, least "
+                            "frequent first; above 1, the items seen at most that often (RecBole's tail_ratio)",
+                            number(above=0, expect="a number > 0"))
+    metric_decimal_place: int = key(4, "decimals of the console's metric table (results.json keeps full precision)",
+                                    integer(0, 12, expect="an integer in [0, 12]"))
+    clip_grad_norm: Any = key(None, "null, or {max_norm: X} to clip the gradients' 2-norm (RecBole's clip_grad_norm)",
+                              Rule("null or {max_norm: a number > 0} (norm_type 2, the only one Lightning clips by)",
+                                   lambda v: v is None or _clip_ok(v)))
     train_neg_sample_args: Any = key(None, "null for CE; {distribution: uniform, sample_num: N} for BPR")
     init_from: str | None = key(None, "start from these weights: a narm-lightning .ckpt or a RecBole "
                                 "saved/NARM-*.pth", TEXT)

@@ -36,6 +36,7 @@ from narm_lightning.checkpointing import (
 )
 from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
 from narm_lightning.console import CompactProgressBar, quiet_third_party
+from narm_lightning.data.card import protocol_card
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.data.sources import load_sessions, load_user_sequences
@@ -139,7 +140,8 @@ def build_datamodule(cfg: DictConfig, data: SequentialData,
                                 generator=generator)
 
 
-def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | None = None) -> NARMModule:
+def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | None = None,
+                 train_targets: torch.Tensor | None = None) -> NARMModule:
     m = cfg.model
     model_config = {
         "n_items": n_items,
@@ -161,6 +163,8 @@ def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | Non
         model_config={**model_config, "loss_type": m.loss_type},
         item_tokens=item_tokens,
         data_config={"max_item_list_length": cfg.data.max_item_list_length},  # serving keeps this window
+        item_popularity=None if train_targets is None else torch.bincount(train_targets.flatten(), minlength=n_items),
+        tail_ratio=cfg.get("tail_ratio"),
     )
 
 
@@ -280,7 +284,7 @@ def peak_rss_mib() -> float | None:
     return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
 
 
-def format_results(results: dict[str, Any]) -> str:
+def format_results(results: dict[str, Any], decimals: int = 4) -> str:
     """A readable table of best-valid and test metrics for the end of the console output."""
     valid, test = results["best_valid"], results["test"]
     names = list(test) or list(valid)
@@ -288,8 +292,8 @@ def format_results(results: dict[str, Any]) -> str:
     width = max(len(n) for n in names + ["metric"])
     lines = [f"{'metric':<{width}}  {head:>24}  {'test':>10}", "-" * (width + 38)]
     for name in names:
-        shown = f"{valid[name]:.4f}" if name in valid else "-"
-        lines.append(f"{name:<{width}}  {shown:>24}  {test.get(name, float('nan')):>10.4f}")
+        shown = f"{valid[name]:.{decimals}f}" if name in valid else "-"
+        lines.append(f"{name:<{width}}  {shown:>24}  {test.get(name, float('nan')):>10.{decimals}f}")
     return "\n".join(lines)
 
 
@@ -348,7 +352,9 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     data, fingerprint = read_data(plan)
-    module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens])
+    card = protocol_card(cfg, data, fingerprint, validating=len(data.valid) > 0)
+    module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens], data.train.target)
+    module.protocol = card  # into every checkpoint
     if cfg.init_from:
         load_initial_weights(module, cfg.init_from)
     shuffle = torch.Generator().manual_seed(cfg.seed)  # its own stream, saved in checkpoints for exact resume
@@ -358,7 +364,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     log.info("%s", describe_run(cfg, data.stats, n_params))
     callbacks = build_callbacks(plan, validating=len(data.valid) > 0,
                                 state=RunState(shuffle, {"sha256": fingerprint, "source": data.source}))
-    loggers.extend(build_run_loggers(plan, data.stats, n_params, callbacks))
+    loggers.extend(build_run_loggers(plan, data.stats, n_params, callbacks, card))
     if plan.resume_ckpt is None and plan.lead:
         write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer = build_trainer(cfg, callbacks.all(), loggers, plan.run_dir, validating=callbacks.best is not None)
@@ -368,11 +374,12 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     best_path = fit(trainer, module, datamodule, plan, callbacks)
     fit_seconds = time.perf_counter() - started
     with stopped_by_signals(trainer, plan.run_dir):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=True)
     if cfg.epochs == 0:  # the init_from weights as the run's checkpoint (Lightning saves only a model it ran)
         best_path = str(plan.run_dir / "checkpoints" / "best.ckpt")
         trainer.save_checkpoint(best_path)
     results = collect_results(plan, trainer, module, callbacks, data.stats, n_params, fit_seconds, best_path)
+    results["protocol"] = card
     if trainer.is_global_zero:  # identical on every rank (metric states are summed across ranks)
         report_results(plan, results, loggers)
     return results
@@ -430,14 +437,14 @@ def build_callbacks(plan: RunPlan, validating: bool, state: RunState) -> RunCall
     return RunCallbacks(best, last, state, others)
 
 
-def build_run_loggers(plan: RunPlan, stats: dict[str, Any], n_params: int, callbacks: RunCallbacks
-                      ) -> list[pl.loggers.Logger]:
+def build_run_loggers(plan: RunPlan, stats: dict[str, Any], n_params: int, callbacks: RunCallbacks,
+                      card: dict[str, Any] | None = None) -> list[pl.loggers.Logger]:
     """The ``logger`` group's loggers, named after the trial in a sweep, else after dataset and time."""
     cfg = plan.cfg
     if plan.resume_ckpt is not None and plan.lead:
         keep_csv_history(plan.run_dir)  # before the CSV logger starts: it would replace metrics.csv
     run_config = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "n_parameters": n_params,
-                  **flatten(stats, "data_stats.")}
+                  **flatten(stats, "data_stats."), **flatten(card or {}, "protocol.")}
     pruning = next((c for c in callbacks.others if isinstance(c, OptunaPruningCallback)), None)
     name = (f"trial-{pruning.reporter.number}" if pruning is not None
             else f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -481,6 +488,10 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[p
         limit_test_batches=t.get("limit_test_batches"),
         check_val_every_n_epoch=cfg.eval_step,
         num_sanity_val_steps=0,
+        # RecBole: clip_grad_norm_(parameters, **clip_grad_norm) after backward; Lightning clips the 2-norm the same
+        # way (after unscaling under 16-bit AMP)
+        gradient_clip_val=(cfg.get("clip_grad_norm") or {}).get("max_norm"),
+        gradient_clip_algorithm="norm",
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
@@ -549,5 +560,6 @@ def report_results(plan: RunPlan, results: dict[str, Any], loggers: list[pl.logg
     metric_name, _ = parse_metric_name(plan.cfg.valid_metric)
     validated = results["model_selection"].startswith("best")
     selection = f"selected on {metric_name.upper()} ({plan.valid_key})" if validated else "no validation: last epoch"
-    print(f"\nNARM on {plan.cfg.data.dataset}: {selection}\n{format_results(results)}")
+    print(f"\nNARM on {plan.cfg.data.dataset}: {selection}\n"
+          f"{format_results(results, plan.cfg.get('metric_decimal_place', 4))}")
     print(f"results: {plan.run_dir / 'results.json'}")

@@ -122,12 +122,16 @@ def test_ddp_training_on_two_gloo_processes_matches_one_process_evaluation(tiny_
 
 def test_recbole_checkpoint_evaluated_by_one_and_two_gloo_processes_agrees(shared_data: Path, tmp_path: Path) -> None:
     pth = shared_data / "recbole-checkpoint" / "NARM-ml-100k-seed2020.pth"
+    # all of RecBole's metrics: the beyond-accuracy ones sum per-item counts across ranks, exact like the rest
     common = [f"data.extra_roots=[{shared_data}]", "data.download=false", "logger=none", "epochs=0",
-              f"init_from={pth}", "trainer.enable_progress_bar=false", "eval_batch_size=128"]
+              f"init_from={pth}", "trainer.enable_progress_bar=false", "eval_batch_size=128", "topk=[5,10]",
+              "metrics=[Recall,MRR,NDCG,Hit,Precision,MAP,ItemCoverage,AveragePopularity,GiniIndex,ShannonEntropy,"
+              "TailPercentage]"]
     single = train(compose_train(common), output_dir=tmp_path / "single")
     ddp = _run_train([*common, "trainer=ddp", "trainer.devices=2"], tmp_path / "ddp")
     _assert_same_metrics(single, ddp)
     assert round(single["test"]["recall@10"], 4) == 0.1220  # RecBole's printed figure: both are right, not only equal
+    assert len(single["test"]) == 22 and 0 < single["test"]["giniindex@10"] < 1
 
 
 def test_ddp_inside_a_sweep_is_refused_with_a_clear_message(tiny_root: Path, tmp_path: Path) -> None:

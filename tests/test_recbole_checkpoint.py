@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,6 +32,24 @@ def test_recbole_weights_reproduce_recboles_printed_metrics(shared_data) -> None
             metric.update(model.predict(examples.item_seq, examples.item_seq_len), examples.target)
         got = {k: round(float(v), 4) for k, v in metric.compute().items()}
         assert got == PRINTED[split], split
+
+
+def recbole_list_metrics(items: np.ndarray, popularity: np.ndarray, num_items: int) -> dict[str, float]:
+    """RecBole 1.2.1's beyond-accuracy definitions (recbole/evaluator/metrics.py), computed the direct way
+    from every row's top-K list at once, to check the summed states of ``RankMetrics`` on real data."""
+    counts = np.array(sorted(Counter(items.flatten().tolist()).values()), dtype=np.float64)
+    total = items.size
+    seen = [i for i in range(num_items) if popularity[i] > 0]
+    tail = set(sorted(seen, key=lambda i: (popularity[i], i))[: max(int(len(seen) * 0.1), 1)])
+    positions = np.arange(num_items - len(counts) + 1, num_items + 1)
+    p = counts / total
+    return {
+        "itemcoverage": len(counts) / num_items,
+        "averagepopularity": float(popularity[items].mean()),
+        "giniindex": float(np.sum((2 * positions - num_items - 1) * counts) / total / num_items),
+        "shannonentropy": float(-(p * np.log(p)).sum() / len(counts)),
+        "tailpercentage": float(np.isin(items, list(tail)).mean()),
+    }
 
 
 class _Boom:
@@ -61,11 +81,28 @@ def test_train_py_evaluates_a_recbole_checkpoint_with_epochs_0(shared_data, tmp_
     from tests.helpers import compose_train
 
     pth = shared_data / "recbole-checkpoint" / "NARM-ml-100k-seed2020.pth"
+    recbole_yaml = tmp_path / "recbole.yaml"  # all eleven of RecBole's top-K metrics, three cut-offs
+    recbole_yaml.write_text(
+        "metrics: [Recall, MRR, NDCG, Hit, Precision, MAP, ItemCoverage, AveragePopularity, GiniIndex, "
+        "ShannonEntropy, TailPercentage]\ntopk: [5, 10, 20]\nvalid_metric: MRR@10\n"
+        "eval_args: {split: {LS: valid_and_test}, order: TO, mode: full}\nmetric_decimal_place: 4\n")
     cfg = compose_train([f"init_from={pth}", "epochs=0", "logger=none", "trainer.enable_progress_bar=false",
-                         f"data.extra_roots=[{shared_data}]", f"data.root={tmp_path / 'none'}"])
+                         f"data.extra_roots=[{shared_data}]", f"data.root={tmp_path / 'none'}",
+                         f"config_file={recbole_yaml}"])
     results = train(cfg, output_dir=tmp_path / "run")
-    assert {k: round(v, 4) for k, v in results["best_valid"].items()} == PRINTED["valid"]
-    assert {k: round(v, 4) for k, v in results["test"].items()} == PRINTED["test"]
+    for split, got in (("valid", results["best_valid"]), ("test", results["test"])):
+        assert {k: round(got[k], 4) for k in PRINTED[split]} == PRINTED[split]
+        assert len(got) == 11 * 3 and got["map@10"] == got["mrr@10"]  # one target: AP is the reciprocal rank
+    data = load_user_sequences("ml-100k", "missing", [str(shared_data)], "user_id", "item_id", "timestamp", 50)
+    model = NARM(data.n_items)
+    model.load_state_dict(load_recbole_state_dict(pth))
+    model.eval()
+    with torch.no_grad():
+        top = model.predict(data.test.item_seq, data.test.item_seq_len).topk(20, dim=1).indices.numpy()
+    popularity = np.bincount(data.train.target.numpy(), minlength=data.n_items)
+    for k in (5, 10, 20):
+        for name, value in recbole_list_metrics(top[:, :k], popularity, data.n_items).items():
+            assert results["test"][f"{name}@{k}"] == pytest.approx(value, rel=1e-9), (name, k)
     # the run keeps the weights as a narm-lightning checkpoint, loadable the safe way
     ckpt = torch.load(results["best_checkpoint"], weights_only=True)
     assert torch.equal(ckpt["state_dict"]["model.item_embedding.weight"],

@@ -123,3 +123,39 @@ def test_the_tensorboard_logger_writes_event_files(tiny_root, tmp_path) -> None:
     train(compose_train([*overrides, "logger=tensorboard"]), output_dir=tmp_path / "run")
     events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)
+
+
+def test_recboles_clip_grad_norm_and_metric_decimal_place(tmp_path) -> None:
+    from narm_lightning.recbole.config import map_recbole_config
+    from narm_lightning.training import build_trainer, format_results
+
+    trainer = build_trainer(compose_train(["clip_grad_norm={max_norm:5}", "logger=none"]), [], [], tmp_path, True)
+    assert trainer.gradient_clip_val == 5 and trainer.gradient_clip_algorithm == "norm"
+    assert build_trainer(compose_train(["logger=none"]), [], [], tmp_path, True).gradient_clip_val is None
+    table = format_results({"best_valid": {"mrr@10": 0.123456}, "test": {"mrr@10": 0.1}, "best_epoch": 3}, 2)
+    assert "0.12" in table and "0.1235" not in table and "0.10" in table
+    mapped, unsupported = map_recbole_config({"clip_grad_norm": {"max_norm": 5, "norm_type": 2},
+                                              "metric_decimal_place": 6, "tail_ratio": 0.2})
+    assert mapped == {"clip_grad_norm": {"max_norm": 5, "norm_type": 2}, "metric_decimal_place": 6,
+                      "tail_ratio": 0.2} and unsupported == []
+
+
+def test_the_protocol_card_travels_with_every_figure(tiny_root, tmp_path) -> None:
+    """results.json and the checkpoint say what the figures were measured on, the file's SHA-256 included,
+    and that the valid split (never test) selected the model."""
+    import hashlib
+
+    from narm_lightning.data.card import check_card
+
+    results = train(compose_train(tiny_overrides(tiny_root, "epochs=1")), output_dir=tmp_path / "run")
+    card = results["protocol"]
+    inter = tiny_root / "tiny" / "tiny.inter"
+    assert card["files"] == [{"path": str(inter), "sha256": hashlib.sha256(inter.read_bytes()).hexdigest()}]
+    assert (card["split"], card["order"], card["group_by"], card["mode"]) == ({"LS": "valid_and_test"}, "TO", "user",
+                                                                             "full")
+    assert card["max_item_list_length"] == 50 and "stable" in card["tie_order"]
+    assert card["model_selection"] == {"split": "valid", "metric": "MRR@10"}
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["protocol"] == card
+    assert torch.load(results["best_checkpoint"], weights_only=True)["protocol"] == card
+    with pytest.raises(AssertionError, match="only the valid split"):
+        check_card({**card, "model_selection": {"split": "test"}})

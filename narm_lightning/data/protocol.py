@@ -41,6 +41,7 @@ class SequentialData:
     item_tokens: np.ndarray  # original token of each internal id; index 0 is "[PAD]"
     stats: dict[str, int | float] = field(default_factory=dict)
     source: str = ""  # the file(s) it was read from, for messages
+    files: tuple[str, ...] = ()  # the data files themselves (their SHA-256 goes into the protocol card)
 
     def fingerprint(self) -> str:
         """SHA-256 of exactly what a model sees: item ids and every split's histories and targets.

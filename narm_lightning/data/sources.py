@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def load_user_sequences(
     """A RecBole atomic ``.inter`` file under RecBole's sequential leave-one-out protocol."""
     path = locate_atomic(dataset, root, extra_roots, download)
     table = read_atomic(path, {user_field: "token", item_field: "token", time_field: "float"})
-    return build_sequential(
+    data = build_sequential(
         table.columns[user_field], table.columns[item_field], table.columns[time_field], max_len, str(path)
     )
+    return dataclasses.replace(data, files=(str(path),))
 
 
 def read_session_split(
@@ -63,17 +65,24 @@ def read_session_split(
     ``auto`` takes the first that exists, in that order: ``<root>/<dataset>/train_sessions.txt``,
     ``<root>/<dataset>/train.txt`` (pickles), ``<root>/<raw_folder>/<raw file>``.
     """
+    return _read_session_split(dataset, fmt, roots, raw_dataset, raw_folder, raw_options)[0]
+
+
+def _read_session_split(
+    dataset: str, fmt: str, roots: Sequence[str], raw_dataset: str | None, raw_folder: str | None, raw_options: dict,
+) -> tuple[SessionSplit, tuple[str, ...]]:
+    """``read_session_split`` and the files it read."""
     text = find_in_roots(roots, dataset, "train_sessions.txt") if fmt in ("auto", "session_text") else None
     if text is not None:
-        return read_text_split(text.parent)
+        return read_text_split(text.parent), (str(text), str(text.parent / "test.tsv"))
     pickled = find_in_roots(roots, dataset, "train.txt") if fmt in ("auto", "session_pickle") else None
     if pickled is not None:
-        return read_pickle_split(pickled.parent)
+        return read_pickle_split(pickled.parent), (str(pickled), str(pickled.parent / "test.txt"))
     if fmt in ("auto", "raw") and raw_dataset in RAW_FILES:
         raw = find_in_roots(roots, raw_folder or raw_dataset, RAW_FILES[raw_dataset])
         # a missing raw file: load_raw_split's error says where to obtain it and where to put it
         path = raw or Path(roots[0]) / (raw_folder or raw_dataset) / RAW_FILES[raw_dataset]
-        return load_raw_split(raw_dataset, path, **raw_options)
+        return load_raw_split(raw_dataset, path, **raw_options), (str(path),)
     wanted = {"session_text": "train_sessions.txt + test.tsv", "session_pickle": "train.txt + test.txt",
               "auto": "train_sessions.txt + test.tsv, or train.txt + test.txt"}.get(fmt, "")
     raise DataError(f"data.dataset={dataset!r} (data.format={fmt}): no {wanted} under "
@@ -93,7 +102,7 @@ def load_sessions(
     raw_options: dict | None = None,
 ) -> SequentialData:
     """A session dataset under the NARM paper's protocol (augmented train, 10% valid, prepared test)."""
-    split = read_session_split(dataset, fmt, [root, *extra_roots], raw_dataset, raw_folder, raw_options or {})
+    split, files = _read_session_split(dataset, fmt, [root, *extra_roots], raw_dataset, raw_folder, raw_options or {})
     train_seqs, train_lens = pad_prefixes(split.train_prefixes, max_len)
     test_seqs, test_lens = pad_prefixes(split.test_prefixes, max_len)
     n_items = split.n_items + 1
@@ -101,5 +110,6 @@ def load_sessions(
         tokens = np.asarray(["[PAD]", *[str(t) for t in split.item_ids[1:]]], dtype=object)
     else:
         tokens = np.asarray(["[PAD]", *[str(i) for i in range(1, n_items)]], dtype=object)
-    return build_session_examples(train_seqs, train_lens, split.train_targets, test_seqs, test_lens,
+    data = build_session_examples(train_seqs, train_lens, split.train_targets, test_seqs, test_lens,
                                   split.test_targets, n_items, tokens, valid_ratio, seed, split.source)
+    return dataclasses.replace(data, files=files)

@@ -48,13 +48,15 @@ KEY_MAP: dict[str, str] = {
     "TIME_FIELD": "data.time_field",
     "dataset": "data.dataset",
     "data_path": "data.root",
+    "clip_grad_norm": "clip_grad_norm",
+    "tail_ratio": "tail_ratio",
+    "metric_decimal_place": "metric_decimal_place",
 }
 
 # RecBole keys whose RecBole default is what this project always does: accepted silently at that value.
 DEFAULT_ONLY: dict[str, Any] = {
     "model": "NARM",
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
-    "metric_decimal_place": 4,
     "repeatable": True,
     "reproducibility": True,
     "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
@@ -116,8 +118,8 @@ def map_recbole_config(config: Mapping[str, Any], source: str = "config dict") -
     for key, value in config.items():
         if key in KEY_MAP:
             mapped[KEY_MAP[key]] = _normalise(key, value, source)
-        elif key in DEFAULT_ONLY and (value == DEFAULT_ONLY[key] or key in {"metric_decimal_place", "repeatable",
-                                                                           "reproducibility", "load_col"}):
+        elif key in DEFAULT_ONLY and (value == DEFAULT_ONLY[key] or key in {"repeatable", "reproducibility",
+                                                                           "load_col"}):
             continue
         else:
             unsupported.append(key)

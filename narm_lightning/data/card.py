@@ -1,0 +1,59 @@
+"""The protocol card: what a run's figures were measured on, in one plain mapping.
+
+Two numbers are comparable only under the same split, order, grouping, candidates, filters, window and tie
+order, on the same file. The card says all of it; it goes into ``results.json``, the checkpoint and the W&B
+config, so a figure never travels without its protocol. Plain data only (a checkpoint stays loadable with
+``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from narm_lightning.data.protocol import SequentialData
+from narm_lightning.io import sha256_file
+
+SELECTION_SPLIT = "valid"  # the only split a model is ever selected or early-stopped on
+
+
+def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, validating: bool) -> dict[str, Any]:
+    """The card of a run on ``data`` under ``cfg`` (``fingerprint``: SHA-256 of the examples themselves)."""
+    d = cfg.data
+    atomic = d.format == "atomic"
+    if atomic:
+        split: dict[str, Any] = {"LS": "valid_and_test"}  # RecBole's sequential leave-one-out
+        ties = ("stable: interactions with the same timestamp keep their order in the file (RecBole sorts them "
+                "with an unstable sort, so its order of tied items may differ)")
+    else:
+        split = {"test": "the dataset's own test sessions", "valid_ratio": float(d.valid_ratio),
+                 "valid_seed": int(cfg.seed)}
+        ties = f"sessions with the same date: {d.tie_order}"
+    card: dict[str, Any] = {
+        "dataset": str(d.dataset),
+        "format": str(d.format),
+        "split": split,
+        "order": "TO",  # time order (RecBole's only order for sequential models)
+        "group_by": "user" if atomic else "session",
+        "mode": "full",  # every item ranked (full sort); the padding id never ranks
+        "filters": {},
+        "max_item_list_length": int(d.max_item_list_length),
+        "tie_order": ties,
+        "files": [{"path": path, "sha256": sha256_file(path)} for path in data.files],
+        "examples_sha256": fingerprint,
+        "model_selection": ({"split": SELECTION_SPLIT, "metric": str(cfg.valid_metric)} if validating
+                            else {"split": None, "metric": None, "note": "no validation: the last epoch is tested"}),
+    }
+    if not atomic and d.format == "raw":
+        card["preprocessing"] = {key: d.get(key) for key in ("raw_dataset", "min_item_support", "test_days",
+                                                             "sort_by_timeframe", "fraction")}
+    check_card(card)
+    return card
+
+
+def check_card(card: dict[str, Any]) -> None:
+    """The invariant every figure rests on: the test split never selects a model."""
+    split = card["model_selection"]["split"]
+    if split not in (SELECTION_SPLIT, None):
+        raise AssertionError(f"model selection on {split!r}: only the valid split may select a model")
