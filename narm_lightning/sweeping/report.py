@@ -131,8 +131,14 @@ def write_plots(study: Any, sweep_dir: Path) -> list[str]:
     import optuna.visualization as vis
     from plotly.offline import get_plotlyjs
 
+    import optuna
+
     written: list[str] = []
-    target = {"target_name": study.metric_names[0]} if study.metric_names else {}  # the axis says what it is
+    target = {"target_name": study.metric_names[0]} if study.metric_names else {}
+    if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+        log.info("Skipped the plots: no trial completed.")
+        return written
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the axis says what it is
     for name in PLOTS:
         problem = _importance_problem(study) if name == "param_importances" else None
         if problem:

@@ -160,6 +160,13 @@ class OptunaSweeperImpl:
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher that runs each trial as a job."""
+        import optuna
+
+        # The console tells the story in our own lines ("new study ...", "trial 3/30 ..."): Optuna's INFO
+        # lines ("A new study created in RDB") and the basic launcher's job dumps (every override again,
+        # the trial identity included) would only repeat them.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("hydra._internal.core_plugins.basic_launcher").setLevel(logging.WARNING)
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -630,8 +637,9 @@ def _state(name: str) -> Any:
 
 def _tell(study: Any, trial: Any, ret: Any) -> None:
     """Turn one Hydra JobReturn into COMPLETE / PRUNED / FAILED."""
-    import optuna
     from hydra.core.utils import JobStatus
+
+    import optuna
 
     output_dir = getattr(getattr(getattr(ret, "hydra_cfg", None), "hydra", None), "runtime", None)
     if output_dir is not None:
