@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 # glibc: ask for transparent huge pages for big tensors (1.5-1.7x faster CPU steps where THP is 'madvise'; docs/performance.md)
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: install postgres train test test-slow lint docs study-hyper-test bench bench-gpu bench-sessions bench-serving bench-hugepages clean
+.PHONY: install postgres train test test-slow lint docs study-hyper-test study-hyper-test-status bench bench-gpu bench-sessions bench-serving bench-hugepages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ STUDY_HYPER_TEST = sweep.py -m --params-file=bench/hyper.test hydra.sweeper.stud
 
 study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; log in bench/out/)
 	mkdir -p bench/out && $(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a bench/out/study-hyper-test.log
+
+study-hyper-test-status:  ## where issue 20's study stands: every trial, trials/hour, the confirm table (read-only)
+	$(PY) bench/study_status.py --study hyper-test-ml-100k
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
 	$(PY) bench/bench_sessions.py $(ARGS)

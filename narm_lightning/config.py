@@ -15,7 +15,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from narm_lightning.errors import ConfigError
 from narm_lightning.losses import NegativeSampling
-from narm_lightning.schema import ACCURACY_METRICS, LOGGERS, TrainConfig, data_schema, is_int, keys_of, schema_problems
+from narm_lightning.schema import (
+    ACCURACY_METRICS,
+    LOGGERS,
+    TrainConfig,
+    data_schema,
+    eval_args_problems,
+    is_int,
+    is_list,
+    keys_of,
+    schema_problems,
+)
 
 
 def parse_metric_name(name: str) -> tuple[str, int]:
@@ -80,6 +90,19 @@ def cross_field_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval_step is {eval_step} but epochs is {epochs}: no epoch would be validated, so no best "
                         f"model could be chosen; expected eval_step <= epochs")
     problems += _valid_metric_problems(cfg)
+    eval_args = cfg.get("eval_args")
+    plain = OmegaConf.to_container(eval_args) if isinstance(eval_args, (DictConfig, ListConfig)) else eval_args
+    problems += eval_args_problems(plain)
+    split = (plain or {}).get("split") if isinstance(plain, Mapping) else None
+    no_valid = split in ({"LS": "test_only"},) or (isinstance(split, Mapping) and "RS" in split
+                                                   and is_list(split["RS"]) and len(split["RS"]) == 3
+                                                   and split["RS"][1] == 0)
+    if no_valid and cfg.optuna.get("trial_id") is not None:
+        problems.append(f"eval_args.split is {split!r} in a sweep; expected a split with validation examples: a "
+                        "trial's objective is its best valid_metric")
+    if plain is not None and d.get("format") != "atomic":
+        problems.append(f"eval_args is {plain!r} with data.format {d.get('format')!r}; expected null: a session "
+                        "dataset has its own test file and validates on data.valid_ratio of its training examples")
     if d.get("format") != "atomic" and d.get("valid_ratio") == 0 and cfg.optuna.get("trial_id") is not None:
         problems.append("data.valid_ratio is 0; expected above 0 in a sweep: a trial's objective is its best "
                         "valid_metric, so it needs validation examples")

@@ -284,6 +284,44 @@ class TensorBoardLoggerConfig:
 LOGGERS: dict[str, type] = {"wandb": WandbConfig, "csv": CsvLoggerConfig, "tensorboard": TensorBoardLoggerConfig}
 
 
+# RecBole 1.2.1's sequential eval_args (recbole/properties/quick_start_config/sequential.yaml + group_by), what
+# eval_args: null means and what a partial eval_args on the command line is filled from
+SEQUENTIAL_EVAL_ARGS = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}
+# what RecBole fills a config file's partial eval_args from (Config._set_default_parameters): its file replaces
+# the sequential block whole, so a file without `order` means RO there
+RECBOLE_EVAL_FILL = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"}
+
+
+def eval_args_problems(value: Any) -> list[str]:
+    """What is wrong with an ``eval_args`` (filled), one phrase a key; empty when this project can honour it."""
+    if value is None:
+        return []
+    if not isinstance(value, Mapping) or not set(value) <= set(SEQUENTIAL_EVAL_ARGS):
+        return [f"eval_args is {value!r}; expected null or a mapping of split, order, group_by, mode"]
+    args = {**SEQUENTIAL_EVAL_ARGS, **value}
+    problems = []
+    split = args["split"]
+    mode, ratios = next(iter(split.items())) if isinstance(split, Mapping) and len(split) == 1 else (None, None)
+    if not ((mode == "LS" and ratios in ("valid_and_test", "test_only"))
+            or (mode == "RS" and is_list(ratios) and len(ratios) == 3 and all(is_number(r) and r >= 0 for r in ratios)
+                and ratios[0] > 0 and ratios[2] > 0)):
+        problems.append(f"eval_args.split is {split!r}; expected {{LS: valid_and_test}}, {{LS: test_only}} or {{RS: "
+                        "[a, b, c]} with a, c > 0 and b >= 0 (valid_only would leave no test split; TS, the time "
+                        "split, is not supported here)")
+    if args["order"] != "TO":
+        problems.append(f"eval_args.order is {args['order']!r}; expected TO: RecBole 1.2.1 refuses RO for sequential "
+                        "models (\"The ordering args for sequential recommendation has to be 'TO'\"), and a RecBole "
+                        "file whose eval_args leaves out order means RO there: add order: TO")
+    if args["group_by"] not in ("user", None, "none"):
+        problems.append(f"eval_args.group_by is {args['group_by']!r}; expected user or null")
+    modes = args["mode"].values() if isinstance(args["mode"], Mapping) else [args["mode"]]
+    if isinstance(args["mode"], Mapping) and not set(args["mode"]) <= {"valid", "test"} or any(
+            m != "full" for m in modes):
+        problems.append(f"eval_args.mode is {args['mode']!r}; expected full: sampled candidates (uniN, popN) are not "
+                        "implemented here yet, and are refused rather than silently evaluated in full")
+    return problems
+
+
 @dataclass
 class TrainConfig:
     """Top-level keys of training (names follow RecBole's); ``model``, ``data``, ``trainer`` and ``logger``
@@ -327,6 +365,9 @@ class TrainConfig:
                                   TEXT)
     resume: str | None = key(None, "a run folder to continue from its checkpoints/last.ckpt with its saved "
                              "config.yaml", Rule("null or the run folder of an earlier run", is_text))
+    eval_args: Any = key(None, "RecBole's eval_args; null: {split: {LS: valid_and_test}, order: TO, group_by: user, "
+                         "mode: full}. Also {LS: test_only}, {RS: [8, 1, 1]} (group_by user or null); keys left out "
+                         "keep those (atomic datasets)")  # checked by eval_args_problems: one message a key
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: Any = REQUIRED  # the data group: AtomicDataConfig or SessionDataConfig

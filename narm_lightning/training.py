@@ -36,9 +36,9 @@ from narm_lightning.checkpointing import (
 )
 from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
 from narm_lightning.console import CompactProgressBar, quiet_third_party
-from narm_lightning.data.card import protocol_card
+from narm_lightning.data.card import filled_eval_args, protocol_card
 from narm_lightning.data.datamodule import SequentialDataModule
-from narm_lightning.data.protocol import SequentialData
+from narm_lightning.data.protocol import SequentialData, Split
 from narm_lightning.data.sources import load_sessions, load_user_sequences
 from narm_lightning.errors import ConfigError, DataError, RunInterrupted
 from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
@@ -80,6 +80,7 @@ def load_data(cfg: DictConfig) -> SequentialData:
             time_field=d.time_field,
             max_len=d.max_item_list_length,
             download=d.download,
+            split=Split.from_eval_args(filled_eval_args(cfg)),
         )
     raw_options = {
         "cache_dir": d.get("cache_dir"),

@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from narm_lightning.data.atomic import read_atomic
-from narm_lightning.data.protocol import build_sequential, leave_one_out, remap_tokens, sliding_window_examples
+from narm_lightning.data.protocol import (
+    Split,
+    build_sequential,
+    leave_one_out,
+    ratio_split,
+    remap_tokens,
+    sliding_window_examples,
+    split_counts,
+)
 from narm_lightning.data.sources import load_user_sequences
 from narm_lightning.errors import DataError
 from tests.conftest import write_inter
@@ -68,7 +76,8 @@ def test_a_dataset_with_no_valid_example_is_a_data_error() -> None:
     # three interactions per user give two examples each: one test, one train, and no valid one
     users = np.array(["a"] * 3 + ["b"] * 3)
     items = np.array(["1", "2", "3", "2", "3", "1"])
-    with pytest.raises(DataError, match=r"train/valid/test examples: 2/0/2\); expected at least one user with 4"):
+    with pytest.raises(DataError, match=r"split \{LS: valid_and_test\} leaves a split empty \(train/valid/test "
+                                        r"examples: 2/0/2\); expected users with more interactions"):
         build_sequential(users, items, np.arange(6.0), max_len=5, source="f.inter")
 
 
@@ -78,3 +87,43 @@ def test_test_items_never_seen_in_training_are_kept() -> None:
     data = build_sequential(users, items, np.arange(8.0), max_len=5)
     nine = int(np.flatnonzero(data.item_tokens == "9")[0])
     assert nine in data.test.target.tolist() and nine not in data.train.target.tolist()
+
+
+@pytest.mark.parametrize(("total", "ratios", "counts"), [
+    (10, [8, 1, 1], [8, 1, 1]),
+    (5, [0.8, 0.1, 0.1], [3, 1, 1]),  # 0.5 each: rounded down to 0, then each gets one from train
+    (2, [8, 1, 1], [1, 0, 1]),  # test gets one; then train is down to 1 and keeps it
+    (1, [8, 1, 1], [1, 0, 0]),
+    (0, [8, 1, 1], [0, 0, 0]),
+    (19, [7, 2, 1], [15, 3, 1]),  # 0.2*19 = 3.8 -> 3, 0.1*19 = 1.9 -> 1 (not in (0, 1): no bump), train the rest
+])
+def test_ratio_split_sizes_are_recboles(total, ratios, counts) -> None:
+    """RecBole 1.2.1's _calcu_split_ids: parts but the first rounded down, the first takes the rest, and a part
+    whose exact share is in (0, 1) takes one from the first while the first has more than one."""
+    assert split_counts(total, ratios) == counts
+
+
+def test_ratio_split_by_user_and_ungrouped() -> None:
+    # users a (5 examples) and b (2 examples), in (user, time) order; times interleave across users
+    user = np.array([1, 1, 1, 1, 1, 2, 2])
+    time = np.array([1.0, 3.0, 5.0, 7.0, 9.0, 2.0, 4.0])
+    # by user, 8:1:1: a -> [3, 1, 1], b -> [1, 0, 1]
+    assert ratio_split(user, time, [8, 1, 1], by_user=True).tolist() == [0, 0, 0, 1, 2, 0, 2]
+    # ungrouped: all 7 in time order (1, 2, 3, 4, 5, 7, 9) -> sizes [5, 1, 1]: time 7 valid, time 9 test
+    assert ratio_split(user, time, [8, 1, 1], by_user=False).tolist() == [0, 0, 0, 1, 2, 0, 0]
+    # test_only leave-one-out: the last example of each user is test, none is valid
+    assert leave_one_out(user, n_holdout=1).tolist() == [0, 0, 0, 0, 2, 0, 2]
+
+
+def test_ml100k_split_sizes_equal_recboles(shared_data) -> None:
+    """Expected sizes: RecBole 1.2.1's own Dataset._calcu_split_ids (and leave_one_out) applied to ml-100k's
+    99,057 examples (943 users); computed with RecBole's function from its source, then written here."""
+    def sizes(split: Split) -> tuple[int, int, int]:
+        data = load_user_sequences("ml-100k", "missing", [str(shared_data)], "user_id", "item_id", "timestamp", 50,
+                                   download=False, split=split)
+        return len(data.train), len(data.valid), len(data.test)
+
+    assert sizes(Split("RS", (8.0, 1.0, 1.0), by_user=True)) == (80_065, 9_496, 9_496)
+    assert sizes(Split("RS", (0.8, 0.1, 0.1), by_user=False)) == (79_247, 9_905, 9_905)
+    assert sizes(Split("RS", (0.7, 0.2, 0.1), by_user=True)) == (70_123, 19_438, 9_496)
+    assert sizes(Split("LS", "test_only")) == (98_114, 0, 943)

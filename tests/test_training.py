@@ -159,3 +159,29 @@ def test_the_protocol_card_travels_with_every_figure(tiny_root, tmp_path) -> Non
     assert torch.load(results["best_checkpoint"], weights_only=True)["protocol"] == card
     with pytest.raises(AssertionError, match="only the valid split"):
         check_card({**card, "model_selection": {"split": "test"}})
+
+
+def test_eval_args_test_only_trains_without_validation_and_tests_the_last_epoch(tiny_root, tmp_path) -> None:
+    results = train(compose_train(tiny_overrides(tiny_root, "epochs=2", "eval_args={split:{LS:test_only}}")),
+                    output_dir=tmp_path / "run")
+    assert results["model_selection"].startswith("last epoch") and results["best_valid"] == {}
+    card = results["protocol"]
+    assert card["split"] == {"LS": "test_only"} and card["model_selection"]["split"] is None
+    assert results["dataset"]["n_valid"] == 0 and results["test"]
+
+
+def test_a_recbole_file_eval_args_is_filled_the_way_recbole_fills_it(tmp_path) -> None:
+    """RecBole replaces its sequential eval_args with the file's and fills the missing keys from its general
+    defaults, so a file with only `split` means order RO, which RecBole refuses for NARM: refused here too."""
+    from narm_lightning.config import validate
+    from narm_lightning.errors import ConfigError
+    from narm_lightning.training import with_recbole_config_file
+
+    path = tmp_path / "r.yaml"
+    path.write_text("eval_args:\n  split: {RS: [8, 1, 1]}\n")
+    with pytest.raises(ConfigError, match="eval_args.order is 'RO'; expected TO: RecBole 1.2.1 refuses RO"):
+        validate(with_recbole_config_file(compose_train([f"config_file={path}"])))
+    path.write_text("eval_args:\n  split: {RS: [8, 1, 1]}\n  order: TO\n  group_by: none\n")
+    cfg = with_recbole_config_file(compose_train([f"config_file={path}"]))
+    validate(cfg)
+    assert dict(cfg.eval_args) == {"split": {"RS": [8, 1, 1]}, "order": "TO", "group_by": "none", "mode": "full"}

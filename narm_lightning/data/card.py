@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.io import sha256_file
+from narm_lightning.schema import SEQUENTIAL_EVAL_ARGS
 
 SELECTION_SPLIT = "valid"  # the only split a model is ever selected or early-stopped on
 
@@ -22,8 +23,9 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
     """The card of a run on ``data`` under ``cfg`` (``fingerprint``: SHA-256 of the examples themselves)."""
     d = cfg.data
     atomic = d.format == "atomic"
+    eval_args = filled_eval_args(cfg)
     if atomic:
-        split: dict[str, Any] = {"LS": "valid_and_test"}  # RecBole's sequential leave-one-out
+        split: dict[str, Any] = eval_args["split"]
         ties = ("stable: interactions with the same timestamp keep their order in the file (RecBole sorts them "
                 "with an unstable sort, so its order of tied items may differ)")
     else:
@@ -35,7 +37,7 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
         "format": str(d.format),
         "split": split,
         "order": "TO",  # time order (RecBole's only order for sequential models)
-        "group_by": "user" if atomic else "session",
+        "group_by": (eval_args["group_by"] if "RS" in split else "user") if atomic else "session",
         "mode": "full",  # every item ranked (full sort); the padding id never ranks
         "filters": {},
         "max_item_list_length": int(d.max_item_list_length),
@@ -50,6 +52,13 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
                                                              "sort_by_timeframe", "fraction")}
     check_card(card)
     return card
+
+
+def filled_eval_args(cfg: DictConfig) -> dict[str, Any]:
+    """``eval_args`` with every key: the ones left out (or all, for null) are RecBole's sequential defaults."""
+    value = cfg.get("eval_args")
+    plain = OmegaConf.to_container(value) if isinstance(value, DictConfig) else (value or {})
+    return {**SEQUENTIAL_EVAL_ARGS, **plain}
 
 
 def check_card(card: dict[str, Any]) -> None:

@@ -7,7 +7,9 @@ per-sample Python work.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,7 +94,8 @@ def sliding_window_examples(
 
 
 def leave_one_out(user: np.ndarray, n_holdout: int = 2) -> np.ndarray:
-    """Split label per example (0 train, 1 valid, 2 test), RecBole's ``leave_one_out`` for valid_and_test.
+    """Split label per example (0 train, 1 valid, 2 test), RecBole's ``leave_one_out``: ``n_holdout=2`` is
+    ``valid_and_test``, ``n_holdout=1`` is ``test_only`` (no valid split).
 
     Within each user's examples (contiguous, time-ordered) the last goes to test and the one before to
     valid; a user with k <= n_holdout examples keeps k-1 for holdout, filled from the test end.
@@ -110,31 +113,103 @@ def leave_one_out(user: np.ndarray, n_holdout: int = 2) -> np.ndarray:
     holdout = np.minimum(n_holdout, np.repeat(sizes, sizes) - 1)
     in_holdout = from_end < holdout
     # the k held-out examples take the last k labels of (1 valid, 2 test): test is always filled first
-    split[in_holdout] = (n_holdout - from_end[in_holdout]).astype(np.int64)
+    split[in_holdout] = (2 - from_end[in_holdout]).astype(np.int64)
     return split
+
+
+def split_counts(total: int, ratios: Sequence[float]) -> list[int]:
+    """RecBole 1.2.1's ``Dataset._calcu_split_ids`` as part sizes: every part but the first rounded down, the
+    first takes the rest; then a part whose exact share is in (0, 1) gets one from the first while it has
+    more than one. ``ratios`` are normalised first, in the same float arithmetic as RecBole's."""
+    norm = [r / sum(ratios) for r in ratios]
+    counts = [int(r * total) for r in norm]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(norm)):
+        if counts[0] <= 1:
+            break
+        if 0 < norm[-i] * total < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts
+
+
+def ratio_split(user: np.ndarray, time: np.ndarray, ratios: Sequence[float], by_user: bool) -> np.ndarray:
+    """Split label per example under RecBole's ``RS`` (examples in (user, time) order).
+
+    ``by_user``: each user's examples, in time order, split by ``split_counts``. Else all examples in time
+    order (RecBole's ``order: TO`` sort of the whole dataset; same-time examples keep their (user, time)
+    order here, where RecBole's sort is unstable) split once.
+    """
+    labels = np.zeros(len(user), dtype=np.int64)
+    if by_user:
+        starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if len(user) else np.zeros(0, dtype=np.int64)
+        ends = np.r_[starts[1:], len(user)]
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            counts = split_counts(end - start, ratios)
+            labels[start:end] = np.repeat(np.arange(len(counts)), counts)
+        return labels
+    order = np.argsort(time, kind="stable")
+    labels[order] = np.repeat(np.arange(len(ratios)), split_counts(len(user), ratios))
+    return labels
 
 
 def to_examples(seq: np.ndarray, length: np.ndarray, target: np.ndarray) -> Examples:
     return Examples(torch.from_numpy(seq).long(), torch.from_numpy(length).long(), torch.from_numpy(target).long())
 
 
+@dataclass(frozen=True)
+class Split:
+    """RecBole's ``eval_args.split`` and ``group_by``: ``("LS", "valid_and_test")``, ``("LS", "test_only")``
+    or ``("RS", (0.8, 0.1, 0.1))`` with ``by_user``."""
+
+    mode: str = "LS"
+    args: Any = "valid_and_test"
+    by_user: bool = True
+
+    @classmethod
+    def from_eval_args(cls, args: Mapping[str, Any]) -> Split:
+        """From a filled, checked ``eval_args`` mapping (``schema.eval_args_problems``)."""
+        ((mode, value),) = dict(args["split"]).items()
+        value = value if mode == "LS" else tuple(float(r) for r in value)
+        return cls(mode, value, by_user=args.get("group_by") == "user")
+
+    def labels(self, user: np.ndarray, time: np.ndarray) -> np.ndarray:
+        if self.mode == "LS":
+            return leave_one_out(user, 2 if self.args == "valid_and_test" else 1)
+        return ratio_split(user, time, list(self.args), self.by_user)
+
+    def describe(self) -> str:
+        return f"{{LS: {self.args}}}" if self.mode == "LS" else (
+            f"{{RS: {list(self.args)}}}, group_by {'user' if self.by_user else 'none'}")
+
+
 def build_sequential(
-    user_tokens: np.ndarray, item_tokens: np.ndarray, timestamps: np.ndarray, max_len: int, source: str = ""
+    user_tokens: np.ndarray, item_tokens: np.ndarray, timestamps: np.ndarray, max_len: int, source: str = "",
+    split: Split = Split(),  # noqa: B008 - frozen: a shared default is safe
 ) -> SequentialData:
-    """The whole protocol on one interaction table; ``source`` names the file for error messages."""
+    """The whole protocol on one interaction table; ``source`` names the file for error messages.
+
+    As RecBole 1.2.1 for sequential models, the examples are made first (each interaction after a user's
+    first is a target) and then split, so every split's histories reach back into the earlier ones.
+    """
     user, _ = remap_tokens(user_tokens)
     item, item_vocab = remap_tokens(item_tokens)
     order = np.lexsort((timestamps, user))  # stable: by user, then time, then file order
     ex_user, seq, length, target = sliding_window_examples(user[order], item[order], max_len)
     if len(target) == 0:
         raise DataError(f"{source}: no user has two interactions, so there is no next item to predict.")
-    split = leave_one_out(ex_user)
-    parts = [np.flatnonzero(split == s) for s in range(3)]
-    if min(len(p) for p in parts) == 0:
+    sorted_user, sorted_time = user[order], np.asarray(timestamps)[order]
+    ex_time = sorted_time[np.r_[False, sorted_user[1:] == sorted_user[:-1]]]
+    labels = split.labels(ex_user, ex_time)
+    parts = [np.flatnonzero(labels == s) for s in range(3)]
+    needed = [0, 2] if split.mode == "LS" and split.args == "test_only" else [0, 1, 2]
+    if split.mode == "RS":
+        needed = [i for i in range(3) if split.args[i] > 0]
+    if any(len(parts[i]) == 0 for i in needed):
         raise DataError(
-            f"{source}: too few interactions per user to leave one out for valid and test (train/valid/test "
-            f"examples: {'/'.join(str(len(p)) for p in parts)}); expected at least one user with 4 or more "
-            "interactions (one for history, then one each for train, valid and test)."
+            f"{source}: eval_args.split {split.describe()} leaves a split empty (train/valid/test examples: "
+            f"{'/'.join(str(len(p)) for p in parts)}); expected users with more interactions (leave-one-out "
+            "needs one for history, then one each for train and the held-out splits) or other ratios."
         )
     train, valid, test = (to_examples(seq[p], length[p], target[p]) for p in parts)
     stats = {

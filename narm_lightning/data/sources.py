@@ -10,7 +10,7 @@ import numpy as np
 
 from narm_lightning.data.atomic import read_atomic
 from narm_lightning.data.download import fetch_ml100k, find_in_roots
-from narm_lightning.data.protocol import SequentialData, build_sequential, build_session_examples
+from narm_lightning.data.protocol import SequentialData, Split, build_sequential, build_session_examples
 from narm_lightning.data.session_preprocess import load_raw_split
 from narm_lightning.data.sessions import SessionSplit, pad_prefixes, read_pickle_split, read_text_split
 from narm_lightning.errors import DataError
@@ -42,12 +42,13 @@ def load_user_sequences(
     time_field: str,
     max_len: int,
     download: bool = True,
+    split: Split = Split(),  # noqa: B008 - frozen: a shared default is safe
 ) -> SequentialData:
-    """A RecBole atomic ``.inter`` file under RecBole's sequential leave-one-out protocol."""
+    """A RecBole atomic ``.inter`` file under RecBole's sequential protocol (leave-one-out unless ``split``)."""
     path = locate_atomic(dataset, root, extra_roots, download)
     table = read_atomic(path, {user_field: "token", item_field: "token", time_field: "float"})
     data = build_sequential(
-        table.columns[user_field], table.columns[item_field], table.columns[time_field], max_len, str(path)
+        table.columns[user_field], table.columns[item_field], table.columns[time_field], max_len, str(path), split
     )
     return dataclasses.replace(data, files=(str(path),))
 

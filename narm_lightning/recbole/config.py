@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from narm_lightning import CONF_DIR
 from narm_lightning.errors import ConfigError
 from narm_lightning.io import read_text_lines
+from narm_lightning.schema import RECBOLE_EVAL_FILL
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ KEY_MAP: dict[str, str] = {
 # RecBole keys whose RecBole default is what this project always does: accepted silently at that value.
 DEFAULT_ONLY: dict[str, Any] = {
     "model": "NARM",
-    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
     "repeatable": True,
     "reproducibility": True,
     "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
@@ -116,7 +116,9 @@ def map_recbole_config(config: Mapping[str, Any], source: str = "config dict") -
     mapped: dict[str, Any] = {}
     unsupported: list[str] = []
     for key, value in config.items():
-        if key in KEY_MAP:
+        if key == "eval_args":  # RecBole fills a file's partial eval_args from its own defaults (order: RO)
+            mapped["eval_args"] = {**RECBOLE_EVAL_FILL, **value} if isinstance(value, Mapping) else value
+        elif key in KEY_MAP:
             mapped[KEY_MAP[key]] = _normalise(key, value, source)
         elif key in DEFAULT_ONLY and (value == DEFAULT_ONLY[key] or key in {"repeatable", "reproducibility",
                                                                            "load_col"}):
