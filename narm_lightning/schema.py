@@ -172,6 +172,25 @@ class DataConfig:
         "batches (RecBole's)", integer(0, expect="an integer >= 0 (0: off)"))
 
 
+def _interval_ok(value: Any) -> bool:
+    from narm_lightning.data.filters import parse_intervals  # numpy only, imported when a filter is set
+
+    try:
+        parse_intervals(value)
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def _val_interval_ok(value: Any) -> bool:
+    return value is None or (isinstance(value, Mapping) and all(
+        isinstance(k, str) and ((isinstance(v, str) and _interval_ok(v)) or (is_list(v) and len(v) > 0))
+        for k, v in value.items()))
+
+
+INTERVAL = Rule("RecBole's interval string, e.g. \"[5,inf)\" (several joined by ;)", _interval_ok)
+
+
 @dataclass
 class AtomicDataConfig(DataConfig):
     """A RecBole atomic ``.inter`` file with RecBole's sequential leave-one-out protocol (data=ml-100k)."""
@@ -182,6 +201,18 @@ class AtomicDataConfig(DataConfig):
     user_id_field: str = key("user_id", "RecBole's USER_ID_FIELD", TEXT)
     item_id_field: str = key("item_id", "RecBole's ITEM_ID_FIELD", TEXT)
     time_field: str = key("timestamp", "RecBole's TIME_FIELD (orders each user's interactions)", TEXT)
+    rm_dup_inter: str | None = key(None, "RecBole's rm_dup_inter: first or last keeps one row per (user, item), "
+                                   "after a sort by time; null keeps all", one_of((None, "first", "last")))
+    val_interval: Any = key(None, "RecBole's val_interval: {field: \"[3,inf)\"} keeps rows whose float field is "
+                            "inside, {field: [a, b]} those whose token field is one of them",
+                            Rule("null or {field: interval string (float fields) or list of tokens}",
+                                 _val_interval_ok))
+    user_inter_num_interval: str = key("[0,inf)", "RecBole's: keep users whose interaction count is inside, "
+                                       "repeated with items until stable (\"[5,inf)\": 5-core)", INTERVAL)
+    item_inter_num_interval: str = key("[0,inf)", "RecBole's: keep items whose interaction count is inside "
+                                       "(k-core with the users)", INTERVAL)
+    filter_inter_by_user_or_item: bool = key(True, "RecBole's: needs .user/.item feature files, which NARM does "
+                                             "not read, so it removes nothing (as in RecBole without them)", BOOLEAN)
 
 
 @dataclass
@@ -502,7 +533,7 @@ class Key:
             return None
         checked = _type_check(self.annotation)
         expect = self.rule.expect if self.rule else (checked[0] if checked else "")
-        if self.optional and not expect.startswith("null"):
+        if self.optional and not expect.startswith("null") and not (self.rule and None in self.rule.choices):
             expect = f"null or {expect}"
         if checked and not checked[1](value):
             return expect

@@ -81,6 +81,7 @@ def load_data(cfg: DictConfig) -> SequentialData:
             max_len=d.max_item_list_length,
             download=d.download,
             split=Split.from_eval_args(filled_eval_args(cfg)),
+            filters=atomic_filters(d),
         )
     raw_options = {
         "cache_dir": d.get("cache_dir"),
@@ -139,6 +140,19 @@ def build_datamodule(cfg: DictConfig, data: SequentialData,
     return SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers,
                                 bucket_batches=cfg.data.get("bucket_batches", 0) or 0, seed=cfg.seed,
                                 generator=generator)
+
+
+def atomic_filters(d: DictConfig) -> dict[str, Any]:
+    """RecBole's interaction filters from the ``data`` config (``[0,inf)`` intervals filter nothing: left out)."""
+    def interval(key: str) -> str | None:
+        value = d.get(key)
+        return None if value in (None, "[0,inf)") else str(value)
+
+    val = d.get("val_interval")
+    return {"rm_dup_inter": d.get("rm_dup_inter"),
+            "val_interval": OmegaConf.to_container(val) if isinstance(val, DictConfig) else val,
+            "user_inter_num_interval": interval("user_inter_num_interval"),
+            "item_inter_num_interval": interval("item_inter_num_interval")}
 
 
 def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | None = None,

@@ -8,9 +8,10 @@ config, so a figure never travels without its protocol. Plain data only (a check
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.io import sha256_file
@@ -39,7 +40,9 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
         "order": "TO",  # time order (RecBole's only order for sequential models)
         "group_by": (eval_args["group_by"] if "RS" in split else "user") if atomic else "session",
         "mode": "full",  # every item ranked (full sort); the padding id never ranks
-        "filters": {},
+        "filters": ({k: _plain(d.get(k)) for k in ("rm_dup_inter", "val_interval", "user_inter_num_interval",
+                                                   "item_inter_num_interval") if d.get(k) not in (None, "[0,inf)")}
+                    if atomic else {}),
         "max_item_list_length": int(d.max_item_list_length),
         "tie_order": ties,
         "files": [{"path": path, "sha256": sha256_file(path)} for path in data.files],
@@ -56,9 +59,12 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
 
 def filled_eval_args(cfg: DictConfig) -> dict[str, Any]:
     """``eval_args`` with every key: the ones left out (or all, for null) are RecBole's sequential defaults."""
-    value = cfg.get("eval_args")
-    plain = OmegaConf.to_container(value) if isinstance(value, DictConfig) else (value or {})
-    return {**SEQUENTIAL_EVAL_ARGS, **plain}
+    return copy.deepcopy({**SEQUENTIAL_EVAL_ARGS, **(_plain(cfg.get("eval_args")) or {})})
+
+
+def _plain(value: Any) -> Any:
+    """Config nodes as plain lists and dicts: a checkpoint holds plain data only (weights-only loadable)."""
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def check_card(card: dict[str, Any]) -> None:

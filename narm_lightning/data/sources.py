@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from narm_lightning.data.atomic import read_atomic
 from narm_lightning.data.download import fetch_ml100k, find_in_roots
+from narm_lightning.data.filters import filter_rows
 from narm_lightning.data.protocol import SequentialData, Split, build_sequential, build_session_examples
 from narm_lightning.data.session_preprocess import load_raw_split
 from narm_lightning.data.sessions import SessionSplit, pad_prefixes, read_pickle_split, read_text_split
@@ -43,13 +45,24 @@ def load_user_sequences(
     max_len: int,
     download: bool = True,
     split: Split = Split(),  # noqa: B008 - frozen: a shared default is safe
+    filters: Mapping[str, Any] | None = None,
 ) -> SequentialData:
-    """A RecBole atomic ``.inter`` file under RecBole's sequential protocol (leave-one-out unless ``split``)."""
+    """A RecBole atomic ``.inter`` file under RecBole's sequential protocol (leave-one-out unless ``split``),
+    after RecBole's interaction ``filters`` (``data.filters.filter_rows`` keywords) when given."""
     path = locate_atomic(dataset, root, extra_roots, download)
-    table = read_atomic(path, {user_field: "token", item_field: "token", time_field: "float"})
-    data = build_sequential(
-        table.columns[user_field], table.columns[item_field], table.columns[time_field], max_len, str(path), split
-    )
+    filters = dict(filters or {})
+    # val_interval fields are read as RecBole types them: an interval string means a float field, a list a token one
+    val_interval = filters.get("val_interval") or {}
+    extra = {f: ("float" if isinstance(rule, str) else "token") for f, rule in val_interval.items()}
+    table = read_atomic(path, {**extra, user_field: "token", item_field: "token", time_field: "float"})
+    user, item, time = table.columns[user_field], table.columns[item_field], table.columns[time_field]
+    if any(v is not None for v in filters.values()):
+        rows = filter_rows(user, item, time, {f: table.columns[f] for f in extra}, **filters)
+        if len(rows) == 0:
+            used = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None)
+            raise DataError(f"{path}: the filters ({used}) leave no interaction; expected looser intervals.")
+        user, item, time = user[rows], item[rows], time[rows]
+    data = build_sequential(user, item, time, max_len, str(path), split)
     return dataclasses.replace(data, files=(str(path),))
 
 

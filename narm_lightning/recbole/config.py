@@ -50,6 +50,11 @@ KEY_MAP: dict[str, str] = {
     "dataset": "data.dataset",
     "data_path": "data.root",
     "clip_grad_norm": "clip_grad_norm",
+    "rm_dup_inter": "data.rm_dup_inter",
+    "val_interval": "data.val_interval",
+    "user_inter_num_interval": "data.user_inter_num_interval",
+    "item_inter_num_interval": "data.item_inter_num_interval",
+    "filter_inter_by_user_or_item": "data.filter_inter_by_user_or_item",
     "tail_ratio": "tail_ratio",
     "metric_decimal_place": "metric_decimal_place",
 }
