@@ -49,12 +49,15 @@ def negative_sampling(args: Any) -> NegativeSampling | None:
     unknown = set(args) - {"distribution", "sample_num", "alpha", "dynamic", "candidate_num"}
     dist = args.get("distribution", "uniform")
     num = args.get("sample_num", 1)
-    if unknown or dist != "uniform" or not is_int(num) or num < 1:
+    alpha = 1.0 if args.get("alpha") is None else args.get("alpha")  # RecBole's default alpha
+    dynamic = args.get("dynamic", False)
+    if (unknown or dist not in ("uniform", "popularity") or not is_int(num) or num < 1
+            or not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)) or dynamic not in (False, None)):
         raise ConfigError(
-            f"train_neg_sample_args is {dict(args)!r}; expected {{distribution: uniform, sample_num: N}} with N >= 1 "
-            "(only uniform sampling is supported)."
+            f"train_neg_sample_args is {dict(args)!r}; expected {{distribution: uniform or popularity, sample_num: N, "
+            "alpha: a}} with N >= 1 (alpha weights popularity: count ** alpha; dynamic negatives are not supported)."
         )
-    return NegativeSampling(sample_num=num, distribution=dist)
+    return NegativeSampling(sample_num=num, distribution=dist, alpha=float(alpha))
 
 
 def config_problems(cfg: DictConfig) -> list[str]:

@@ -1,4 +1,5 @@
-"""Training losses over the item catalogue: full cross-entropy or BPR with uniform negatives (RecBole's)."""
+"""Training losses over the item catalogue: full cross-entropy, or BPR with RecBole's uniform or popularity
+negatives."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class NegativeSampling:
-    """RecBole's ``train_neg_sample_args``: ``{distribution: uniform, sample_num: N}``."""
+    """RecBole's ``train_neg_sample_args``: ``{distribution: uniform | popularity, sample_num: N, alpha: a}``."""
 
     sample_num: int = 1
     distribution: str = "uniform"
+    alpha: float = 1.0
 
 
 class UniformNegativeSampler:
@@ -42,6 +44,35 @@ class UniformNegativeSampler:
         return neg
 
 
+class PopularityNegativeSampler(UniformNegativeSampler):
+    """RecBole's ``popularity`` distribution: item i with probability proportional to count(i) ** alpha, over the
+    items that have a count (RecBole's alias table over its candidate list, the same distribution; here
+    ``torch.multinomial``), redrawn where equal to the target (RecBole's sequential sampler refuses only that).
+
+    ``counts``: each item id's count; RecBole's sequential sampler counts the target of every example of the
+    dataset, valid and test included, and so does the caller here, to draw from the same distribution.
+    """
+
+    def __init__(self, counts: torch.Tensor, sample_num: int = 1, alpha: float = 1.0) -> None:
+        super().__init__(counts.numel(), sample_num)
+        weights = counts.to(torch.float64).clamp(min=0)
+        weights[0] = 0.0  # the padding id is never a negative
+        if int((weights > 0).sum()) < 2:
+            raise ValueError("popularity sampling needs at least two items with a count")
+        self.weights = torch.where(weights > 0, weights.pow(alpha), weights)
+
+    def _draw(self, n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.multinomial(self.weights, n, replacement=True, generator=generator).to(device)
+
+    def __call__(self, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        neg = self._draw(target.size(0) * self.sample_num, target.device, generator).view(-1, self.sample_num)
+        clash = neg.eq(target.unsqueeze(1))
+        while bool(clash.any()):
+            neg[clash] = self._draw(int(clash.sum()), target.device, generator)
+            clash = neg.eq(target.unsqueeze(1))
+        return neg
+
+
 class CrossEntropyLoss(nn.Module):
     """Softmax cross-entropy over every item embedding (the padding row too, as RecBole does)."""
 
@@ -52,7 +83,7 @@ class CrossEntropyLoss(nn.Module):
 class BPRLoss(nn.Module):
     """``-log(1e-10 + sigmoid(pos - neg))`` averaged over every (target, negative) pair."""
 
-    def __init__(self, sampler: UniformNegativeSampler, gamma: float = 1e-10) -> None:
+    def __init__(self, sampler: UniformNegativeSampler | PopularityNegativeSampler, gamma: float = 1e-10) -> None:
         super().__init__()
         self.sampler = sampler
         self.gamma = gamma
@@ -64,10 +95,16 @@ class BPRLoss(nn.Module):
         return -torch.log(self.gamma + torch.sigmoid(pos_score - neg_score)).mean()
 
 
-def build_loss(loss_type: str, n_items: int, neg_sampling: NegativeSampling | None) -> nn.Module:
-    """The loss for ``model.loss_type``; the config validator has already checked the combination."""
+def build_loss(loss_type: str, n_items: int, neg_sampling: NegativeSampling | None,
+               item_counts: torch.Tensor | None = None) -> nn.Module:
+    """The loss for ``model.loss_type``; the config validator has already checked the combination.
+    ``item_counts`` (every example's target, counted) is what popularity negatives are drawn by."""
     if loss_type == "CE":
         return CrossEntropyLoss()
     if loss_type == "BPR" and neg_sampling is not None:
+        if neg_sampling.distribution == "popularity":
+            if item_counts is None:
+                raise ValueError("popularity negatives need the items' counts")
+            return BPRLoss(PopularityNegativeSampler(item_counts, neg_sampling.sample_num, neg_sampling.alpha))
         return BPRLoss(UniformNegativeSampler(n_items, neg_sampling.sample_num))
     raise ValueError(f"unsupported loss_type {loss_type!r} with negative sampling {neg_sampling}")

@@ -389,7 +389,8 @@ class TrainConfig:
     clip_grad_norm: Any = key(None, "null, or {max_norm: X} to clip the gradients' 2-norm (RecBole's clip_grad_norm)",
                               Rule("null or {max_norm: a number > 0} (norm_type 2, the only one Lightning clips by)",
                                    lambda v: v is None or _clip_ok(v)))
-    train_neg_sample_args: Any = key(None, "null for CE; {distribution: uniform, sample_num: N} for BPR")
+    train_neg_sample_args: Any = key(None, "null for CE; for BPR {distribution: uniform or popularity, sample_num: N, "
+                                     "alpha: a} (popularity: count ** alpha, RecBole's)")
     init_from: str | None = key(None, "start from these weights: a narm-lightning .ckpt or a RecBole "
                                 "saved/NARM-*.pth", TEXT)
     config_file: str | None = key(None, "a RecBole .yaml config; its keys apply under your command-line overrides",

@@ -156,7 +156,7 @@ def atomic_filters(d: DictConfig) -> dict[str, Any]:
 
 
 def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | None = None,
-                 train_targets: torch.Tensor | None = None) -> NARMModule:
+                 train_targets: torch.Tensor | None = None, all_targets: torch.Tensor | None = None) -> NARMModule:
     m = cfg.model
     model_config = {
         "n_items": n_items,
@@ -166,7 +166,8 @@ def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | Non
         "dropout_probs": list(m.dropout_probs),
     }
     model = NARM(**model_config)
-    loss = build_loss(m.loss_type, n_items, negative_sampling(cfg.train_neg_sample_args))
+    counts = None if all_targets is None else torch.bincount(all_targets.flatten(), minlength=n_items)
+    loss = build_loss(m.loss_type, n_items, negative_sampling(cfg.train_neg_sample_args), counts)
     return NARMModule(
         model,
         loss,
@@ -368,7 +369,8 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
         torch.set_num_threads(cfg.trainer.num_threads)
     data, fingerprint = read_data(plan)
     card = protocol_card(cfg, data, fingerprint, validating=len(data.valid) > 0)
-    module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens], data.train.target)
+    module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens], data.train.target,
+                          torch.cat([data.train.target, data.valid.target, data.test.target]))
     module.protocol = card  # into every checkpoint
     if cfg.init_from:
         load_initial_weights(module, cfg.init_from)

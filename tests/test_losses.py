@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from narm_lightning.losses import BPRLoss, CrossEntropyLoss, UniformNegativeSampler
+from narm_lightning.losses import BPRLoss, CrossEntropyLoss, PopularityNegativeSampler, UniformNegativeSampler
 from narm_lightning.model import NARM
 
 
@@ -55,3 +55,35 @@ def test_ce_learns_a_tiny_problem() -> None:
 def test_bpr_learns_a_tiny_problem() -> None:
     before, after = _learn(BPRLoss(UniformNegativeSampler(n_items=21, sample_num=4)))
     assert before < 0.2 and after > 0.9
+
+
+def test_popularity_negatives_follow_count_to_the_alpha_and_never_the_target() -> None:
+    counts = torch.tensor([0, 1, 3, 0, 4])  # padding 0 and item 3 have no count: never drawn
+    gen = torch.Generator().manual_seed(0)
+    for alpha, weights in ((1.0, [0, 1, 3, 0, 4]), (0.5, [0, 1, 3 ** 0.5, 0, 2])):
+        sampler = PopularityNegativeSampler(counts, sample_num=4, alpha=alpha)
+        neg = sampler(torch.full((50_000,), 3), generator=gen)  # target 3 never clashes
+        freq = torch.bincount(neg.flatten(), minlength=5).double() / neg.numel()
+        expected = torch.tensor(weights, dtype=torch.float64) / sum(weights)
+        assert torch.allclose(freq, expected, atol=0.01), (alpha, freq)
+    neg = PopularityNegativeSampler(counts, 3)(torch.full((5_000,), 4), generator=gen)  # target 4: redrawn
+    assert not bool(neg.eq(4).any()) and set(neg.unique().tolist()) == {1, 2}
+
+
+def test_popularity_negatives_are_a_recbole_setting(tiny_root, tmp_path) -> None:
+    from narm_lightning.config import negative_sampling
+    from narm_lightning.errors import ConfigError
+    from narm_lightning.training import train
+    from tests.helpers import compose_train, tiny_overrides
+
+    assert negative_sampling({"distribution": "popularity", "sample_num": 2, "alpha": 0.75}).alpha == 0.75
+    try:
+        negative_sampling({"distribution": "popularity", "dynamic": True})
+    except ConfigError as exc:
+        assert "dynamic negatives are not supported" in str(exc)
+    else:
+        raise AssertionError("dynamic negatives must be refused")
+    results = train(compose_train(tiny_overrides(tiny_root, "epochs=1", "model.loss_type=BPR",
+                                                 "train_neg_sample_args={distribution:popularity,sample_num:2,"
+                                                 "alpha:0.5}")), output_dir=tmp_path / "run")
+    assert results["test"]
