@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     import optuna
+
     from narm_lightning.sweeping.confirm import candidates, stored, summarize, to_markdown
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

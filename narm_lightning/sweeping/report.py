@@ -128,10 +128,9 @@ def _importance_problem(study: Any) -> str | None:
 def write_plots(study: Any, sweep_dir: Path) -> list[str]:
     """Optuna's HTML plots, with plotly.js beside them (offline); a plot that would mean nothing is skipped
     with one log line saying why."""
+    import optuna
     import optuna.visualization as vis
     from plotly.offline import get_plotlyjs
-
-    import optuna
 
     written: list[str] = []
     target = {"target_name": study.metric_names[0]} if study.metric_names else {}

@@ -637,9 +637,8 @@ def _state(name: str) -> Any:
 
 def _tell(study: Any, trial: Any, ret: Any) -> None:
     """Turn one Hydra JobReturn into COMPLETE / PRUNED / FAILED."""
-    from hydra.core.utils import JobStatus
-
     import optuna
+    from hydra.core.utils import JobStatus
 
     output_dir = getattr(getattr(getattr(ret, "hydra_cfg", None), "hydra", None), "runtime", None)
     if output_dir is not None:
