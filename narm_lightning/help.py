@@ -80,19 +80,26 @@ def _table(rows_: list[Row], sep: str = "=") -> list[str]:
     return out
 
 
+def session_rows() -> list[Row]:
+    """The data keys a session dataset has instead of the atomic file's (its own ``format`` too)."""
+    base = {k.name for k in keys_of(DataConfig)}
+    return rows([k for k in keys_of(SessionDataConfig) if k.name not in base or k.name == "format"], "data.")
+
+
+def logger_rows() -> list[Row]:
+    return [row for name, schema in LOGGERS.items() for row in rows(keys_of(schema), f"logger.{name}.")]
+
+
 def train_sections() -> list[str]:
     header, groups = header_and_groups(CONF_DIR / "train.yaml")
-    base = {k.name for k in keys_of(DataConfig)}
-    session_only = [k for k in keys_of(SessionDataConfig) if k.name not in base or k.name == "format"]
-    logger_rows = [row for name, schema in LOGGERS.items() for row in rows(keys_of(schema), f"logger.{name}.")]
     return [
         *header,
         "", "Config groups (group=option; the default shown):", *_table(groups),
         "", "Keys (key=value; declared in narm_lightning/schema.py):",
         *_table(schema_rows(TrainConfig) + rows(keys_of(AtomicDataConfig), "data.")),
         "", "Session datasets (data=diginetica, yoochoose1_64, yoochoose1_4) take these data keys instead of the "
-        "atomic file's fields:", *_table(rows(session_only, "data.")),
-        "", "Loggers (logger=[wandb,csv,...]; each option's keys):", *_table(logger_rows),
+        "atomic file's fields:", *_table(session_rows()),
+        "", "Loggers (logger=[wandb,csv,...]; each option's keys):", *_table(logger_rows()),
     ]
 
 
@@ -144,8 +151,6 @@ def markdown() -> str:
     """``docs/keys.md``: every key of every program, from the schema (``make docs``; a test keeps it current)."""
     from narm_lightning.sweeping.config import OptunaSweeperConfig
 
-    base = {k.name for k in keys_of(DataConfig)}
-    session_only = [k for k in keys_of(SessionDataConfig) if k.name not in base or k.name == "format"]
     sweep_values = yaml.safe_load((CONF_DIR / "sweep.yaml").read_text(encoding="utf-8"))["hydra"]["sweeper"]
     parts = [
         "# Every key", "",
@@ -154,9 +159,8 @@ def markdown() -> str:
         "## Training (`narm-train`, each sweep trial)", "", *_md(schema_rows(TrainConfig)), "",
         "## Data: an atomic file (`data=ml-100k`)", "", *_md(rows(keys_of(AtomicDataConfig), "data.")), "",
         "## Data: session datasets (`data=diginetica`, `yoochoose1_64`, `yoochoose1_4`), instead of the atomic "
-        "file's fields", "", *_md(rows(session_only, "data.")), "",
-        "## Loggers (`logger=[wandb,csv,tensorboard]`)", "",
-        *_md([row for name, schema in LOGGERS.items() for row in rows(keys_of(schema), f"logger.{name}.")]), "",
+        "file's fields", "", *_md(session_rows()), "",
+        "## Loggers (`logger=[wandb,csv,tensorboard]`)", "", *_md(logger_rows()), "",
         "## Sweeps (`narm-sweep -m`): `hydra.sweeper.*`", "",
         *_md(rows(keys_of(OptunaSweeperConfig), "hydra.sweeper.",
                   {k: v for k, v in sweep_values.items() if not isinstance(v, dict)})), "",

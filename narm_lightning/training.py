@@ -36,7 +36,7 @@ from narm_lightning.checkpointing import (
 )
 from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
 from narm_lightning.console import CompactProgressBar, quiet_third_party
-from narm_lightning.data.card import filled_eval_args, protocol_card
+from narm_lightning.data.card import active_filters, filled_eval_args, protocol_card
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData, Split
 from narm_lightning.data.sources import load_sessions, load_user_sequences
@@ -81,7 +81,7 @@ def load_data(cfg: DictConfig) -> SequentialData:
             max_len=d.max_item_list_length,
             download=d.download,
             split=Split.from_eval_args(filled_eval_args(cfg)),
-            filters=atomic_filters(d),
+            filters=active_filters(d),
         )
     raw_options = {
         "cache_dir": d.get("cache_dir"),
@@ -140,19 +140,6 @@ def build_datamodule(cfg: DictConfig, data: SequentialData,
     return SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers,
                                 bucket_batches=cfg.data.get("bucket_batches", 0) or 0, seed=cfg.seed,
                                 generator=generator)
-
-
-def atomic_filters(d: DictConfig) -> dict[str, Any]:
-    """RecBole's interaction filters from the ``data`` config (``[0,inf)`` intervals filter nothing: left out)."""
-    def interval(key: str) -> str | None:
-        value = d.get(key)
-        return None if value in (None, "[0,inf)") else str(value)
-
-    val = d.get("val_interval")
-    return {"rm_dup_inter": d.get("rm_dup_inter"),
-            "val_interval": OmegaConf.to_container(val) if isinstance(val, DictConfig) else val,
-            "user_inter_num_interval": interval("user_inter_num_interval"),
-            "item_inter_num_interval": interval("item_inter_num_interval")}
 
 
 def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | None = None,

@@ -40,9 +40,7 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
         "order": "TO",  # time order (RecBole's only order for sequential models)
         "group_by": (eval_args["group_by"] if "RS" in split else "user") if atomic else "session",
         "mode": "full",  # every item ranked (full sort); the padding id never ranks
-        "filters": ({k: _plain(d.get(k)) for k in ("rm_dup_inter", "val_interval", "user_inter_num_interval",
-                                                   "item_inter_num_interval") if d.get(k) not in (None, "[0,inf)")}
-                    if atomic else {}),
+        "filters": {k: v for k, v in active_filters(d).items() if v is not None} if atomic else {},
         "max_item_list_length": int(d.max_item_list_length),
         "tie_order": ties,
         "files": [{"path": path, "sha256": sha256_file(path)} for path in data.files],
@@ -55,6 +53,18 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
                                                              "sort_by_timeframe", "fraction")}
     check_card(card)
     return card
+
+
+def active_filters(d: DictConfig) -> dict[str, Any]:
+    """RecBole's interaction filters of the ``data`` config, as ``data.filters.filter_rows`` takes them; an
+    unset one (or a ``[0,inf)`` interval, which keeps everything) is None."""
+    def interval(key: str) -> str | None:
+        value = d.get(key)
+        return None if value in (None, "[0,inf)") else str(value)
+
+    return {"rm_dup_inter": d.get("rm_dup_inter"), "val_interval": _plain(d.get("val_interval")),
+            "user_inter_num_interval": interval("user_inter_num_interval"),
+            "item_inter_num_interval": interval("item_inter_num_interval")}
 
 
 def filled_eval_args(cfg: DictConfig) -> dict[str, Any]:

@@ -387,23 +387,19 @@ class OptunaSweeperImpl:
     ) -> int:
         """Launch one batch of trials (each with its seeds) and tell the study; returns the jobs launched."""
         seeds = self._seeds(self.seeds_per_trial) if self.seeds_per_trial > 1 else [None]
-        batch = [
-            [
-                *space.fixed_overrides,
-                *params_to_overrides(t.params, self._config_groups(t.params)),
-                *([f"{self.seed_key}={seeds[0]}"] if seeds[0] is not None else []),
-                *identity_overrides(storage_url, study_name, trial_id),
-            ]
-            for t, trial_id in zip(trials, ids)
-        ]
+        # what each trial trains with; each job adds its seed (if several) and who it reports to
+        settings = [[*space.fixed_overrides, *params_to_overrides(t.params, self._config_groups(t.params))]
+                    for t in trials]
+        batch = [[*s, *([f"{self.seed_key}={seeds[0]}"] if seeds[0] is not None else []),
+                  *identity_overrides(storage_url, study_name, trial_id)] for s, trial_id in zip(settings, ids)]
         try:
             self._validate_batch(batch)
         except Exception as exc:
             for trial in trials:
                 _fail(study, trial, f"invalid overrides: {exc}")
             raise ConfigError(f"hydra.sweeper.params: a trial's overrides do not compose: {exc}") from exc
-        for trial, overrides in zip(trials, batch):
-            log.info("Trial %d: %s", trial.number, " ".join(overrides[: len(overrides) - 3]))
+        for trial, overrides in zip(trials, settings):
+            log.info("Trial %d: %s", trial.number, " ".join(overrides))
         try:
             returns = self.launcher.launch(batch, initial_job_idx=job_idx)
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
@@ -412,7 +408,8 @@ class OptunaSweeperImpl:
             raise
         launched = len(batch)
         if len(seeds) > 1:
-            returns = self._other_seeds(trials, batch, returns, seeds, job_idx + len(batch))
+            group = identity_overrides(storage_url, study_name, 0)[:2]  # study, not trial: the W&B group
+            returns = self._other_seeds(settings, group, returns, seeds, job_idx + len(batch))
             launched += sum(len(r.returns) - 1 for r in returns if isinstance(r, SeedsResult))
         for trial, ret in zip(trials, returns):
             _tell(study, trial, ret)
@@ -431,18 +428,15 @@ class OptunaSweeperImpl:
                               "from it).")
         return [base + i for i in range(n)]
 
-    def _other_seeds(self, trials: list[Any], batch: list[list[str]], first: list[Any], seeds: list[Any],
+    def _other_seeds(self, settings: list[list[str]], group: list[str], first: list[Any], seeds: list[Any],
                      job_idx: int) -> list[Any]:
         """Seeds 2..k of every trial whose first seed completed (a pruned or failed first seed decides the
-        trial: no more training is spent on it); each trial's result becomes :class:`SeedsResult`."""
+        trial: no more training is spent on it); each trial's result becomes :class:`SeedsResult`. These jobs
+        carry no trial id: the first seed alone reports to the pruner."""
         from hydra.core.utils import JobStatus
 
         todo = [i for i, ret in enumerate(first) if ret.status == JobStatus.COMPLETED]
-        more_batch = []
-        for i in todo:  # same overrides, another seed; no trial identity: the first seed reports and prunes
-            base = [o for o in batch[i][: len(batch[i]) - 3] if not o.startswith(f"{self.seed_key}=")]
-            identity = batch[i][len(batch[i]) - 3 : len(batch[i]) - 1]  # storage and study name: the W&B group
-            more_batch += [[*base, f"{self.seed_key}={seed}", *identity] for seed in seeds[1:]]
+        more_batch = [[*settings[i], f"{self.seed_key}={seed}", *group] for i in todo for seed in seeds[1:]]
         more = self.launcher.launch(more_batch, initial_job_idx=job_idx) if more_batch else []
         out = list(first)
         per = len(seeds) - 1
@@ -484,7 +478,7 @@ class OptunaSweeperImpl:
                      for c, seed in chunk]
             returns = self.launcher.launch(batch, initial_job_idx=job_idx)
             job_idx += len(batch)
-            for (c, seed), ret in zip(chunk, returns):
+            for done, ((c, seed), ret) in enumerate(zip(chunk, returns), start=start + 1):
                 record: dict[str, Any] = {"params": {k: _jsonable(v) for k, v in c.params.items()}}
                 try:
                     _ = ret.return_value  # re-raises a failed job's exception
@@ -495,7 +489,6 @@ class OptunaSweeperImpl:
                     record["error"] = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
                     log.warning("Confirm %s seed %d FAILED: %s", c.label, seed, record["error"])
                 study.set_user_attr(attr_key(c.label, seed), record)
-                done = start + chunk.index((c, seed)) + 1
                 eta = (time.monotonic() - started) / done * (len(jobs) - done)
                 outcome = (", ".join(f"{k} {v:.4g}" for k, v in list(record["metrics"].items())[:3])
                            if "metrics" in record else "FAILED")
