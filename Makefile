@@ -2,11 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+RECBOLE_VENV ?= .venv-recbole
 TORCH_SPEC ?= torch==2.13.0
-# glibc: ask for transparent huge pages for big tensors (1.5-1.7x faster CPU steps where THP is 'madvise'; docs/performance.md)
-export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+# glibc: huge pages for big tensors, and big blocks from a heap that is never trimmed, so a step's tensors reuse
+# memory already faulted in instead of mmap + page faults every step (ml-100k epoch ~1.3x faster, DIGINETICA
+# steps 1.5-1.7x where THP is 'madvise'; docs/performance.md; narm_lightning/hostcheck.py says the same)
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184
 
-.PHONY: install postgres train test test-slow lint docs study-hyper-test study-hyper-test-status bench bench-gpu bench-sessions bench-serving bench-hugepages clean
+.PHONY: install recbole-venv recbole-sampled bench-recbole postgres train test test-slow lint docs study-hyper-test study-hyper-test-status bench bench-gpu bench-sessions bench-serving bench-hugepages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,21 +41,27 @@ test-slow:  ## the slow tests only
 bench:  ## speed report (bench/out/report.{json,md}) + an entry in bench/HISTORY.md; ARGS="--quick" for a smoke run
 	$(PY) bench/bench.py $(ARGS)
 
+bench-recbole: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1 vs our defaults vs our exact path, ml-100k epoch, alternating processes -> bench/out/recbole.md + HISTORY
+	$(PY) bench/bench_recbole.py $(ARGS)
+
 bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, eval and GPU memory, bf16 vs fp32 on one GPU
 	$(PY) bench/bench.py --epochs 3 --no-serving --variant gpu-bf16=trainer=gpu --variant gpu-fp32=trainer=gpu,trainer.precision=32-true --note "GPU check: trainer=gpu, bf16-mixed vs fp32" $(ARGS)
 
 # Issue 20: RecBole's NARM hyper.test on ml-100k (30 grid points, each to early stopping; median pruner from the
 # 6th trial, after epoch 10), then the best 3 configs and the default config over seeds 2020-2022 to early
-# stopping. One persistent study (optuna/hyper-test-ml-100k.db): rerun the same target to resume.
+# stopping. One persistent study, kept in git (bench/studies/: its SQLite storage and the sweep folder without
+# checkpoints) because a checkout outlives no session: rerun the same target to resume, commit bench/studies/ after.
+STUDY_DIR = bench/studies/hyper-test-ml-100k
 STUDY_HYPER_TEST = sweep.py -m --params-file=bench/hyper.test hydra.sweeper.study_name=hyper-test-ml-100k \
+	hydra.sweeper.storage=sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db \
 	hydra/sweeper/pruner=median hydra.sweeper.pruner.n_startup_trials=5 hydra.sweeper.pruner.n_warmup_steps=10 \
-	hydra.sweeper.confirm_top=3 hydra.sweeper.confirm_seeds=3 hydra.sweep.dir=bench/out/study-hyper-test
+	hydra.sweeper.confirm_top=3 hydra.sweeper.confirm_seeds=3 hydra.sweep.dir=$(STUDY_DIR)/sweep
 
-study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; log in bench/out/)
-	mkdir -p bench/out && $(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a bench/out/study-hyper-test.log
+study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; console log in $(STUDY_DIR)/)
+	mkdir -p $(STUDY_DIR) && $(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a $(STUDY_DIR)/console.log
 
 study-hyper-test-status:  ## where issue 20's study stands: every trial, trials/hour, the confirm table (read-only)
-	$(PY) bench/study_status.py --study hyper-test-ml-100k
+	$(PY) bench/study_status.py --study hyper-test-ml-100k --storage sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
 	$(PY) bench/bench_sessions.py $(ARGS)
@@ -63,8 +72,26 @@ bench-hugepages:  ## CPU step time and page faults with vs without GLIBC_TUNABLE
 bench-serving:  ## recommendations/s at batch size 1 and 256 on CPU -> bench/out/serving.json; ARGS="--ckpt best.ckpt"
 	$(PY) bench/bench_serving.py $(ARGS)
 
-docs:  ## regenerate docs/keys.md (every key, default and help) from the schema
+# RecBole 1.2.1 in a venv of its own (never .venv): the baseline of `make bench-recbole` and the sampled-candidates
+# check. It needs NumPy<2 and friends, a stub `ray` (bench/recbole/stubs on PYTHONPATH) and torch.load without
+# weights_only (its checkpoints pickle its Config): RECBOLE_RUN sets both.
+$(RECBOLE_VENV)/bin/python:
+	$(PYTHON) -m venv $(RECBOLE_VENV)
+	$(RECBOLE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(RECBOLE_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(RECBOLE_VENV)/bin/python -m pip install -q -r bench/recbole/requirements.txt
+	$(RECBOLE_VENV)/bin/python -m pip install -q --no-deps recbole==1.2.1
+
+recbole-venv: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1 in .venv-recbole (for bench-recbole and the sampled check)
+
+RECBOLE_RUN = PYTHONPATH=bench/recbole/stubs TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(RECBOLE_VENV)/bin/python
+
+recbole-sampled: $(RECBOLE_VENV)/bin/python  ## RecBole's own uni100/pop100 figures for the shared checkpoint over 10 seeds -> bench/recbole/sampled_reference.json
+	$(RECBOLE_RUN) bench/recbole/sampled_check.py $(ARGS)
+
+docs:  ## regenerate docs/keys.md (every key, default and help) from the schema, docs/recbole-keys.md from recbole/keys.py
 	$(PY) -m narm_lightning.help > docs/keys.md
+	$(PY) -m narm_lightning.recbole.keys > docs/recbole-keys.md
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -9,7 +9,9 @@ Measured per variant:
   * training samples/s, full-sort valid and test seconds (``trainer.validate``/``trainer.test`` and bare),
   * the math floor: the same model's bare forward + backward + Adam step over the same batches, no
     Lightning and no data loading, plus the fp32 floor padded to ``max_item_list_length`` and trimmed,
-  * overhead = epoch / floor(same batches, same precision) - 1, and the process's peak resident memory.
+  * overhead = epoch / floor(same batches, same precision) - 1, and the process's peak resident memory,
+  * a second floor, the matrix products alone (``matmul_floor_seconds``): what the machine's GEMMs need for
+    the same batch shapes, so the gap between eager torch and the machine stays visible.
 
 Serving (``--no-serving`` to skip): recommendations/s at batch size 1 and 256, eager and TorchScript.
 
@@ -203,7 +205,8 @@ def floor_seconds(cfg: DictConfig, n_items: int, batches: list[tuple[torch.Tenso
     torch.manual_seed(cfg.seed)
     device = "cuda" if on_gpu(cfg) else "cpu"
     m = cfg.model
-    model = NARM(n_items, m.embedding_size, m.hidden_size, m.n_layers, list(m.dropout_probs)).train().to(device)
+    model = NARM(n_items, m.embedding_size, m.hidden_size, m.n_layers, list(m.dropout_probs),
+                 gru_impl=m.gru_impl).train().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     if pad_to is not None:
         batches = [(F.pad(s, (0, pad_to - s.size(1))), n, t) for s, n, t in batches]
@@ -224,6 +227,52 @@ def floor_seconds(cfg: DictConfig, n_items: int, batches: list[tuple[torch.Tenso
     started = time.perf_counter()
     for b in batches:
         step(*b)
+    sync()
+    return time.perf_counter() - started
+
+
+def matmul_floor_seconds(cfg: DictConfig, n_items: int, batches: list[tuple[torch.Tensor, ...]], bf16: bool) -> float:
+    """The matrix products of a NARM step alone, over the same batch shapes: the floor of this machine's math.
+
+    Per batch (B rows, T steps): the input projection (B*T x E by E x 3H), T recurrent products (B x H by
+    H x 3H), the attention's two (B*T x H by H x H, B x H by H x H), the output layer (B x 2H by 2H x E)
+    and the scores (B x E by E x items), each forward and its two backward products (of the recurrence the
+    weight gradient as one product over all steps, as the fused GRU does). Random operands in the step's
+    GEMM dtype (bf16 under bf16-mixed); no elementwise op, no allocation in the timed loop but the outputs'.
+    """
+    device = "cuda" if on_gpu(cfg) else "cpu"
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    e, h = cfg.model.embedding_size, cfg.model.hidden_size
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def operands(m: int, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+        return rand(m, k), rand(k, n), rand(m, n)
+
+    plans = []
+    for seq, _, _ in batches:
+        b, t = seq.shape
+        shapes = [(b * t, e, 3 * h), (b * t, h, h), (b, h, h), (b, 2 * h, e), (b, e, n_items)]
+        plans.append(([operands(*s) for s in shapes], operands(b, h, 3 * h), t, operands(b * t, 3 * h, h)))
+
+    def run(plan: tuple) -> None:
+        products, recurrent, steps, weight_grad = plan
+        for a, w, g in products:  # forward, input gradient, weight gradient
+            torch.mm(a, w), torch.mm(g, w.t()), torch.mm(a.t(), g)
+        a, w, g = recurrent
+        for _ in range(steps):  # forward and backward through time, one product each way per step
+            torch.mm(a, w), torch.mm(g, w.t())
+        a, _, g = weight_grad
+        torch.mm(a.t(), g)  # the recurrent weight's gradient over all steps at once (3H x T*B by T*B x H)
+
+    for plan in plans[:2]:
+        run(plan)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    started = time.perf_counter()
+    for plan in plans:
+        run(plan)
     sync()
     return time.perf_counter() - started
 
@@ -249,7 +298,7 @@ def measure(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> 
         bf16 = resolve_precision(v.cfg.trainer).startswith("bf16")
         same = floor_seconds(v.cfg, v.data.n_items, batches, bf16, None)
         print(f"[bench] {v.name}: floor(same batches) {same:.2f}s  load {loadavg()}", flush=True)
-        floors = {"floor_same_s": same}
+        floors = {"floor_same_s": same, "floor_matmul_s": matmul_floor_seconds(v.cfg, v.data.n_items, batches, bf16)}
         if not args.no_fp32_floors and v is runs[-1]:  # the references, for the candidate (last variant) only
             floors["floor_fp32_trimmed_s"] = floor_seconds(v.cfg, v.data.n_items, batches, False, None)
             floors["floor_fp32_padded_s"] = floor_seconds(
@@ -376,14 +425,16 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [report["note"], ""]
     lines += [f"`{report['command']}`; torch {report['torch']}, {report['threads']} threads, "
               f"peak RSS {report['peak_rss_mib']:.0f} MiB (whole process)", ""]
-    cols = ["variant", "epoch s (median)", "samples/s", "floor same s", "overhead %", "floor fp32 trimmed s",
+    cols = ["variant", "epoch s (median)", "samples/s", "floor same s", "overhead %", "matmuls alone s",
+            "floor fp32 trimmed s",
             "floor fp32 padded s", "mean width", "valid s (trainer/bare)", "test s (trainer/bare)"]
     if report["speed"]:  # empty for --accuracy-only / --collect
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in report["speed"].items():
         lines.append("| " + " | ".join([
             f"`{name}`", f"{r['epoch_median_s']:.2f}", f"{r['samples_per_s']:.0f}", f"{r['floor_same_s']:.2f}",
-            f"{r['overhead_pct']:+.1f}", f"{r.get('floor_fp32_trimmed_s', float('nan')):.2f}",
+            f"{r['overhead_pct']:+.1f}", f"{r.get('floor_matmul_s', float('nan')):.2f}",
+            f"{r.get('floor_fp32_trimmed_s', float('nan')):.2f}",
             f"{r.get('floor_fp32_padded_s', float('nan')):.2f}", f"{r['batch_widths_mean']:.1f}",
             f"{r['valid_trainer_s']:.3f} / {r['valid_bare_s']:.3f}",
             f"{r['test_trainer_s']:.3f} / {r['test_bare_s']:.3f}",

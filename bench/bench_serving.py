@@ -58,7 +58,7 @@ def measure_serving(ckpt: str | None = None, k: int = 20, quick: bool = False) -
         eager = Recommender.from_checkpoint(ckpt)
         model = eager.scorer.__self__  # NARM.predict's module
     else:
-        model = NARM(1683).eval()
+        model = NARM(1683, gru_impl="torch").eval()  # TorchScript needs nn.GRU itself
         eager = Recommender(model.predict, ["[PAD]"] + [str(i) for i in range(1, 1683)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -13,17 +13,20 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from narm_lightning.data.card import active_filters
 from narm_lightning.errors import ConfigError
-from narm_lightning.losses import NegativeSampling
+from narm_lightning.negatives import NegativeSampling
 from narm_lightning.schema import (
     ACCURACY_METRICS,
     LOGGERS,
+    SEQUENTIAL_EVAL_ARGS,
     TrainConfig,
     data_schema,
     eval_args_problems,
     is_int,
     is_list,
     keys_of,
+    mode_of,
     schema_problems,
 )
 
@@ -95,7 +98,9 @@ def cross_field_problems(cfg: DictConfig) -> list[str]:
     problems += _valid_metric_problems(cfg)
     eval_args = cfg.get("eval_args")
     plain = OmegaConf.to_container(eval_args) if isinstance(eval_args, (DictConfig, ListConfig)) else eval_args
-    problems += eval_args_problems(plain)
+    eval_problems = eval_args_problems(plain)
+    problems += eval_problems
+    filled = {**SEQUENTIAL_EVAL_ARGS, **plain} if isinstance(plain, Mapping) else SEQUENTIAL_EVAL_ARGS
     split = (plain or {}).get("split") if isinstance(plain, Mapping) else None
     no_valid = split in ({"LS": "test_only"},) or (isinstance(split, Mapping) and "RS" in split
                                                    and is_list(split["RS"]) and len(split["RS"]) == 3
@@ -106,6 +111,16 @@ def cross_field_problems(cfg: DictConfig) -> list[str]:
     if plain is not None and d.get("format") != "atomic":
         problems.append(f"eval_args is {plain!r} with data.format {d.get('format')!r}; expected null: a session "
                         "dataset has its own test file and validates on data.valid_ratio of its training examples")
+    extra = cfg.get("extra_test_modes")
+    modes = [] if eval_problems else [mode_of(filled["mode"], s) for s in ("valid", "test")]
+    sampled = [m for m in modes + (list(extra) if is_list(extra) else []) if m != "full"] or eval_problems
+    if d.get("eval_candidates") is not None and not sampled:
+        problems.append(f"data.eval_candidates is {d.eval_candidates!r} but no split is scored on sampled candidates; "
+                        "expected eval_args.mode or extra_test_modes with uniN / popN (or eval_candidates=null)")
+    if d.get("benchmark_filename") and any(v is not None for v in active_filters(d).values()):
+        problems.append(f"data.benchmark_filename is {list(d.benchmark_filename)} with interaction filters "
+                        f"({', '.join(k for k, v in active_filters(d).items() if v is not None)}); expected none: "
+                        "benchmark files are examples already, and RecBole filters nothing in them")
     if d.get("format") != "atomic" and d.get("valid_ratio") == 0 and cfg.optuna.get("trial_id") is not None:
         problems.append("data.valid_ratio is 0; expected above 0 in a sweep: a trial's objective is its best "
                         "valid_metric, so it needs validation examples")

@@ -74,6 +74,8 @@ class WandbRunLogger(Logger):
         run = self.experiment
         run.summary.update({
             **{f"test/{k}": v for k, v in results["test"].items()},
+            **{f"test_{mode}/{k}": v for mode, values in (results.get("extra_tests") or {}).items()
+               for k, v in values.items()},
             **{f"best_valid/{k}": v for k, v in results["best_valid"].items()},
             "best_valid_score": results["best_valid_score"],
             "best_epoch": results["best_epoch"],

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from narm_lightning.gru import FusedGRU
+from narm_lightning.schema import GRU_IMPLS
+
 
 class NARM(nn.Module):
     """Encoder (GRU + attention) and bilinear decoder over all item embeddings.
@@ -26,8 +29,11 @@ class NARM(nn.Module):
         hidden_size: int = 128,
         n_layers: int = 1,
         dropout_probs: Sequence[float] = (0.25, 0.5),
+        gru_impl: str = "torch",
     ) -> None:
         super().__init__()
+        if gru_impl not in GRU_IMPLS:
+            raise ValueError(f"gru_impl {gru_impl!r}; expected one of {GRU_IMPLS}")
         if len(dropout_probs) != 2:
             raise ValueError(f"dropout_probs needs two values, got {list(dropout_probs)}")
         self.n_items = n_items
@@ -36,7 +42,10 @@ class NARM(nn.Module):
         self.n_layers = n_layers
         self.item_embedding = nn.Embedding(n_items, embedding_size, padding_idx=0)
         self.emb_dropout = nn.Dropout(dropout_probs[0])
-        self.gru = nn.GRU(embedding_size, hidden_size, n_layers, bias=False, batch_first=True)
+        # nn.GRU's parameters and names (RecBole state dicts load); its forward is the fused one where gru_impl says
+        # (torch: nn.GRU itself, which TorchScript and ONNX export need)
+        self.gru = (nn.GRU(embedding_size, hidden_size, n_layers, bias=False, batch_first=True) if gru_impl == "torch"
+                    else FusedGRU(embedding_size, hidden_size, n_layers))
         self.a_1 = nn.Linear(hidden_size, hidden_size, bias=False)
         self.a_2 = nn.Linear(hidden_size, hidden_size, bias=False)
         self.v_t = nn.Linear(hidden_size, 1, bias=False)

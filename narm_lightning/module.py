@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from narm_lightning.data.candidates import score_on_candidates
 from narm_lightning.errors import NarmError
 from narm_lightning.metrics import RankMetrics
 from narm_lightning.model import NARM
@@ -49,6 +50,7 @@ class NARMModule(pl.LightningModule):
         data_config: dict[str, Any] | None = None,
         item_popularity: torch.Tensor | None = None,
         tail_ratio: float | None = None,
+        test_names: Sequence[str] = ("test",),
     ) -> None:
         super().__init__()
         self.model = model
@@ -58,9 +60,12 @@ class NARMModule(pl.LightningModule):
         self.weight_decay = weight_decay
         # each item's count as a training target (RecBole's data.count_items) for its beyond-accuracy metrics
         self.valid_metrics = RankMetrics(topk, metrics, item_popularity, tail_ratio)
-        self.test_metrics = RankMetrics(topk, metrics, item_popularity, tail_ratio)
+        # one per test loader: eval_args.mode's ("test"), then each of extra_test_modes ("test_uni100", ...)
+        self.test_names = list(test_names)
+        self.test_metrics = nn.ModuleList(RankMetrics(topk, metrics, item_popularity, tail_ratio) for _ in test_names)
         self.valid_history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
+        self.extra_test_results: dict[str, dict[str, float]] = {}
         self.item_tokens = list(item_tokens) if item_tokens is not None else None
         self.protocol: dict[str, Any] | None = None  # the run's protocol card (data/card.py), kept in checkpoints
         # plain data only, so checkpoints load with torch.load(weights_only=True)
@@ -85,17 +90,20 @@ class NARMModule(pl.LightningModule):
         return loss
 
     def _rank(self, batch: tuple[torch.Tensor, ...], metric: RankMetrics) -> None:
-        item_seq, item_seq_len, target = batch
+        item_seq, item_seq_len, target = batch[:3]
         # Always rank in fp32, even under bf16-mixed training: bf16 scores (8-bit mantissa) tie often, and a
         # tie counts for the target, which would inflate every metric. Evaluation is cheap; exactness is not.
         with torch.autocast(item_seq.device.type, enabled=False):
-            metric.update(self.model.predict(item_seq, item_seq_len), target)
+            scores = self.model.predict(item_seq, item_seq_len)
+            if len(batch) == 4:  # sampled mode: the target ranks among its row's candidates only
+                scores = score_on_candidates(scores, target, batch[3])
+            metric.update(scores, target)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._rank(batch, self.valid_metrics)
 
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self._rank(batch, self.test_metrics)
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._rank(batch, self.test_metrics[dataloader_idx])
 
     def _publish(self, metric: RankMetrics, prefix: str) -> dict[str, float]:
         values = {k: float(v) for k, v in metric.compute().items()}
@@ -109,7 +117,9 @@ class NARMModule(pl.LightningModule):
             self.valid_history.append({"epoch": self.current_epoch, **values})
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._publish(self.test_metrics, "test")
+        results = {name: self._publish(metric, name) for name, metric in zip(self.test_names, self.test_metrics)}
+        self.test_results = results.pop(self.test_names[0])
+        self.extra_test_results = {name.removeprefix("test_"): values for name, values in results.items()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the original item ids beside the weights, so a checkpoint alone can serve recommendations."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -139,6 +140,9 @@ def key(default: Any, help: str, rule: Rule | None = None, *, hidden: bool = Fal
 # ---- the schema -------------------------------------------------------------------------------------------------
 
 
+GRU_IMPLS = ("torch", "fused")  # model.gru_impl: nn.GRU, or narm_lightning.gru's FusedGRU
+
+
 @dataclass
 class ModelConfig:
     """NARM as in RecBole (recbole/model/sequential_recommender/narm.py)."""
@@ -151,6 +155,9 @@ class ModelConfig:
         Rule("two probabilities in [0, 1): [embedding dropout, dropout on the concatenated vector]",
              lambda v: is_list(v) and len(v) == 2 and all(is_number(p) and 0 <= p < 1 for p in v)))
     loss_type: str = key("CE", "CE (softmax over all items) or BPR (needs train_neg_sample_args)", one_of(LOSS_TYPES))
+    gru_impl: str = key("torch", "the GRU's kernels: torch (nn.GRU) or fused (one GEMM per step, hand-derived "
+                        "backward, bf16 GEMMs under autocast; measured slower than torch on a 2-core Xeon, "
+                        "docs/performance.md); the same parameters either way", one_of(GRU_IMPLS))
 
 
 @dataclass
@@ -170,6 +177,11 @@ class DataConfig:
     bucket_batches: int | None = key(
         8, ">0: sort lengths within chunks of this many shuffled train batches (less padding); 0: plain random "
         "batches (RecBole's)", integer(0, expect="an integer >= 0 (0: off)"))
+    eval_candidates: str | None = key(None, "an eval_candidates.npz from a run folder: score uniN/popN on exactly "
+                                      "those candidates (null: draw them once from eval_candidates_seed)", TEXT)
+    eval_candidates_seed: int = key(2020, "seeds the one draw of uniN/popN candidates, apart from seed, so every "
+                                    "epoch, seed and trial of a study is scored on the same candidates",
+                                    integer(0, MAX_SEED, expect=f"an integer in [0, {MAX_SEED}]"))
 
 
 def _interval_ok(value: Any) -> bool:
@@ -211,6 +223,11 @@ class AtomicDataConfig(DataConfig):
                                        "repeated with items until stable (\"[5,inf)\": 5-core)", INTERVAL)
     item_inter_num_interval: str = key("[0,inf)", "RecBole's: keep items whose interaction count is inside "
                                        "(k-core with the users)", INTERVAL)
+    benchmark_filename: list[str] | None = key(
+        None, "RecBole's: pre-split <dataset>.<part>.inter files for train, valid and test (e.g. [train, valid, "
+        "test]) whose rows are examples already (<item>_list history + item): no filter, window or split",
+        Rule("null or three part names, e.g. [train, valid, test]",
+             lambda v: v is None or (is_list(v) and len(v) == 3 and all(_plain_name(p) for p in v))))
     filter_inter_by_user_or_item: bool = key(True, "RecBole's: needs .user/.item feature files, which NARM does "
                                              "not read, so it removes nothing (as in RecBole without them)", BOOLEAN)
 
@@ -345,12 +362,31 @@ def eval_args_problems(value: Any) -> list[str]:
                         "file whose eval_args leaves out order means RO there: add order: TO")
     if args["group_by"] not in ("user", None, "none"):
         problems.append(f"eval_args.group_by is {args['group_by']!r}; expected user or null")
-    modes = args["mode"].values() if isinstance(args["mode"], Mapping) else [args["mode"]]
-    if isinstance(args["mode"], Mapping) and not set(args["mode"]) <= {"valid", "test"} or any(
-            m != "full" for m in modes):
-        problems.append(f"eval_args.mode is {args['mode']!r}; expected full: sampled candidates (uniN, popN) are not "
-                        "implemented here yet, and are refused rather than silently evaluated in full")
+    mode = args["mode"]
+    modes = list(mode.values()) if isinstance(mode, Mapping) else [mode]
+    if (isinstance(mode, Mapping) and set(mode) != {"valid", "test"}) or not all(map(eval_mode_ok, modes)):
+        problems.append(f"eval_args.mode is {mode!r}; expected full, uniN or popN (N candidates drawn uniformly or "
+                        "by popularity, e.g. uni100), or {valid: <mode>, test: <mode>} (labeled is for "
+                        "point-wise models)")
+    elif mode_of(mode, "valid") != "full" or mode_of(mode, "test") != "full":
+        if isinstance(split, Mapping) and "RS" in split:
+            problems.append(f"eval_args.mode {mode!r} with split {split!r}: sampled candidates need the "
+                            "leave-one-out split (LS); under RS RecBole scores all of a user's held-out examples in "
+                            "one row, each from its own history, which is no next-item protocol")
     return problems
+
+
+EVAL_MODE = re.compile(r"^(uni|pop)([1-9][0-9]{0,5})$")
+
+
+def eval_mode_ok(mode: Any) -> bool:
+    """``full``, or RecBole's sampled modes ``uniN`` / ``popN`` (N candidates besides the target)."""
+    return mode == "full" or (isinstance(mode, str) and EVAL_MODE.match(mode) is not None)
+
+
+def mode_of(mode: Any, split: str) -> str:
+    """One split's mode of ``eval_args.mode`` (a string for both, or ``{valid: .., test: ..}``)."""
+    return str(mode[split]) if isinstance(mode, Mapping) else str(mode)
 
 
 @dataclass
@@ -397,9 +433,15 @@ class TrainConfig:
                                   TEXT)
     resume: str | None = key(None, "a run folder to continue from its checkpoints/last.ckpt with its saved "
                              "config.yaml", Rule("null or the run folder of an earlier run", is_text))
+    # checked by eval_args_problems: one message a key
     eval_args: Any = key(None, "RecBole's eval_args; null: {split: {LS: valid_and_test}, order: TO, group_by: user, "
-                         "mode: full}. Also {LS: test_only}, {RS: [8, 1, 1]} (group_by user or null); keys left out "
-                         "keep those (atomic datasets)")  # checked by eval_args_problems: one message a key
+                         "mode: full}. Also {LS: test_only}, {RS: [8, 1, 1]} (group_by user or null), mode uni100 / "
+                         "pop100 or {valid: .., test: ..}; keys left out keep those (atomic datasets)")
+    extra_test_modes: list[str] = key([], "test also under these modes (full, uniN, popN), beside eval_args.mode's "
+                                      "figures: results.json extra_tests.<mode>, logged as test_<mode>/<metric>",
+                                      Rule("a list of distinct modes, e.g. [full, uni100, pop100]",
+                                           lambda v: is_list(v) and len(set(v)) == len(v)
+                                           and all(map(eval_mode_ok, v))))
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: Any = REQUIRED  # the data group: AtomicDataConfig or SessionDataConfig

@@ -36,10 +36,14 @@ from narm_lightning.checkpointing import (
 )
 from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
 from narm_lightning.console import CompactProgressBar, quiet_third_party
+from narm_lightning.data.candidates import FILE_NAME as CANDIDATES_FILE
+from narm_lightning.data.candidates import Mode, member
+from narm_lightning.data.candidates import prepare as prepare_candidates
+from narm_lightning.data.candidates import save as save_candidates
 from narm_lightning.data.card import active_filters, filled_eval_args, protocol_card
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData, Split
-from narm_lightning.data.sources import load_sessions, load_user_sequences
+from narm_lightning.data.sources import load_benchmark, load_sessions, load_user_sequences
 from narm_lightning.errors import ConfigError, DataError, RunInterrupted
 from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
 from narm_lightning.io import flatten, write_json_atomic, write_text_atomic
@@ -51,6 +55,7 @@ from narm_lightning.pruning import OptunaPruningCallback, callback_from_config
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
 from narm_lightning.safe_load import load_torch_checkpoint
+from narm_lightning.schema import mode_of
 from narm_lightning.wandb_runs import state_of
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,9 @@ def resolve_output_dir(output_dir: str | Path | None) -> Path:
 def load_data(cfg: DictConfig) -> SequentialData:
     d = cfg.data
     roots = list(d.extra_roots or [])
+    if d.format == "atomic" and d.get("benchmark_filename"):
+        return load_benchmark(d.dataset, d.root, roots, list(d.benchmark_filename), d.item_id_field,
+                              d.max_item_list_length)
     if d.format == "atomic":
         return load_user_sequences(
             dataset=d.dataset,
@@ -134,12 +142,31 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return "bf16-mixed" if accelerator in ("cpu", "auto") and cpu_has_native_bf16() else "32-true"
 
 
-def build_datamodule(cfg: DictConfig, data: SequentialData,
-                     generator: torch.Generator | None = None) -> SequentialDataModule:
-    """The batches the config asks for (shared by ``train`` and ``bench/bench.py``)."""
+def build_datamodule(cfg: DictConfig, data: SequentialData, generator: torch.Generator | None = None,
+                     candidates: dict[str, torch.Tensor] | None = None) -> SequentialDataModule:
+    """The batches the config asks for (shared by ``train`` and ``bench/bench.py``); ``candidates``: the sampled
+    modes' (``candidates.prepare``), one test loader per test mode."""
+    modes, candidates = eval_modes(cfg), candidates or {}
     return SequentialDataModule(data, cfg.train_batch_size, cfg.eval_batch_size, cfg.data.num_workers,
                                 bucket_batches=cfg.data.get("bucket_batches", 0) or 0, seed=cfg.seed,
-                                generator=generator)
+                                generator=generator,
+                                valid_candidates=candidates.get(member("valid", modes["valid"][0])),
+                                test_candidates=[candidates.get(member("test", m)) for m in modes["test"]])
+
+
+def eval_modes(cfg: DictConfig) -> dict[str, list[Mode]]:
+    """Each split's evaluation modes: valid's ``eval_args.mode``; test's, then ``extra_test_modes``."""
+    mode = filled_eval_args(cfg)["mode"]
+    return {"valid": [Mode(mode_of(mode, "valid"))],
+            "test": [Mode(mode_of(mode, "test")), *(Mode(m) for m in cfg.get("extra_test_modes") or [])]}
+
+
+def eval_candidates(cfg: DictConfig, data: SequentialData, fingerprint: str) -> dict[str, torch.Tensor]:
+    """The sampled modes' candidates: ``data.eval_candidates``'s, else drawn once from ``eval_candidates_seed``
+    (popularity by ``count ** alpha``: the training negatives' alpha when BPR samples, else 1, as RecBole)."""
+    neg = negative_sampling(cfg.train_neg_sample_args)
+    return prepare_candidates(eval_modes(cfg), data, fingerprint, int(cfg.data.eval_candidates_seed),
+                              neg.alpha if neg is not None else 1.0, cfg.data.get("eval_candidates"))
 
 
 def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | None = None,
@@ -151,6 +178,7 @@ def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | Non
         "hidden_size": m.hidden_size,
         "n_layers": m.n_layers,
         "dropout_probs": list(m.dropout_probs),
+        "gru_impl": m.gru_impl,
     }
     model = NARM(**model_config)
     counts = None if all_targets is None else torch.bincount(all_targets.flatten(), minlength=n_items)
@@ -168,6 +196,7 @@ def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | Non
         data_config={"max_item_list_length": cfg.data.max_item_list_length},  # serving keeps this window
         item_popularity=None if train_targets is None else torch.bincount(train_targets.flatten(), minlength=n_items),
         tail_ratio=cfg.get("tail_ratio"),
+        test_names=["test", *(f"test_{m}" for m in cfg.get("extra_test_modes") or [])],
     )
 
 
@@ -288,15 +317,19 @@ def peak_rss_mib() -> float | None:
 
 
 def format_results(results: dict[str, Any], decimals: int = 4) -> str:
-    """A readable table of best-valid and test metrics for the end of the console output."""
+    """A readable table of best-valid and test metrics (and each extra test mode's) for the end of the console."""
     valid, test = results["best_valid"], results["test"]
+    extra = results.get("extra_tests") or {}
     names = list(test) or list(valid)
     head = f"best valid (epoch {results['best_epoch']})" if valid else f"no valid (epoch {results['best_epoch']})"
     width = max(len(n) for n in names + ["metric"])
-    lines = [f"{'metric':<{width}}  {head:>24}  {'test':>10}", "-" * (width + 38)]
+    columns = [f"{'metric':<{width}}  {head:>24}  {'test':>10}", *(f"{'test ' + m:>12}" for m in extra)]
+    lines = ["  ".join(columns), "-" * (width + 38 + 14 * len(extra))]
     for name in names:
         shown = f"{valid[name]:.{decimals}f}" if name in valid else "-"
-        lines.append(f"{name:<{width}}  {shown:>24}  {test.get(name, float('nan')):>10.{decimals}f}")
+        cells = [f"{name:<{width}}  {shown:>24}  {test.get(name, float('nan')):>10.{decimals}f}",
+                 *(f"{values.get(name, float('nan')):>12.{decimals}f}" for values in extra.values())]
+        lines.append("  ".join(cells))
     return "\n".join(lines)
 
 
@@ -355,14 +388,15 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     data, fingerprint = read_data(plan)
-    card = protocol_card(cfg, data, fingerprint, validating=len(data.valid) > 0)
+    candidates = eval_candidates(cfg, data, fingerprint)
+    card = protocol_card(cfg, data, fingerprint, validating=len(data.valid) > 0, candidates=candidates)
     module = build_module(cfg, data.n_items, [str(t) for t in data.item_tokens], data.train.target,
                           torch.cat([data.train.target, data.valid.target, data.test.target]))
     module.protocol = card  # into every checkpoint
     if cfg.init_from:
         load_initial_weights(module, cfg.init_from)
     shuffle = torch.Generator().manual_seed(cfg.seed)  # its own stream, saved in checkpoints for exact resume
-    datamodule = build_datamodule(cfg, data, shuffle)
+    datamodule = build_datamodule(cfg, data, shuffle, candidates)
     check_against_data(cfg, data)
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("%s", describe_run(cfg, data.stats, n_params))
@@ -371,6 +405,10 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     loggers.extend(build_run_loggers(plan, data.stats, n_params, callbacks, card))
     if plan.resume_ckpt is None and plan.lead:
         write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if candidates:  # the exact candidates every figure of this run was scored on, reusable elsewhere
+            save_candidates(plan.run_dir / CANDIDATES_FILE, candidates,
+                            {"examples_sha256": fingerprint, "seed": int(cfg.data.eval_candidates_seed),
+                             "source": cfg.data.get("eval_candidates")})
     trainer = build_trainer(cfg, callbacks.all(), loggers, plan.run_dir, validating=callbacks.best is not None)
     if cfg.epochs > 0 and isinstance(trainer.accelerator, CPUAccelerator) and plan.lead:
         warn_host_once()
@@ -544,6 +582,7 @@ def collect_results(plan: RunPlan, trainer: pl.Trainer, module: NARMModule, call
         "best_epoch": int(best["epoch"]),
         "best_valid": {k: v for k, v in best.items() if k != "epoch"},
         "test": module.test_results,
+        "extra_tests": module.extra_test_results,  # extra_test_modes: mode -> the test metrics under it
         "epochs_run": len(module.valid_history) if validating else trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 3),
         "epochs_timed": epochs_timed,

@@ -35,6 +35,7 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
     assert set(report["speed"]) == {"plain", "bucket"}
     for r in report["speed"].values():
         assert r["epoch_median_s"] > 0 and r["floor_same_s"] > 0
+        assert 0 < r["floor_matmul_s"] < r["floor_same_s"]  # the products alone are part of a step
         assert r["valid_bare_s"] > 0 and r["test_trainer_s"] > 0
     assert report["speed"]["bucket"]["floor_fp32_padded_s"] > 0
     assert report["peak_rss_mib"] > 0
@@ -186,3 +187,22 @@ def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> N
     assert "| `(unset)` |" in (out / "hugepages.md").read_text()
     if hp.thp_mode() == "madvise":  # the effect the tunable exists for: big blocks stop faulting per 4 KiB
         assert with_["minor_faults_per_step"] < without["minor_faults_per_step"]
+
+
+def test_bench_recbole_alternates_processes_and_reports_every_epoch(tiny_root, tmp_path) -> None:
+    """Our two systems on the tiny fixture (RecBole's venv is not part of the test suite): processes alternate
+    round by round, every epoch is reported, and the table says which precision each ran."""
+    out = tmp_path / "out"
+    overrides = [a for a in tiny_overrides(tiny_root) if not a.startswith(("trainer.enable_progress_bar", "logger"))]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_recbole.py"), "--systems", "ours-default,ours-exact",
+         "--rounds", "2", "--no-history", "--out", str(out), *overrides],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("round ")]
+    assert [line.split()[2] for line in lines] == ["ours-default", "ours-exact"] * 2
+    report = json.loads((out / "recbole.json").read_text())
+    assert report["systems"]["ours-exact"]["runs"][0]["precision"] == "32-true" and report["cpu"]
+    assert all(len(s["runs"]) == 2 and s["median_epoch_s"] > 0 for s in report["systems"].values())
+    assert "| `ours-exact` (32-true) |" in (out / "recbole.md").read_text()

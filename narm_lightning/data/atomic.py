@@ -19,7 +19,8 @@ HEADER_EXAMPLE = "'user_id:token<TAB>item_id:token'"
 
 @dataclass(frozen=True)
 class AtomicTable:
-    """The requested columns of an atomic file: tokens as object arrays of ``str``, floats as ``float64``."""
+    """The requested columns of an atomic file: tokens as object arrays of ``str``, floats as ``float64``,
+    token sequences as object arrays of tuples of ``str`` (RecBole's ``seq_separator``, a space)."""
 
     path: Path
     columns: dict[str, np.ndarray]
@@ -44,7 +45,7 @@ def _parse_header(path: Path, line: str) -> list[tuple[str, str]]:
 
 
 def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
-    """Read the columns named in ``fields`` (name -> expected type, ``token`` or ``float``).
+    """Read the columns named in ``fields`` (name -> expected type, ``token``, ``float`` or ``token_seq``).
 
     Every row must have all header columns; a missing field, a non-numeric float or a short row is a
     ``DataError`` naming the file, the line and what was expected.
@@ -93,6 +94,11 @@ def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
             if not np.isfinite(columns[name]).all():
                 bad = line_numbers[int(np.flatnonzero(~np.isfinite(columns[name]))[0])]
                 raise DataError(f"{path}, line {bad}: field {name!r} is not a finite number.")
+        elif kind == "token_seq":  # an empty sequence is allowed by the format; the caller decides
+            seqs = np.empty(len(col), dtype=object)  # filled one by one: numpy would make equal lengths a 2-D array
+            for i, value in enumerate(col):
+                seqs[i] = tuple(value.split(" ")) if value else ()
+            columns[name] = seqs
         else:
             empty = [ln for ln, v in zip(line_numbers, col, strict=True) if not v]
             if empty:

@@ -9,8 +9,10 @@ config, so a figure never travels without its protocol. Plain data only (a check
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from narm_lightning.data.protocol import SequentialData
@@ -20,13 +22,18 @@ from narm_lightning.schema import SEQUENTIAL_EVAL_ARGS
 SELECTION_SPLIT = "valid"  # the only split a model is ever selected or early-stopped on
 
 
-def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, validating: bool) -> dict[str, Any]:
-    """The card of a run on ``data`` under ``cfg`` (``fingerprint``: SHA-256 of the examples themselves)."""
+def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, validating: bool,
+                  candidates: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The card of a run on ``data`` under ``cfg`` (``fingerprint``: SHA-256 of the examples themselves;
+    ``candidates``: the sampled modes' candidates, identified by their own SHA-256)."""
     d = cfg.data
     atomic = d.format == "atomic"
     eval_args = filled_eval_args(cfg)
-    if atomic:
-        split: dict[str, Any] = eval_args["split"]
+    if atomic and d.get("benchmark_filename"):
+        split: dict[str, Any] = {"benchmark_filename": list(d.benchmark_filename)}  # the files are the split
+        ties = "none: the rows of the benchmark files are examples already, in file order"
+    elif atomic:
+        split = eval_args["split"]
         ties = ("stable: interactions with the same timestamp keep their order in the file (RecBole sorts them "
                 "with an unstable sort, so its order of tied items may differ)")
     else:
@@ -39,7 +46,12 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
         "split": split,
         "order": "TO",  # time order (RecBole's only order for sequential models)
         "group_by": (eval_args["group_by"] if "RS" in split else "user") if atomic else "session",
-        "mode": "full",  # every item ranked (full sort); the padding id never ranks
+        # full: every item ranked (the padding id never); uniN / popN: the target among N fixed candidates
+        "mode": eval_args["mode"] if atomic else "full",
+        "extra_test_modes": list(cfg.get("extra_test_modes") or []),
+        "candidates": ({"seed": int(d.eval_candidates_seed), "file": d.get("eval_candidates"),
+                        "sha256": {name: hashlib.sha256(t.numpy().tobytes()).hexdigest()
+                                   for name, t in candidates.items()}} if candidates else None),
         "filters": {k: v for k, v in active_filters(d).items() if v is not None} if atomic else {},
         "max_item_list_length": int(d.max_item_list_length),
         "tie_order": ties,

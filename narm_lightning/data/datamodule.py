@@ -19,20 +19,23 @@ from narm_lightning.data.protocol import Examples, SequentialData
 class ExampleBatches(Dataset):
     """Indexed by a whole list of row ids: one gather per batch instead of one Python call per sample.
 
-    Each batch is trimmed to its longest real history; that changes no score (see ``NARM.forward``).
+    Each batch is trimmed to its longest real history; that changes no score (see ``NARM.forward``). With
+    ``candidates`` (``[rows, N]``, sampled evaluation) each batch carries its rows' candidates as a 4th tensor.
     """
 
-    def __init__(self, examples: Examples) -> None:
+    def __init__(self, examples: Examples, candidates: torch.Tensor | None = None) -> None:
         self.examples = examples
+        self.candidates = candidates
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, ...]:
         idx = torch.as_tensor(index, dtype=torch.long)
         length = self.examples.item_seq_len[idx]
         width = max(int(length.max()), 1)
-        return self.examples.item_seq[idx, :width], length, self.examples.target[idx]
+        batch = (self.examples.item_seq[idx, :width], length, self.examples.target[idx])
+        return batch if self.candidates is None else (*batch, self.candidates[idx])
 
 
 class LengthBucketBatchSampler(Sampler[list[int]]):
@@ -119,11 +122,18 @@ class SequentialDataModule(pl.LightningDataModule):
     ``bucket_batches`` > 0 draws training batches with ``LengthBucketBatchSampler`` (seeded by ``seed``);
     0 keeps plain random batches drawn from ``generator`` (torch's global one when None). Under DDP each
     rank gets its slice of every training batch (``RankShard``) and its block of each evaluation split.
+
+    ``test_candidates``: one test loader per entry (None: full sort; a ``[rows, N]`` tensor: those candidates),
+    the first being ``eval_args.mode``'s and the others ``extra_test_modes``; ``valid_candidates`` likewise.
     """
 
     def __init__(self, data: SequentialData, train_batch_size: int, eval_batch_size: int, num_workers: int = 0,
-                 bucket_batches: int = 0, seed: int = 0, generator: torch.Generator | None = None):
+                 bucket_batches: int = 0, seed: int = 0, generator: torch.Generator | None = None,
+                 valid_candidates: torch.Tensor | None = None,
+                 test_candidates: list[torch.Tensor | None] | None = None):
         super().__init__()
+        self.valid_candidates = valid_candidates
+        self.test_candidates = test_candidates or [None]
         self.generator = generator  # the train shuffle's own random stream (checkpointed for exact resume)
         self.data = data
         self.train_batch_size = train_batch_size
@@ -136,8 +146,9 @@ class SequentialDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, examples: Examples, batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = ExampleBatches(examples)
+    def _loader(self, examples: Examples, batch_size: int, shuffle: bool,
+                candidates: torch.Tensor | None = None) -> DataLoader:
+        dataset = ExampleBatches(examples, candidates)
         rank, world = self._rank_and_world()
         sampler: Sampler
         if shuffle and self.bucket_batches:
@@ -162,7 +173,9 @@ class SequentialDataModule(pl.LightningDataModule):
         return self._loader(self.data.train, self.train_batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data.valid, self.eval_batch_size, shuffle=False)
+        return self._loader(self.data.valid, self.eval_batch_size, shuffle=False, candidates=self.valid_candidates)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data.test, self.eval_batch_size, shuffle=False)
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        loaders = [self._loader(self.data.test, self.eval_batch_size, shuffle=False, candidates=c)
+                   for c in self.test_candidates]
+        return loaders[0] if len(loaders) == 1 else loaders

@@ -264,3 +264,44 @@ def build_session_examples(
         "avg_seq_len": float(train_lens.mean()),
     }
     return SequentialData(train, valid, test, n_items, item_tokens, stats, source)
+
+
+def build_benchmark(parts: Sequence[tuple[np.ndarray, np.ndarray]], max_len: int,
+                    sources: Sequence[str]) -> SequentialData:
+    """RecBole's ``benchmark_filename``: three pre-split files (train, valid, test) whose rows are examples
+    already, ``(histories, targets)`` each (a history is a tuple of item tokens, oldest first). As RecBole: no
+    filter, no window, no split; item ids by first appearance over every target (the files in order), then
+    every history token (``alias_of_item_id: [item_id_list]``, which RecBole's session configs set).
+
+    A history longer than ``max_len`` is refused rather than cut: RecBole keeps it whole.
+    """
+    histories = [h for h, _ in parts]
+    targets = np.concatenate([t for _, t in parts])
+    flat = np.fromiter((tok for part in histories for seq in part for tok in seq), dtype=object,
+                       count=sum(len(seq) for part in histories for seq in part))
+    ids, vocab = remap_tokens(np.concatenate([targets.astype(object), flat]))
+    target_ids, flat_ids = ids[:len(targets)], ids[len(targets):]
+    lengths = np.fromiter((len(seq) for part in histories for seq in part), dtype=np.int64, count=len(targets))
+    for (part_hist, _), source in zip(parts, sources, strict=True):
+        if len(part_hist) == 0:
+            raise DataError(f"{source}: has no rows; expected one example a row (<item>_list history + item).")
+        bad = [i for i, seq in enumerate(part_hist) if len(seq) == 0]
+        if bad:
+            raise DataError(f"{source}, line {bad[0] + 2}: the history is empty; expected at least one item before "
+                            "the target (RecBole would read position -1).")
+    longest = int(lengths.max())
+    if longest > max_len:
+        where = next(src for (h, _), src in zip(parts, sources, strict=True) if max(map(len, h)) == longest)
+        raise DataError(f"{where}: a history holds {longest} items, more than data.max_item_list_length="
+                        f"{max_len}; RecBole keeps benchmark histories whole, so set data.max_item_list_length="
+                        f"{longest} (or MAX_ITEM_LIST_LENGTH) to train on the same examples.")
+    seq = np.zeros((len(targets), longest), dtype=np.int64)
+    rows = np.repeat(np.arange(len(targets)), lengths)
+    cols = np.arange(len(flat_ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    seq[rows, cols] = flat_ids
+    bounds = np.cumsum([0, *(len(t) for _, t in parts)])
+    train, valid, test = (to_examples(seq[a:b], lengths[a:b], target_ids[a:b])
+                          for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    stats = {"n_items": len(vocab) - 1, "n_interactions": len(targets), "n_train": len(train),
+             "n_valid": len(valid), "n_test": len(test), "avg_seq_len": float(lengths.mean())}
+    return SequentialData(train, valid, test, len(vocab), vocab, stats, ", ".join(sources))

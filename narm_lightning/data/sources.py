@@ -12,7 +12,13 @@ import numpy as np
 from narm_lightning.data.atomic import read_atomic
 from narm_lightning.data.download import fetch_ml100k, find_in_roots
 from narm_lightning.data.filters import filter_rows
-from narm_lightning.data.protocol import SequentialData, Split, build_sequential, build_session_examples
+from narm_lightning.data.protocol import (
+    SequentialData,
+    Split,
+    build_benchmark,
+    build_sequential,
+    build_session_examples,
+)
 from narm_lightning.data.session_preprocess import load_raw_split
 from narm_lightning.data.sessions import SessionSplit, pad_prefixes, read_pickle_split, read_text_split
 from narm_lightning.errors import DataError
@@ -64,6 +70,28 @@ def load_user_sequences(
         user, item, time = user[rows], item[rows], time[rows]
     data = build_sequential(user, item, time, max_len, str(path), split)
     return dataclasses.replace(data, files=(str(path),))
+
+
+def load_benchmark(dataset: str, root: str, extra_roots: Sequence[str], parts: Sequence[str], item_field: str,
+                   max_len: int) -> SequentialData:
+    """RecBole's ``benchmark_filename``: ``<dataset>.<part>.inter`` for train, valid and test, in the first root
+    that has the first one, each row an example (``<item_field>_list:token_seq`` history + ``<item_field>:token``
+    target)."""
+    first = find_in_roots([root, *extra_roots], dataset, f"{dataset}.{parts[0]}.inter")
+    if first is None:
+        looked = ", ".join(str(Path(r) / dataset / f"{dataset}.{parts[0]}.inter") for r in [root, *extra_roots])
+        raise DataError(f"data.benchmark_filename={list(parts)}: no {dataset}.{parts[0]}.inter (looked at {looked}); "
+                        "expected RecBole's pre-split files <dataset>.<part>.inter side by side.")
+    paths = [first.parent / f"{dataset}.{part}.inter" for part in parts]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"data.benchmark_filename={list(parts)}: {', '.join(missing)} not found beside {first}; "
+                        "expected one file per part.")
+    list_field = f"{item_field}_list"
+    tables = [read_atomic(p, {list_field: "token_seq", item_field: "token"}) for p in paths]
+    data = build_benchmark([(t.columns[list_field], t.columns[item_field]) for t in tables], max_len,
+                           [str(p) for p in paths])
+    return dataclasses.replace(data, files=tuple(str(p) for p in paths))
 
 
 def read_session_split(

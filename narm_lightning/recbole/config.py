@@ -1,4 +1,4 @@
-"""RecBole config files and dicts -> this project's keys, with every unsupported key named in a warning.
+"""RecBole config files and dicts -> this project's keys; a key that cannot mean the same run here is refused.
 
 RecBole's priority is command line > config dict > config file; here a RecBole file or dict is applied
 on top of the composed Hydra config and the user's own command-line overrides are applied again after
@@ -7,7 +7,7 @@ it, so the command line still wins.
 
 from __future__ import annotations
 
-import logging
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,53 +19,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from narm_lightning import CONF_DIR
 from narm_lightning.errors import ConfigError
 from narm_lightning.io import read_text_lines
+from narm_lightning.recbole.keys import BY_NAME
 from narm_lightning.schema import RECBOLE_EVAL_FILL
-
-log = logging.getLogger(__name__)
-
-# RecBole key -> our dotted key. Names that are the same at top level map to themselves.
-KEY_MAP: dict[str, str] = {
-    "embedding_size": "model.embedding_size",
-    "hidden_size": "model.hidden_size",
-    "n_layers": "model.n_layers",
-    "dropout_probs": "model.dropout_probs",
-    "loss_type": "model.loss_type",
-    "learning_rate": "learning_rate",
-    "learner": "learner",
-    "weight_decay": "weight_decay",
-    "train_batch_size": "train_batch_size",
-    "eval_batch_size": "eval_batch_size",
-    "epochs": "epochs",
-    "stopping_step": "stopping_step",
-    "eval_step": "eval_step",
-    "topk": "topk",
-    "metrics": "metrics",
-    "valid_metric": "valid_metric",
-    "train_neg_sample_args": "train_neg_sample_args",
-    "seed": "seed",
-    "MAX_ITEM_LIST_LENGTH": "data.max_item_list_length",
-    "USER_ID_FIELD": "data.user_id_field",
-    "ITEM_ID_FIELD": "data.item_id_field",
-    "TIME_FIELD": "data.time_field",
-    "dataset": "data.dataset",
-    "data_path": "data.root",
-    "clip_grad_norm": "clip_grad_norm",
-    "rm_dup_inter": "data.rm_dup_inter",
-    "val_interval": "data.val_interval",
-    "user_inter_num_interval": "data.user_inter_num_interval",
-    "item_inter_num_interval": "data.item_inter_num_interval",
-    "filter_inter_by_user_or_item": "data.filter_inter_by_user_or_item",
-    "tail_ratio": "tail_ratio",
-    "metric_decimal_place": "metric_decimal_place",
-}
-
-# RecBole keys whose RecBole default is what this project always does: accepted silently at that value.
-DEFAULT_ONLY: dict[str, Any] = {
-    "model": "NARM",
-    "repeatable": True,
-    "reproducibility": True,
-    "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
-}
 
 
 class RecBoleYamlLoader(yaml.SafeLoader):
@@ -116,23 +71,32 @@ def _normalise(key: str, value: Any, source: str) -> Any:
     return value
 
 
-def map_recbole_config(config: Mapping[str, Any], source: str = "config dict") -> tuple[dict[str, Any], list[str]]:
-    """Our dotted keys -> values for a RecBole config; second item: the RecBole keys we do not support."""
+def map_recbole_config(config: Mapping[str, Any], source: str = "config dict") -> dict[str, Any]:
+    """Our dotted keys -> values for a RecBole config (``recbole/keys.py``'s table).
+
+    Every key that cannot mean the same run here (a value this project does not do, another model's key, a typo)
+    is refused, all of them in one paragraph: a silently different protocol is worse than an error.
+    """
     mapped: dict[str, Any] = {}
-    unsupported: list[str] = []
-    for key, value in config.items():
-        if key == "eval_args":  # RecBole fills a file's partial eval_args from its own defaults (order: RO)
+    refused: list[str] = []
+    for name, value in config.items():
+        entry = BY_NAME.get(name)
+        if entry is None:
+            near = difflib.get_close_matches(name, BY_NAME, n=1)
+            refused.append(f"{name} is not a key of RecBole 1.2.1's general config or of its NARM"
+                           + (f" (did you mean {near[0]}?)" if near else ""))
+        elif name == "eval_args":  # RecBole fills a file's partial eval_args from its own defaults (order: RO)
             mapped["eval_args"] = {**RECBOLE_EVAL_FILL, **value} if isinstance(value, Mapping) else value
-        elif key in KEY_MAP:
-            mapped[KEY_MAP[key]] = _normalise(key, value, source)
-        elif key in DEFAULT_ONLY and (value == DEFAULT_ONLY[key] or key in {"repeatable", "reproducibility",
-                                                                           "load_col"}):
-            continue
-        else:
-            unsupported.append(key)
-    if "model" in config and config["model"] != "NARM":
-        raise ConfigError(f"{source}: model is {config['model']!r}; narm-lightning trains NARM only.")
-    return mapped, unsupported
+        elif entry.ours:
+            value = _normalise(name, value, source)
+            mapped[entry.ours] = entry.convert(value) if entry.convert else value
+        elif not entry.accepts(value):
+            accepted = " or ".join(repr(v) for v in entry.accept or ())
+            refused.append(f"{name}: {value!r} is refused (accepted: {accepted}; {entry.why})")
+    if refused:
+        raise ConfigError(f"{source}: {'; '.join(refused)}. Every RecBole key and what it means here: "
+                          "docs/recbole-keys.md.")
+    return mapped
 
 
 def read_recbole_file(path: str | Path) -> dict[str, Any]:
@@ -178,9 +142,7 @@ def apply_recbole_config(
     ``overrides`` is the command line (Hydra's task overrides): every key it sets keeps its value, whatever
     that value is (RecBole: command line > file). ``None`` (no command line) applies every key of the file.
     """
-    mapped, unsupported = map_recbole_config(config, source)
-    if unsupported:
-        log.warning("%s: RecBole keys not supported by narm-lightning, ignored: %s", source, ", ".join(unsupported))
+    mapped = map_recbole_config(config, source)
     cli_set = command_line_keys(overrides or [])
     out = cfg.copy()
     with open_dict(out):

@@ -19,7 +19,8 @@ import yaml
 from narm_lightning import CONF_DIR
 from narm_lightning.errors import ConfigError
 from narm_lightning.io import read_text_lines
-from narm_lightning.recbole.config import KEY_MAP, SHORTCUT_GROUPS
+from narm_lightning.recbole.config import SHORTCUT_GROUPS
+from narm_lightning.recbole.keys import KEY_MAP
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 

@@ -54,8 +54,9 @@ class ScoringModel(nn.Module):
 
 
 def narm_from(model_config: dict[str, Any], weights: dict[str, torch.Tensor]) -> NARM:
-    """A NARM built from its saved config (``loss_type`` is the module's, not the model's), weights in, eval mode."""
-    model = NARM(**{k: v for k, v in model_config.items() if k != "loss_type"})
+    """A NARM built from its saved config (``loss_type`` is the module's, not the model's), weights in, eval mode.
+    Its GRU is ``nn.GRU`` whatever the run trained with (the same weights): TorchScript and ONNX export need it."""
+    model = NARM(**{k: v for k, v in model_config.items() if k not in ("loss_type", "gru_impl")}, gru_impl="torch")
     model.load_state_dict(weights)
     return model.eval()
 

@@ -278,8 +278,6 @@ def fail_dead_workers_trials(study: optuna.Study, storage: Any, grace_seconds: f
     never got its owner recorded (killed within a millisecond of asking, or from an older version) is
     orphaned once it has been RUNNING for longer than ``grace_seconds``.
     """
-    import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
     host = socket.gethostname()
@@ -295,14 +293,23 @@ def fail_dead_workers_trials(study: optuna.Study, storage: Any, grace_seconds: f
             continue
         trial_id = trial_ids(storage, study, [trial])[0]
         if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)(study, storage.get_trial(trial_id))
+            requeue(study, storage, trial_id)
             failed.append(trial.number)
     if failed:
         log.warning("Trial(s) %s were left RUNNING by a sweep process that no longer exists (killed?): failed "
                     "and queued to run again.", ", ".join(map(str, failed)))
     return failed
+
+
+def requeue(study: optuna.Study, storage: Any, trial_id: int) -> None:
+    """Queue a FAILED trial to run again with the same params, as a stale one: it then does not count toward
+    ``n_trials`` (``count_trials``) and a grid keeps its point. For trials whose worker died or was stopped."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)(study, storage.get_trial(trial_id))
 
 
 def heartbeat_enabled(storage: Any) -> bool:

@@ -56,6 +56,7 @@ from narm_lightning.sweeping.study import (
     open_study,
     pruner_spec,
     redact_url,
+    requeue,
     study_lock,
     this_worker,
     trial_ids,
@@ -403,8 +404,11 @@ class OptunaSweeperImpl:
         try:
             returns = self.launcher.launch(batch, initial_job_idx=job_idx)
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
-            for trial in trials:
+            for trial, trial_id in zip(trials, ids):  # nor be lost: the next run of the command runs them again
                 _fail(study, trial, f"interrupted: {exc}".strip())
+                requeue(study, self._db, trial_id)
+            log.warning("Trial(s) %s stopped: queued to run again when this command is rerun.",
+                        ", ".join(str(t.number) for t in trials))
             raise
         launched = len(batch)
         if len(seeds) > 1:

@@ -1,0 +1,159 @@
+"""``make bench-recbole``: RecBole 1.2.1 against this project, per ml-100k training epoch, side by side.
+
+Every speed claim against RecBole in this repository comes from this script. It runs, in separate processes
+and alternating round by round (so a noisy shared host hurts all alike):
+
+  * ``recbole``: the seed's example, ``run_recbole(model='NARM', dataset='ml-100k',
+    config_dict={'train_neg_sample_args': None})``, in RecBole's own venv (``make recbole-venv``), timing
+    ``Trainer._train_epoch`` (``bench/recbole/epoch_recbole.py``), started as its users start it: without
+    the glibc tunables this project's Makefile exports (``recbole-same-env``: with them; they speed RecBole up
+    too, so both are worth a line);
+  * ``ours-default``: ``python train.py``'s defaults (length-bucketed batches, bf16 where the CPU has it);
+  * ``ours-exact``: RecBole's exact path (``data.bucket_batches=0 trainer.precision=32-true``);
+
+each timing ``--epochs`` training epochs after its setup (``bench/recbole/epoch_ours.py``: the Lightning
+``fit`` of ``make bench``). Writes ``bench/out/recbole.{json,md}`` and a dated entry in ``bench/HISTORY.md``
+with the CPU model, the load before and after, and every round's figures. Quote ratios from one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECBOLE_PY = ROOT / ".venv-recbole" / "bin" / "python"
+SYSTEMS = {
+    "recbole": [],
+    "ours-default": [],
+    "ours-exact": ["data.bucket_batches=0", "trainer.precision=32-true"],
+}
+EXTRA_SYSTEMS = {  # before/after checks of one change, selectable with --systems
+    "recbole-same-env": [],  # RecBole with this project's GLIBC_TUNABLES (they speed it up too)
+    "ours-default-fused-gru": ["model.gru_impl=fused"],
+    "ours-exact-fused-gru": ["data.bucket_batches=0", "trainer.precision=32-true", "model.gru_impl=fused"],
+}
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def run_one(system: str, epochs: int, data_path: str, overrides: list[str]) -> dict:
+    """One process of one system; its JSON line."""
+    if system.startswith("recbole"):
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "bench" / "recbole" / "stubs"),
+               "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+        if system == "recbole":  # as its users run it: no glibc tunables (the Makefile exports ours)
+            env.pop("GLIBC_TUNABLES", None)
+        cmd = [str(RECBOLE_PY), str(ROOT / "bench" / "recbole" / "epoch_recbole.py"), "--epochs", str(epochs),
+               "--data-path", data_path]
+    else:
+        env = dict(os.environ)
+        cmd = [sys.executable, str(ROOT / "bench" / "recbole" / "epoch_ours.py"), "--epochs", str(epochs),
+               "logger=none", f"data.extra_roots=[{data_path}]", *{**SYSTEMS, **EXTRA_SYSTEMS}[system], *overrides]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bench-recbole: {system} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process_s"] = time.perf_counter() - started
+    return result
+
+
+def markdown(report: dict) -> str:
+    systems = report["systems"]
+    base = systems["recbole"]["median_epoch_s"] if "recbole" in systems else None
+    same = systems["recbole-same-env"]["median_epoch_s"] if "recbole-same-env" in systems else None
+    lines = [f"### {report['date']} — {report['git']} — bench-recbole — {report['cpu']} ({report['cores']} cores"
+             f"{', AMX' if report['amx'] else ''}), load {report['load_before']} -> {report['load_after']}", "",
+             f"`{report['command']}`; {report['rounds']} rounds x {report['epochs']} epoch(s) per process, processes "
+             "alternating; " + (f"RecBole {systems['recbole']['runs'][0].get('recbole')}, " if base else "")
+             + "torch " + next(iter(systems.values()))["runs"][0].get("torch", "?"), "",
+             f"GLIBC_TUNABLES for ours{' and recbole-same-env' if same else ''}: `{report['glibc_tunables']}`", "",
+             "| system | epoch s (median) | every epoch s | vs RecBole | vs RecBole, same env |",
+             "|---|---|---|---|---|"]
+    for name, entry in systems.items():
+        every = ", ".join(f"{s:.1f}" for run in entry["runs"] for s in run["epoch_s"])
+        ratio = "-" if base is None else f"{base / entry['median_epoch_s']:.2f}x"
+        ratio_same = "-" if same is None else f"{same / entry['median_epoch_s']:.2f}x"
+        extra = f" ({entry['runs'][0].get('precision')})" if not name.startswith("recbole") else ""
+        lines.append(f"| `{name}`{extra} | {entry['median_epoch_s']:.1f} | {every} | {ratio} | {ratio_same} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (one process per system each)")
+    p.add_argument("--epochs", type=int, default=1, help="timed training epochs per process")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help="comma-separated, from " + ", ".join([*SYSTEMS, *EXTRA_SYSTEMS]))
+    p.add_argument("--data-path", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    p.add_argument("--no-history", action="store_true", help="do not append to bench/HISTORY.md")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for our systems (checks on small data only: a "
+                                                "figure against RecBole is on its ml-100k defaults)")
+    args = p.parse_args(argv)
+    systems = args.systems.split(",")
+    unknown = [s for s in systems if s not in SYSTEMS and s not in EXTRA_SYSTEMS]
+    if unknown:
+        raise SystemExit(f"bench-recbole: --systems {', '.join(unknown)} unknown; expected some of "
+                         f"{', '.join([*SYSTEMS, *EXTRA_SYSTEMS])}.")
+    if any(s.startswith("recbole") for s in systems) and not RECBOLE_PY.exists():
+        raise SystemExit("bench-recbole: RecBole's venv is missing; run `make recbole-venv` first.")
+    load_before = loadavg()
+    runs: dict[str, list[dict]] = {s: [] for s in systems}
+    for r in range(args.rounds):
+        for system in systems:
+            result = run_one(system, args.epochs, args.data_path, args.overrides)
+            runs[system].append(result)
+            print(f"round {r + 1}/{args.rounds} {system:<13} epoch " + ", ".join(f"{s:.1f}" for s in result["epoch_s"])
+                  + f" s (setup {result['setup_s']:.1f} s)", flush=True)
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": git.strip(),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "amx": "amx_bf16" in cpu_flags(),
+        "load_before": load_before, "load_after": loadavg(), "rounds": args.rounds, "epochs": args.epochs,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "command": "python bench/bench_recbole.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "systems": {s: {"median_epoch_s": statistics.median(x for run in runs[s] for x in run["epoch_s"]),
+                        "runs": runs[s]} for s in systems},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "recbole.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = markdown(report)
+    (args.out / "recbole.md").write_text(text)
+    if not args.no_history:
+        with open(ROOT / "bench" / "HISTORY.md", "a") as history:
+            history.write("\n" + text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""One process of ``make bench-recbole``: this project's training epoch on ml-100k through the real Trainer.
+
+    python bench/recbole/epoch_ours.py --epochs 1 [hydra overrides...]
+
+The same measurement as ``make bench`` (``bench.py``'s ``Variant.run_epoch``: a Lightning ``fit`` of one
+epoch, validation off, the epoch's wall seconds from its start and end hooks), in a process of its own so it
+alternates with RecBole's. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    import torch
+
+    from bench import Variant, resolve_precision
+
+    variant = Variant("ours", list(args.overrides), {}, None)
+    setup = time.perf_counter() - started
+    seconds = [variant.run_epoch() for _ in range(args.epochs)]
+    print(json.dumps({"system": "ours", "overrides": args.overrides, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "precision": resolve_precision(variant.cfg.trainer),
+                      "setup_s": setup, "epoch_s": seconds, "rows": len(variant.data.train)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Empty: see ``ray/__init__.py``."""
