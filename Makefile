@@ -51,11 +51,14 @@ bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, ev
 # 6th trial, after epoch 10), then the best 3 configs and the default config over seeds 2020-2022 to early
 # stopping. One persistent study, kept in git (bench/studies/: its SQLite storage and the sweep folder without
 # checkpoints) because a checkout outlives no session: rerun the same target to resume, commit bench/studies/ after.
+# Precision is pinned to fp32: `auto` means bf16 on a CPU with AMX and fp32 elsewhere, and the sessions that carry
+# the study run on both kinds of host; one study must not mix the two.
 STUDY_DIR = bench/studies/hyper-test-ml-100k
 STUDY_HYPER_TEST = sweep.py -m --params-file=bench/hyper.test hydra.sweeper.study_name=hyper-test-ml-100k \
 	hydra.sweeper.storage=sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db \
 	hydra/sweeper/pruner=median hydra.sweeper.pruner.n_startup_trials=5 hydra.sweeper.pruner.n_warmup_steps=10 \
-	hydra.sweeper.confirm_top=3 hydra.sweeper.confirm_seeds=3 hydra.sweep.dir=$(STUDY_DIR)/sweep
+	hydra.sweeper.confirm_top=3 hydra.sweeper.confirm_seeds=3 hydra.sweep.dir=$(STUDY_DIR)/sweep \
+	trainer.precision=32-true
 
 study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; console log in $(STUDY_DIR)/)
 	mkdir -p $(STUDY_DIR) && $(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a $(STUDY_DIR)/console.log

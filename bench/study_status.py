@@ -19,6 +19,7 @@ def main() -> None:
     import optuna
 
     from narm_lightning.sweeping.confirm import candidates, stored, summarize, to_markdown
+    from narm_lightning.sweeping.study import stale_trial_numbers
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="hyper-test-ml-100k")
@@ -33,15 +34,17 @@ def main() -> None:
     print("| # | " + " | ".join(names) + " | state | value | epochs | minutes |")
     print("|---|" + "---|" * (len(names) + 4))
     seconds = 0.0
+    stale = stale_trial_numbers(trials)  # stopped or orphaned, run again as another trial: not counted
     for t in trials:
         minutes = (t.datetime_complete - t.datetime_start).total_seconds() / 60 if t.datetime_complete else None
-        seconds += (minutes or 0) * 60
+        seconds += (minutes or 0) * 60 if t.number not in stale else 0
         value = f"{t.value:.4f}" if t.value is not None else (
             f"{list(t.intermediate_values.values())[-1]:.4f} (last)" if t.intermediate_values else "")
+        state = f"{t.state.name} (stopped; run again)" if t.number in stale else t.state.name
         print(f"| {t.number} | " + " | ".join(str(t.params.get(n, "")) for n in names)
-              + f" | {t.state.name} | {value} | {len(t.intermediate_values)} | "
+              + f" | {state} | {value} | {len(t.intermediate_values)} | "
               + (f"{minutes:.1f}" if minutes is not None else "") + " |")
-    done = [t for t in trials if t.state.is_finished()]
+    done = [t for t in trials if t.state.is_finished() and t.number not in stale]
     if seconds:
         print(f"\n{len(done)} finished in {seconds / 3600:.2f} h of trial time: {len(done) / (seconds / 3600):.2f} "
               "trials/hour")

@@ -166,3 +166,25 @@ def test_uni100_and_pop100_agree_with_recbole_within_sampling_noise() -> None:
                 se = math.sqrt(mine.var(ddof=1) / len(mine) + theirs.var(ddof=1) / len(theirs))
                 assert abs(mine.mean() - theirs.mean()) <= 4 * se + 5e-5, (mode, split, name, mine.mean(),
                                                                           theirs.mean(), se)
+
+
+@pytest.mark.skipif(not (SHARED / "recbole-checkpoint").is_dir(), reason="needs ../shared/data")
+def test_a_recbole_config_file_with_a_sampled_mode_scores_the_checkpoint_on_fixed_candidates(tmp_path) -> None:
+    """RecBole's own names in a config file (``eval_args.mode: {valid: uni100, test: pop100}``) on its
+    checkpoint: sampled figures within the spread of RecBole's draws, the full sort beside them equal to what
+    RecBole printed, and the card naming the modes and the candidates."""
+    reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else None
+    recbole_yaml = tmp_path / "recbole.yaml"
+    recbole_yaml.write_text("eval_args: {split: {LS: valid_and_test}, order: TO, mode: {valid: uni100, test: pop100}}"
+                            "\nmetrics: [MRR, NDCG]\ntopk: [10]\n")
+    cfg = compose_train([f"init_from={SHARED / 'recbole-checkpoint' / 'NARM-ml-100k-seed2020.pth'}", "epochs=0",
+                         "logger=none", "trainer.enable_progress_bar=false", f"data.extra_roots=[{SHARED}]",
+                         f"data.root={tmp_path / 'none'}", f"config_file={recbole_yaml}", "extra_test_modes=[full]"])
+    results = train(cfg, output_dir=tmp_path / "run")
+    assert results["protocol"]["mode"] == {"valid": "uni100", "test": "pop100"}
+    assert set(results["protocol"]["candidates"]["sha256"]) == {"valid.uni100", "test.pop100"}
+    assert round(results["extra_tests"]["full"]["mrr@10"], 4) == 0.0351  # RecBole's printed full-sort test figure
+    if reference is not None:
+        for split, mode, got in (("valid", "uni100", results["best_valid"]), ("test", "pop100", results["test"])):
+            theirs = np.array([r[split]["mrr@10"] for r in reference["modes"][mode]])
+            assert abs(got["mrr@10"] - theirs.mean()) < 4 * theirs.std(ddof=1) + 1e-4, (split, got, theirs.mean())

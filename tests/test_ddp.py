@@ -100,10 +100,12 @@ def _run_train(args: list[str], run_dir: Path) -> dict:
 
 
 def _assert_same_metrics(a: dict, b: dict) -> None:
-    for split in ("best_valid", "test"):
-        assert a[split].keys() == b[split].keys()
-        for key, value in a[split].items():
-            assert b[split][key] == pytest.approx(value, abs=1e-6), (split, key)
+    pairs = [(a[s], b[s], s) for s in ("best_valid", "test")]
+    pairs += [(a["extra_tests"][m], b["extra_tests"][m], m) for m in a.get("extra_tests") or {}]
+    for mine, theirs, split in pairs:
+        assert mine.keys() == theirs.keys()
+        for key, value in mine.items():
+            assert theirs[key] == pytest.approx(value, abs=1e-6), (split, key)
 
 
 def test_ddp_training_on_two_gloo_processes_matches_one_process_evaluation(tiny_root: Path, tmp_path: Path) -> None:
@@ -122,8 +124,9 @@ def test_ddp_training_on_two_gloo_processes_matches_one_process_evaluation(tiny_
 
 def test_recbole_checkpoint_evaluated_by_one_and_two_gloo_processes_agrees(shared_data: Path, tmp_path: Path) -> None:
     pth = shared_data / "recbole-checkpoint" / "NARM-ml-100k-seed2020.pth"
-    # all of RecBole's metrics: the beyond-accuracy ones sum per-item counts across ranks, exact like the rest
-    common = [f"data.extra_roots=[{shared_data}]", "data.download=false", "logger=none", "epochs=0",
+    # all of RecBole's metrics: the beyond-accuracy ones sum per-item counts across ranks, exact like the rest;
+    # valid on uni100 and test also on pop100: each row's candidates travel with it to its rank
+    common = ["eval_args={mode:{valid:uni100,test:full}}", "extra_test_modes=[pop100]", f"data.extra_roots=[{shared_data}]", "data.download=false", "logger=none", "epochs=0",
               f"init_from={pth}", "trainer.enable_progress_bar=false", "eval_batch_size=128", "topk=[5,10]",
               "metrics=[Recall,MRR,NDCG,Hit,Precision,MAP,ItemCoverage,AveragePopularity,GiniIndex,ShannonEntropy,"
               "TailPercentage]"]
@@ -132,6 +135,7 @@ def test_recbole_checkpoint_evaluated_by_one_and_two_gloo_processes_agrees(share
     _assert_same_metrics(single, ddp)
     assert round(single["test"]["recall@10"], 4) == 0.1220  # RecBole's printed figure: both are right, not only equal
     assert len(single["test"]) == 22 and 0 < single["test"]["giniindex@10"] < 1
+    assert single["best_valid"]["recall@10"] > 0.5 and len(single["extra_tests"]["pop100"]) == 22  # sampled
 
 
 def test_ddp_inside_a_sweep_is_refused_with_a_clear_message(tiny_root: Path, tmp_path: Path) -> None:

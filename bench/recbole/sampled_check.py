@@ -6,7 +6,9 @@ RecBole redraws uni100 / pop100 negatives at every evaluation, so one figure is 
 checkpoint's weights on ml-100k's valid and test users (leave-one-out, time order) under each mode for seeds
 0..N-1 and writes every seed's metrics. tests/test_candidates.py compares the mean of ours over as many
 candidate seeds with this file's mean (both are means of N draws: the check is within their sampling noise).
-Needs only RecBole's venv and ../shared/data; it imports nothing of narm-lightning.
+Needs RecBole's venv and ../shared/data. The checkpoint's weights are read with this project's restricted
+loader (``narm_lightning.recbole.checkpoint``, torch and the standard library only): RecBole pickles its
+Config into the file, and no file read here runs code, in a benchmark either.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ def main() -> None:
     from recbole.trainer import Trainer
     from recbole.utils import init_seed
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from narm_lightning.recbole.checkpoint import load_recbole_state_dict
+
+    state = load_recbole_state_dict(checkpoint)
     report: dict = {"recbole": recbole.__version__, "torch": torch.__version__, "python": platform.python_version(),
                     "checkpoint": Path(checkpoint).name, "seeds": list(range(args.seeds)), "modes": {},
                     "command": " ".join(["python", *sys.argv])}
