@@ -126,7 +126,8 @@ def test_recbole_checkpoint_evaluated_by_one_and_two_gloo_processes_agrees(share
     pth = shared_data / "recbole-checkpoint" / "NARM-ml-100k-seed2020.pth"
     # all of RecBole's metrics: the beyond-accuracy ones sum per-item counts across ranks, exact like the rest;
     # valid on uni100 and test also on pop100: each row's candidates travel with it to its rank
-    common = ["eval_args={mode:{valid:uni100,test:full}}", "extra_test_modes=[pop100]", f"data.extra_roots=[{shared_data}]", "data.download=false", "logger=none", "epochs=0",
+    common = ["eval_args={mode:{valid:uni100,test:full}}", "extra_test_modes=[pop100]",
+              f"data.extra_roots=[{shared_data}]", "data.download=false", "logger=none", "epochs=0",
               f"init_from={pth}", "trainer.enable_progress_bar=false", "eval_batch_size=128", "topk=[5,10]",
               "metrics=[Recall,MRR,NDCG,Hit,Precision,MAP,ItemCoverage,AveragePopularity,GiniIndex,ShannonEntropy,"
               "TailPercentage]"]
