@@ -239,6 +239,8 @@ def matmul_floor_seconds(cfg: DictConfig, n_items: int, batches: list[tuple[torc
     and the scores (B x E by E x items), each forward and its two backward products (of the recurrence the
     weight gradient as one product over all steps, as the fused GRU does). Random operands in the step's
     GEMM dtype (bf16 under bf16-mixed); no elementwise op, no allocation in the timed loop but the outputs'.
+    One Python call per product: on tiny shapes the call overhead dominates and this is no floor; at NARM's
+    batch sizes (2048 rows) each product takes far longer than its call.
     """
     device = "cuda" if on_gpu(cfg) else "cpu"
     dtype = torch.bfloat16 if bf16 else torch.float32

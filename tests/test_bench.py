@@ -35,7 +35,7 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
     assert set(report["speed"]) == {"plain", "bucket"}
     for r in report["speed"].values():
         assert r["epoch_median_s"] > 0 and r["floor_same_s"] > 0
-        assert 0 < r["floor_matmul_s"] < r["floor_same_s"]  # the products alone are part of a step
+        assert r["floor_matmul_s"] > 0  # reported (on tiny shapes it is call overhead, not a floor)
         assert r["valid_bare_s"] > 0 and r["test_trainer_s"] > 0
     assert report["speed"]["bucket"]["floor_fp32_padded_s"] > 0
     assert report["peak_rss_mib"] > 0
