@@ -49,8 +49,8 @@ bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, ev
 
 # Issue 20: RecBole's NARM hyper.test on ml-100k (30 grid points, each to early stopping; median pruner from the
 # 6th trial, after epoch 10), then the best 3 configs and the default config over seeds 2020-2022 to early
-# stopping. One persistent study, kept in git (bench/studies/: its SQLite storage and the sweep folder without
-# checkpoints) because a checkout outlives no session: rerun the same target to resume, commit bench/studies/ after.
+# stopping. One persistent study in bench/studies/ (a run output, not tracked): rerun the same target to resume;
+# its summary goes to bench/studies-summary/ (make study-hyper-test-status) as it comes.
 # Precision is pinned to fp32: `auto` means bf16 on a CPU with AMX and fp32 elsewhere, and the sessions that carry
 # the study run on both kinds of host; one study must not mix the two.
 STUDY_DIR = bench/studies/hyper-test-ml-100k
