@@ -1,17 +1,22 @@
-"""A GRU for NARM's shape of work (no bias, batch first, the whole sequence) with a hand-derived backward.
+"""A GRU for NARM's shape of work (no bias, batch first, the whole sequence, zero initial state) whose step
+is one GEMM and one compiled elementwise kernel, with a hand-derived backward.
 
-Measured (docs/performance.md, 2-core Xeon with AMX): *slower* than ``nn.GRU`` in eager mode (ml-100k epoch
-17.5 s vs 15.5 s; one forward + backward at 2048 x 42 steps: 0.30 s vs 0.28 s in fp32), because the per-step
-elementwise ops and their dispatch, not the GEMMs, dominate both. So ``model.gru_impl`` defaults to ``torch``;
-this is the tested base for a compiled per-step kernel. What it does differently (``model.gru_impl: fused``):
+Why by hand: ``nn.GRU`` on CPU runs each step as a GEMM plus ~10 separate elementwise ops (and, under bf16
+autocast, ~11 dtype copies a step); ``torch.compile`` of ``nn.GRU`` leaves it one opaque op, and no maintained
+library ships a fused CPU GRU cell with a backward. What this one does (``model.gru_impl: fused``):
 
-* forward: the input projection of all steps is one GEMM; each step is one GEMM (``h @ W_hh^T``) and four
-  in-place elementwise ops (``sigmoid`` of r and z together, ``addcmul`` + ``tanh`` for n, ``lerp`` for h)
-  into preallocated buffers, which backward reuses (nothing is recomputed);
-* backward: per step one GEMM (``dgh @ W_hh``) and the gate derivatives; the weight gradients and the input
-  gradient are three GEMMs over all steps at once (``[T*B, 3H]`` by ``[T*B, H]``), not 3T small ones;
-* bf16 autocast: the GEMMs run in bf16 (AMX where the CPU has it), the state, gates and gradients stay
-  fp32, so the recurrence does not drift.
+* forward: the input projection of all steps is one GEMM; each step is one GEMM (``h @ W_hh^T``, written into
+  a preallocated buffer) and one compiled kernel that reads the two projections and the state and writes the
+  next state (fp32) and its GEMM-dtype copy;
+* backward: per step one compiled kernel that recomputes the gates from the saved projections (cheaper than
+  storing them: it halves the forward's writes) and writes the gate gradients, and one GEMM (``dgh @ W_hh``);
+  the weight gradients and the input gradient are three GEMMs over all steps at once;
+* bf16 autocast: the GEMMs run in bf16 (AMX where the CPU has it); the state and the gate math stay fp32.
+
+The kernels are compiled by ``torch.compile`` (inductor's C++ backend) on first use, a few seconds once a
+process, cached on disk after that; where that cannot work (no C++ compiler) the same functions run eagerly,
+with one warning. ``model.gru_impl: auto`` picks fused for training on CPU and ``nn.GRU`` elsewhere (cuDNN on
+a GPU is faster than anything here). Evaluation (no gradient) always runs ``nn.GRU``'s own forward.
 
 Parameters are ``nn.GRU``'s, with its names (``weight_ih_l0``, ``weight_hh_l0``, ...) and initialisation, so
 RecBole state dicts load unchanged and ``model.gru_impl`` can be switched on a trained model.
@@ -20,10 +25,14 @@ RecBole state dicts load unchanged and ``model.gru_impl`` can be switched on a t
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -34,11 +43,86 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _gates(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """r, z, n (nn.GRU's gate order) in the state's dtype, from the two projections ``[B, 3H]``."""
+    hidden = h.shape[1]
+    gi, gh = gi.to(h.dtype), gh.to(h.dtype)
+    r = torch.sigmoid(gi[:, :hidden] + gh[:, :hidden])
+    z = torch.sigmoid(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
+    gh_n = gh[:, 2 * hidden:]
+    n = torch.tanh(gi[:, 2 * hidden:] + r * gh_n)
+    return r, z, n, gh_n
+
+
+def _step_forward(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor,
+                  h_low_out: torch.Tensor) -> None:
+    """h' = (1 - z) * n + z * h into ``h_out`` (state dtype) and ``h_low_out`` (the GEMMs' dtype)."""
+    _, z, n, _ = _gates(gi, gh, h)
+    h_next = n + z * (h - n)
+    h_out.copy_(h_next)
+    h_low_out.copy_(h_next)
+
+
+def _step_forward_same(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor) -> None:
+    """As ``_step_forward`` when the GEMMs run in the state's dtype (no second copy)."""
+    _, z, n, _ = _gates(gi, gh, h)
+    h_out.copy_(n + z * (h - n))
+
+
+def _step_backward(dh_carry: torch.Tensor, dh_gemm: torch.Tensor, grad: torch.Tensor, gi: torch.Tensor,
+                   gh: torch.Tensor, h_prev: torch.Tensor, dgi_out: torch.Tensor,
+                   dgh_out: torch.Tensor) -> torch.Tensor:
+    """One step back: the state's gradient is the carried part (dh * z of the step after), the GEMM part
+    (dgh @ W_hh of the step after) and the output's own; writes d(pre-activations) on the input side and on
+    the hidden side (the same for r and z, r times it for n) and returns the carry for the step before."""
+    dh = dh_carry + dh_gemm.to(dh_carry.dtype) + grad
+    r, z, n, gh_n = _gates(gi, gh, h_prev)
+    dn = dh * (1 - z) * (1 - n * n)
+    dz = dh * (h_prev - n) * z * (1 - z)
+    dr = dn * gh_n * r * (1 - r)
+    dgi_out.copy_(torch.cat([dr, dz, dn], dim=1))
+    dgh_out.copy_(torch.cat([dr, dz, dn * r], dim=1))
+    return dh * z
+
+
+class _Kernels:
+    """The three step functions, compiled on first use; eager (the same code) where compiling fails."""
+
+    def __init__(self) -> None:
+        self.functions: dict[str, Callable[..., Any]] = {
+            "forward": _step_forward, "forward_same": _step_forward_same, "backward": _step_backward}
+        self.compiled: dict[str, Callable[..., Any]] = {}
+        self.failed = False
+
+    def __call__(self, name: str, *args: torch.Tensor) -> Any:
+        if self.failed:
+            return self.functions[name](*args)
+        if name not in self.compiled:
+            # dynamic=None: one specialised kernel for the first shape, one shape-generic kernel if the batch
+            # size changes (the last batch of an epoch); fullgraph: a graph break would be a bug here.
+            # use_decompose_tanh: tanh as 2 / (1 + exp(-2x)) - 1, one exp instead of Sleef's tanh: the step's
+            # kernels are bound by their transcendental functions (measured: forward 0.57 -> 0.33 ms, backward
+            # 0.80 -> 0.59 ms at B=2048, H=128; absolute error ~1e-7 in fp32, 1e-16 in fp64)
+            self.compiled[name] = torch.compile(self.functions[name], fullgraph=True,
+                                                options={"cpp.use_decompose_tanh": True})
+        try:
+            return self.compiled[name](*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: same math, eagerly
+            self.failed = True
+            log.warning("model.gru_impl=fused: torch.compile could not build the GRU's kernels (%s: %s); running "
+                        "them eagerly (correct, slower). A C++ compiler (g++) on PATH is what inductor needs.",
+                        type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+            return self.functions[name](*args)
+
+
+KERNELS = _Kernels()
+
+
 class _GRULayer(torch.autograd.Function):
     """One GRU layer over ``x`` ``[B, T, I]`` from a zero state; returns ``[B, T, H]``.
 
     Gate order is ``nn.GRU``'s (r, z, n): r = sigmoid(x W_ir + h W_hr), z = sigmoid(x W_iz + h W_hz),
-    n = tanh(x W_in + r * (h W_hn)), h' = (1 - z) * n + z * h = lerp(n, h, z).
+    n = tanh(x W_in + r * (h W_hn)), h' = (1 - z) * n + z * h.
     """
 
     @staticmethod
@@ -47,84 +131,69 @@ class _GRULayer(torch.autograd.Function):
         batch, steps, inputs = x.shape
         hidden = w_hh.size(1)
         state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        low = gemm_dtype != state_dtype
         w_ih_g, w_hh_g = w_ih.to(gemm_dtype), w_hh.to(gemm_dtype)
         x_tm = x.transpose(0, 1).reshape(steps * batch, inputs).to(gemm_dtype)  # time-major rows
-        gi = torch.mm(x_tm, w_ih_g.t()).view(steps, batch, 3 * hidden).to(state_dtype)
-        gates = torch.empty(steps, batch, 3 * hidden, dtype=state_dtype, device=x.device)  # r, z, n
-        gh = torch.empty(steps, batch, 3 * hidden, dtype=state_dtype, device=x.device)
-        out = torch.empty(steps + 1, batch, hidden, dtype=state_dtype, device=x.device)  # out[0]: h_0 = 0
-        out[0].zero_()
+        gi = torch.mm(x_tm, w_ih_g.t()).view(steps, batch, 3 * hidden)
+        gh = torch.empty(steps, batch, 3 * hidden, dtype=gemm_dtype, device=x.device)
+        states = torch.empty(steps + 1, batch, hidden, dtype=state_dtype, device=x.device)  # [0]: h_0 = 0
+        states[0].zero_()
+        states_low = torch.empty(steps + 1, batch, hidden, dtype=gemm_dtype, device=x.device) if low else states
+        states_low[0].zero_()
         w_hh_t = w_hh_g.t()
-        two = 2 * hidden
-        same = gemm_dtype == state_dtype
         for t in range(steps):
-            h = out[t]
-            if same:
-                torch.mm(h, w_hh_t, out=gh[t])
+            torch.mm(states_low[t], w_hh_t, out=gh[t])
+            if low:
+                KERNELS("forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1])
             else:
-                gh[t].copy_(torch.mm(h.to(gemm_dtype), w_hh_t))
-            rz = torch.add(gi[t, :, :two], gh[t, :, :two], out=gates[t, :, :two]).sigmoid_()
-            n = torch.addcmul(gi[t, :, two:], rz[:, :hidden], gh[t, :, two:], out=gates[t, :, two:]).tanh_()
-            torch.lerp(n, h, rz[:, hidden:], out=out[t + 1])
-        ctx.save_for_backward(x_tm, w_ih_g, w_hh_g, gates, gh, out)
+                KERNELS("forward_same", gi[t], gh[t], states[t], states[t + 1])
+        ctx.save_for_backward(x_tm, w_ih_g, w_hh_g, gi, gh, states, states_low)
         ctx.shapes = (batch, steps, inputs, hidden)
         ctx.dtypes = (x.dtype, w_ih.dtype, w_hh.dtype)
-        return out[1:].transpose(0, 1).to(x.dtype)
+        return states[1:].transpose(0, 1).to(x.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x_tm, w_ih_g, w_hh_g, gates, gh, out = ctx.saved_tensors
+        x_tm, w_ih_g, w_hh_g, gi, gh, states, states_low = ctx.saved_tensors
         batch, steps, inputs, hidden = ctx.shapes
         x_dtype, w_ih_dtype, w_hh_dtype = ctx.dtypes
-        state_dtype = gates.dtype
-        gemm_dtype = w_hh_g.dtype
-        g = grad_out.transpose(0, 1).to(state_dtype)  # [T, B, H]
-        dg = torch.empty_like(gates)  # d(pre-activation) of r, z, n on the input side; the hidden side is
-        # the same for r and z and r * that for n
-        dh = torch.zeros(batch, hidden, dtype=state_dtype, device=gates.device)
-        two = 2 * hidden
+        state_dtype, gemm_dtype = states.dtype, gh.dtype
+        grad = grad_out.transpose(0, 1).to(state_dtype).contiguous()  # [T, B, H], contiguous rows per step
+        dgi = torch.empty_like(gh)
+        dgh = torch.empty_like(gh)
+        carry = torch.zeros(batch, hidden, dtype=state_dtype, device=gh.device)
+        from_gemm = torch.zeros(batch, hidden, dtype=gemm_dtype, device=gh.device)
         for t in range(steps - 1, -1, -1):
-            dh += g[t]
-            r, z, n = gates[t, :, :hidden], gates[t, :, hidden:two], gates[t, :, two:]
-            h_prev = out[t]
-            # dn_pre = dh * (1 - z) * (1 - n^2)
-            dn = torch.mul(dh, 1 - z).mul_(1 - n * n)
-            dg[t, :, two:] = dn
-            # dz_pre = dh * (h_prev - n) * z * (1 - z);  dr_pre = dn_pre * gh_n * r * (1 - r)
-            torch.mul(dh, h_prev - n, out=dg[t, :, hidden:two]).mul_(z * (1 - z))
-            torch.mul(dn, gh[t, :, two:], out=dg[t, :, :hidden]).mul_(r * (1 - r))
-            dgh_t = torch.cat([dg[t, :, :two], dn * r], dim=1)
-            if gemm_dtype == state_dtype:
-                dh = torch.addmm(dh * z, dgh_t, w_hh_g)
-            else:
-                dh = torch.mm(dgh_t.to(gemm_dtype), w_hh_g).to(state_dtype).add_(dh * z)
-        dg_rows = dg.view(steps * batch, 3 * hidden)
-        dgh = dg.clone()
-        dgh[:, :, two:].mul_(gates[:, :, :hidden])
-        dgh_rows = dgh.view(steps * batch, 3 * hidden).to(gemm_dtype)
-        dg_g = dg_rows.to(gemm_dtype)
+            carry = KERNELS("backward", carry, from_gemm, grad[t], gi[t], gh[t], states[t], dgi[t], dgh[t])
+            if t:
+                from_gemm = torch.mm(dgh[t], w_hh_g)
+        dgi_rows = dgi.view(steps * batch, 3 * hidden)
         grad_x = grad_w_ih = grad_w_hh = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.mm(dg_g, w_ih_g).view(steps, batch, inputs).transpose(0, 1).to(x_dtype)
+            grad_x = torch.mm(dgi_rows, w_ih_g).view(steps, batch, inputs).transpose(0, 1).to(x_dtype)
         if ctx.needs_input_grad[1]:
-            grad_w_ih = torch.mm(dg_g.t(), x_tm).to(w_ih_dtype)
+            grad_w_ih = torch.mm(dgi_rows.t(), x_tm).to(w_ih_dtype)
         if ctx.needs_input_grad[2]:
-            h_prev = out[:-1].reshape(steps * batch, hidden).to(gemm_dtype)
-            grad_w_hh = torch.mm(dgh_rows.t(), h_prev).to(w_hh_dtype)
+            h_prev = states_low[:-1].reshape(steps * batch, hidden)
+            grad_w_hh = torch.mm(dgh.view(steps * batch, 3 * hidden).t(), h_prev).to(w_hh_dtype)
         return grad_x, grad_w_ih, grad_w_hh, None
 
 
 class FusedGRU(nn.GRU):
-    """``nn.GRU(input_size, hidden_size, num_layers, bias=False, batch_first=True)`` whose forward is the fused
-    one above (a subclass: parameters, names and initialisation are ``nn.GRU``'s). An initial state or an
-    unbatched input falls back to ``nn.GRU``'s own forward; NARM uses neither.
+    """``nn.GRU(input_size, hidden_size, num_layers, bias=False, batch_first=True)`` whose training forward is
+    the fused one above (a subclass: parameters, names and initialisation are ``nn.GRU``'s).
+
+    ``cpu_only``: run the fused path only on CPU (``model.gru_impl: auto``). Without a gradient to compute, with
+    an initial state or an unbatched input it falls back to ``nn.GRU``'s own forward.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1) -> None:
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, cpu_only: bool = False) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias=False, batch_first=True)
+        self.cpu_only = cpu_only
 
     def forward(self, x: torch.Tensor, hx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if hx is not None or x.dim() != 3:
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if hx is not None or x.dim() != 3 or not needs_grad or (self.cpu_only and x.device.type != "cpu"):
             return super().forward(x, hx)
         gemm_dtype = _compute_dtype(x)
         last = []

@@ -140,7 +140,7 @@ def key(default: Any, help: str, rule: Rule | None = None, *, hidden: bool = Fal
 # ---- the schema -------------------------------------------------------------------------------------------------
 
 
-GRU_IMPLS = ("torch", "fused")  # model.gru_impl: nn.GRU, or narm_lightning.gru's FusedGRU
+GRU_IMPLS = ("auto", "torch", "fused")  # model.gru_impl: fused on CPU, nn.GRU, narm_lightning.gru's FusedGRU
 
 
 @dataclass
@@ -155,9 +155,9 @@ class ModelConfig:
         Rule("two probabilities in [0, 1): [embedding dropout, dropout on the concatenated vector]",
              lambda v: is_list(v) and len(v) == 2 and all(is_number(p) and 0 <= p < 1 for p in v)))
     loss_type: str = key("CE", "CE (softmax over all items) or BPR (needs train_neg_sample_args)", one_of(LOSS_TYPES))
-    gru_impl: str = key("torch", "the GRU's kernels: torch (nn.GRU) or fused (one GEMM per step, hand-derived "
-                        "backward, bf16 GEMMs under autocast; measured slower than torch on a 2-core Xeon, "
-                        "docs/performance.md); the same parameters either way", one_of(GRU_IMPLS))
+    gru_impl: str = key("auto", "the GRU's training kernels: fused (one GEMM + one compiled kernel a step, "
+                        "narm_lightning/gru.py), torch (nn.GRU), auto (fused on CPU, nn.GRU on a GPU); the same "
+                        "parameters and evaluation either way", one_of(GRU_IMPLS))
 
 
 @dataclass

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -205,4 +206,8 @@ def test_bench_recbole_alternates_processes_and_reports_every_epoch(tiny_root, t
     report = json.loads((out / "recbole.json").read_text())
     assert report["systems"]["ours-exact"]["runs"][0]["precision"] == "32-true" and report["cpu"]
     assert all(len(s["runs"]) == 2 and s["median_epoch_s"] > 0 for s in report["systems"].values())
+    for system in report["systems"].values():  # two epochs a process: the first reported apart, the rest compared
+        assert all(len(run["epoch_s"]) == 2 for run in system["runs"])
+        assert system["median_epoch_s"] == statistics.median(run["epoch_s"][1] for run in system["runs"])
+        assert system["median_first_epoch_s"] == statistics.median(run["epoch_s"][0] for run in system["runs"])
     assert "| `ours-exact` (32-true) |" in (out / "recbole.md").read_text()
