@@ -19,6 +19,10 @@ DIGINETICA (``../shared/data``, on by default, ``--no-diginetica`` to skip): eac
 ``data=diginetica``, a training epoch estimated from ``--diginetica-batches`` timed batches, full-sort valid
 and test seconds, and evaluation's peak memory beside the size of one score block.
 
+Sweep throughput (``--no-throughput`` to skip): training epochs per hour of the defaults laid out as a sweep
+can run its trials on this machine, one worker with a thread per core against one single-thread worker per
+core (processes at once, ``bench/recbole/epoch_ours.py``); trials per hour scale with it.
+
 ``--accuracy --seeds N`` trains each variant to early stopping on N seeds and reports test MRR/NDCG/Recall@10.
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -372,6 +377,45 @@ def sessions(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) ->
     return out
 
 
+def sweep_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """Epochs per hour of the defaults for each way a sweep can lay its workers on this machine's cores.
+
+    ``1xN``: one process with N threads; ``Nx1``: N processes at once with one thread each (N = cores). Each
+    process trains ``--throughput-epochs`` epochs; its steady epoch is the median after its first (which
+    compiles kernels and warms caches). Epochs per hour = the sum over processes of 3600 / steady epoch, as
+    workers keep running trials back to back; the wall time of each layout is reported beside it.
+    """
+    cores = os.cpu_count() or 1
+    epochs = max(2, args.throughput_epochs)
+    script = ROOT / "bench" / "recbole" / "epoch_ours.py"
+    extra = ["--batches", "6"] if args.quick else []
+    out: dict[str, Any] = {"cores": cores, "epochs_per_process": epochs, "layouts": {}}
+    for name, threads in ((f"1x{cores}", [cores]), (f"{cores}x1", [1] * cores)):
+        started = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, str(script), "--epochs", str(epochs), *extra,
+                                   f"trainer.num_threads={t}", *args.overrides],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for t in threads]
+        results = []
+        for proc in procs:
+            stdout, stderr = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"throughput worker ({name}) failed:\n{stderr[-2000:]}")
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+        wall = time.perf_counter() - started
+        steady = [statistics.median(r["epoch_s"][1:]) for r in results]
+        out["layouts"][name] = {
+            "threads_per_process": threads[0], "processes": len(threads), "wall_s": round(wall, 1),
+            "steady_epoch_s": [round(x, 2) for x in steady],
+            "first_epoch_s": [round(r["epoch_s"][0], 2) for r in results],
+            "epochs_per_hour": round(sum(3600 / x for x in steady), 1),
+            "batches_per_epoch": results[0]["batches"],
+        }
+        print(f"[bench] sweep throughput {name}: {out['layouts'][name]}  load {loadavg()}", flush=True)
+    best = max(out["layouts"], key=lambda k: out["layouts"][k]["epochs_per_hour"])
+    out["faster"] = best
+    return out
+
+
 def accuracy(args: argparse.Namespace, variants: list[tuple[str, list[str]]], out_dir: Path) -> dict[str, Any]:
     """Train every variant to early stopping on each seed (interleaved) and summarise the test metrics."""
     keys = ("mrr@10", "ndcg@10", "recall@10")
@@ -458,6 +502,17 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{s['eager_recs_per_s_bs1']:.0f} eager / {s['torchscript_recs_per_s_bs1']:.0f} TorchScript; "
                      f"batch 256 {s['eager_recs_per_s_bs256']:.0f} eager / {s['torchscript_recs_per_s_bs256']:.0f} "
                      "TorchScript")
+    tp = report.get("throughput")
+    if tp:
+        lines += ["", f"Sweep throughput (defaults, {tp['epochs_per_process']} epochs a process, steady = median "
+                  "after each process's first):", "",
+                  "| layout | processes x threads | steady epoch s (each process) | first epoch s | epochs/hour "
+                  "| wall s |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in tp["layouts"].items():
+            lines.append(f"| `{name}`{' (faster)' if name == tp['faster'] else ''} | {r['processes']} x "
+                         f"{r['threads_per_process']} | {', '.join(map(str, r['steady_epoch_s']))} | "
+                         f"{', '.join(map(str, r['first_epoch_s']))} | {r['epochs_per_hour']:.0f} | {r['wall_s']} |")
     dig = report.get("diginetica")
     if isinstance(dig, dict):
         lines += ["", "DIGINETICA (`data=diginetica`; epoch = median time of the timed batches x batches per epoch):",
@@ -504,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time DIGINETICA (each variant + data=diginetica); skipped when the split is absent")
     p.add_argument("--serving", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure serving: recommendations/s at batch size 1 and 256 (bench/bench_serving.py)")
+    p.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure sweep throughput: one worker x all threads vs one single-thread worker a core")
+    p.add_argument("--throughput-epochs", type=int, default=3, help="epochs per throughput process (>= 2)")
     p.add_argument("--diginetica-batches", type=int, default=40,
                    help="DIGINETICA train batches timed per epoch (the epoch time is scaled from them)")
     p.add_argument("--note", default="", help="one line saying what changed, for bench/HISTORY.md")
@@ -520,12 +578,13 @@ def main(argv: list[str] | None = None) -> int:
         "note": args.note,
     }
     if args.collect:
-        report.update(speed={}, diginetica="not run (--collect)", serving=None,
+        report.update(speed={}, diginetica="not run (--collect)", serving=None, throughput=None,
                       accuracy=collect_accuracy(args.collect))
         return finish(args, report)
     report["speed"] = {} if args.accuracy_only else measure(args, variants)
     report["diginetica"] = sessions(args, variants) if args.diginetica else "not run (--no-diginetica)"
     report["serving"] = measure_serving(quick=args.quick) if args.serving else None
+    report["throughput"] = sweep_throughput(args) if args.throughput and not args.accuracy_only else None
     if args.accuracy or args.accuracy_only:
         report["accuracy"] = accuracy(args, variants, args.out)
     return finish(args, report)

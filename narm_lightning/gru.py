@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+RECOMPILE_LIMIT = 64  # variants of each step kernel (dtype, shape class, strides) before falling back to eager
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -94,6 +95,13 @@ class _Kernels:
         self.compiled: dict[str, Callable[..., Any]] = {}
         self.failed = False
 
+    @staticmethod
+    def limits() -> Any:
+        """Dynamo's limit on variants of one function (8) raised while the kernels run, not process-wide (it is
+        the user's process): each step's views differ in storage offset (0 for the first step), and tests and
+        sweeps add dtypes and hidden sizes; past the limit dynamo would stop compiling them."""
+        return torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
+
     def __call__(self, name: str, *args: torch.Tensor) -> Any:
         if self.failed:
             return self.functions[name](*args)
@@ -110,7 +118,7 @@ class _Kernels:
         except Exception as error:  # noqa: BLE001 - any compiler failure: same math, eagerly
             self.failed = True
             log.warning("model.gru_impl=fused: torch.compile could not build the GRU's kernels (%s: %s); running "
-                        "them eagerly (correct, slower). A C++ compiler (g++) on PATH is what inductor needs.",
+                        "them eagerly (correct, slower). Inductor needs a C++ compiler (g++) on PATH.",
                         type(error).__name__, str(error).splitlines()[0] if str(error) else "")
             return self.functions[name](*args)
 
@@ -141,12 +149,13 @@ class _GRULayer(torch.autograd.Function):
         states_low = torch.empty(steps + 1, batch, hidden, dtype=gemm_dtype, device=x.device) if low else states
         states_low[0].zero_()
         w_hh_t = w_hh_g.t()
-        for t in range(steps):
-            torch.mm(states_low[t], w_hh_t, out=gh[t])
-            if low:
-                KERNELS("forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1])
-            else:
-                KERNELS("forward_same", gi[t], gh[t], states[t], states[t + 1])
+        with KERNELS.limits():
+            for t in range(steps):
+                torch.mm(states_low[t], w_hh_t, out=gh[t])
+                if low:
+                    KERNELS("forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1])
+                else:
+                    KERNELS("forward_same", gi[t], gh[t], states[t], states[t + 1])
         ctx.save_for_backward(x_tm, w_ih_g, w_hh_g, gi, gh, states, states_low)
         ctx.shapes = (batch, steps, inputs, hidden)
         ctx.dtypes = (x.dtype, w_ih.dtype, w_hh.dtype)
@@ -163,10 +172,11 @@ class _GRULayer(torch.autograd.Function):
         dgh = torch.empty_like(gh)
         carry = torch.zeros(batch, hidden, dtype=state_dtype, device=gh.device)
         from_gemm = torch.zeros(batch, hidden, dtype=gemm_dtype, device=gh.device)
-        for t in range(steps - 1, -1, -1):
-            carry = KERNELS("backward", carry, from_gemm, grad[t], gi[t], gh[t], states[t], dgi[t], dgh[t])
-            if t:
-                from_gemm = torch.mm(dgh[t], w_hh_g)
+        with KERNELS.limits():
+            for t in range(steps - 1, -1, -1):
+                carry = KERNELS("backward", carry, from_gemm, grad[t], gi[t], gh[t], states[t], dgi[t], dgh[t])
+                if t:
+                    from_gemm = torch.mm(dgh[t], w_hh_g)
         dgi_rows = dgi.view(steps * batch, 3 * hidden)
         grad_x = grad_w_ih = grad_w_hh = None
         if ctx.needs_input_grad[0]:

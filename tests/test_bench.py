@@ -44,6 +44,12 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
     assert serving["eager_recs_per_s_bs1"] > 0 and serving["torchscript_recs_per_s_bs256"] > 0
     assert "Serving (untrained ml-100k-sized NARM, top-20" in (out / "report.md").read_text()
     assert "| `bucket` |" in (out / "report.md").read_text()
+    throughput = report["throughput"]  # one worker with every core's thread vs one single-thread worker a core
+    cores = os.cpu_count()
+    assert set(throughput["layouts"]) == {f"1x{cores}", f"{cores}x1"} and throughput["faster"] in throughput["layouts"]
+    for name, layout in throughput["layouts"].items():
+        assert len(layout["steady_epoch_s"]) == layout["processes"] and layout["epochs_per_hour"] > 0, name
+    assert "Sweep throughput" in (out / "report.md").read_text()
 
 
 def test_bench_reports_why_diginetica_was_skipped(tmp_path) -> None:

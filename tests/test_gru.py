@@ -1,4 +1,5 @@
-"""The fused GRU (``model.gru_impl``) against ``nn.GRU``: outputs, every gradient, state dicts, the switch."""
+"""The fused GRU (``model.gru_impl``) against ``nn.GRU``: outputs, every gradient, state dicts, the switch, the
+compiled kernels against the same functions run eagerly, and the eager fallback when compiling fails."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from narm_lightning import gru as gru_module
 from narm_lightning.gru import FusedGRU
 from narm_lightning.model import NARM
 
@@ -67,8 +69,8 @@ def test_the_switch_keeps_parameter_names_and_a_recbole_state_dict_loads_into_ea
         model.load_state_dict(state)
         scores[impl] = model.eval().predict(seq, length)
     assert torch.allclose(scores["torch"], scores["fused"], atol=1e-5)
-    with pytest.raises(ValueError, match="gru_impl 'auto'"):
-        NARM(5, gru_impl="auto")
+    with pytest.raises(ValueError, match="gru_impl 'cudnn'"):
+        NARM(5, gru_impl="cudnn")
 
 
 def test_a_training_step_through_the_fused_gru_matches_torch() -> None:
@@ -89,3 +91,102 @@ def test_a_training_step_through_the_fused_gru_matches_torch() -> None:
     assert torch.allclose(grads["torch"][0], grads["fused"][0], atol=1e-6)
     for name, grad in grads["torch"][1].items():
         assert torch.allclose(grad, grads["fused"][1][name], atol=1e-5), name
+
+
+def _grad_fns(tensor: torch.Tensor) -> set[str]:
+    """The names of every autograd node behind ``tensor``."""
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and type(node).__name__ not in seen:
+            seen.add(type(node).__name__)
+            stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return seen
+
+
+def test_auto_trains_through_the_fused_gru_on_cpu_and_evaluates_with_nn_gru() -> None:
+    """``auto`` (the default): a CPU training forward builds the fused layer's backward; without a gradient the
+    forward is nn.GRU's own, bit for bit."""
+    torch.manual_seed(3)
+    model = NARM(30, 8, 16, 2, dropout_probs=(0.0, 0.0))
+    assert isinstance(model.gru, FusedGRU) and model.gru.cpu_only
+    seq, length = torch.randint(1, 30, (4, 6)), torch.tensor([6, 3, 1, 5])
+    assert "_GRULayerBackward" in _grad_fns(model(seq, length))
+    reference = nn.GRU(8, 16, 2, bias=False, batch_first=True)
+    reference.load_state_dict(model.gru.state_dict())
+    x = torch.randn(4, 6, 8)
+    with torch.no_grad():
+        assert torch.equal(model.gru(x)[0], reference(x)[0])
+
+
+def test_a_second_batch_size_and_each_dtype_still_match_nn_gru() -> None:
+    """The compiled kernels are specialised to the first shape and recompiled (shape-generic) for another batch
+    size, as the last batch of an epoch has: every size still gives nn.GRU's outputs and gradients."""
+    for batch in (8, 5, 8, 3):
+        reference, fused, x = _pair((batch, 4, 6, 5, 1), torch.float32)
+        grad = torch.randn(batch, 4, 5)
+        for a, b in zip(_grads(reference, x, grad), _grads(fused, x, grad), strict=True):
+            assert torch.allclose(a, b, rtol=0, atol=2e-5), (batch, (a - b).abs().max())
+
+
+@pytest.mark.parametrize("low", [False, True])
+def test_compiled_step_kernels_equal_the_same_functions_run_eagerly(low: bool) -> None:
+    """The step kernels compiled (tanh decomposed into exp) against the plain functions, fp32 state."""
+    torch.manual_seed(5)
+    batch, hidden = 6, 4
+    gemm = torch.bfloat16 if low else torch.float32
+    gi, gh = torch.randn(batch, 3 * hidden).to(gemm), torch.randn(batch, 3 * hidden).to(gemm)
+    h = torch.randn(batch, hidden)
+    outs = {}
+    for mode in ("compiled", "eager"):
+        kernels = gru_module._Kernels()
+        kernels.failed = mode == "eager"
+        h_out, h_low = torch.empty(batch, hidden), torch.empty(batch, hidden, dtype=gemm)
+        dgi, dgh = torch.empty_like(gi), torch.empty_like(gh)
+        with kernels.limits():  # as the layer calls them
+            if low:
+                kernels("forward", gi, gh, h, h_out, h_low)
+            else:
+                kernels("forward_same", gi, gh, h, h_out)
+            carry = kernels("backward", torch.randn(batch, hidden, generator=torch.Generator().manual_seed(1)),
+                            torch.ones(batch, hidden, dtype=gemm), torch.full((batch, hidden), 0.5), gi, gh, h,
+                            dgi, dgh)
+        assert kernels.failed == (mode == "eager")  # compiled: it did not fall back
+        outs[mode] = [h_out, h_low.float() if low else h_out, dgi.float(), dgh.float(), carry]
+    tol = 2e-2 if low else 1e-5  # bf16 outputs: one rounding of an 8-bit mantissa apart at most
+    for a, b in zip(outs["compiled"], outs["eager"], strict=True):
+        assert torch.allclose(a, b, rtol=tol, atol=tol), (a - b).abs().max()
+
+
+def test_when_compiling_fails_the_same_math_runs_eagerly_with_one_warning(monkeypatch, caplog) -> None:
+    """No C++ compiler (or any inductor failure): one warning naming the fix, and the results are nn.GRU's."""
+    kernels = gru_module._Kernels()
+    monkeypatch.setattr(gru_module, "KERNELS", kernels)
+
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return call
+
+    monkeypatch.setattr(gru_module.torch, "compile", broken_compile)
+    reference, fused, x = _pair((3, 5, 4, 6, 2), torch.float32)
+    grad = torch.randn(3, 5, 6)
+    with caplog.at_level("WARNING", logger="narm_lightning.gru"):
+        for a, b in zip(_grads(reference, x, grad), _grads(fused, x, grad), strict=True):
+            assert torch.allclose(a, b, rtol=0, atol=2e-5)
+        _grads(fused, x, grad)
+    warnings = [r for r in caplog.records if r.name == "narm_lightning.gru"]
+    assert kernels.failed and len(warnings) == 1
+    assert "running them eagerly" in warnings[0].getMessage() and "g++" in warnings[0].getMessage()
+
+
+def test_many_variants_of_a_kernel_stay_compiled() -> None:
+    """More dtypes and shapes than dynamo's default 8 variants of a function (a test run, a sweep over
+    hidden sizes): the kernels keep compiling instead of falling back to eager."""
+    for dtype in (torch.float64, torch.float32):
+        for hidden in (3, 5, 7, 9, 11, 13):
+            reference, fused, x = _pair((1 + hidden % 4, 3, 4, hidden, 1), dtype)
+            grad = torch.randn(x.shape[0], 3, hidden, dtype=dtype)
+            for a, b in zip(_grads(reference, x, grad), _grads(fused, x, grad), strict=True):
+                assert torch.allclose(a, b, rtol=0, atol=2e-5)
+    assert not gru_module.KERNELS.failed

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=None, help="train batches per epoch (default: all)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -29,12 +30,15 @@ def main() -> None:
 
     from bench import Variant, resolve_precision
 
-    variant = Variant("ours", list(args.overrides), {}, None)
+    variant = Variant("ours", list(args.overrides), {}, args.batches)
+    if variant.cfg.trainer.num_threads:  # as train.py does (Variant builds its Trainer directly)
+        torch.set_num_threads(variant.cfg.trainer.num_threads)
     setup = time.perf_counter() - started
     seconds = [variant.run_epoch() for _ in range(args.epochs)]
     print(json.dumps({"system": "ours", "overrides": args.overrides, "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "precision": resolve_precision(variant.cfg.trainer),
-                      "setup_s": setup, "epoch_s": seconds, "rows": len(variant.data.train)}))
+                      "setup_s": setup, "epoch_s": seconds, "rows": len(variant.data.train),
+                      "batches": len(variant.datamodule.train_dataloader()) if args.batches is None else args.batches}))
 
 
 if __name__ == "__main__":
