@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # steps 1.5-1.7x where THP is 'madvise'; docs/performance.md; narm_lightning/hostcheck.py says the same)
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184
 
-.PHONY: install recbole-venv recbole-sampled bench-recbole postgres train test test-slow lint docs study-hyper-test study-hyper-test-status bench bench-gpu bench-sessions bench-serving bench-hugepages clean
+.PHONY: install recbole-venv recbole-sampled bench-recbole postgres train test test-slow lint docs study-hyper-test study-hyper-test-status study-hyper-test-save bench bench-gpu bench-sessions bench-serving bench-hugepages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,21 +50,34 @@ bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, ev
 # Issue 20: RecBole's NARM hyper.test on ml-100k (30 grid points, each to early stopping; median pruner from the
 # 6th trial, after epoch 10), then the best 3 configs and the default config over seeds 2020-2022 to early
 # stopping. One persistent study in bench/studies/ (a run output, not tracked): rerun the same target to resume;
-# its summary goes to bench/studies-summary/ (make study-hyper-test-status) as it comes.
+# make study-hyper-test-save writes its text snapshot (Optuna's journal) and status table to bench/studies-summary/
+# to commit, and make study-hyper-test on a fresh checkout restores the snapshot before resuming.
 # Precision is pinned to fp32: `auto` means bf16 on a CPU with AMX and fp32 elsewhere, and the sessions that carry
 # the study run on both kinds of host; one study must not mix the two.
 STUDY_DIR = bench/studies/hyper-test-ml-100k
 STUDY_HYPER_TEST = sweep.py -m --params-file=bench/hyper.test hydra.sweeper.study_name=hyper-test-ml-100k \
-	hydra.sweeper.storage=sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db \
+	hydra.sweeper.storage=$(STUDY_STORAGE) \
 	hydra/sweeper/pruner=median hydra.sweeper.pruner.n_startup_trials=5 hydra.sweeper.pruner.n_warmup_steps=10 \
 	hydra.sweeper.confirm_top=3 hydra.sweeper.confirm_seeds=3 hydra.sweep.dir=$(STUDY_DIR)/sweep \
 	trainer.precision=32-true
 
-study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; console log in $(STUDY_DIR)/)
-	mkdir -p $(STUDY_DIR) && $(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a $(STUDY_DIR)/console.log
+STUDY_STORAGE = sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db
+STUDY_SNAPSHOT = bench/studies-summary/hyper-test-ml-100k.journal
+
+study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; restores the committed snapshot into a fresh checkout first; console log in $(STUDY_DIR)/)
+	mkdir -p $(STUDY_DIR)
+	@if [ ! -f $(STUDY_DIR)/study.db ] && [ -f $(STUDY_SNAPSHOT) ]; then \
+		$(PY) bench/study_snapshot.py import --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT); fi
+	$(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a $(STUDY_DIR)/console.log
 
 study-hyper-test-status:  ## where issue 20's study stands: every trial, trials/hour, the confirm table (read-only)
-	$(PY) bench/study_status.py --study hyper-test-ml-100k --storage sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db
+	$(PY) bench/study_status.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE)
+
+study-hyper-test-save:  ## issue 20: the study's text snapshot + status table into bench/studies-summary/ (to commit)
+	$(PY) bench/study_snapshot.py export --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT)
+	{ echo "# hyper.test study (issue 20): where it stood, $$(date -u '+%Y-%m-%d %H:%M UTC'), $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"; \
+	  echo; echo "make study-hyper-test-status; the study itself: $(STUDY_SNAPSHOT) (make study-hyper-test restores it)."; echo; \
+	  $(PY) bench/study_status.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE); } > bench/studies-summary/hyper-test-ml-100k.md
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
 	$(PY) bench/bench_sessions.py $(ARGS)

@@ -8,7 +8,6 @@ words is at least ``round(p * 2**w)``, so P(keep) = 1 - p exactly whenever ``p *
 kept values are scaled by ``1 / (1 - p)``, as ``nn.Dropout`` does; evaluation is the identity.
 """
 
-from __future__ import annotations
 
 import torch
 from torch import nn
@@ -47,6 +46,10 @@ class BitDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
+        return self._drop(x)
+
+    @torch.jit.unused  # TorchScript (serving, export) scripts eval-mode models: only the identity is compiled
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 1:
             return x * 0
         keep = keep_mask(x.shape, self.p, x.device)
