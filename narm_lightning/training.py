@@ -46,6 +46,7 @@ from narm_lightning.data.protocol import SequentialData, Split
 from narm_lightning.data.sources import load_benchmark, load_sessions, load_user_sequences
 from narm_lightning.errors import ConfigError, DataError, RunInterrupted
 from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
+from narm_lightning.interrupts import DeferredInterrupt
 from narm_lightning.io import flatten, write_json_atomic, write_text_atomic
 from narm_lightning.loggers import build_loggers, finish_loggers, log_results
 from narm_lightning.losses import build_loss
@@ -476,6 +477,7 @@ def build_callbacks(plan: RunPlan, validating: bool, state: RunState) -> RunCall
     pruning = callback_from_config(cfg.get("optuna"), monitor=monitor)
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
         others.append(pruning)
+    others.append(DeferredInterrupt())  # Ctrl-C at the next batch boundary (narm_lightning/interrupts.py)
     return RunCallbacks(best, last, state, others)
 
 

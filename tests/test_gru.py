@@ -95,13 +95,14 @@ def test_a_training_step_through_the_fused_gru_matches_torch() -> None:
 
 def _grad_fns(tensor: torch.Tensor) -> set[str]:
     """The names of every autograd node behind ``tensor``."""
-    seen, stack = set(), [tensor.grad_fn]
+    seen: dict[int, str] = {}
+    stack = [tensor.grad_fn]
     while stack:
         node = stack.pop()
-        if node is not None and type(node).__name__ not in seen:
-            seen.add(type(node).__name__)
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = type(node).__name__
             stack.extend(next_fn for next_fn, _ in node.next_functions)
-    return seen
+    return set(seen.values())
 
 
 def test_auto_trains_through_the_fused_gru_on_cpu_and_evaluates_with_nn_gru() -> None:

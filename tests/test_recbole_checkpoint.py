@@ -34,6 +34,30 @@ def test_recbole_weights_reproduce_recboles_printed_metrics(shared_data) -> None
         assert got == PRINTED[split], split
 
 
+def test_recbole_weights_reproduce_recboles_printed_metrics_through_the_fused_gru(shared_data) -> None:
+    """The fused GRU's recurrence (the training path: compiled step kernels, hand-derived backward; forced here by
+    scoring with gradients on, in fp32) gives RecBole's printed metrics too, not only nn.GRU's forward."""
+    state = load_recbole_state_dict(shared_data / "recbole-checkpoint" / "NARM-ml-100k-seed2020.pth")
+    data = load_user_sequences("ml-100k", "missing", [str(shared_data)], "user_id", "item_id", "timestamp", 50)
+    model = NARM(data.n_items, gru_impl="fused")
+    model.load_state_dict(state)
+    model.eval()  # dropout off; the GRU still takes its training path while gradients are on
+    for split, examples in (("valid", data.valid), ("test", data.test)):
+        metric = RankMetrics([10])
+        with torch.enable_grad():
+            scores = model.predict(examples.item_seq, examples.item_seq_len)
+        nodes, seen = [scores.grad_fn], {}
+        while nodes:  # the autograd graph behind the scores holds the fused layer's node
+            node = nodes.pop()
+            if node is not None and id(node) not in seen:
+                seen[id(node)] = type(node).__name__
+                nodes.extend(n for n, _ in node.next_functions)
+        assert "_GRULayerBackward" in seen.values()
+        metric.update(scores.detach(), examples.target)
+        got = {k: round(float(v), 4) for k, v in metric.compute().items()}
+        assert got == PRINTED[split], split
+
+
 def recbole_list_metrics(items: np.ndarray, popularity: np.ndarray, num_items: int) -> dict[str, float]:
     """RecBole 1.2.1's beyond-accuracy definitions (recbole/evaluator/metrics.py), computed the direct way
     from every row's top-K list at once, to check the summed states of ``RankMetrics`` on real data."""

@@ -36,13 +36,14 @@ def _train_py(*args: str) -> list[str]:
 def test_sigkill_mid_run_then_resume_gives_the_same_test_metrics(tiny_root, tmp_path) -> None:
     threads = torch.get_num_threads()
     try:
-        uninterrupted = train(compose_train(tiny_overrides(tiny_root, *RUN)), output_dir=tmp_path / "a")
+        uninterrupted = train(compose_train(tiny_overrides(tiny_root, *RUN, gru_impl="auto")),  # the fused GRU
+                              output_dir=tmp_path / "a")
     finally:
         torch.set_num_threads(threads)
 
     run_b = tmp_path / "b"
     last = run_b / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(_train_py(*tiny_overrides(tiny_root, *RUN), f"hydra.run.dir={run_b}"),
+    proc = subprocess.Popen(_train_py(*tiny_overrides(tiny_root, *RUN, gru_impl="auto"), f"hydra.run.dir={run_b}"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240  # a guard against a hang, not a timing assertion
