@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -48,3 +49,15 @@ def need_shared(path: Path) -> Path:
             pytest.fail(f"{message} (NARM_REQUIRE_SHARED_DATA=1)")
         pytest.skip(message)
     return path
+
+
+def autograd_node_names(tensor: torch.Tensor) -> set[str]:
+    """The class names of every autograd node behind ``tensor`` (e.g. to see which layer's backward ran)."""
+    seen: dict[int, str] = {}
+    stack = [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = type(node).__name__
+            stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return set(seen.values())

@@ -10,6 +10,7 @@ from torch import nn
 from narm_lightning import gru as gru_module
 from narm_lightning.gru import FusedGRU
 from narm_lightning.model import NARM
+from tests.helpers import autograd_node_names
 
 # (batch, steps, input, hidden, layers); steps 1 and a batch of 1 are the edge cases
 SHAPES = [(3, 7, 6, 5, 1), (2, 1, 4, 3, 1), (1, 9, 5, 4, 2), (17, 13, 8, 16, 3)]
@@ -93,18 +94,6 @@ def test_a_training_step_through_the_fused_gru_matches_torch() -> None:
         assert torch.allclose(grad, grads["fused"][1][name], atol=1e-5), name
 
 
-def _grad_fns(tensor: torch.Tensor) -> set[str]:
-    """The names of every autograd node behind ``tensor``."""
-    seen: dict[int, str] = {}
-    stack = [tensor.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is not None and id(node) not in seen:
-            seen[id(node)] = type(node).__name__
-            stack.extend(next_fn for next_fn, _ in node.next_functions)
-    return set(seen.values())
-
-
 def test_auto_trains_through_the_fused_gru_on_cpu_and_evaluates_with_nn_gru() -> None:
     """``auto`` (the default): a CPU training forward builds the fused layer's backward; without a gradient the
     forward is nn.GRU's own, bit for bit."""
@@ -112,7 +101,7 @@ def test_auto_trains_through_the_fused_gru_on_cpu_and_evaluates_with_nn_gru() ->
     model = NARM(30, 8, 16, 2, dropout_probs=(0.0, 0.0))
     assert isinstance(model.gru, FusedGRU) and model.gru.cpu_only
     seq, length = torch.randint(1, 30, (4, 6)), torch.tensor([6, 3, 1, 5])
-    assert "_GRULayerBackward" in _grad_fns(model(seq, length))
+    assert "_GRULayerBackward" in autograd_node_names(model(seq, length))
     reference = nn.GRU(8, 16, 2, bias=False, batch_first=True)
     reference.load_state_dict(model.gru.state_dict())
     x = torch.randn(4, 6, 8)
