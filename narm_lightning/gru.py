@@ -56,18 +56,14 @@ def _gates(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> tuple[torch.T
 
 
 def _step_forward(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor,
-                  h_low_out: torch.Tensor) -> None:
-    """h' = (1 - z) * n + z * h into ``h_out`` (state dtype) and ``h_low_out`` (the GEMMs' dtype)."""
+                  h_low_out: torch.Tensor | None) -> None:
+    """h' = (1 - z) * n + z * h into ``h_out`` (state dtype) and, when the GEMMs run in a lower dtype, into
+    ``h_low_out`` (their dtype; None otherwise)."""
     _, z, n, _ = _gates(gi, gh, h)
     h_next = n + z * (h - n)
     h_out.copy_(h_next)
-    h_low_out.copy_(h_next)
-
-
-def _step_forward_same(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor) -> None:
-    """As ``_step_forward`` when the GEMMs run in the state's dtype (no second copy)."""
-    _, z, n, _ = _gates(gi, gh, h)
-    h_out.copy_(n + z * (h - n))
+    if h_low_out is not None:
+        h_low_out.copy_(h_next)
 
 
 def _step_backward(dh_carry: torch.Tensor, dh_gemm: torch.Tensor, grad: torch.Tensor, gi: torch.Tensor,
@@ -91,7 +87,7 @@ class _Kernels:
 
     def __init__(self) -> None:
         self.functions: dict[str, Callable[..., Any]] = {
-            "forward": _step_forward, "forward_same": _step_forward_same, "backward": _step_backward}
+            "forward": _step_forward, "backward": _step_backward}
         self.compiled: dict[str, Callable[..., Any]] = {}
         self.failed = False
 
@@ -102,7 +98,7 @@ class _Kernels:
         sweeps add dtypes and hidden sizes; past the limit dynamo would stop compiling them."""
         return torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
 
-    def __call__(self, name: str, *args: torch.Tensor) -> Any:
+    def __call__(self, name: str, *args: torch.Tensor | None) -> Any:
         if self.failed:
             return self.functions[name](*args)
         if name not in self.compiled:
@@ -152,10 +148,7 @@ class _GRULayer(torch.autograd.Function):
         with KERNELS.limits():
             for t in range(steps):
                 torch.mm(states_low[t], w_hh_t, out=gh[t])
-                if low:
-                    KERNELS("forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1])
-                else:
-                    KERNELS("forward_same", gi[t], gh[t], states[t], states[t + 1])
+                KERNELS("forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1] if low else None)
         ctx.save_for_backward(x_tm, w_ih_g, w_hh_g, gi, gh, states, states_low)
         ctx.shapes = (batch, steps, inputs, hidden)
         ctx.dtypes = (x.dtype, w_ih.dtype, w_hh.dtype)
