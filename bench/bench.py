@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -165,32 +166,40 @@ class Variant:
             self.gpu_peak_train_mib = max(self.gpu_peak_train_mib or 0.0, peak)
         return self.timer.seconds[-1]
 
-    def eval_seconds(self) -> dict[str, float]:
-        """Full-sort evaluation of the valid and test splits: through the Trainer and bare (model + metric)."""
+    def eval_seconds(self, repeats: int = 5) -> dict[str, float]:
+        """Full-sort evaluation of the valid and test splits: through the Trainer and bare (model + metric).
+
+        Each figure is the median of ``repeats`` passes after one warm-up pass (which compiles what the first
+        call compiles): one ml-100k pass is ~50 ms, where one scheduler hiccup is 10-20%."""
         out: dict[str, float] = {}
         trainer = self.trainer()
         for split in ("valid", "test"):
             run = trainer.validate if split == "valid" else trainer.test
-            run(self.module, datamodule=self.datamodule, verbose=False)  # warm-up
-            started = time.perf_counter()
-            run(self.module, datamodule=self.datamodule, verbose=False)
-            out[f"{split}_trainer_s"] = time.perf_counter() - started
-            examples = getattr(self.data, split)
-            device = "cuda" if on_gpu(self.cfg) else "cpu"
-            model = self.module.model.eval().to(device)
-            bs = self.cfg.eval_batch_size
-            started = time.perf_counter()
-            metric = RankMetrics(list(self.cfg.topk), list(self.cfg.metrics)).to(device)
-            with torch.inference_mode():
-                for i in range(0, len(examples), bs):
-                    part = examples.take(torch.arange(i, min(i + bs, len(examples))))
-                    width = max(int(part.item_seq_len.max()), 1)
-                    metric.update(model.predict(part.item_seq[:, :width].to(device), part.item_seq_len.to(device)),
-                                  part.target.to(device))
-                metric.compute()
-            out[f"{split}_bare_s"] = time.perf_counter() - started
-            model.cpu()
+            for name, fn in (("trainer", partial(run, self.module, datamodule=self.datamodule, verbose=False)),
+                             ("bare", partial(self.eval_bare, getattr(self.data, split)))):
+                fn()  # warm-up
+                seconds = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    fn()
+                    seconds.append(time.perf_counter() - started)
+                out[f"{split}_{name}_s"] = statistics.median(seconds)
         return out
+
+    def eval_bare(self, examples: Any) -> None:
+        """One full-sort pass over ``examples`` with the model and the metric only (no Trainer)."""
+        device = "cuda" if on_gpu(self.cfg) else "cpu"
+        model = self.module.model.eval().to(device)
+        bs = self.cfg.eval_batch_size
+        metric = RankMetrics(list(self.cfg.topk), list(self.cfg.metrics)).to(device)
+        with torch.inference_mode():
+            for i in range(0, len(examples), bs):
+                part = examples.take(torch.arange(i, min(i + bs, len(examples))))
+                width = max(int(part.item_seq_len.max()), 1)
+                metric.update(model.predict(part.item_seq[:, :width].to(device), part.item_seq_len.to(device)),
+                              part.target.to(device))
+            metric.compute()
+        model.cpu()
 
 
 def on_gpu(cfg: DictConfig) -> bool:

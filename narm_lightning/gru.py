@@ -11,12 +11,15 @@ library ships a fused CPU GRU cell with a backward. What this one does (``model.
 * backward: per step one compiled kernel that recomputes the gates from the saved projections (cheaper than
   storing them: it halves the forward's writes) and writes the gate gradients, and one GEMM (``dgh @ W_hh``);
   the weight gradients and the input gradient are three GEMMs over all steps at once;
-* bf16 autocast: the GEMMs run in bf16 (AMX where the CPU has it); the state and the gate math stay fp32.
+* bf16 autocast: the GEMMs run in bf16 (AMX where the CPU has it); the state and the gate math stay fp32;
+* inference (``forward_by_length``, what NARM's evaluation on CPU runs): rows sorted by length, each step on
+  the rows still inside their history only; the first layer's input projection gathered from a projected
+  embedding table inside the step's kernel; fp32.
 
-The kernels are compiled by ``torch.compile`` (inductor's C++ backend) on first use, a few seconds once a
-process, cached on disk after that; where that cannot work (no C++ compiler) the same functions run eagerly,
-with one warning. ``model.gru_impl: auto`` picks fused for training on CPU and ``nn.GRU`` elsewhere (cuDNN on
-a GPU is faster than anything here). Evaluation (no gradient) always runs ``nn.GRU``'s own forward.
+The kernels are compiled by ``torch.compile`` (inductor's C++ backend) on first use, a few
+seconds once a process, cached on disk after that; where that cannot work (no C++ compiler) the same functions
+run eagerly, with one warning. ``model.gru_impl: auto`` picks fused on CPU and ``nn.GRU`` elsewhere (cuDNN on
+a GPU is faster than anything here). Called without a gradient, the layer itself is ``nn.GRU``'s own forward.
 
 Parameters are ``nn.GRU``'s, with its names (``weight_ih_l0``, ``weight_hh_l0``, ...) and initialisation, so
 RecBole state dicts load unchanged and ``model.gru_impl`` can be switched on a trained model.
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-RECOMPILE_LIMIT = 64  # variants of each step kernel (dtype, shape class, strides) before falling back to eager
+RECOMPILE_LIMIT = 64  # variants of each step kernel (dtype, shape class, strides) before dynamo falls back to eager
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -66,6 +69,13 @@ def _step_forward(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, h_out: to
         h_low_out.copy_(h_next)
 
 
+def _step_forward_rows(table: torch.Tensor, ids: torch.Tensor, gh: torch.Tensor, h: torch.Tensor,
+                       h_out: torch.Tensor) -> None:
+    """``_step_forward`` whose input projection is rows ``ids`` of a projected table (inference): compiled, the
+    gather is a load inside the kernel, not a copy of its own."""
+    _step_forward(table[ids], gh, h, h_out, None)
+
+
 def _step_backward(dh_carry: torch.Tensor, dh_gemm: torch.Tensor, grad: torch.Tensor, gi: torch.Tensor,
                    gh: torch.Tensor, h_prev: torch.Tensor, dgi_out: torch.Tensor,
                    dgh_out: torch.Tensor) -> torch.Tensor:
@@ -83,27 +93,28 @@ def _step_backward(dh_carry: torch.Tensor, dh_gemm: torch.Tensor, grad: torch.Te
 
 
 class _Kernels:
-    """The three step functions, compiled on first use; eager (the same code) where compiling fails."""
+    """The step functions, each compiled on first call; eager (the same code) for good once compiling fails.
+    Callers run them inside ``limits()`` (once around the loop of steps: the patch itself costs microseconds)."""
 
-    def __init__(self) -> None:
-        self.functions: dict[str, Callable[..., Any]] = {
-            "forward": _step_forward, "backward": _step_backward}
+    def __init__(self, functions: dict[str, Callable[..., Any]] | None = None) -> None:
+        self.functions: dict[str, Callable[..., Any]] = dict(functions or {})
         self.compiled: dict[str, Callable[..., Any]] = {}
         self.failed = False
 
     @staticmethod
     def limits() -> Any:
         """Dynamo's limit on variants of one function (8) raised while the kernels run, not process-wide (it is
-        the user's process): each step's views differ in storage offset (0 for the first step), and tests and
-        sweeps add dtypes and hidden sizes; past the limit dynamo would stop compiling them."""
+        the user's process): each step's views differ in storage offset (0 for the first step), inference
+        steps in their number of rows, and tests and sweeps add dtypes and hidden sizes; past the limit dynamo
+        would stop compiling them."""
         return torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
 
     def __call__(self, name: str, *args: torch.Tensor | None) -> Any:
         if self.failed:
             return self.functions[name](*args)
         if name not in self.compiled:
-            # dynamic=None: one specialised kernel for the first shape, one shape-generic kernel if the batch
-            # size changes (the last batch of an epoch); fullgraph: a graph break would be a bug here.
+            # dynamic=None: one specialised kernel for the first shape, one shape-generic kernel if the shape
+            # changes (an epoch's last batch, an inference step's rows); fullgraph: a graph break would be a bug.
             # use_decompose_tanh: tanh as 2 / (1 + exp(-2x)) - 1, one exp instead of Sleef's tanh: the step's
             # kernels are bound by their transcendental functions (measured: forward 0.57 -> 0.33 ms, backward
             # 0.80 -> 0.59 ms at B=2048, H=128; absolute error ~1e-7 in fp32, 1e-16 in fp64)
@@ -119,7 +130,8 @@ class _Kernels:
             return self.functions[name](*args)
 
 
-KERNELS = _Kernels()
+KERNELS = _Kernels({"gru_forward": _step_forward, "gru_forward_rows": _step_forward_rows,
+                    "gru_backward": _step_backward})
 
 
 class _GRULayer(torch.autograd.Function):
@@ -148,7 +160,7 @@ class _GRULayer(torch.autograd.Function):
         with KERNELS.limits():
             for t in range(steps):
                 torch.mm(states_low[t], w_hh_t, out=gh[t])
-                KERNELS("forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1] if low else None)
+                KERNELS("gru_forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1] if low else None)
         ctx.save_for_backward(x_tm, w_ih_g, w_hh_g, gi, gh, states, states_low)
         ctx.shapes = (batch, steps, inputs, hidden)
         ctx.dtypes = (x.dtype, w_ih.dtype, w_hh.dtype)
@@ -167,7 +179,7 @@ class _GRULayer(torch.autograd.Function):
         from_gemm = torch.zeros(batch, hidden, dtype=gemm_dtype, device=gh.device)
         with KERNELS.limits():
             for t in range(steps - 1, -1, -1):
-                carry = KERNELS("backward", carry, from_gemm, grad[t], gi[t], gh[t], states[t], dgi[t], dgh[t])
+                carry = KERNELS("gru_backward", carry, from_gemm, grad[t], gi[t], gh[t], states[t], dgi[t], dgh[t])
                 if t:
                     from_gemm = torch.mm(dgh[t], w_hh_g)
         dgi_rows = dgi.view(steps * batch, 3 * hidden)
@@ -206,3 +218,50 @@ class FusedGRU(nn.GRU):
                                     gemm_dtype)
                 last.append(x[:, -1])
         return x, torch.stack(last)
+
+    @torch.no_grad()
+    def forward_by_length(self, x: torch.Tensor, lengths: torch.Tensor,
+                          table: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference over left-aligned rows of ``lengths`` valid steps: the output ``[B, T, H]`` at every valid
+        step (``nn.GRU``'s there, to fp32 rounding) and 0 past each row's length.
+
+        ``x`` is the input ``[B, T, I]``, or with ``table`` given, ids ``[B, T]`` of ``table``'s rows (an
+        embedding lookup): then the first layer's input projection is computed once per table row and gathered
+        a step at a time, in place of the lookup and a GEMM over every step.
+
+        Why: a padded forward spends the same work on every row for all T steps; here rows are sorted by length
+        (longest first) so step t works on the rows still inside their history only, a prefix of the batch
+        (ml-100k's test histories: 84% of the padded steps), and each step's input projection is written just
+        before its kernel reads it (cache-resident) instead of one [T, B, 3H] GEMM streamed from memory. Each
+        step is the training forward's GEMM + compiled kernel, in fp32 (ranking wants it, whatever autocast
+        says; fp64 stays fp64).
+        """
+        batch, steps = x.shape[:2]
+        hidden = self.hidden_size
+        dtype = (table if table is not None else x).dtype
+        device = x.device
+        lengths = lengths.to(device).clamp(1, steps)  # an empty row still reads step 0, as a padded forward
+        order = torch.argsort(lengths, descending=True, stable=True)
+        active = (lengths.unsqueeze(0) > torch.arange(steps, device=device).unsqueeze(1)).sum(1).tolist()
+        seq = x.transpose(0, 1).index_select(1, order)  # time-major, longest row first
+        gi = torch.empty(batch, 3 * hidden, dtype=dtype, device=device)
+        gh = torch.empty_like(gi)
+        with torch.autocast(device.type, enabled=False), KERNELS.limits():
+            for layer in range(self.num_layers):
+                w_ih = getattr(self, f"weight_ih_l{layer}").to(dtype).t()
+                w_hh = getattr(self, f"weight_hh_l{layer}").to(dtype).t()
+                projected = torch.mm(table, w_ih) if layer == 0 and table is not None else None
+                states = torch.empty(steps + 1, batch, hidden, dtype=dtype, device=device)
+                states[0].zero_()
+                for t, rows in enumerate(active):
+                    torch.mm(states[t, :rows], w_hh, out=gh[:rows])
+                    if projected is not None:
+                        KERNELS("gru_forward_rows", projected, seq[t, :rows], gh[:rows], states[t, :rows],
+                                states[t + 1, :rows])
+                    else:
+                        torch.mm(seq[t, :rows], w_ih, out=gi[:rows])
+                        KERNELS("gru_forward", gi[:rows], gh[:rows], states[t, :rows], states[t + 1, :rows], None)
+                    if rows < batch:  # rows past their length: 0, as the next layer and the attention read
+                        states[t + 1, rows:].zero_()
+                seq = states[1:]
+        return seq.transpose(0, 1).index_select(0, torch.argsort(order))

@@ -155,9 +155,10 @@ class ModelConfig:
         Rule("two probabilities in [0, 1): [embedding dropout, dropout on the concatenated vector]",
              lambda v: is_list(v) and len(v) == 2 and all(is_number(p) and 0 <= p < 1 for p in v)))
     loss_type: str = key("CE", "CE (softmax over all items) or BPR (needs train_neg_sample_args)", one_of(LOSS_TYPES))
-    gru_impl: str = key("auto", "the GRU's training kernels: fused (one GEMM + one compiled kernel a step, "
-                        "narm_lightning/gru.py), torch (nn.GRU), auto (fused on CPU, nn.GRU on a GPU); the same "
-                        "parameters and evaluation either way", one_of(GRU_IMPLS))
+    gru_impl: str = key("auto", "the GRU's kernels: fused (one GEMM + one compiled kernel a step, "
+                        "narm_lightning/gru.py; CPU evaluation skips padded steps), torch (nn.GRU), auto (fused "
+                        "on CPU, nn.GRU on a GPU); the same parameters and, to fp32 rounding, scores either way",
+                        one_of(GRU_IMPLS))
 
 
 @dataclass

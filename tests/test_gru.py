@@ -94,9 +94,9 @@ def test_a_training_step_through_the_fused_gru_matches_torch() -> None:
         assert torch.allclose(grad, grads["fused"][1][name], atol=1e-5), name
 
 
-def test_auto_trains_through_the_fused_gru_on_cpu_and_evaluates_with_nn_gru() -> None:
-    """``auto`` (the default): a CPU training forward builds the fused layer's backward; without a gradient the
-    forward is nn.GRU's own, bit for bit."""
+def test_auto_trains_through_the_fused_gru_on_cpu_and_a_plain_call_without_gradient_is_nn_grus() -> None:
+    """``auto`` (the default): a CPU training forward builds the fused layer's backward; the layer called
+    without a gradient is nn.GRU's own forward, bit for bit (NARM's inference takes ``forward_by_length``)."""
     torch.manual_seed(3)
     model = NARM(30, 8, 16, 2, dropout_probs=(0.0, 0.0))
     assert isinstance(model.gru, FusedGRU) and model.gru.cpu_only
@@ -107,6 +107,64 @@ def test_auto_trains_through_the_fused_gru_on_cpu_and_evaluates_with_nn_gru() ->
     x = torch.randn(4, 6, 8)
     with torch.no_grad():
         assert torch.equal(model.gru(x)[0], reference(x)[0])
+
+
+def _histories(batch: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-aligned item ids with lengths 0 (an empty row), 1, ``steps`` and random ones in between."""
+    generator = torch.Generator().manual_seed(seed)
+    length = torch.randint(0, steps + 1, (batch,), generator=generator)
+    length[:3] = torch.tensor([0, 1, steps])[:batch]
+    seq = torch.randint(1, 40, (batch, steps), generator=generator) * (torch.arange(steps) < length.unsqueeze(1))
+    return seq, length
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_forward_by_length_is_nn_grus_output_at_every_valid_step_and_zero_past_it(shape, dtype, tol) -> None:
+    """Rows sorted by length, each step on the rows still inside their history: at every valid step the output
+    is the padded nn.GRU's (fp64 to rounding, fp32 within 2e-6), past a row's length exactly 0; an empty row
+    reads step 0 as the padded forward does. Both inputs: a ``[B, T, I]`` tensor, and ids of a table's rows."""
+    batch, steps, inputs, hidden, layers = shape
+    reference, fused, _ = _pair(shape, dtype)
+    table = torch.randn(40, inputs, dtype=dtype)
+    seq, length = _histories(batch, steps, sum(shape))
+    x = table[seq]
+    with torch.no_grad():
+        expected = reference(x)[0]
+        for got in (fused.forward_by_length(x, length), fused.forward_by_length(seq, length, table=table)):
+            valid = torch.arange(steps) < length.clamp(min=1).unsqueeze(1)
+            assert got.shape == expected.shape and got.dtype == dtype
+            assert torch.allclose(got[valid], expected[valid], rtol=0, atol=tol), (got - expected)[valid].abs().max()
+            assert torch.equal(got[~valid], torch.zeros_like(got[~valid]))
+    if dtype == torch.float32:  # ranking wants fp32: bf16 autocast around it changes nothing
+        with torch.no_grad():
+            plain = fused.forward_by_length(x, length)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert torch.equal(fused.forward_by_length(x, length), plain)
+
+
+def test_narm_inference_through_the_fused_gru_takes_the_length_aware_forward(monkeypatch) -> None:
+    """Eval mode without a gradient on CPU (what validation and test run): ``auto`` and ``fused`` score through
+    ``forward_by_length``, within fp32 rounding of ``gru_impl=torch``'s scores; training mode, a gradient, or
+    ``gru_impl=torch`` keep the padded forward."""
+    calls = []
+    original = FusedGRU.forward_by_length
+    monkeypatch.setattr(FusedGRU, "forward_by_length", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    seq, length = _histories(9, 7, 0)
+    base = NARM(40, 8, 16, 2, gru_impl="torch").eval()
+    with torch.no_grad():
+        expected = base.predict(seq, length)
+    for impl in ("auto", "fused"):
+        model = NARM(40, 8, 16, 2, gru_impl=impl)
+        model.load_state_dict(base.state_dict())
+        with torch.no_grad():
+            model.train()(seq, length)
+            assert not calls
+            got = model.eval().predict(seq, length)
+        assert calls and torch.allclose(got, expected, rtol=0, atol=1e-5)
+        calls.clear()
+        model(seq, length)  # eval mode, gradient on: the padded forward (a gradient may be wanted)
+        assert not calls
 
 
 def test_a_second_batch_size_and_each_dtype_still_match_nn_gru() -> None:
@@ -129,13 +187,13 @@ def test_compiled_step_kernels_equal_the_same_functions_run_eagerly(low: bool) -
     h = torch.randn(batch, hidden)
     outs = {}
     for mode in ("compiled", "eager"):
-        kernels = gru_module._Kernels()
+        kernels = gru_module._Kernels(gru_module.KERNELS.functions)
         kernels.failed = mode == "eager"
         h_out, h_low = torch.empty(batch, hidden), torch.empty(batch, hidden, dtype=gemm)
         dgi, dgh = torch.empty_like(gi), torch.empty_like(gh)
         with kernels.limits():  # as the layer calls them
-            kernels("forward", gi, gh, h, h_out, h_low if low else None)
-            carry = kernels("backward", torch.randn(batch, hidden, generator=torch.Generator().manual_seed(1)),
+            kernels("gru_forward", gi, gh, h, h_out, h_low if low else None)
+            carry = kernels("gru_backward", torch.randn(batch, hidden, generator=torch.Generator().manual_seed(1)),
                             torch.ones(batch, hidden, dtype=gemm), torch.full((batch, hidden), 0.5), gi, gh, h,
                             dgi, dgh)
         assert kernels.failed == (mode == "eager")  # compiled: it did not fall back
@@ -147,7 +205,7 @@ def test_compiled_step_kernels_equal_the_same_functions_run_eagerly(low: bool) -
 
 def test_when_compiling_fails_the_same_math_runs_eagerly_with_one_warning(monkeypatch, caplog) -> None:
     """No C++ compiler (or any inductor failure): one warning naming the fix, and the results are nn.GRU's."""
-    kernels = gru_module._Kernels()
+    kernels = gru_module._Kernels(gru_module.KERNELS.functions)
     monkeypatch.setattr(gru_module, "KERNELS", kernels)
 
     def broken_compile(fn, **kwargs):
@@ -162,6 +220,12 @@ def test_when_compiling_fails_the_same_math_runs_eagerly_with_one_warning(monkey
         for a, b in zip(_grads(reference, x, grad), _grads(fused, x, grad), strict=True):
             assert torch.allclose(a, b, rtol=0, atol=2e-5)
         _grads(fused, x, grad)
+        seq, length = _histories(3, 5, 1)  # inference: the table-row kernel falls back too
+        table = torch.randn(40, 4)
+        with torch.no_grad():
+            valid = torch.arange(5) < length.clamp(min=1).unsqueeze(1)
+            got, expected = fused.forward_by_length(seq, length, table=table), reference(table[seq])[0]
+        assert torch.allclose(got[valid], expected[valid], rtol=0, atol=2e-6)
     warnings = [r for r in caplog.records if r.name == "narm_lightning.gru"]
     assert kernels.failed and len(warnings) == 1
     assert "running them eagerly" in warnings[0].getMessage() and "g++" in warnings[0].getMessage()
