@@ -150,7 +150,9 @@ class Variant:
         return pl.Trainer(
             accelerator=t.accelerator, devices=t.devices, precision=resolve_precision(t), deterministic=t.deterministic,
             enable_progress_bar=False, log_every_n_steps=t.log_every_n_steps, logger=False,
-            enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs,
+            enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # as build_trainer: the datamodule shards itself, no loader rebuilt
+            **kwargs,
         )
 
     def run_epoch(self) -> float:
