@@ -16,9 +16,9 @@ library ships a fused CPU GRU cell with a backward. What this one does (``model.
   the rows still inside their history only; the first layer's input projection gathered from a projected
   embedding table inside the step's kernel; fp32.
 
-The kernels are compiled by ``torch.compile`` (inductor's C++ backend) on first use, a few
-seconds once a process, cached on disk after that; where that cannot work (no C++ compiler) the same functions
-run eagerly, with one warning. ``model.gru_impl: auto`` picks fused on CPU and ``nn.GRU`` elsewhere (cuDNN on
+The kernels are compiled by ``torch.compile`` (inductor's C++ backend) on first use, a few seconds once a
+process, cached on disk after that; where that cannot work (no C++ compiler) the same functions run eagerly,
+with one warning. ``model.gru_impl: auto`` picks fused on CPU and ``nn.GRU`` elsewhere (cuDNN on
 a GPU is faster than anything here). Called without a gradient, the layer itself is ``nn.GRU``'s own forward.
 
 Parameters are ``nn.GRU``'s, with its names (``weight_ih_l0``, ``weight_hh_l0``, ...) and initialisation, so
@@ -231,10 +231,10 @@ class FusedGRU(nn.GRU):
 
         Why: a padded forward spends the same work on every row for all T steps; here rows are sorted by length
         (longest first) so step t works on the rows still inside their history only, a prefix of the batch
-        (ml-100k's test histories: 84% of the padded steps), and each step's input projection is written just
-        before its kernel reads it (cache-resident) instead of one [T, B, 3H] GEMM streamed from memory. Each
-        step is the training forward's GEMM + compiled kernel, in fp32 (ranking wants it, whatever autocast
-        says; fp64 stays fp64).
+        (ml-100k's test histories: 84% of the padded steps), and each step's input projection is produced just
+        before its kernel reads it (a gather from the table, or a GEMM over the step's rows) instead of one
+        [T, B, 3H] GEMM streamed from memory. Each step is the training forward's GEMM + compiled kernel, in
+        fp32 (ranking wants it, whatever autocast says; fp64 stays fp64).
         """
         batch, steps = x.shape[:2]
         hidden = self.hidden_size
