@@ -1,5 +1,6 @@
-"""Where a persistent sweep study stands, as a Markdown table: every trial's params, state, value, epochs
-reported and wall time, then the totals (trials/hour) and the confirm step's table if it has run.
+"""Where a persistent sweep study stands, as Markdown tables: every trial's params, state, value, epochs
+reported and wall time, then the totals (trials/hour), the grid one line per point (best first; pruned or
+not; not run yet) and the confirm step's table if it has run.
 
     python bench/study_status.py [--study hyper-test-ml-100k] [--storage sqlite:///optuna/<study>.db]
 
@@ -9,10 +10,64 @@ Read-only: it opens the storage, never a trial. ``make study-hyper-test-status``
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def grid_points(trials: list[Any], stale: set[int]) -> list[tuple[dict[str, Any], Any]]:
+    """Every point of a categorical grid with the trial that stands for it (the last one not re-run as stale;
+    None while no trial has run it). Empty when the space is not a categorical grid."""
+    from optuna.distributions import CategoricalDistribution
+
+    distributions = next((t.distributions for t in trials if t.distributions), {})
+    if not distributions or not all(isinstance(d, CategoricalDistribution) for d in distributions.values()):
+        return []
+    names = list(distributions)
+    by_point: dict[tuple[str, ...], Any] = {}
+    for t in trials:
+        if t.number not in stale and set(t.params) == set(names):
+            by_point[tuple(json.dumps(t.params[n], default=str) for n in names)] = t
+    return [(dict(zip(names, combo, strict=True)), by_point.get(tuple(json.dumps(v, default=str) for v in combo)))
+            for combo in itertools.product(*(distributions[n].choices for n in names))]
+
+
+def print_points(points: list[tuple[dict[str, Any], Any]], names: list[str]) -> None:
+    """The grid, one line per point, best first: complete (value), pruned (its last value), then the rest."""
+    from optuna.trial import TrialState
+
+    def value(trial: Any) -> float | None:
+        if trial is None:
+            return None
+        if trial.state == TrialState.COMPLETE:
+            return float(trial.value)
+        if trial.state == TrialState.PRUNED and trial.intermediate_values:
+            return float(list(trial.intermediate_values.values())[-1])
+        return None
+
+    rank = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.RUNNING: 1, TrialState.WAITING: 2}
+    ordered = sorted(points, key=lambda p: (rank.get(p[1].state, 3) if p[1] is not None else 4,
+                                            -(value(p[1]) if value(p[1]) is not None else 0.0)))
+    done = [t for _, t in points if t is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    pruned = sum(1 for t in done if t.state == TrialState.PRUNED)
+    print(f"\nGrid: {len(done)} of {len(points)} points done ({len(done) - pruned} complete, {pruned} pruned), "
+          "best first:\n")
+    print("| " + " | ".join(names) + " | state | value | epochs | trial |")
+    print("|" + "---|" * (len(names) + 4))
+    for params, trial in ordered:
+        v = value(trial)
+        if trial is None:
+            state, epochs, number = "not run yet", "", ""
+        else:
+            state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(trial.state,
+                                                                                       trial.state.name.lower())
+            epochs, number = str(len(trial.intermediate_values)), str(trial.number)
+        print("| " + " | ".join(str(params[n]) for n in names) + f" | {state} | "
+              + (f"{v:.4f}" if v is not None else "") + f" | {epochs} | {number} |")
 
 
 def main() -> None:
@@ -48,6 +103,9 @@ def main() -> None:
     if seconds:
         print(f"\n{len(done)} finished in {seconds / 3600:.2f} h of trial time: {len(done) / (seconds / 3600):.2f} "
               "trials/hour")
+    points = grid_points(trials, stale)
+    if points:
+        print_points(points, names)
     results = stored(study)
     if results:
         chosen = candidates(study, args.confirm_top, True)
