@@ -189,19 +189,20 @@ class Variant:
         return out
 
     def eval_bare(self, examples: Any) -> None:
-        """One full-sort pass over ``examples`` with the model and the metric only (no Trainer)."""
+        """One full-sort pass over ``examples`` with the model and the metric only (no Trainer): each block
+        ranked as validation and test rank it (``NARMModule._rank``)."""
         device = "cuda" if on_gpu(self.cfg) else "cpu"
-        model = self.module.model.eval().to(device)
+        module = self.module.eval().to(device)
         bs = self.cfg.eval_batch_size
         metric = RankMetrics(list(self.cfg.topk), list(self.cfg.metrics)).to(device)
         with torch.inference_mode():
             for i in range(0, len(examples), bs):
                 part = examples.take(torch.arange(i, min(i + bs, len(examples))))
                 width = max(int(part.item_seq_len.max()), 1)
-                metric.update(model.predict(part.item_seq[:, :width].to(device), part.item_seq_len.to(device)),
-                              part.target.to(device))
+                module._rank((part.item_seq[:, :width].to(device), part.item_seq_len.to(device),
+                              part.target.to(device)), metric)
             metric.compute()
-        model.cpu()
+        module.cpu()
 
 
 def on_gpu(cfg: DictConfig) -> bool:

@@ -13,7 +13,7 @@ from torch import nn
 
 from narm_lightning.data.candidates import score_on_candidates
 from narm_lightning.errors import NarmError
-from narm_lightning.metrics import RankMetrics
+from narm_lightning.metrics import RankMetrics, target_ranks_of_product
 from narm_lightning.model import NARM
 from narm_lightning.schema import LEARNERS
 
@@ -94,6 +94,11 @@ class NARMModule(pl.LightningModule):
         # Always rank in fp32, even under bf16-mixed training: bf16 scores (8-bit mantissa) tie often, and a
         # tie counts for the target, which would inflate every metric. Evaluation is cheap; exactness is not.
         with torch.autocast(item_seq.device.type, enabled=False):
+            if len(batch) == 3 and not metric.lists:  # full sort, ranks only: no [B, n_items] score matrix
+                ranks = target_ranks_of_product(self.model(item_seq, item_seq_len), self.model.item_embedding.weight,
+                                                target)
+                metric.update(None, target, ranks=ranks)
+                return
             scores = self.model.predict(item_seq, item_seq_len)
             if len(batch) == 4:  # sampled mode: the target ranks among its row's candidates only
                 scores = score_on_candidates(scores, target, batch[3])

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from narm_lightning.metrics import RankMetrics, tail_items, target_ranks
+from narm_lightning import metrics as metrics_module
+from narm_lightning.metrics import RankMetrics, tail_items, target_ranks, target_ranks_of_product
 
 
 def test_ranks_count_strictly_higher_scores_so_ties_favour_the_target() -> None:
@@ -128,3 +129,62 @@ def test_list_metrics_merge_exactly_across_ranks() -> None:
 def test_list_metrics_need_the_popularity() -> None:
     with pytest.raises(ValueError, match="GiniIndex|giniindex"):
         RankMetrics([10], ["MRR", "GiniIndex"])
+
+
+@pytest.mark.parametrize("block", [(3, 5), (1, 1), (4, 1000)])
+@pytest.mark.parametrize("rows,items", [(1, 9), (7, 40), (64, 301)])
+def test_ranks_of_a_product_equal_the_score_matrix_ranks(monkeypatch, block, rows, items) -> None:
+    """Blocks of every size (a target in every block position, one row, one item a block): the ranks of
+    ``queries @ keys.T`` with column 0 (padding) never ranking equal ``target_ranks`` on the whole matrix, exact
+    ties included (a duplicated item row counts for the target) and a huge padding score ignored. Small
+    integers: every product and sum is exact in fp32, so no BLAS rounding can decide a tie here."""
+    monkeypatch.setattr(metrics_module, "RANK_BLOCK", block)
+    generator = torch.Generator().manual_seed(rows * items)
+    queries = torch.randint(-3, 4, (rows, 16), generator=generator).float()
+    keys = torch.randint(-3, 4, (items, 16), generator=generator).float()
+    keys[0] = 50.0  # padding scores highest: it must still never rank
+    target = torch.randint(1, items, (rows,), generator=generator)
+    keys[items - 1] = keys[target[0]]  # an exact tie with row 0's target (and many other ties: small integers)
+    scores = queries @ keys.t()
+    scores[:, 0] = float("-inf")  # what NARM.predict does
+    assert torch.equal(target_ranks_of_product(queries, keys, target), target_ranks(scores, target))
+
+
+def test_ranks_of_a_product_at_evaluation_scale_equal_the_matrix_ranks() -> None:
+    """fp32 embeddings and sessions, 1,000 rows x 3,000 items in the default blocks: the same ranks as the
+    whole score matrix (BLAS gives an element the same value in a block as in the matrix)."""
+    generator = torch.Generator().manual_seed(0)
+    queries, keys = torch.randn(1000, 64, generator=generator), torch.randn(3000, 64, generator=generator)
+    target = torch.randint(1, 3000, (1000,), generator=generator)
+    scores = queries @ keys.t()
+    scores[:, 0] = float("-inf")
+    assert torch.equal(target_ranks_of_product(queries, keys, target), target_ranks(scores, target))
+
+
+def test_the_target_never_counts_against_itself(monkeypatch) -> None:
+    """Even where a BLAS would give the target's score another rounding in the block than in its own GEMM:
+    the target's column is excluded by position, not by value."""
+    queries, keys = torch.ones(2, 4), torch.ones(6, 4)  # every item ties: all ranks are 1
+    real_mm = torch.mm
+
+    def mm_bumping_blocks(a, b):  # blocks (6 columns) one ulp above the [r, r] target GEMM
+        out = real_mm(a, b)
+        return torch.nextafter(out, torch.full_like(out, 10.0)) if b.size(1) > 2 else out
+
+    monkeypatch.setattr(metrics_module.torch, "mm", mm_bumping_blocks)
+    ranks = target_ranks_of_product(queries, keys, torch.tensor([2, 5]))
+    assert ranks.tolist() == [5, 5]  # the 4 other non-padding items now score higher; the target does not
+
+
+def test_update_from_ranks_equals_update_from_scores_and_lists_need_scores() -> None:
+    scores = torch.tensor([[float("-inf"), 9.0, 1.0, 2.0], [float("-inf"), 1.0, 8.0, 7.0]])
+    target = torch.tensor([3, 3])
+    a, b = RankMetrics(topk=[1, 2]), RankMetrics(topk=[1, 2])
+    a.update(scores, target)
+    b.update(None, target, ranks=target_ranks(scores, target))
+    assert {k: float(v) for k, v in a.compute().items()} == {k: float(v) for k, v in b.compute().items()}
+    lists = RankMetrics(topk=[1], metrics=["itemcoverage"], item_popularity=torch.ones(4))
+    with pytest.raises(ValueError, match="itemcoverage need the scores"):
+        lists.update(None, target, ranks=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="needs scores or ranks"):
+        a.update(None, target)

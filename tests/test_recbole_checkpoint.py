@@ -9,7 +9,7 @@ import torch
 
 from narm_lightning.data.sources import load_user_sequences
 from narm_lightning.errors import DataError
-from narm_lightning.metrics import RankMetrics
+from narm_lightning.metrics import RankMetrics, target_ranks, target_ranks_of_product
 from narm_lightning.model import NARM
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from tests.helpers import autograd_node_names
@@ -28,11 +28,17 @@ def test_recbole_weights_reproduce_recboles_printed_metrics(shared_data) -> None
     model.load_state_dict(state)
     model.eval()
     for split, examples in (("valid", data.valid), ("test", data.test)):
-        metric = RankMetrics([10])
-        with torch.no_grad():
-            metric.update(model.predict(examples.item_seq, examples.item_seq_len), examples.target)
-        got = {k: round(float(v), 4) for k, v in metric.compute().items()}
-        assert got == PRINTED[split], split
+        metric, by_product = RankMetrics([10]), RankMetrics([10])
+        with torch.no_grad():  # the scores, and the ranks evaluation computes without them (module._rank)
+            scores = model.predict(examples.item_seq, examples.item_seq_len)
+            ranks = target_ranks_of_product(model(examples.item_seq, examples.item_seq_len),
+                                            model.item_embedding.weight, examples.target)
+        assert torch.equal(ranks, target_ranks(scores, examples.target)), split
+        metric.update(scores, examples.target)
+        by_product.update(None, examples.target, ranks=ranks)
+        for m in (metric, by_product):
+            got = {k: round(float(v), 4) for k, v in m.compute().items()}
+            assert got == PRINTED[split], split
 
 
 def test_recbole_weights_reproduce_recboles_printed_metrics_through_the_fused_gru(shared_data) -> None:

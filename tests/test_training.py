@@ -72,29 +72,37 @@ def test_init_from_our_checkpoint_and_mismatch_is_clear(tiny_root, tmp_path) -> 
                                            f"init_from={first['best_checkpoint']}")), output_dir=tmp_path / "c")
 
 
-def test_evaluation_scores_one_eval_batch_block_at_a_time(tiny_root, monkeypatch) -> None:
-    """Full-sort evaluation never materialises more than eval_batch_size x n_items scores at once."""
+@pytest.mark.parametrize("metrics", ["[Recall,MRR]", "[Recall,ItemCoverage]"])
+def test_evaluation_scores_one_eval_batch_block_at_a_time(tiny_root, monkeypatch, metrics) -> None:
+    """Full-sort evaluation never materialises more than eval_batch_size x n_items scores at once, and none at
+    all when only the target's rank is needed (the accuracy metrics: ranked from the session vectors block by
+    block, ``target_ranks_of_product``); the top-K lists of the beyond-accuracy metrics take the scores."""
     import pytorch_lightning as pl
 
     from narm_lightning.metrics import RankMetrics
     from narm_lightning.training import build_datamodule, build_module, load_data
 
-    cfg = compose_train(tiny_overrides(tiny_root, "eval_batch_size=16"))
+    cfg = compose_train(tiny_overrides(tiny_root, "eval_batch_size=16", f"metrics={metrics}"))
     data = load_data(cfg)
-    shapes: list[tuple[int, ...]] = []
+    calls: list[tuple[int, tuple[int, ...] | None]] = []
     update = RankMetrics.update
 
-    def recording_update(self, scores, target):  # type: ignore[no-untyped-def]
-        shapes.append(tuple(scores.shape))
-        return update(self, scores, target)
+    def recording_update(self, scores, target, ranks=None):  # type: ignore[no-untyped-def]
+        calls.append((target.numel(), None if scores is None else tuple(scores.shape)))
+        return update(self, scores, target, ranks=ranks)
 
     monkeypatch.setattr(RankMetrics, "update", recording_update)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
-    module, datamodule = build_module(cfg, data.n_items), build_datamodule(cfg, data)
+    module = build_module(cfg, data.n_items, train_targets=data.train.target, all_targets=data.train.target)
+    datamodule = build_datamodule(cfg, data)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    assert sum(rows for rows, _ in shapes) == len(data.valid) + len(data.test)
-    assert max(rows for rows, _ in shapes) == 16 and {cols for _, cols in shapes} == {data.n_items}
+    assert sum(rows for rows, _ in calls) == len(data.valid) + len(data.test)
+    assert max(rows for rows, _ in calls) == 16
+    if "ItemCoverage" in metrics:
+        assert {shape[1] for _, shape in calls} == {data.n_items} and max(s[0] for _, s in calls) == 16
+    else:
+        assert {shape for _, shape in calls} == {None}
 
 
 def test_the_pipeline_builders_each_work_alone(tiny_root, tmp_path) -> None:
