@@ -60,6 +60,9 @@ def print_points(points: list[tuple[dict[str, Any], Any]], names: list[str]) -> 
     print("|" + "---|" * (len(names) + 4))
     for params, trial in ordered:
         v = value(trial)
+        last = ""
+        if v is None and trial is not None and trial.intermediate_values:  # running: where it is now
+            last = f"{list(trial.intermediate_values.values())[-1]:.4f} (last)"
         if trial is None:
             state, epochs, number = "not run yet", "", ""
         else:
@@ -67,7 +70,7 @@ def print_points(points: list[tuple[dict[str, Any], Any]], names: list[str]) -> 
                                                                                        trial.state.name.lower())
             epochs, number = str(len(trial.intermediate_values)), str(trial.number)
         print("| " + " | ".join(str(params[n]) for n in names) + f" | {state} | "
-              + (f"{v:.4f}" if v is not None else "") + f" | {epochs} | {number} |")
+              + (f"{v:.4f}" if v is not None else last) + f" | {epochs} | {number} |")
 
 
 def main() -> None:
