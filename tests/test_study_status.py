@@ -75,3 +75,15 @@ def test_a_space_that_is_not_a_categorical_grid_has_no_grid_table(tmp_path) -> N
     module = _status_module()
     trials = study.get_trials()
     assert module.grid_points(trials, set()) == []
+
+
+def test_a_running_point_shows_its_last_value(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    study = optuna.create_study(study_name="r", storage=storage, direction="maximize")
+    trial = study.ask(SPACE)
+    trial.report(0.0123, 0)
+    trial.report(0.0175, 1)  # still RUNNING
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "study_status.py"), "--study", "r", "--storage",
+                          storage], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert f"| running | 0.0175 (last) | 2 | {trial.number} |" in out
+    assert "Grid: 0 of 4 points done" in out
