@@ -402,8 +402,8 @@ class TrainConfig:
                       integer(0, expect="a positive integer (or 0 together with init_from, to evaluate those weights "
                                         "only)"))
     train_batch_size: int = key(2048, "training examples per step", integer())
-    eval_batch_size: int = key(4096, "rows per full-sort evaluation block (holds eval_batch_size x n_items scores)",
-                               integer())
+    eval_batch_size: int = key(4096, "rows per evaluation block (its eval_batch_size x n_items scores are held "
+                               "only for beyond-accuracy metrics and sampled candidates; ranks need none)", integer())
     learner: str = key("adam", "optimizer", one_of(tuple(LEARNERS), fold_case=True))
     learning_rate: float = key(0.001, "optimizer step size", number(above=0, expect="a number > 0"))
     weight_decay: float = key(0.0, "L2 penalty passed to the optimizer", number(at_least=0, expect="a number >= 0"))
