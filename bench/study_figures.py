@@ -77,12 +77,13 @@ def plot_history(study: Any, path: Path, objective: str) -> None:
     if pruned:
         ax.scatter(*zip(*pruned), s=26, marker="x", color="#d62728", label=f"pruned ({len(pruned)}), last value",
                    zorder=3)
-    ax.step(*zip(*best), where="post", color="#ff7f0e", label="best so far")
+    end = max(n for n, _ in complete + pruned) + 0.5  # a post-step draws nothing after its last point: carry it on
+    ax.step(*zip(*best, (end, best[-1][1])), where="post", color="#ff7f0e", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(objective)
     ax.set_title(f"{study.study_name}: optimization history")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
