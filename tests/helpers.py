@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -61,3 +63,12 @@ def autograd_node_names(tensor: torch.Tensor) -> set[str]:
             seen[id(node)] = type(node).__name__
             stack.extend(next_fn for next_fn, _ in node.next_functions)
     return set(seen.values())
+
+
+def bench_script(name: str) -> ModuleType:
+    """``bench/<name>.py`` loaded as a module (the bench scripts are files, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

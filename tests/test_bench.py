@@ -9,17 +9,7 @@ import sys
 import pytest
 
 from narm_lightning.training import train
-from tests.helpers import REPO, compose_train, tiny_overrides
-
-
-def _bench_module(name: str):
-    """A script under bench/ imported as a module (bench/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import REPO, bench_script, compose_train, tiny_overrides
 
 
 def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) -> None:
@@ -137,7 +127,7 @@ def test_session_table_from_finished_train_runs(tiny_root, tmp_path) -> None:
 
 def test_session_table_marks_a_refit_without_validation(tmp_path) -> None:
     """A ``data.valid_ratio=0`` run tested its last epoch: the table says so instead of 'best epoch'."""
-    bench_sessions = _bench_module("bench_sessions")
+    bench_sessions = bench_script("bench_sessions")
     results = {"epochs_run": 23, "best_epoch": 22, "model_selection": "last epoch (data.valid_ratio=0)",
                "test": {"recall@20": 0.5, "mrr@20": 0.16}, "seconds_per_epoch": 200.0, "peak_rss_mib": 1500.0,
                "precision": "bf16-mixed"}
@@ -148,7 +138,7 @@ def test_session_table_marks_a_refit_without_validation(tmp_path) -> None:
 
 
 def test_session_table_groups_seeds_of_one_dataset_above_its_published_rows(tmp_path) -> None:
-    bench_sessions = _bench_module("bench_sessions")
+    bench_sessions = bench_script("bench_sessions")
 
     def results(recall: float) -> dict:
         return {"epochs_run": 30, "best_epoch": 20, "test": {"recall@20": recall, "mrr@20": 0.16},
@@ -169,7 +159,7 @@ def test_session_table_groups_seeds_of_one_dataset_above_its_published_rows(tmp_
 
 def test_hugepage_bench_sets_only_the_hugetlb_tunable_per_child() -> None:
     """'without' must strip the tunable the Makefile exports; both settings keep the user's other tunables."""
-    hp = _bench_module("bench_hugepages")
+    hp = bench_script("bench_hugepages")
     env = {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=2"}
     assert hp.child_env("without", env) == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
     assert hp.child_env("with", env)["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
@@ -178,7 +168,7 @@ def test_hugepage_bench_sets_only_the_hugetlb_tunable_per_child() -> None:
 
 
 def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> None:
-    hp = _bench_module("bench_hugepages")
+    hp = bench_script("bench_hugepages")
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bench_hugepages.py"), "--steps", "3", "--warmup", "1",

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import optuna
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import bench_script
 
 pytest.importorskip("matplotlib")  # the `figures` extra (in `dev`)
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _figures_module():
-    spec = importlib.util.spec_from_file_location("study_figures", REPO / "bench" / "study_figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _study(path, confirm: bool) -> str:
@@ -45,7 +37,7 @@ def _study(path, confirm: bool) -> str:
 
 
 def test_history_and_confirm_pictures_are_written_as_png(tmp_path, capsys) -> None:
-    module = _figures_module()
+    module = bench_script("study_figures")
     storage = _study(tmp_path / "s.db", confirm=True)
     reference = tmp_path / "ref.json"
     reference.write_text(json.dumps({"label": "RecBole", "metrics": {"mrr@10": 0.0409}}))
@@ -63,7 +55,7 @@ def test_history_and_confirm_pictures_are_written_as_png(tmp_path, capsys) -> No
 
 
 def test_without_confirm_results_only_the_history_is_drawn(tmp_path, capsys) -> None:
-    module = _figures_module()
+    module = bench_script("study_figures")
     storage = _study(tmp_path / "s.db", confirm=False)
     assert module.main(["--study", "s", "--storage", storage, "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s-history.png").is_file() and not (tmp_path / "s-confirm.png").exists()
@@ -72,7 +64,7 @@ def test_without_confirm_results_only_the_history_is_drawn(tmp_path, capsys) -> 
 
 @pytest.mark.parametrize("case", ["no database", "no study", "bad reference"])
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, case) -> None:
-    module = _figures_module()
+    module = bench_script("study_figures")
     storage = _study(tmp_path / "s.db", confirm=False)
     reference = tmp_path / "ref.json"
     reference.write_text('{"metrics": {"mrr@10": "high"}}')

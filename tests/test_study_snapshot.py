@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import optuna
 import pytest
 
-from tests.helpers import REPO
-
-
-def _snapshot_module():
-    spec = importlib.util.spec_from_file_location("study_snapshot", REPO / "bench" / "study_snapshot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import bench_script
 
 
 def _study(storage: str) -> optuna.Study:
@@ -40,7 +31,7 @@ def _fields(study: optuna.Study) -> list[tuple]:
 
 def test_export_then_import_gives_the_same_study_and_refuses_to_overwrite(tmp_path, capsys) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    snapshot = _snapshot_module()
+    snapshot = bench_script("study_snapshot")
     source = f"sqlite:///{tmp_path / 'a.db'}"
     original = _study(source)
     journal = tmp_path / "summary" / "s.journal"
@@ -59,7 +50,7 @@ def test_export_then_import_gives_the_same_study_and_refuses_to_overwrite(tmp_pa
 
 @pytest.mark.parametrize("action", ["export", "import"])
 def test_a_missing_study_or_snapshot_is_refused(tmp_path, capsys, action) -> None:
-    snapshot = _snapshot_module()
+    snapshot = bench_script("study_snapshot")
     args = [action, "--study", "nope", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--file",
             str(tmp_path / "none.journal")]
     assert snapshot.main(args) == 2

@@ -3,7 +3,6 @@ and re-run trials standing for their point once."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -12,16 +11,9 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from narm_lightning.sweeping.study import requeue
-from tests.helpers import REPO
+from tests.helpers import REPO, bench_script
 
 SPACE = {"lr": CategoricalDistribution([0.01, 0.001]), "layers": CategoricalDistribution([1, 2])}
-
-
-def _status_module():
-    spec = importlib.util.spec_from_file_location("study_status", REPO / "bench" / "study_status.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _study(storage: str) -> optuna.Study:
@@ -72,7 +64,7 @@ def test_the_grid_table_has_one_line_per_point_best_first(tmp_path) -> None:
 def test_a_space_that_is_not_a_categorical_grid_has_no_grid_table(tmp_path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'f.db'}", direction="maximize")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    module = _status_module()
+    module = bench_script("study_status")
     trials = study.get_trials()
     assert module.grid_points(trials, set()) == []
 
