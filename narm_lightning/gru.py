@@ -96,8 +96,8 @@ class _Kernels:
     """The step functions, each compiled on first call; eager (the same code) for good once compiling fails.
     Callers run them inside ``limits()`` (once around the loop of steps: the patch itself costs microseconds)."""
 
-    def __init__(self, functions: dict[str, Callable[..., Any]] | None = None) -> None:
-        self.functions: dict[str, Callable[..., Any]] = dict(functions or {})
+    def __init__(self, functions: dict[str, Callable[..., Any]]) -> None:
+        self.functions = dict(functions)
         self.compiled: dict[str, Callable[..., Any]] = {}
         self.failed = False
 
