@@ -41,6 +41,7 @@ RESUME_MAY_DIFFER = (
     "trainer.num_threads",
     "trainer.log_every_n_steps",
     "data.num_workers",
+    "optuna",  # which sweep trial the run reports to: a stopped trial's re-run is another trial (or none, by hand)
 )
 
 
@@ -245,7 +246,7 @@ def check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
             f"resume={run_dir}: the config differs from the run's saved {run_dir / 'config.yaml'}: "
             + "; ".join(diffs)
             + ". Drop those overrides (the saved config is used) or start a new run; only "
-            + ", ".join(RESUME_MAY_DIFFER[1:]) + " may change on resume."
+            + ", ".join(RESUME_MAY_DIFFER[1:-1]) + " may change on resume."
         )
 
 
@@ -302,7 +303,8 @@ def resume_argv(argv: list[str]) -> list[str]:
                               "expected the overrides Hydra saved for the run.")
         saved = loaded
     given = {_override_key(a) for a in argv[1:] if "=" in a or a.startswith("~")}
-    replay = [a for a in saved if _override_key(a) not in given]
+    # a sweep trial's folder resumed by hand: no longer that trial (it has failed), so it reports to none
+    replay = [a for a in saved if _override_key(a) not in given and not _override_key(a).startswith("optuna.")]
     hydra_args = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
     # keep the run's own .hydra/ as it was: a refused resume must not overwrite the overrides replayed here
     hydra_args += [] if "hydra.output_subdir" in given else ["hydra.output_subdir=null"]

@@ -26,7 +26,11 @@ LIGHTNING_NOISE = (
     "Loaded model weights from the checkpoint",
 )
 # Deprecation notes raised inside Lightning itself, not by this project's calls (torch 2.13 vs PL 2.6).
-WARNING_NOISE = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
+WARNING_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    # a resumed run writes into its own checkpoints/ on purpose; a new run never gets a used folder (refused)
+    r"Checkpoint directory .* exists and is not empty",
+)
 BAR_WIDTH = 100
 
 

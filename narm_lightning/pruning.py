@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -22,9 +23,9 @@ import pytorch_lightning as pl
 
 from narm_lightning.errors import ConfigError
 from narm_lightning.loggers import WandbRunLogger
+from narm_lightning.sweeping.study import RUN_DIR_ATTR, WANDB_RUN_ATTR
 
 log = logging.getLogger(__name__)
-WANDB_RUN_ATTR = "wandb_run_id"  # a trial's W&B run, read by sweeping.report for trials.csv
 
 
 class TrialReporter:
@@ -71,9 +72,11 @@ class OptunaPruningCallback(pl.Callback):
         self.pruned: optuna.TrialPruned | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Record the trial's W&B run id on the trial (``trials.csv`` links each trial to its run)."""
+        """Record the run's folder on the trial (a stopped trial's re-run continues it there) and its W&B
+        run id (``trials.csv`` links each trial to its run)."""
         if not trainer.is_global_zero:
             return
+        self.reporter.trial.set_user_attr(RUN_DIR_ATTR, str(Path(trainer.default_root_dir).resolve()))
         for logger in trainer.loggers:
             if isinstance(logger, WandbRunLogger) and logger.version:
                 self.reporter.trial.set_user_attr(WANDB_RUN_ATTR, logger.version)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,20 @@ from tests.helpers import need_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_service_leaks() -> Iterator[None]:
+    """A W&B run in this process sets ``WANDB_SERVICE`` (its service's socket) in ``os.environ``: every later
+    subprocess would inherit it and log to this process's service, not to its own folder (a sweep test then
+    found no runs when it followed ``test_wandb.py``). Stop the service and forget it after each test."""
+    had = "WANDB_SERVICE" in os.environ
+    yield
+    if not had and "WANDB_SERVICE" in os.environ:
+        import wandb
+
+        wandb.teardown()
+        os.environ.pop("WANDB_SERVICE", None)
 
 
 @pytest.fixture(scope="session")

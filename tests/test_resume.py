@@ -111,6 +111,19 @@ def test_resume_argv_replays_the_saved_overrides(tmp_path) -> None:
     assert resume_argv(["train.py", "epochs=5"]) == ["train.py", "epochs=5"]
 
 
+def test_a_sweep_trials_folder_resumed_by_hand_reports_to_no_trial(tmp_path) -> None:
+    """Its trial has failed (stopped): replaying ``++optuna.trial_id`` would report to a finished trial."""
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(
+        "- learning_rate=0.01\n- ++optuna.storage='sqlite:///s.db'\n- ++optuna.study_name='s'\n- ++optuna.trial_id=7\n")
+    argv = resume_argv(["train.py", f"resume={tmp_path}"])
+    assert argv == ["train.py", f"resume={tmp_path}", "learning_rate=0.01", f"hydra.run.dir={tmp_path}",
+                    "hydra.output_subdir=null"]
+    saved = {"optuna": {"storage": "sqlite:///s.db", "study_name": "s", "trial_id": 7}, "epochs": 3}
+    assert config_differences(saved, {"optuna": {"storage": None, "study_name": None, "trial_id": None},
+                                      "epochs": 3}) == []
+
+
 def test_csv_history_is_kept_across_resumes(tmp_path) -> None:
     (tmp_path / "csv").mkdir()
     for n in (1, 2):

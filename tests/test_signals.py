@@ -73,3 +73,41 @@ def test_a_sweep_stopped_by_sigterm_fails_its_trial_and_queues_it_again(tiny_roo
     # FAILED (neither COMPLETE nor left RUNNING), and a copy WAITING with the same params: a grid keeps its point
     # and the rerun of the command runs it (a stale trial's path, so it does not count toward n_trials)
     assert states == ["FAIL", "WAITING"] and params[0] == params[1] != []
+    # the resume line it printed works by hand too: the run reports to no trial (its trial has failed)
+    run = tmp_path / "multirun" / "s" / "0"
+    resumed = subprocess.run([sys.executable, str(REPO / "train.py"), f"resume={run}", "epochs=2"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run / "results.json").read_text())["epochs_run"] == 2
+
+
+def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_root, tmp_path) -> None:
+    """The re-queued copy resumes the stopped run in its folder (exact resume), carrying its reported epochs:
+    a study stopped at a session's end loses the epoch in flight, not the trial."""
+    import optuna
+
+    epochs = 12
+    args = [*tiny_overrides(tiny_root, f"epochs={epochs}", "stopping_step=500"), "learning_rate=0.01",
+            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=continued", "hydra.sweep.dir=multirun/s"]
+    folder = tmp_path / "multirun" / "s" / "0"
+    proc = _start("sweep.py", "-m", *args, cwd=tmp_path)
+    err = _signal_once_saved(proc, folder / "checkpoints" / "last.ckpt", signal.SIGTERM)
+    assert proc.returncode == 143, err[-3000:]
+    rerun = subprocess.run([sys.executable, str(REPO / "sweep.py"), "-m", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    console = rerun.stdout + rerun.stderr
+    assert "Trial 1 continues trial 0's run from its last checkpoint" in console and "Traceback" not in console
+    assert "exists and is not empty" not in console  # Lightning's warning: continuing there is the point
+    study = optuna.load_study(study_name="continued", storage=f"sqlite:///{tmp_path / 'optuna' / 'continued.db'}")
+    stopped, continued = study.trials
+    assert (stopped.state, continued.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE)
+    assert continued.user_attrs["output_dir"] == str(folder.resolve()) and "error" not in continued.user_attrs
+    assert stopped.intermediate_values, "the stopped trial had reported its finished epochs"
+    # one whole curve: the stopped attempt's epochs, then the continued run's, every epoch once
+    assert sorted(continued.intermediate_values) == list(range(epochs))
+    assert all(continued.intermediate_values[s] == v for s, v in stopped.intermediate_values.items())
+    results = json.loads((folder / "results.json").read_text())
+    assert results["epochs_run"] == epochs  # continued: the first attempt's epochs count, none trained twice
+    assert not (tmp_path / "multirun" / "s" / "1" / "results.json").exists()
+    assert continued.value == pytest.approx(max(continued.intermediate_values.values()))

@@ -132,6 +132,10 @@ class OptunaSweeperConfig:
                                  "test compares each config with it")
     results_file: str = key("results.json", "the JSON file each confirm run writes into its folder")
     results_key: str = key("test", "the mapping of metrics in results_file that the confirm table reports")
+    resume_key: str | None = key("resume", "the app's key that continues a run from its folder: a stopped trial's "
+                                 "re-run continues its run there (null: re-runs start over)")
+    resume_file: str = key("checkpoints/last.ckpt", "the file, in a stopped trial's folder, that makes its run "
+                           "continuable (a folder with results_file is finished: its re-run starts over)")
 
 
 def register_configs() -> None:

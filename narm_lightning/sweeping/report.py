@@ -79,7 +79,8 @@ def trials_csv(study: Any) -> str:
     writer.writerow(["number", "state", *names, "value", "duration_s", "folder", "wandb_run_id", "error"])
     for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
-        error = trial.user_attrs.get(ERROR_ATTR, "")
+        # a trial re-run after a stop used to inherit its predecessor's error: shown only on a failed trial
+        error = trial.user_attrs.get(ERROR_ATTR, "") if trial.state.name == "FAIL" else ""
         if trial.number in stale and not error:
             error = "stale: its worker stopped sending heartbeats; re-run as a new trial"
         writer.writerow(

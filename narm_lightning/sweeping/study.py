@@ -7,6 +7,8 @@ Semantics (documented for users in the sweeper's docstring):
 * A trial counts toward ``n_trials`` once it is COMPLETE, PRUNED or FAILED. A trial left RUNNING by a
   killed process stops getting heartbeats; after ``grace_period`` it is marked FAILED and re-queued with
   the same params (Optuna's RetryHeartbeatStaleTrialCallback). Such stale failures do NOT count.
+* A re-queued trial whose run folder still holds its last checkpoint (and no result) continues that run
+  (``resumable_run``): a stopped or killed study loses at most the epoch in flight, not the whole trial.
 * Creating the study and counting + asking happen under an exclusive lock, so several workers on one
   study never create more than ``n_trials`` trials, and grid workers never pick the same point. SQLite
   (one machine): a file lock (``<db>.lock``). PostgreSQL (several machines): a transaction-level advisory
@@ -17,6 +19,7 @@ Semantics (documented for users in the sweeper's docstring):
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import functools
 import hashlib
@@ -39,6 +42,11 @@ log = logging.getLogger(__name__)
 
 PRUNER_ATTR = "narm_sweeper.pruner"
 ERROR_ATTR = "error"
+WORKER_ATTR = "worker"  # "<host>:<pid>" of the sweep process that asked for a trial
+RUN_DIR_ATTR = "output_dir"  # the trial's run folder: the app records it as the run starts, else the sweeper
+WANDB_RUN_ATTR = "wandb_run_id"  # a trial's W&B run (set by the app's trial: narm's pruning.py), for trials.csv
+# what one attempt at a grid point recorded: a re-queued copy must not inherit its predecessor's error or folder
+ATTEMPT_ATTRS = (ERROR_ATTR, WORKER_ATTR, RUN_DIR_ATTR, WANDB_RUN_ATTR)
 MAX_STALE_RETRIES = 3  # a trial that kills its worker more often than this counts as a real failure
 _PRUNER_MODULE = "optuna.pruners."
 
@@ -74,13 +82,10 @@ def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | N
             raise ConfigError(
                 f"hydra.sweeper.heartbeat_interval must be > 0 or null, got {heartbeat_interval}."
             )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)
         kwargs = {
             "heartbeat_interval": heartbeat_interval,
             "grace_period": grace_period,
-            "heartbeat_stale_trial_callback": callback,
+            "heartbeat_stale_trial_callback": _retry_callback(MAX_STALE_RETRIES),
         }
     check_sqlite_folder(url)
     try:
@@ -253,9 +258,6 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-WORKER_ATTR = "worker"  # "<host>:<pid>" of the sweep process that asked for a trial
-
-
 def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -301,15 +303,60 @@ def fail_dead_workers_trials(study: optuna.Study, storage: Any, grace_seconds: f
     return failed
 
 
-def requeue(study: optuna.Study, storage: Any, trial_id: int) -> None:
+def requeue(study: optuna.Study, storage: Any, trial_id: int, max_retry: int | None = MAX_STALE_RETRIES) -> None:
     """Queue a FAILED trial to run again with the same params, as a stale one: it then does not count toward
-    ``n_trials`` (``count_trials``) and a grid keeps its point. For trials whose worker died or was stopped."""
+    ``n_trials`` (``count_trials``) and a grid keeps its point. For trials whose worker died (at most
+    ``max_retry`` times) or was stopped on purpose (``max_retry=None``: a stop is not the trial's fault)."""
+    _retry_callback(max_retry)(study, storage.get_trial(trial_id))
+
+
+def _retry_callback(max_retry: int | None) -> Any:
+    """Optuna's stale-trial retry (it keeps ``failed_trial`` / ``retry_history``), minus the attempt's own
+    user attrs (``ATTEMPT_ATTRS``), which Optuna copies: a completed re-run showed its predecessor's error."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)(study, storage.get_trial(trial_id))
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ATTEMPT_ATTRS}
+        retry(study, trial)
+
+    return callback
+
+
+@dataclass(frozen=True)
+class ResumableRun:
+    """A re-queued trial's predecessor whose run can go on: its folder and the values it reported."""
+
+    folder: Path
+    previous: int  # the trial number that ran there last
+    intermediate_values: dict[int, float]
+
+
+def resumable_run(study: optuna.Study, trial: optuna.trial.FrozenTrial, resume_file: str,
+                  results_file: str) -> ResumableRun | None:
+    """The run a re-queued ``trial`` continues, or None (not a re-run, or nothing left to continue).
+
+    Its latest predecessor must have recorded its folder (``RUN_DIR_ATTR``), which must still hold
+    ``resume_file`` (the last checkpoint) and no ``results_file`` (a finished run is not continued: its
+    trial failed after it, so the point starts over). A study restored on another machine has the folders
+    of none: it starts over, as before.
+    """
+    history = trial.system_attrs.get("retry_history") or []
+    if not history:
+        return None
+    previous = study.get_trials(deepcopy=False)[int(history[-1])]
+    folder = previous.user_attrs.get(RUN_DIR_ATTR)
+    if not folder:
+        return None
+    folder_path = Path(str(folder))
+    if not (folder_path / resume_file).is_file() or (folder_path / results_file).exists():
+        return None
+    return ResumableRun(folder_path, previous.number, dict(previous.intermediate_values))
 
 
 def heartbeat_enabled(storage: Any) -> bool:

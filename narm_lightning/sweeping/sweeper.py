@@ -6,7 +6,10 @@ Semantics a user can rely on:
   (COMPLETE + PRUNED + FAILED) in the study, across invocations and workers. Running the same command
   again therefore resumes (and does nothing once the study is done). With the grid sampler the target is
   capped at the grid size. Stale trials (their worker died) are failed, re-queued with the same params
-  and do not count (see ``study.py``).
+  and do not count (see ``study.py``); so are trials stopped by SIGTERM / Ctrl-C.
+* A re-queued trial continues its predecessor's run (``<resume_key>=<its folder>``) when that folder still
+  holds ``resume_file`` and no ``results_file``; the predecessor's intermediate values are copied to it, so
+  the pruner and the plots see one whole curve. Otherwise it starts over.
 * Each trial is a Hydra job (own job dir, own composed config) with the sampled params as overrides plus
   ``++optuna.storage=...``, ``++optuna.study_name=...``, ``++optuna.trial_id=<storage id>`` so the job can
   report intermediate values for pruning (``narm_lightning.pruning``).
@@ -43,6 +46,7 @@ from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, pars
 from narm_lightning.sweeping.study import (
     ERROR_ATTR,
     PRUNER_ATTR,
+    RUN_DIR_ATTR,
     WORKER_ATTR,
     Heartbeat,
     TrialCounts,
@@ -57,6 +61,7 @@ from narm_lightning.sweeping.study import (
     pruner_spec,
     redact_url,
     requeue,
+    resumable_run,
     study_lock,
     this_worker,
     trial_ids,
@@ -116,6 +121,8 @@ class OptunaSweeperImpl:
         confirm_baseline: bool = True,
         results_file: str = "results.json",
         results_key: str = "test",
+        resume_key: str | None = "resume",
+        resume_file: str = "checkpoints/last.ckpt",
     ) -> None:
         self.sampler_cfg = _to_dict(sampler, "hydra.sweeper.sampler")
         self.pruner_cfg = _to_dict(pruner, "hydra.sweeper.pruner")
@@ -153,6 +160,8 @@ class OptunaSweeperImpl:
         self.seed_key = str(seed_key)
         self.confirm_top, self.confirm_seeds, self.confirm_baseline = confirm_top, confirm_seeds, bool(confirm_baseline)
         self.results_file, self.results_key = str(results_file), str(results_key)
+        self.resume_key = None if resume_key is None else str(resume_key)
+        self.resume_file = str(resume_file)
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
@@ -391,8 +400,10 @@ class OptunaSweeperImpl:
         # what each trial trains with; each job adds its seed (if several) and who it reports to
         settings = [[*space.fixed_overrides, *params_to_overrides(t.params, self._config_groups(t.params))]
                     for t in trials]
+        resumes = [self._resume_overrides(study, trial, trial_id) for trial, trial_id in zip(trials, ids)]
         batch = [[*s, *([f"{self.seed_key}={seeds[0]}"] if seeds[0] is not None else []),
-                  *identity_overrides(storage_url, study_name, trial_id)] for s, trial_id in zip(settings, ids)]
+                  *identity_overrides(storage_url, study_name, trial_id), *resume]
+                 for s, trial_id, resume in zip(settings, ids, resumes)]
         try:
             self._validate_batch(batch)
         except Exception as exc:
@@ -406,9 +417,10 @@ class OptunaSweeperImpl:
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
             for trial, trial_id in zip(trials, ids):  # nor be lost: the next run of the command runs them again
                 _fail(study, trial, f"interrupted: {exc}".strip())
-                requeue(study, self._db, trial_id)
-            log.warning("Trial(s) %s stopped: queued to run again when this command is rerun.",
-                        ", ".join(str(t.number) for t in trials))
+                requeue(study, self._db, trial_id, max_retry=None)  # a stop is not the trial's failure
+            log.warning("Trial(s) %s stopped: queued to run again when this command is rerun%s.",
+                        ", ".join(str(t.number) for t in trials),
+                        ", from the last finished epoch" if self.resume_key else "")
             raise
         launched = len(batch)
         if len(seeds) > 1:
@@ -420,6 +432,23 @@ class OptunaSweeperImpl:
             if self._progress is not None:
                 log.info("%s", self._progress.line(study, trial.number))
         return launched
+
+    def _resume_overrides(self, study: Any, trial: Any, trial_id: int) -> list[str]:
+        """``[<resume_key>=<folder>]`` when ``trial`` re-runs a stopped one whose run can go on (else ``[]``):
+        the predecessor's intermediate values are copied first, so the pruner judges the whole curve."""
+        if self.resume_key is None:
+            return []
+        run = resumable_run(study, self._db.get_trial(trial_id), self.resume_file, self.results_file)
+        if run is None:
+            return []
+        for step, value in sorted(run.intermediate_values.items()):
+            trial.report(value, step)
+        trial.set_user_attr(RUN_DIR_ATTR, str(run.folder))  # a stop before the run records it keeps the folder
+        steps = len(run.intermediate_values)
+        done = f" ({steps} value{'s' * (steps != 1)} reported before the stop)" if steps else ""
+        log.info("Trial %d continues trial %d's run from its last checkpoint%s: %s", trial.number, run.previous,
+                 done, run.folder)
+        return [f"{self.resume_key}={_quoted(str(run.folder))}"]
 
     # ---------------------------------------------------------------- seeds and the confirm step
     def _seeds(self, n: int) -> list[int]:
@@ -638,8 +667,8 @@ def _tell(study: Any, trial: Any, ret: Any) -> None:
     from hydra.core.utils import JobStatus
 
     output_dir = getattr(getattr(getattr(ret, "hydra_cfg", None), "hydra", None), "runtime", None)
-    if output_dir is not None:
-        trial.set_user_attr("output_dir", str(output_dir.output_dir))
+    if output_dir is not None and RUN_DIR_ATTR not in trial.user_attrs:  # a continued run is in its first folder
+        trial.set_user_attr(RUN_DIR_ATTR, str(output_dir.output_dir))
     try:
         value = ret.return_value  # Hydra re-raises a failed job's exception here
     except Exception as exc:  # noqa: BLE001 - any exception of a trial is its failure, told to the study

@@ -1,0 +1,142 @@
+"""A stopped trial's re-run: a clean copy of the grid point, and the run it continues when its folder allows.
+
+The end-to-end path (a real sweep stopped by SIGTERM, rerun, the trial continued in its folder) is in
+``tests/test_signals.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from narm_lightning.sweeping.report import trials_csv
+from narm_lightning.sweeping.study import (
+    ERROR_ATTR,
+    MAX_STALE_RETRIES,
+    RUN_DIR_ATTR,
+    WANDB_RUN_ATTR,
+    WORKER_ATTR,
+    requeue,
+    resumable_run,
+)
+
+RESUME_FILE, RESULTS = "checkpoints/last.ckpt", "results.json"
+
+
+def _stopped(study: optuna.Study, folder: Path | None, values: dict[int, float], keep: str = "mine") -> int:
+    """Ask a trial, give it what one attempt records, fail it as a stop would; its storage id."""
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    for step, value in values.items():
+        trial.report(value, step)
+    trial.set_user_attr(ERROR_ATTR, "interrupted: stopped by SIGTERM during epoch 3")
+    trial.set_user_attr(WORKER_ATTR, "host:1")
+    trial.set_user_attr(WANDB_RUN_ATTR, "abc123")
+    trial.set_user_attr("note", keep)
+    if folder is not None:
+        trial.set_user_attr(RUN_DIR_ATTR, str(folder))
+    study.tell(trial, state=TrialState.FAIL)
+    return trial._trial_id
+
+
+def _next(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The WAITING copy, as the sweeper gets it (ask takes the queued trial)."""
+    trial = study.ask()
+    return study._storage.get_trial(trial._trial_id)
+
+
+def _run_folder(tmp_path: Path, *, checkpoint: bool = True, results: bool = False) -> Path:
+    folder = tmp_path / "sweep" / "0"
+    (folder / "checkpoints").mkdir(parents=True)
+    if checkpoint:
+        (folder / RESUME_FILE).write_bytes(b"ckpt")
+    if results:
+        (folder / RESULTS).write_text("{}")
+    return folder
+
+
+def test_a_requeued_trial_keeps_its_point_but_not_the_attempts_error_folder_or_run() -> None:
+    study = optuna.create_study()
+    trial_id = _stopped(study, Path("/somewhere"), {0: 0.1, 1: 0.2}, keep="kept")
+    requeue(study, study._storage, trial_id, max_retry=None)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1
+    copy = waiting[0]
+    assert copy.params == study.trials[0].params
+    assert copy.system_attrs["retry_history"] == [0] and copy.system_attrs["failed_trial"] == 0
+    assert copy.user_attrs == {"note": "kept"}, "the predecessor's error, worker, folder and W&B run stay with it"
+    assert copy.intermediate_values == {}, "a re-run that starts over must report its own epochs"
+    assert study.trials[0].user_attrs[ERROR_ATTR].startswith("interrupted"), "the failed attempt keeps its own"
+
+
+def test_stops_requeue_without_limit_while_crashes_give_up_after_max_stale_retries() -> None:
+    for max_retry, expected in ((None, MAX_STALE_RETRIES + 2), (MAX_STALE_RETRIES, MAX_STALE_RETRIES)):
+        study = optuna.create_study()
+        trial_id = _stopped(study, None, {})
+        for _ in range(MAX_STALE_RETRIES + 2):
+            requeue(study, study._storage, trial_id, max_retry=max_retry)
+            if not study.get_trials(states=(TrialState.WAITING,)):
+                break
+            trial = study.ask()
+            study.tell(trial, state=TrialState.FAIL)
+            trial_id = trial._trial_id
+        retried = [t for t in study.trials if t.system_attrs.get("retry_history")]
+        assert len(retried) == expected
+
+
+def test_a_rerun_continues_its_predecessors_run_only_where_that_run_can_go_on(tmp_path: Path) -> None:
+    study = optuna.create_study()
+    study.ask()
+    assert resumable_run(study, study.trials[0], RESUME_FILE, RESULTS) is None  # not a re-run
+
+    folder = _run_folder(tmp_path)
+    study = optuna.create_study()
+    requeue(study, study._storage, _stopped(study, folder, {0: 0.1, 1: 0.25}), max_retry=None)
+    run = resumable_run(study, _next(study), RESUME_FILE, RESULTS)
+    assert run is not None
+    assert (run.folder, run.previous, run.intermediate_values) == (folder, 0, {0: 0.1, 1: 0.25})
+
+
+@pytest.mark.parametrize("case", ["no folder recorded", "folder gone", "no checkpoint", "finished run"])
+def test_a_rerun_starts_over_when_there_is_nothing_to_continue(tmp_path: Path, case: str) -> None:
+    folder = {
+        "no folder recorded": None,
+        "folder gone": tmp_path / "elsewhere",  # a study restored from its journal on another machine
+        "no checkpoint": _run_folder(tmp_path, checkpoint=False) if case == "no checkpoint" else None,
+        "finished run": _run_folder(tmp_path, results=True) if case == "finished run" else None,
+    }[case]
+    study = optuna.create_study()
+    requeue(study, study._storage, _stopped(study, folder, {0: 0.1}), max_retry=None)
+    assert resumable_run(study, _next(study), RESUME_FILE, RESULTS) is None
+
+
+def test_the_latest_attempt_decides_after_several_stops(tmp_path: Path) -> None:
+    """Stopped twice: the second attempt continued in the first one's folder and recorded more epochs."""
+    folder = _run_folder(tmp_path)
+    study = optuna.create_study()
+    requeue(study, study._storage, _stopped(study, folder, {0: 0.1}), max_retry=None)
+    second = study.ask()
+    for step, value in {0: 0.1, 1: 0.3, 2: 0.35}.items():
+        second.report(value, step)
+    second.set_user_attr(RUN_DIR_ATTR, str(folder))
+    study.tell(second, state=TrialState.FAIL)
+    requeue(study, study._storage, second._trial_id, max_retry=None)
+    run = resumable_run(study, _next(study), RESUME_FILE, RESULTS)
+    assert run is not None and run.previous == 1 and run.intermediate_values == {0: 0.1, 1: 0.3, 2: 0.35}
+
+
+def test_trials_csv_shows_an_error_only_on_a_failed_trial() -> None:
+    """Studies recorded before re-runs were cleaned hold COMPLETE trials with their predecessor's error."""
+    study = optuna.create_study()
+    failed = study.ask()
+    failed.set_user_attr(ERROR_ATTR, "interrupted")
+    study.tell(failed, state=TrialState.FAIL)
+    done = study.ask()
+    done.set_user_attr(ERROR_ATTR, "interrupted")  # inherited, as Optuna's retry copied it
+    study.tell(done, 0.5)
+    rows = list(csv.DictReader(io.StringIO(trials_csv(study))))
+    assert [(r["state"], r["error"]) for r in rows] == [("FAIL", "interrupted"), ("COMPLETE", "")]
