@@ -304,7 +304,8 @@ def _interrupted(name: str, trainer: pl.Trainer, run_dir: Path) -> RunInterrupte
         how = (f"{last} holds every finished epoch; resume with:\n  python train.py resume={run_dir}")
     else:
         how = "no epoch had finished, so there is nothing to resume: run the command again."
-    return RunInterrupted(name, 128 + getattr(signal, name), f"stopped by {name} {where}; {how}")
+    return RunInterrupted(name, 128 + getattr(signal, name), f"stopped by {name} {where}; {how}",
+                          run_dir=run_dir.resolve() if last.is_file() else None)
 
 
 def peak_rss_mib() -> float | None:

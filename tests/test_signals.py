@@ -111,3 +111,31 @@ def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_
     assert results["epochs_run"] == epochs  # continued: the first attempt's epochs count, none trained twice
     assert not (tmp_path / "multirun" / "s" / "1" / "results.json").exists()
     assert continued.value == pytest.approx(max(continued.intermediate_values.values()))
+
+
+def test_a_stopped_confirm_run_continues_its_run_when_the_command_is_rerun(tiny_root, tmp_path) -> None:
+    """The confirm step's runs are long too: one stopped mid-run goes on from its folder's last checkpoint."""
+    import optuna
+
+    epochs = 12
+    args = [*tiny_overrides(tiny_root, f"epochs={epochs}", "stopping_step=500"), "learning_rate=0.01",
+            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=confirmed", "hydra.sweep.dir=multirun/c",
+            "hydra.sweeper.confirm_top=1", "hydra.sweeper.confirm_seeds=1"]
+    sweep = tmp_path / "multirun" / "c"
+    proc = _start("sweep.py", "-m", *args, cwd=tmp_path)
+    # job 0 is trial 0; job 1 the first confirm run (the default config, seed 2020)
+    err = _signal_once_saved(proc, sweep / "1" / "checkpoints" / "last.ckpt", signal.SIGTERM)
+    assert proc.returncode == 143, err[-3000:]
+    assert (sweep / "0" / "results.json").exists() and not (sweep / "1" / "results.json").exists()
+    rerun = subprocess.run([sys.executable, str(REPO / "sweep.py"), "-m", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    console = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, console[-3000:]
+    assert "Confirm default seed 2020 continues its stopped run from its last checkpoint" in console
+    study = optuna.load_study(study_name="confirmed", storage=f"sqlite:///{tmp_path / 'optuna' / 'confirmed.db'}")
+    record = study.user_attrs["confirm:default:2020"]
+    assert record["folder"] == str((sweep / "1").resolve())
+    results = json.loads((sweep / "1" / "results.json").read_text())
+    assert results["epochs_run"] == epochs and record["metrics"] == pytest.approx(
+        {k: v for k, v in results["test"].items() if isinstance(v, float)})
+    assert "confirm:trial 0:2020" in study.user_attrs  # and the step went on to the next config

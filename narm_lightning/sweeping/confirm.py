@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 CONFIRM_ATTR = "confirm"  # study user attr prefix: confirm:<label>:<seed> -> {"params", "metrics"} or {"error"}
+STOPPED_ATTR = "confirm_stopped"  # confirm_stopped:<label>:<seed> -> the folder of that job's stopped run
 DEFAULT_LABEL = "default"
 CSV_FILE = "confirm.csv"
 MARKDOWN_FILE = "confirm.md"
@@ -57,6 +58,10 @@ def candidates(study: Any, top: int, baseline: bool) -> list[Candidate]:
 
 def attr_key(label: str, seed: int) -> str:
     return f"{CONFIRM_ATTR}:{label}:{seed}"
+
+
+def stopped_key(label: str, seed: int) -> str:
+    return f"{STOPPED_ATTR}:{label}:{seed}"
 
 
 def stored(study: Any) -> dict[tuple[str, int], dict[str, Any]]:

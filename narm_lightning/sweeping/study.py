@@ -351,12 +351,17 @@ def resumable_run(study: optuna.Study, trial: optuna.trial.FrozenTrial, resume_f
         return None
     previous = study.get_trials(deepcopy=False)[int(history[-1])]
     folder = previous.user_attrs.get(RUN_DIR_ATTR)
+    if not continuable(folder, resume_file, results_file):
+        return None
+    return ResumableRun(Path(str(folder)), previous.number, dict(previous.intermediate_values))
+
+
+def continuable(folder: str | Path | None, resume_file: str, results_file: str) -> bool:
+    """Whether a stopped run's folder can go on: it holds ``resume_file`` and no ``results_file`` (finished)."""
     if not folder:
-        return None
-    folder_path = Path(str(folder))
-    if not (folder_path / resume_file).is_file() or (folder_path / results_file).exists():
-        return None
-    return ResumableRun(folder_path, previous.number, dict(previous.intermediate_values))
+        return False
+    path = Path(str(folder))
+    return (path / resume_file).is_file() and not (path / results_file).exists()
 
 
 def heartbeat_enabled(storage: Any) -> bool:

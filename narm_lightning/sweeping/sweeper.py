@@ -51,6 +51,7 @@ from narm_lightning.sweeping.study import (
     Heartbeat,
     TrialCounts,
     check_same_space,
+    continuable,
     count_trials,
     default_storage_url,
     fail_dead_workers_trials,
@@ -494,7 +495,7 @@ class OptunaSweeperImpl:
     def _confirm(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, sweep_dir: Path) -> None:
         """Retrain the top configs and the default over ``confirm_seeds`` seeds, each result stored in the
         study as it ends (a rerun resumes), then the table: sweep folder, console (W&B via the callback)."""
-        from narm_lightning.sweeping.confirm import attr_key, read_metrics, stored
+        from narm_lightning.sweeping.confirm import attr_key, read_metrics, stopped_key, stored
 
         chosen, seeds = self._confirm_plan(study)
         done = stored(study)
@@ -506,18 +507,31 @@ class OptunaSweeperImpl:
         started = time.monotonic()
         for start in range(0, len(jobs), self.n_jobs):
             chunk = jobs[start : start + self.n_jobs]
+            folders = [self._stopped_confirm_run(study, stopped_key(c.label, seed)) for c, seed in chunk]
             batch = [[*space.fixed_overrides, *params_to_overrides(c.params, self._config_groups(c.params)),
-                      f"{self.seed_key}={seed}", *identity_overrides(storage_url, study_name, 0)[:2]]
-                     for c, seed in chunk]
-            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+                      f"{self.seed_key}={seed}", *identity_overrides(storage_url, study_name, 0)[:2],
+                      *([f"{self.resume_key}={_quoted(str(folder))}"] if folder else [])]
+                     for (c, seed), folder in zip(chunk, folders)]
+            for (c, seed), folder in zip(chunk, folders):
+                if folder:
+                    log.info("Confirm %s seed %d continues its stopped run from its last checkpoint: %s",
+                             c.label, seed, folder)
+            try:
+                returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+            except RunInterrupted as exc:  # one job at a time: the stopped run is that job's, continued next time
+                if len(chunk) == 1 and exc.run_dir is not None and self.resume_key:
+                    study.set_user_attr(stopped_key(chunk[0][0].label, chunk[0][1]), str(exc.run_dir))
+                    log.warning("Confirm %s seed %d stopped: the rerun of this command continues it from its last "
+                                "finished epoch.", chunk[0][0].label, chunk[0][1])
+                raise
             job_idx += len(batch)
-            for done, ((c, seed), ret) in enumerate(zip(chunk, returns), start=start + 1):
+            for done, ((c, seed), ret, folder) in enumerate(zip(chunk, returns, folders), start=start + 1):
                 record: dict[str, Any] = {"params": {k: _jsonable(v) for k, v in c.params.items()}}
                 try:
                     _ = ret.return_value  # re-raises a failed job's exception
-                    record["metrics"] = read_metrics(ret.hydra_cfg.hydra.runtime.output_dir, self.results_file,
-                                                     self.results_key)
-                    record["folder"] = str(ret.hydra_cfg.hydra.runtime.output_dir)
+                    run_dir = folder or ret.hydra_cfg.hydra.runtime.output_dir  # a continued run: its first folder
+                    record["metrics"] = read_metrics(run_dir, self.results_file, self.results_key)
+                    record["folder"] = str(run_dir)
                 except Exception as exc:  # noqa: BLE001 - a failed run is recorded and shown, the rest goes on
                     record["error"] = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
                     log.warning("Confirm %s seed %d FAILED: %s", c.label, seed, record["error"])
@@ -528,6 +542,13 @@ class OptunaSweeperImpl:
                 log.info("confirm %d/%d %s seed %d: %s%s", done, len(jobs), c.label, seed, outcome,
                          f", ETA {_minutes(eta)}" if done < len(jobs) else "")
         self._confirm_report(study, sweep_dir)
+
+    def _stopped_confirm_run(self, study: Any, key: str) -> Path | None:
+        """The folder of this confirm job's stopped run, when it can go on (else None: it starts over)."""
+        folder = study.user_attrs.get(key)
+        if self.resume_key is None or not continuable(folder, self.resume_file, self.results_file):
+            return None
+        return Path(str(folder))
 
     def _confirm_report(self, study: Any, sweep_dir: Path | None) -> None:
         """The confirm table on the console, and into ``sweep_dir`` (``confirm.md``, ``confirm.csv``) if given."""
