@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from narm_lightning.checkpointing import resume_argv
 from narm_lightning.cli import run_hydra_app, run_or_exit
-from narm_lightning.errors import NarmError
+from narm_lightning.errors import NarmError, TrialFailed
 from narm_lightning.help import print_help_if_asked, sweep_sections, train_sections
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def _sweep_app(cfg: DictConfig) -> float:
     except NarmError as exc:
         # A clean one-paragraph message (no traceback) in the log and in trials.csv's error column.
         log.error("%s: %s", type(exc).__name__, exc)
-        raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+        raise TrialFailed(exc) from None
     return float(result["best_valid_score"])
 
 

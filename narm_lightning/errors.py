@@ -29,6 +29,15 @@ class WriteFailed(NarmError, OSError):
         return self.message
 
 
+class TrialFailed(RuntimeError):
+    """A sweep trial's ``NarmError`` as its job's failure: ``<Type>: <message>`` in the log and trials.csv
+    (no traceback), the original kept for the sweeper (a refused resume starts the point over)."""
+
+    def __init__(self, error: NarmError) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+
+
 class RunInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt: a stop, not an error
     """A run stopped by a signal (SIGTERM from a scheduler, SIGINT from Ctrl-C), with the way back.
 

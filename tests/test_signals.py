@@ -139,3 +139,32 @@ def test_a_stopped_confirm_run_continues_its_run_when_the_command_is_rerun(tiny_
     assert results["epochs_run"] == epochs and record["metrics"] == pytest.approx(
         {k: v for k, v in results["test"].items() if isinstance(v, float)})
     assert "confirm:trial 0:2020" in study.user_attrs  # and the step went on to the next config
+
+
+def test_a_stopped_trial_whose_run_cannot_go_on_starts_over_without_counting_as_a_failure(tiny_root, tmp_path) -> None:
+    """The app refuses to continue (here: the run's saved config no longer matches, as after an upgrade that
+    added a key): the attempt is failed as a stop, not counted, and the point runs again from scratch."""
+    import optuna
+    import yaml
+
+    args = [*tiny_overrides(tiny_root, "epochs=12", "stopping_step=500"), "learning_rate=0.01",
+            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=refused", "hydra.sweep.dir=multirun/r"]
+    folder = tmp_path / "multirun" / "r" / "0"
+    proc = _start("sweep.py", "-m", *args, cwd=tmp_path)
+    _signal_once_saved(proc, folder / "checkpoints" / "last.ckpt", signal.SIGTERM)
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    saved["model"]["embedding_size"] = 8
+    (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+    rerun = subprocess.run([sys.executable, str(REPO / "sweep.py"), "-m", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    console = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, console[-3000:]
+    assert "Trial 1 could not continue the stopped run: queued to start over." in console
+    study = optuna.load_study(study_name="refused", storage=f"sqlite:///{tmp_path / 'optuna' / 'refused.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "FAIL", "COMPLETE"], states
+    assert "model.embedding_size was 8 and is now 16" in study.trials[1].user_attrs["error"]
+    fresh = Path(study.trials[2].user_attrs["output_dir"])
+    assert fresh != folder.resolve() and json.loads((fresh / "results.json").read_text())["epochs_run"] == 12
+    assert sorted(study.trials[2].intermediate_values) == list(range(12))  # its own curve, from epoch 0
+    assert "finished (1 complete, 0 pruned, 0 failed)" in console  # the stops did not count as failures

@@ -45,8 +45,9 @@ ERROR_ATTR = "error"
 WORKER_ATTR = "worker"  # "<host>:<pid>" of the sweep process that asked for a trial
 RUN_DIR_ATTR = "output_dir"  # the trial's run folder: the app records it as the run starts, else the sweeper
 WANDB_RUN_ATTR = "wandb_run_id"  # a trial's W&B run (set by the app's trial: narm's pruning.py), for trials.csv
+RESUME_REFUSED_ATTR = "resume_refused"  # this attempt's app refused to continue the stopped run: start over
 # what one attempt at a grid point recorded: a re-queued copy must not inherit its predecessor's error or folder
-ATTEMPT_ATTRS = (ERROR_ATTR, WORKER_ATTR, RUN_DIR_ATTR, WANDB_RUN_ATTR)
+ATTEMPT_ATTRS = (ERROR_ATTR, WORKER_ATTR, RUN_DIR_ATTR, WANDB_RUN_ATTR, RESUME_REFUSED_ATTR)
 MAX_STALE_RETRIES = 3  # a trial that kills its worker more often than this counts as a real failure
 _PRUNER_MODULE = "optuna.pruners."
 
@@ -343,15 +344,15 @@ def resumable_run(study: optuna.Study, trial: optuna.trial.FrozenTrial, resume_f
 
     Its latest predecessor must have recorded its folder (``RUN_DIR_ATTR``), which must still hold
     ``resume_file`` (the last checkpoint) and no ``results_file`` (a finished run is not continued: its
-    trial failed after it, so the point starts over). A study restored on another machine has the folders
-    of none: it starts over, as before.
+    trial failed after it, so the point starts over), and must not have been refused by the app already
+    (``RESUME_REFUSED_ATTR``). A study restored on another machine has the folders of none: it starts over.
     """
     history = trial.system_attrs.get("retry_history") or []
     if not history:
         return None
     previous = study.get_trials(deepcopy=False)[int(history[-1])]
     folder = previous.user_attrs.get(RUN_DIR_ATTR)
-    if not continuable(folder, resume_file, results_file):
+    if previous.user_attrs.get(RESUME_REFUSED_ATTR) or not continuable(folder, resume_file, results_file):
         return None
     return ResumableRun(Path(str(folder)), previous.number, dict(previous.intermediate_values))
 

@@ -40,12 +40,13 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import ExperimentalWarning
 
 from narm_lightning.cli import fail
-from narm_lightning.errors import ConfigError, NarmError, RunInterrupted
+from narm_lightning.errors import ConfigError, NarmError, RunInterrupted, TrialFailed
 from narm_lightning.sweeping import report
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
 from narm_lightning.sweeping.study import (
     ERROR_ATTR,
     PRUNER_ATTR,
+    RESUME_REFUSED_ATTR,
     RUN_DIR_ATTR,
     WORKER_ATTR,
     Heartbeat,
@@ -428,7 +429,14 @@ class OptunaSweeperImpl:
             group = identity_overrides(storage_url, study_name, 0)[:2]  # study, not trial: the W&B group
             returns = self._other_seeds(settings, group, returns, seeds, job_idx + len(batch))
             launched += sum(len(r.returns) - 1 for r in returns if isinstance(r, SeedsResult))
-        for trial, ret in zip(trials, returns):
+        for trial, trial_id, ret, resume in zip(trials, ids, returns, resumes):
+            refused = _refused_resume(ret) if resume else None
+            if refused is not None:  # e.g. the config gained a key since: the run cannot go on, the point can
+                trial.set_user_attr(RESUME_REFUSED_ATTR, True)
+                _fail(study, trial, f"could not continue the stopped run: {refused}")
+                requeue(study, self._db, trial_id, max_retry=None)
+                log.warning("Trial %d could not continue the stopped run: queued to start over.", trial.number)
+                continue
             _tell(study, trial, ret)
             if self._progress is not None:
                 log.info("%s", self._progress.line(study, trial.number))
@@ -525,6 +533,15 @@ class OptunaSweeperImpl:
                                 "finished epoch.", chunk[0][0].label, chunk[0][1])
                 raise
             job_idx += len(batch)
+            returns = list(returns)
+            for i, folder in enumerate(folders):
+                if folder and _refused_resume(returns[i]) is not None:  # the run cannot go on: start it over
+                    log.warning("Confirm %s seed %d could not continue its stopped run: it starts over.",
+                                chunk[i][0].label, chunk[i][1])
+                    study.set_user_attr(stopped_key(chunk[i][0].label, chunk[i][1]), None)
+                    returns[i] = self.launcher.launch([batch[i][:-1]], initial_job_idx=job_idx)[0]
+                    folders[i] = None
+                    job_idx += 1
             for done, ((c, seed), ret, folder) in enumerate(zip(chunk, returns, folders), start=start + 1):
                 record: dict[str, Any] = {"params": {k: _jsonable(v) for k, v in c.params.items()}}
                 try:
@@ -584,6 +601,24 @@ class SeedsResult:
         if self._failed is not None:
             return self._failed.return_value  # re-raises that seed's exception
         return [r.return_value for r in self.returns]
+
+
+def _refused_resume(ret: Any) -> NarmError | None:
+    """The error of a job that was to continue a stopped run and was refused before training (the app raises
+    a ``NarmError``: its config or data differ from the run's, its folder is damaged); None otherwise."""
+    from hydra.core.utils import JobStatus
+
+    if ret.status == JobStatus.COMPLETED:
+        return None
+    try:
+        ret.return_value  # noqa: B018 - re-raises the job's exception
+    except TrialFailed as exc:  # the app's NarmError, wrapped for the log
+        return exc.error
+    except NarmError as exc:
+        return exc
+    except BaseException:  # noqa: BLE001 - any other failure is the trial's own, told as usual
+        return None
+    return None
 
 
 def _jsonable(value: Any) -> Any:

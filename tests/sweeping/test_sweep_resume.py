@@ -140,3 +140,40 @@ def test_trials_csv_shows_an_error_only_on_a_failed_trial() -> None:
     study.tell(done, 0.5)
     rows = list(csv.DictReader(io.StringIO(trials_csv(study))))
     assert [(r["state"], r["error"]) for r in rows] == [("FAIL", "interrupted"), ("COMPLETE", "")]
+
+
+def test_a_confirm_run_whose_stopped_run_is_refused_starts_over_at_once(tmp_path: Path) -> None:
+    """The app refuses to continue a stopped confirm run (its config no longer matches): that job is launched
+    again without ``resume=`` in the same sitting, and the table gets the fresh run's metrics."""
+    import json
+    from types import SimpleNamespace
+
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from narm_lightning.errors import ConfigError, TrialFailed
+    from narm_lightning.sweeping.confirm import attr_key, stopped_key
+    from narm_lightning.sweeping.sweeper import OptunaSweeperImpl
+
+    stopped, fresh = _run_folder(tmp_path), tmp_path / "sweep" / "1"
+    fresh.mkdir(parents=True)
+    (fresh / RESULTS).write_text(json.dumps({"test": {"mrr@10": 0.05}}))
+    launched: list[list[str]] = []
+
+    def launch(batch: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        launched.extend(batch)
+        if any(o.startswith("resume=") for o in batch[0]):
+            return [JobReturn(status=JobStatus.FAILED, _return_value=TrialFailed(ConfigError("config differs")))]
+        hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(fresh)}}})
+        return [JobReturn(status=JobStatus.COMPLETED, hydra_cfg=hydra_cfg, _return_value=0.05)]
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr(stopped_key("default", 2020), str(stopped))
+    sweeper = OptunaSweeperImpl(sampler=None, pruner=None, confirm_top=1, confirm_seeds=1)
+    sweeper.config, sweeper.launcher = OmegaConf.create({"seed": 2020}), SimpleNamespace(launch=launch)
+    sweeper.hydra_context = SimpleNamespace(config_loader=SimpleNamespace(get_group_options=lambda key: []))
+    sweeper._confirm(study, SimpleNamespace(fixed_overrides=["x=1"]), "sqlite://", "s", tmp_path / "sweep")
+    assert len(launched) == 2 and launched[0][-1] == f"resume='{stopped}'" and launched[1] == launched[0][:-1]
+    record = study.user_attrs[attr_key("default", 2020)]
+    assert record["metrics"] == {"mrr@10": 0.05} and record["folder"] == str(fresh)
+    assert study.user_attrs[stopped_key("default", 2020)] is None  # never tried again
