@@ -73,13 +73,15 @@ study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm st
 study-hyper-test-status:  ## where issue 20's study stands: every trial, trials/hour, the confirm table (read-only)
 	$(PY) bench/study_status.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE)
 
-study-hyper-test-save:  ## issue 20: the study's text snapshot, status table and pictures (PNG) into bench/studies-summary/ (to commit)
+study-hyper-test-save:  ## issue 20: the study's text snapshot, status table and pictures (PNG) into bench/studies-summary/, its README section (to commit)
 	$(PY) bench/study_snapshot.py export --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT)
 	{ echo "# hyper.test study (issue 20): where it stood, $$(date -u '+%Y-%m-%d %H:%M UTC'), $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"; \
 	  echo; echo "make study-hyper-test-status; the study itself: $(STUDY_SNAPSHOT) (make study-hyper-test restores it)."; echo; \
 	  $(PY) bench/study_status.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE); } > bench/studies-summary/hyper-test-ml-100k.md
 	$(PY) bench/study_figures.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE) \
 		--out bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json
+	$(PY) bench/study_readme.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --readme README.md \
+		--figures bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
 	$(PY) bench/bench_sessions.py $(ARGS)

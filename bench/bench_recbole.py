@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from narm_lightning.hostcheck import cpu_flags, cpu_model  # noqa: E402
+
 RECBOLE_PY = ROOT / ".venv-recbole" / "bin" / "python"
 SYSTEMS = {
     "recbole": [],
@@ -44,20 +47,6 @@ EXTRA_SYSTEMS = {  # before/after checks of one change, selectable with --system
     "ours-default-torch-gru": ["model.gru_impl=torch"],  # nn.GRU instead of the fused GRU
     "ours-exact-torch-gru": ["data.bucket_batches=0", "trainer.precision=32-true", "model.gru_impl=torch"],
 }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def loadavg() -> str:

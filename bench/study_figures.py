@@ -44,7 +44,20 @@ def load_reference(path: Path | None) -> dict[str, Any]:
     metrics = data.get("metrics") if isinstance(data, dict) else None
     if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
         raise FigureError(f"--reference {path}: expected a \"metrics\" mapping of metric name to number")
-    return {"label": str(data.get("label", "reference")), "metrics": {str(k): float(v) for k, v in metrics.items()}}
+    return {"label": str(data.get("label", "reference")), "source": str(data.get("source", "")),
+            "metrics": {str(k): float(v) for k, v in metrics.items()}}
+
+
+def open_study(name: str, storage: str) -> Any:
+    """The study, read-only in effect: a missing SQLite file is refused (sqlite would create an empty one)."""
+    import optuna
+
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        raise FigureError(f"--storage {storage}: no such database file (sqlite would create an empty one)")
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise FigureError(f"no study {name!r} in {storage}") from None
 
 
 def history_points(study: Any) -> tuple[list[tuple[int, float]], list[tuple[int, float]], list[tuple[int, float]]]:
@@ -147,12 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         reference = load_reference(args.reference)
-        if args.storage.startswith("sqlite:///") and not Path(args.storage.removeprefix("sqlite:///")).is_file():
-            raise FigureError(f"--storage {args.storage}: no such database file (sqlite would create an empty one)")
-        try:
-            study = optuna.load_study(study_name=args.study, storage=args.storage)
-        except KeyError:
-            raise FigureError(f"no study {args.study!r} in {args.storage}") from None
+        study = open_study(args.study, args.storage)
         objective = (study.metric_names or ["objective"])[0]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         plot_history(study, Path(f"{args.out}-history.png"), objective)

@@ -36,30 +36,29 @@ def grid_points(trials: list[Any], stale: set[int]) -> list[tuple[dict[str, Any]
             for combo in itertools.product(*(distributions[n].choices for n in names))]
 
 
-def print_points(points: list[tuple[dict[str, Any], Any]], names: list[str]) -> None:
+def point_value(trial: Any) -> float | None:
+    """A point's figure: a complete trial's value, a pruned one's last reported value."""
+    from optuna.trial import TrialState
+
+    if trial is None:
+        return None
+    if trial.state == TrialState.COMPLETE:
+        return float(trial.value)
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        return float(list(trial.intermediate_values.values())[-1])
+    return None
+
+
+def grid_lines(points: list[tuple[dict[str, Any], Any]], names: list[str]) -> list[str]:
     """The grid, one line per point, best first: complete (value), pruned (its last value), then the rest."""
     from optuna.trial import TrialState
 
-    def value(trial: Any) -> float | None:
-        if trial is None:
-            return None
-        if trial.state == TrialState.COMPLETE:
-            return float(trial.value)
-        if trial.state == TrialState.PRUNED and trial.intermediate_values:
-            return float(list(trial.intermediate_values.values())[-1])
-        return None
-
     rank = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.RUNNING: 1, TrialState.WAITING: 2}
     ordered = sorted(points, key=lambda p: (rank.get(p[1].state, 3) if p[1] is not None else 4,
-                                            -(value(p[1]) if value(p[1]) is not None else 0.0)))
-    done = [t for _, t in points if t is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    pruned = sum(1 for t in done if t.state == TrialState.PRUNED)
-    print(f"\nGrid: {len(done)} of {len(points)} points done ({len(done) - pruned} complete, {pruned} pruned), "
-          "best first:\n")
-    print("| " + " | ".join(names) + " | state | value | epochs | trial |")
-    print("|" + "---|" * (len(names) + 4))
+                                            -(point_value(p[1]) or 0.0)))
+    lines = ["| " + " | ".join(names) + " | state | value | epochs | trial |", "|" + "---|" * (len(names) + 4)]
     for params, trial in ordered:
-        v = value(trial)
+        v = point_value(trial)
         last = ""
         if v is None and trial is not None and trial.intermediate_values:  # running: where it is now
             last = f"{list(trial.intermediate_values.values())[-1]:.4f} (last)"
@@ -69,8 +68,33 @@ def print_points(points: list[tuple[dict[str, Any], Any]], names: list[str]) -> 
             state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(trial.state,
                                                                                        trial.state.name.lower())
             epochs, number = str(len(trial.intermediate_values)), str(trial.number)
-        print("| " + " | ".join(str(params[n]) for n in names) + f" | {state} | "
-              + (f"{v:.4f}" if v is not None else last) + f" | {epochs} | {number} |")
+        lines.append("| " + " | ".join(str(params[n]) for n in names) + f" | {state} | "
+                     + (f"{v:.4f}" if v is not None else last) + f" | {epochs} | {number} |")
+    return lines
+
+
+def points_done(points: list[tuple[dict[str, Any], Any]]) -> tuple[int, int]:
+    """(points done, of them pruned)."""
+    from optuna.trial import TrialState
+
+    done = [t for _, t in points if t is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return len(done), sum(1 for t in done if t.state == TrialState.PRUNED)
+
+
+def trial_hours(trials: list[Any]) -> float:
+    """Hours the study's trials ran, every attempt counted (a stopped one's epochs are continued, or were spent)."""
+    return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+               if t.datetime_complete and t.datetime_start) / 3600
+
+
+def hosts_line(trials: list[Any]) -> str:
+    """Where the trials trained (``host_cpu``, recorded by each run since 2026-12-06), with counts."""
+    from collections import Counter
+
+    from narm_lightning.sweeping.study import HOST_ATTR
+
+    counts = Counter(str(t.user_attrs.get(HOST_ATTR, "not recorded")) for t in trials if t.datetime_start)
+    return "; ".join(f"{host}: {n} trial{'s' * (n != 1)}" for host, n in counts.most_common())
 
 
 def main() -> None:
@@ -91,11 +115,9 @@ def main() -> None:
     print(f"Study {args.study}: {len(trials)} trials\n")
     print("| # | " + " | ".join(names) + " | state | value | epochs | minutes |")
     print("|---|" + "---|" * (len(names) + 4))
-    seconds = 0.0
     stale = stale_trial_numbers(trials)  # stopped or orphaned, run again as another trial: not counted
     for t in trials:
         minutes = (t.datetime_complete - t.datetime_start).total_seconds() / 60 if t.datetime_complete else None
-        seconds += (minutes or 0) * 60 if t.number not in stale else 0
         value = f"{t.value:.4f}" if t.value is not None else (
             f"{list(t.intermediate_values.values())[-1]:.4f} (last)" if t.intermediate_values else "")
         state = f"{t.state.name} (stopped; run again)" if t.number in stale else t.state.name
@@ -103,12 +125,16 @@ def main() -> None:
               + f" | {state} | {value} | {len(t.intermediate_values)} | "
               + (f"{minutes:.1f}" if minutes is not None else "") + " |")
     done = [t for t in trials if t.state.is_finished() and t.number not in stale]
-    if seconds:
-        print(f"\n{len(done)} finished in {seconds / 3600:.2f} h of trial time: {len(done) / (seconds / 3600):.2f} "
-              "trials/hour")
+    hours = trial_hours(trials)
+    if hours:
+        print(f"\n{len(done)} finished in {hours:.2f} h of trial time (every attempt, stopped ones included): "
+              f"{len(done) / hours:.2f} trials/hour. Trained on: {hosts_line(trials)}")
     points = grid_points(trials, stale)
     if points:
-        print_points(points, names)
+        n_done, pruned = points_done(points)
+        print(f"\nGrid: {n_done} of {len(points)} points done ({n_done - pruned} complete, {pruned} pruned), "
+              "best first:\n")
+        print("\n".join(grid_lines(points, names)))
     results = stored(study)
     if results:
         chosen = candidates(study, args.confirm_top, True)

@@ -42,3 +42,35 @@ def slow_allocation_advice(mode: str | None, env: Mapping[str, str] | None = Non
         return None
     return (f"CPU steps run ~1.3-1.5x faster here started with GLIBC_TUNABLES={':'.join(RECOMMENDED_TUNABLES)} "
             "(as the Makefile does; docs/performance.md).")
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def _cpuinfo_field(name: str, text: str | None) -> str | None:
+    if text is None:
+        text = CPUINFO.read_text() if CPUINFO.exists() else ""
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows)."""
+    import platform
+
+    return _cpuinfo_field("model name", cpuinfo) or platform.processor() or "unknown"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty elsewhere)."""
+    return set((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """``<model>, <n> cores[, AMX]``: what a timing needs beside it (the same model name covers hosts with and
+    without AMX, which doubles bf16 matmuls; the cores are those this process may use)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    amx = ", AMX" if "amx_bf16" in cpu_flags(cpuinfo) else ""
+    return f"{cpu_model(cpuinfo)}, {cores} cores{amx}"

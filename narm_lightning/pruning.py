@@ -22,8 +22,9 @@ import optuna
 import pytorch_lightning as pl
 
 from narm_lightning.errors import ConfigError
+from narm_lightning.hostcheck import cpu_description
 from narm_lightning.loggers import WandbRunLogger
-from narm_lightning.sweeping.study import RUN_DIR_ATTR, WANDB_RUN_ATTR
+from narm_lightning.sweeping.study import HOST_ATTR, RUN_DIR_ATTR, WANDB_RUN_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,12 @@ class OptunaPruningCallback(pl.Callback):
         self.pruned: optuna.TrialPruned | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Record the run's folder on the trial (a stopped trial's re-run continues it there) and its W&B
-        run id (``trials.csv`` links each trial to its run)."""
+        """Record the run's folder on the trial (a stopped trial's re-run continues it there), the CPU it
+        trains on (a study's trials/hour names it) and its W&B run id (``trials.csv`` links each trial to it)."""
         if not trainer.is_global_zero:
             return
         self.reporter.trial.set_user_attr(RUN_DIR_ATTR, str(Path(trainer.default_root_dir).resolve()))
+        self.reporter.trial.set_user_attr(HOST_ATTR, cpu_description())
         for logger in trainer.loggers:
             if isinstance(logger, WandbRunLogger) and logger.version:
                 self.reporter.trial.set_user_attr(WANDB_RUN_ATTR, logger.version)

@@ -40,3 +40,14 @@ def test_a_cpu_run_logs_the_advice_on_a_madvise_host(tiny_root, tmp_path, monkey
                            output_dir=tmp_path / run)
     advice = [r.getMessage() for r in caplog.records if HUGETLB_TUNABLE in r.getMessage()]
     assert len(advice) == 1 and len(advice[0]) < 240, advice  # one line: the value itself is 118 characters
+
+
+def test_the_cpu_description_names_model_cores_and_amx() -> None:
+    from narm_lightning.hostcheck import cpu_description, cpu_model
+
+    intel = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse amx_bf16 amx_tile\n"
+    amd = "processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse avx512_bf16\n"
+    assert cpu_description(intel).startswith("Intel(R) Xeon(R) Processor, ") and cpu_description(intel).endswith(
+        " cores, AMX")
+    assert cpu_description(amd).startswith("AMD EPYC 9B14, ") and "AMX" not in cpu_description(amd)
+    assert cpu_model("processor\t: 0\n")  # no model name line: whatever the platform says, never empty

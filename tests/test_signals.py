@@ -103,6 +103,9 @@ def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_
     stopped, continued = study.trials
     assert (stopped.state, continued.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE)
     assert continued.user_attrs["output_dir"] == str(folder.resolve()) and "error" not in continued.user_attrs
+    from narm_lightning.hostcheck import cpu_description
+
+    assert continued.user_attrs["host_cpu"] == cpu_description()  # where it trained: a study's time names it
     assert stopped.intermediate_values, "the stopped trial had reported its finished epochs"
     # one whole curve: the stopped attempt's epochs, then the continued run's, every epoch once
     assert sorted(continued.intermediate_values) == list(range(epochs))

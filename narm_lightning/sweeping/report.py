@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from narm_lightning.io import write_text_atomic
-from narm_lightning.sweeping.study import ERROR_ATTR, count_trials, stale_trial_numbers
+from narm_lightning.sweeping.study import ERROR_ATTR, HOST_ATTR, count_trials, stale_trial_numbers
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def _best_trial(study: Any) -> Any:
 
 
 def trials_csv(study: Any) -> str:
-    """One row per trial: number, state, one column per param, value, duration_s, its run folder and W&B run
-    (when the app records one), error."""
+    """One row per trial: number, state, one column per param, value, duration_s, its run folder, W&B run and
+    CPU (when the app records them), error."""
     trials = study.get_trials(deepcopy=False)
     stale = stale_trial_numbers(trials)
     names: list[str] = []
@@ -76,7 +76,7 @@ def trials_csv(study: Any) -> str:
         names.extend(name for name in trial.params if name not in names)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["number", "state", *names, "value", "duration_s", "folder", "wandb_run_id", "error"])
+    writer.writerow(["number", "state", *names, "value", "duration_s", "folder", "wandb_run_id", "host_cpu", "error"])
     for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
         # a trial re-run after a stop used to inherit its predecessor's error: shown only on a failed trial
@@ -92,6 +92,7 @@ def trials_csv(study: Any) -> str:
                 "" if duration is None else f"{duration:.3f}",
                 trial.user_attrs.get("output_dir", ""),
                 trial.user_attrs.get("wandb_run_id", ""),  # set by the app's trial (narm: pruning.py)
+                trial.user_attrs.get(HOST_ATTR, ""),  # likewise: where it trained, beside its duration
                 error,
             ]
         )

@@ -1,0 +1,87 @@
+"""``bench/study_readme.py``: the README's study section comes from the study (status, every grid point, the
+confirm table with the goal's verdict), replaces only what lies between its markers, and refuses bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import pytest
+
+from narm_lightning.sweeping.confirm import attr_key
+from tests.helpers import REPO, bench_script
+from tests.test_study_status import _study
+
+REFERENCE = {"label": "RecBole 1.2.1 default (3 seeds)", "source": "issue 20",
+             "metrics": {"mrr@10": 0.0409, "ndcg@10": 0.0606, "recall@10": 0.1266}}
+NOW = dt.datetime(2026, 12, 6, 20, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture()
+def readme_module():
+    sys.path.insert(0, str(REPO / "bench"))  # it imports study_status and study_figures beside it
+    yield bench_script("study_readme")
+    sys.path.remove(str(REPO / "bench"))
+
+
+def _confirm(study, label: str, params: dict, mrr: list[float]) -> None:
+    for seed, value in zip((2020, 2021, 2022), mrr):
+        study.set_user_attr(attr_key(label, seed), {"params": params, "metrics": {
+            "mrr@10": value, "ndcg@10": value * 1.5, "recall@10": value * 3}})
+
+
+def test_an_unfinished_study_says_so_and_lists_every_point(tmp_path, readme_module) -> None:
+    study = _study(f"sqlite:///{tmp_path / 's.db'}")
+    text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)
+    assert "**Status, 2026-12-06 20:00 UTC: in progress** (3 of 4 grid points done, confirm step not started" in text
+    rows = [line for line in text.splitlines() if line.startswith("| 0.")]
+    assert rows == ["| 0.001 | 1 | complete | 0.0500 | 1 | 3 |", "| 0.01 | 1 | complete | 0.0400 | 2 | 0 |",
+                    "| 0.01 | 2 | pruned | 0.0300 | 2 | 1 |", "| 0.001 | 2 | not run yet |  |  |  |"]
+    assert "mrr@10 0.0409, ndcg@10 0.0606, recall@10 0.1266" in text and "Goal" not in text
+    assert "![optimization history](figs/s-history.png)" in text
+
+
+@pytest.mark.parametrize(("best", "verdict"), [([0.050, 0.052, 0.051], "**met**"), ([0.047, 0.049, 0.048],
+                                                                                     "**not met**")])
+def test_the_confirm_table_ends_with_the_goals_verdict(tmp_path, readme_module, best, verdict) -> None:
+    study = _study(f"sqlite:///{tmp_path / 's.db'}")
+    _confirm(study, "default", {}, [0.040, 0.041, 0.043])
+    _confirm(study, "trial 3", {"lr": 0.001, "layers": 1}, best)
+    text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)
+    assert "| trial 3 | lr=0.001, layers=1 | mrr@10 | 3 |" in text and "RecBole 1.2.1 default (3 seeds): mrr@10" in text
+    goal = next(line for line in text.splitlines() if line.startswith("Goal"))
+    assert goal.startswith("Goal (test MRR@10 ≥ 0.0491") and goal.endswith(f"{verdict}.")
+    assert "paired p = " in goal
+
+
+def test_only_the_marked_section_is_replaced_and_a_readme_without_markers_is_refused(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    _study(storage)
+    reference = tmp_path / "ref.json"
+    reference.write_text('{"label": "RecBole", "metrics": {"mrr@10": 0.04}}')
+    readme = tmp_path / "README.md"
+    module = bench_script("study_readme")
+    readme.write_text(f"# top\n\n{module.MARK_START}\nold text\n{module.MARK_END}\n\n## after\n")
+    args = [sys.executable, str(REPO / "bench" / "study_readme.py"), "--study", "s", "--storage", storage,
+            "--readme", str(readme), "--reference", str(reference)]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = readme.read_text()
+    assert text.startswith(f"# top\n\n{module.MARK_START}\n## What tuning buys") and text.endswith(
+        f"{module.MARK_END}\n\n## after\n")
+    assert "old text" not in text
+    readme.write_text("# no markers\n")
+    refused = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 2 and "the README needs the lines" in refused.stderr
+    assert "Traceback" not in refused.stderr and readme.read_text() == "# no markers\n"
+    missing = subprocess.run([*args[:5], f"sqlite:///{tmp_path / 'nope.db'}", *args[6:]], capture_output=True,
+                             text=True, cwd=tmp_path)
+    assert missing.returncode == 2 and "no such database file" in missing.stderr
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_the_readme_carries_the_markers() -> None:
+    module = bench_script("study_readme")
+    text = (REPO / "README.md").read_text()
+    assert text.count(module.MARK_START) == 1 and text.count(module.MARK_END) == 1
