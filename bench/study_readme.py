@@ -81,6 +81,10 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
         "",
         *_drop_columns(status.grid_lines(points, names), names, shown),
         "",
+        "What matters so far, each value's best point (points done): "
+        + "; ".join(f"{n} " + ", ".join(f"{v} {b}" for v, b in _best_by_value(points, n, status.point_value))
+                    for n in shown) + ".",
+        "",
     ]
     if seeds:
         rows = summarize(results, [c.label for c in chosen], METRICS)
@@ -97,6 +101,12 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
                       f"{mrr.mean:.4f} ± {mrr.std:.4f}{p}: "
                       + ("**met**." if mrr.mean >= target and mrr.p_value is not None and mrr.p_value < 0.05
                          else "**not met**."), ""]
+            spread = [r.std for r in rows if r.metric == "mrr@10" and r.n > 1]
+            gaps = [r.diff for r in rows if r.metric == "mrr@10" and r.diff is not None]
+            if spread and gaps:
+                lines += [f"Seeds against configs (test MRR@10): the seed std of a config is {min(spread):.4f} to "
+                          f"{max(spread):.4f}; the confirmed configs differ from the default by {min(gaps):+.4f} to "
+                          f"{max(gaps):+.4f}.", ""]
     else:
         lines += ["RecBole 1.2.1's own default for the confirm table: "
                   + ", ".join(f"{m} {v:.4f}" for m, v in reference["metrics"].items()) + ".", ""]
@@ -107,6 +117,15 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
               "in optuna-dashboard: `optuna-dashboard sqlite:///bench/studies/hyper-test-ml-100k/study.db` or the "
               "committed journal (docs/sweeps.md)."]
     return "\n".join(lines)
+
+
+def _best_by_value(points: list[tuple[dict[str, Any], Any]], name: str, value: Any) -> list[tuple[str, str]]:
+    """For each value of ``name``: its best point's figure and how many of its points are done."""
+    out = []
+    for choice in dict.fromkeys(str(p[name]) for p, _ in points):
+        figures = [value(t) for p, t in points if str(p[name]) == choice and value(t) is not None]
+        out.append((choice, f"{max(figures):.4f} ({len(figures)})" if figures else "- (0)"))
+    return out
 
 
 def _drop_columns(lines: list[str], names: list[str], shown: list[str]) -> list[str]:

@@ -39,6 +39,8 @@ def test_an_unfinished_study_says_so_and_lists_every_point(tmp_path, readme_modu
     assert rows == ["| 0.001 | 1 | complete | 0.0500 | 1 | 3 |", "| 0.01 | 1 | complete | 0.0400 | 2 | 0 |",
                     "| 0.01 | 2 | pruned | 0.0300 | 2 | 1 |", "| 0.001 | 2 | not run yet |  |  |  |"]
     assert "mrr@10 0.0409, ndcg@10 0.0606, recall@10 0.1266" in text and "Goal" not in text
+    assert ("What matters so far, each value's best point (points done): lr 0.01 0.0400 (2), 0.001 0.0500 (1); "
+            "layers 1 0.0500 (2), 2 0.0300 (1).") in text
     assert "![optimization history](figs/s-history.png)" in text
 
 
@@ -53,6 +55,7 @@ def test_the_confirm_table_ends_with_the_goals_verdict(tmp_path, readme_module, 
     goal = next(line for line in text.splitlines() if line.startswith("Goal"))
     assert goal.startswith("Goal (test MRR@10 ≥ 0.0491") and goal.endswith(f"{verdict}.")
     assert "paired p = " in goal
+    assert "the seed std of a config is 0.0010 to 0.0015" in text  # default 0.0015, best 0.0010 either way
 
 
 def test_only_the_marked_section_is_replaced_and_a_readme_without_markers_is_refused(tmp_path) -> None:
