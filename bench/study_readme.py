@@ -79,7 +79,7 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
         f"Every grid point, best valid MRR@10 first ({', '.join(f'{k} {v}' for k, v in fixed.items())} throughout; "
         f"pruned: the value where it stopped; {n_done} done, {pruned} of them pruned):",
         "",
-        *_drop_columns(status.grid_lines(points, names), names, shown),
+        *_drop_columns(_objective_header(status.grid_lines(points, names), study), names, shown),
         "",
         "What matters so far, each value's best point (points done): "
         + "; ".join(f"{n} " + ", ".join(f"{v} {b}" for v, b in _best_by_value(points, n, status.point_value))
@@ -126,6 +126,12 @@ def _best_by_value(points: list[tuple[dict[str, Any], Any]], name: str, value: A
         figures = [value(t) for p, t in points if str(p[name]) == choice and value(t) is not None]
         out.append((choice, f"{max(figures):.4f} ({len(figures)})" if figures else "- (0)"))
     return out
+
+
+def _objective_header(lines: list[str], study: Any) -> list[str]:
+    """The grid table with its value column named after the study's objective (``valid MRR@10``)."""
+    name = (study.metric_names or ["value"])[0]
+    return [lines[0].replace("| state | value |", f"| state | {name} |"), *lines[1:]] if lines else lines
 
 
 def _drop_columns(lines: list[str], names: list[str], shown: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ import datetime as dt
 import subprocess
 import sys
 
+import optuna
 import pytest
 
 from narm_lightning.sweeping.confirm import attr_key
@@ -35,6 +36,11 @@ def test_an_unfinished_study_says_so_and_lists_every_point(tmp_path, readme_modu
     study = _study(f"sqlite:///{tmp_path / 's.db'}")
     text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)
     assert "**Status, 2026-12-06 20:00 UTC: in progress** (3 of 4 grid points done, confirm step not started" in text
+    assert "| lr | layers | state | value | epochs | trial |" in text  # no objective name set: "value"
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):  # Optuna's note on the API the sweeper uses too
+        study.set_metric_names(["valid MRR@10"])
+    text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)
+    assert "| lr | layers | state | valid MRR@10 | epochs | trial |" in text
     rows = [line for line in text.splitlines() if line.startswith("| 0.")]
     assert rows == ["| 0.001 | 1 | complete | 0.0500 | 1 | 3 |", "| 0.01 | 1 | complete | 0.0400 | 2 | 0 |",
                     "| 0.01 | 2 | pruned | 0.0300 | 2 | 1 |", "| 0.001 | 2 | not run yet |  |  |  |"]
