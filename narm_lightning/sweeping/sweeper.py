@@ -412,8 +412,8 @@ class OptunaSweeperImpl:
             for trial in trials:
                 _fail(study, trial, f"invalid overrides: {exc}")
             raise ConfigError(f"hydra.sweeper.params: a trial's overrides do not compose: {exc}") from exc
-        for trial, overrides in zip(trials, settings):
-            log.info("Trial %d: %s", trial.number, " ".join(overrides))
+        for trial, overrides in zip(trials, settings):  # the fixed overrides were told once, at the start
+            log.info("Trial %d: %s", trial.number, " ".join(overrides[len(space.fixed_overrides):]))
         try:
             returns = self.launcher.launch(batch, initial_job_idx=job_idx)
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
