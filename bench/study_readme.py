@@ -73,8 +73,9 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
         "",
         f"Time: {len(trials)} trial attempts, {hours:.1f} h of trial time ("
         + (f"{(n_done / hours):.2f} finished points an hour" if hours else "none yet")
-        + "; the early sittings' pauses for timings are inside it). The CPU each trial trained on (recorded since "
-        "2026-12-06): " + status.hosts_line(trials) + ".",
+        + "; the early sittings' pauses for timings are inside it). The CPU each trial trained on, recorded since "
+        "2026-12-06 (each earlier sitting's `bench/HISTORY.md` entry names its CPU): " + status.hosts_line(trials)
+        + ".",
         "",
         f"Every grid point, best valid MRR@10 first ({', '.join(f'{k} {v}' for k, v in fixed.items())} throughout; "
         f"pruned: the value where it stopped; {n_done} done, {pruned} of them pruned):",
