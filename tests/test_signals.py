@@ -81,27 +81,45 @@ def test_a_sweep_stopped_by_sigterm_fails_its_trial_and_queues_it_again(tiny_roo
     assert json.loads((run / "results.json").read_text())["epochs_run"] == 2
 
 
+def _tiny_sweep(tiny_root: Path, name: str, *extra: str) -> list[str]:
+    """A one-trial study of 12 tiny epochs named ``name``, its folder ``multirun/<name>``."""
+    return [*tiny_overrides(tiny_root, "epochs=12", "stopping_step=500"), "learning_rate=0.01",
+            "hydra.sweeper.n_trials=1", f"hydra.sweeper.study_name={name}", f"hydra.sweep.dir=multirun/{name}", *extra]
+
+
+def _stopped_then_rerun(tmp_path: Path, args: list[str], saved: Path, between=None) -> str:
+    """``sweep.py -m args`` stopped by SIGTERM once ``saved`` exists (exit 143), ``between()``, then the same
+    command again, which must succeed without a traceback; its console."""
+    proc = _start("sweep.py", "-m", *args, cwd=tmp_path)
+    err = _signal_once_saved(proc, saved, signal.SIGTERM)
+    assert proc.returncode == 143, err[-3000:]
+    if between is not None:
+        between()
+    rerun = subprocess.run([sys.executable, str(REPO / "sweep.py"), "-m", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    console = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0 and "Traceback" not in console, console[-3000:]
+    return console
+
+
+def _load(tmp_path: Path, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna' / f'{name}.db'}")
+
+
 def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_root, tmp_path) -> None:
     """The re-queued copy resumes the stopped run in its folder (exact resume), carrying its reported epochs:
     a study stopped at a session's end loses the epoch in flight, not the trial."""
     import optuna
 
-    epochs = 12
-    args = [*tiny_overrides(tiny_root, f"epochs={epochs}", "stopping_step=500"), "learning_rate=0.01",
-            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=continued", "hydra.sweep.dir=multirun/s"]
-    folder = tmp_path / "multirun" / "s" / "0"
-    proc = _start("sweep.py", "-m", *args, cwd=tmp_path)
-    err = _signal_once_saved(proc, folder / "checkpoints" / "last.ckpt", signal.SIGTERM)
-    assert proc.returncode == 143, err[-3000:]
-    rerun = subprocess.run([sys.executable, str(REPO / "sweep.py"), "-m", *args], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    console = rerun.stdout + rerun.stderr
-    assert "Trial 1 continues trial 0's run from its last checkpoint" in console and "Traceback" not in console
+    epochs, folder = 12, tmp_path / "multirun" / "continued" / "0"
+    console = _stopped_then_rerun(tmp_path, _tiny_sweep(tiny_root, "continued"), folder / "checkpoints" / "last.ckpt")
+    assert "Trial 1 continues trial 0's run from its last checkpoint" in console
     assert "exists and is not empty" not in console  # Lightning's warning: continuing there is the point
     # the trial's own params; the fixed overrides were told once, in the start's "every trial also gets" line
     assert "Trial 1: hidden_size='128' n_layers='2' dropout_probs=lightest\n" in console
-    study = optuna.load_study(study_name="continued", storage=f"sqlite:///{tmp_path / 'optuna' / 'continued.db'}")
+    study = _load(tmp_path, "continued")
     stopped, continued = study.trials
     assert (stopped.state, continued.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE)
     assert continued.user_attrs["output_dir"] == str(folder.resolve()) and "error" not in continued.user_attrs
@@ -120,24 +138,16 @@ def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_
 
 def test_a_stopped_confirm_run_continues_its_run_when_the_command_is_rerun(tiny_root, tmp_path) -> None:
     """The confirm step's runs are long too: one stopped mid-run goes on from its folder's last checkpoint."""
-    import optuna
+    epochs, sweep = 12, tmp_path / "multirun" / "confirmed"
 
-    epochs = 12
-    args = [*tiny_overrides(tiny_root, f"epochs={epochs}", "stopping_step=500"), "learning_rate=0.01",
-            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=confirmed", "hydra.sweep.dir=multirun/c",
-            "hydra.sweeper.confirm_top=1", "hydra.sweeper.confirm_seeds=1"]
-    sweep = tmp_path / "multirun" / "c"
-    proc = _start("sweep.py", "-m", *args, cwd=tmp_path)
+    def stopped_mid_confirm() -> None:
+        assert (sweep / "0" / "results.json").exists() and not (sweep / "1" / "results.json").exists()
+
     # job 0 is trial 0; job 1 the first confirm run (the default config, seed 2020)
-    err = _signal_once_saved(proc, sweep / "1" / "checkpoints" / "last.ckpt", signal.SIGTERM)
-    assert proc.returncode == 143, err[-3000:]
-    assert (sweep / "0" / "results.json").exists() and not (sweep / "1" / "results.json").exists()
-    rerun = subprocess.run([sys.executable, str(REPO / "sweep.py"), "-m", *args], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
-    console = rerun.stdout + rerun.stderr
-    assert rerun.returncode == 0, console[-3000:]
+    args = _tiny_sweep(tiny_root, "confirmed", "hydra.sweeper.confirm_top=1", "hydra.sweeper.confirm_seeds=1")
+    console = _stopped_then_rerun(tmp_path, args, sweep / "1" / "checkpoints" / "last.ckpt", stopped_mid_confirm)
     assert "Confirm default seed 2020 continues its stopped run from its last checkpoint" in console
-    study = optuna.load_study(study_name="confirmed", storage=f"sqlite:///{tmp_path / 'optuna' / 'confirmed.db'}")
+    study = _load(tmp_path, "confirmed")
     record = study.user_attrs["confirm:default:2020"]
     assert record["folder"] == str((sweep / "1").resolve())
     results = json.loads((sweep / "1" / "results.json").read_text())
@@ -149,23 +159,19 @@ def test_a_stopped_confirm_run_continues_its_run_when_the_command_is_rerun(tiny_
 def test_a_stopped_trial_whose_run_cannot_go_on_starts_over_without_counting_as_a_failure(tiny_root, tmp_path) -> None:
     """The app refuses to continue (here: the run's saved config no longer matches, as after an upgrade that
     added a key): the attempt is failed as a stop, not counted, and the point runs again from scratch."""
-    import optuna
     import yaml
 
-    args = [*tiny_overrides(tiny_root, "epochs=12", "stopping_step=500"), "learning_rate=0.01",
-            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=refused", "hydra.sweep.dir=multirun/r"]
-    folder = tmp_path / "multirun" / "r" / "0"
-    proc = _start("sweep.py", "-m", *args, cwd=tmp_path)
-    _signal_once_saved(proc, folder / "checkpoints" / "last.ckpt", signal.SIGTERM)
-    saved = yaml.safe_load((folder / "config.yaml").read_text())
-    saved["model"]["embedding_size"] = 8
-    (folder / "config.yaml").write_text(yaml.safe_dump(saved))
-    rerun = subprocess.run([sys.executable, str(REPO / "sweep.py"), "-m", *args], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
-    console = rerun.stdout + rerun.stderr
-    assert rerun.returncode == 0, console[-3000:]
+    folder = tmp_path / "multirun" / "refused" / "0"
+
+    def upgraded() -> None:  # the run's saved config no longer matches what the command composes
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        saved["model"]["embedding_size"] = 8
+        (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+
+    console = _stopped_then_rerun(tmp_path, _tiny_sweep(tiny_root, "refused"), folder / "checkpoints" / "last.ckpt",
+                                  upgraded)
     assert "Trial 1 could not continue the stopped run: queued to start over." in console
-    study = optuna.load_study(study_name="refused", storage=f"sqlite:///{tmp_path / 'optuna' / 'refused.db'}")
+    study = _load(tmp_path, "refused")
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "FAIL", "COMPLETE"], states
     assert "model.embedding_size was 8 and is now 16" in study.trials[1].user_attrs["error"]
