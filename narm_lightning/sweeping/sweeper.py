@@ -677,9 +677,14 @@ class Progress:
         params = " ".join(f"{k}={v}" for k, v in trial.params.items())
         spread = (f" ± {trial.user_attrs['value_std']:.2g} over {len(trial.user_attrs.get('seed_values', {}))} seeds"
                   if "value_std" in trial.user_attrs else "")
-        outcome = (f"value {trial.value:.4g}{spread}" if trial.value is not None
-                   else trial.state.name + (f" ({trial.user_attrs[ERROR_ATTR][:80]})"
-                                            if ERROR_ATTR in trial.user_attrs else ""))
+        if trial.state.name == "PRUNED":  # Optuna gives a pruned trial its last reported value: say it was pruned
+            steps = trial.intermediate_values
+            outcome = "PRUNED" + (f" at step {max(steps)} (value {steps[max(steps)]:.4g})" if steps else "")
+        elif trial.value is not None:
+            outcome = f"value {trial.value:.4g}{spread}"
+        else:
+            outcome = trial.state.name + (f" ({trial.user_attrs[ERROR_ATTR][:80]})"
+                                          if ERROR_ATTR in trial.user_attrs else "")
         left = max(self.target - self.finished, 0)
         eta = sum(self.durations) / len(self.durations) * left / self.n_jobs
         return (f"trial {self.finished}/{self.target} {params}: {outcome}, {_minutes(seconds)}"

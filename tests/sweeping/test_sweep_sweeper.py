@@ -109,9 +109,11 @@ def test_max_failure_rate_stops_the_sweep(run_toy: RunToy, load_toy_study: LoadS
 def test_median_pruner_prunes_a_hopeless_trial(run_toy: RunToy, load_toy_study: LoadStudy) -> None:
     common = ["curve=true", "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1"]
     run_toy("hydra.sweep.dir=multirun/p1", *common, "x=1,2", "hydra/sweeper/sampler=grid")
-    run_toy(
+    out = run_toy(
         "hydra.sweep.dir=multirun/p2", *common, "x=2", "hopeless=choice(true)", "hydra.sweeper.n_trials=3"
     )
+    # Optuna gives a pruned trial its last value: the progress line says it was pruned, not just "value"
+    assert re.search(r"trial 3/3 hopeless=True: PRUNED at step 0 \(value [\d.]+\)", out.stdout + out.stderr)
     trials = load_toy_study().trials
     assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
     assert trials[2].params == {"hopeless": True} and trials[2].state == TrialState.PRUNED
