@@ -660,7 +660,8 @@ def _to_dict(node: Any, key: str) -> dict[str, Any]:
 class Progress:
     """One line per finished trial: its place in the study, params, result, duration and the ETA.
 
-    The ETA is the mean duration of this process's trials times the slots left, over ``n_jobs``.
+    A trial's duration counts the attempts it re-ran (stopped ones it continued or started over): what the point
+    cost. The ETA is the mean duration of this process's trials times the slots left, over ``n_jobs``.
     """
 
     def __init__(self, target: int, finished_at_start: int, n_jobs: int) -> None:
@@ -669,10 +670,10 @@ class Progress:
         self.finished = finished_at_start
 
     def line(self, study: Any, number: int) -> str:
-        trial = study.trials[number]
+        trials = study.trials
+        trial = trials[number]
         self.finished += 1
-        seconds = ((trial.datetime_complete - trial.datetime_start).total_seconds()
-                   if trial.datetime_complete and trial.datetime_start else 0.0)
+        seconds = sum(_seconds(trials[n]) for n in [*trial.system_attrs.get("retry_history", []), number])
         self.durations.append(seconds)
         params = " ".join(f"{k}={v}" for k, v in trial.params.items())
         spread = (f" ± {trial.user_attrs['value_std']:.2g} over {len(trial.user_attrs.get('seed_values', {}))} seeds"
@@ -689,6 +690,13 @@ class Progress:
         eta = sum(self.durations) / len(self.durations) * left / self.n_jobs
         return (f"trial {self.finished}/{self.target} {params}: {outcome}, {_minutes(seconds)}"
                 + (f", ETA {_minutes(eta)}" if left else ""))
+
+
+def _seconds(trial: Any) -> float:
+    """How long one trial (attempt) ran; 0 if it never started or has not ended."""
+    if trial.datetime_complete and trial.datetime_start:
+        return (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return 0.0
 
 
 def _minutes(seconds: float) -> str:

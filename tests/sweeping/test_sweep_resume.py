@@ -177,3 +177,26 @@ def test_a_confirm_run_whose_stopped_run_is_refused_starts_over_at_once(tmp_path
     record = study.user_attrs[attr_key("default", 2020)]
     assert record["metrics"] == {"mrr@10": 0.05} and record["folder"] == str(fresh)
     assert study.user_attrs[stopped_key("default", 2020)] is None  # never tried again
+
+
+def test_a_continued_trials_progress_line_counts_the_attempts_it_continued() -> None:
+    """Trial 1 continued trial 0's run: the point cost both attempts' time (and the ETA is made of that)."""
+    import datetime as dt
+
+    from optuna.distributions import FloatDistribution
+
+    from narm_lightning.sweeping.sweeper import Progress
+
+    start = dt.datetime(2026, 12, 6, 18, 0)
+    dist = {"x": FloatDistribution(0, 1)}
+    def attempt(state: TrialState, value: float | None, begin: int, end: int, retried: list[int]) -> None:
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=state, value=value, values=None, params={"x": 0.5}, distributions=dist,
+            datetime_start=start + dt.timedelta(minutes=begin), datetime_complete=start + dt.timedelta(minutes=end),
+            user_attrs={}, system_attrs={"retry_history": retried} if retried else {}, intermediate_values={}))
+
+    study = optuna.create_study()
+    attempt(TrialState.FAIL, None, 0, 10, [])  # stopped after 10 minutes
+    attempt(TrialState.COMPLETE, 0.25, 20, 25, [0])  # continued it for 5 more
+    line = Progress(target=3, finished_at_start=0, n_jobs=1).line(study, 1)
+    assert line == "trial 1/3 x=0.5: value 0.25, 15.0 min, ETA 30.0 min"
