@@ -41,8 +41,8 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
     fixed = {n: points[0][0][n] for n in names if len({str(p[n]) for p, _ in points}) == 1} if points else {}
     shown = [n for n in names if n not in fixed]
     chosen = candidates(study, top, True)
-    seeds = sorted({seed for _, seed in stored(study)})
     results = stored(study)
+    seeds = sorted({seed for _, seed in results})
     confirm_done = sum((c.label, s) in results for c in chosen for s in seeds) if seeds else 0
     finished = n_done == len(points) and points
     hours = status.trial_hours(trials)
