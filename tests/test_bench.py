@@ -167,7 +167,6 @@ def test_hugepage_bench_sets_only_the_hugetlb_tunable_per_child() -> None:
     assert hp.child_env("with", {})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
 
 
-@pytest.mark.slow  # several processes a test (14-20 s): make test-slow; the default suite stays under 10 min
 def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> None:
     hp = bench_script("bench_hugepages")
     out = tmp_path / "out"
@@ -187,7 +186,6 @@ def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> N
         assert with_["minor_faults_per_step"] < without["minor_faults_per_step"]
 
 
-@pytest.mark.slow  # several processes a test (14-20 s): make test-slow; the default suite stays under 10 min
 def test_bench_recbole_alternates_processes_and_reports_every_epoch(tiny_root, tmp_path) -> None:
     """Our two systems on the tiny fixture (RecBole's venv is not part of the test suite): processes alternate
     round by round, every epoch is reported, and the table says which precision each ran."""
