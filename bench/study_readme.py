@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ GOAL = 1.20  # issue 20: the best config's test MRR@10 at least 20% above RecBol
 METRICS = ("mrr@10", "ndcg@10", "recall@10")
 
 
-def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: dt.datetime) -> str:
-    """The README section's Markdown (between the markers) for ``study``."""
+def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: dt.datetime,
+            n_seeds: int = 3) -> str:
+    """The README section's Markdown (between the markers) for ``study``; ``top`` and ``n_seeds`` are the sweep's
+    confirm_top and confirm_seeds (the study records neither, and the confirm step's size is said before its
+    first result)."""
 
     import study_status as status
 
@@ -43,16 +47,17 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
     chosen = candidates(study, top, True)
     results = stored(study)
     seeds = sorted({seed for _, seed in results})
-    confirm_done = sum((c.label, s) in results for c in chosen for s in seeds) if seeds else 0
+    n_runs = len(chosen) * max(n_seeds, len(seeds))
+    confirm_done = sum((c.label, s) in results for c in chosen for s in seeds)
     finished = n_done == len(points) and points
     hours = status.trial_hours(trials)
     lines = [
         "## What tuning buys: RecBole's NARM `hyper.test` on ml-100k, run to the end",
         "",
         (f"**Status, {now:%Y-%m-%d %H:%M} UTC: " + (
-            "complete.**" if finished and confirm_done and confirm_done == len(chosen) * len(seeds)
+            "complete.**" if finished and confirm_done and confirm_done == n_runs
             else f"in progress** ({n_done} of {len(points)} grid points done, "
-                 + (f"confirm step {confirm_done} of {len(chosen) * len(seeds)} runs" if seeds else
+                 + (f"confirm step {confirm_done} of {n_runs} runs done" if seeds or finished else
                     "confirm step not started") + "; `make study-hyper-test` continues it).")),
         "",
         "```bash",
@@ -82,7 +87,8 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
         "",
         *_drop_columns(_objective_header(status.grid_lines(points, names), study), names, shown),
         "",
-        "What matters so far, each value's best point (points done): "
+        f"What matters{'' if finished else ' so far'}, each value's best / median point (points done; a pruned "
+        "point at the value where it stopped, which it might have passed): "
         + "; ".join(f"{n} " + ", ".join(f"{v} {b}" for v, b in _best_by_value(points, n, status.point_value))
                     for n in shown) + ".",
         "",
@@ -95,7 +101,7 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
                   + f"{source}.", ""]
         best = next((c.label for c in chosen if c.label != DEFAULT_LABEL), None)
         mrr = next((r for r in rows if r.label == best and r.metric == "mrr@10"), None)
-        if mrr is not None and confirm_done == len(chosen) * len(seeds):
+        if mrr is not None and confirm_done == n_runs:
             target = GOAL * reference["metrics"]["mrr@10"]
             p = "" if mrr.p_value is None else f", paired p = {mrr.p_value:.3f} against our default config"
             lines += [f"Goal (test MRR@10 ≥ {target:.4f}, 20% above RecBole's default, not noise): {best} reaches "
@@ -121,11 +127,13 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
 
 
 def _best_by_value(points: list[tuple[dict[str, Any], Any]], name: str, value: Any) -> list[tuple[str, str]]:
-    """For each value of ``name``: its best point's figure and how many of its points are done."""
+    """For each value of ``name``: its best and median point's figure and how many of its points are done (the best
+    alone hides a value that works only with the right partners; the median shows it)."""
     out = []
     for choice in dict.fromkeys(str(p[name]) for p, _ in points):
         figures = [value(t) for p, t in points if str(p[name]) == choice and value(t) is not None]
-        out.append((choice, f"{max(figures):.4f} ({len(figures)})" if figures else "- (0)"))
+        out.append((choice, f"{max(figures):.4f} / {statistics.median(figures):.4f} ({len(figures)})"
+                    if figures else "- (0)"))
     return out
 
 
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", default="bench/studies-summary/hyper-test-ml-100k",
                         help="the pictures' path prefix (-history.png, -confirm.png), as the README links them")
     parser.add_argument("--confirm-top", type=int, default=3, help="the sweep's hydra.sweeper.confirm_top")
+    parser.add_argument("--confirm-seeds", type=int, default=3, help="the sweep's hydra.sweeper.confirm_seeds")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -178,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if "mrr@10" not in reference["metrics"]:
             raise FigureError(f"--reference {args.reference}: no mrr@10 among its metrics (the goal is set on it)")
         body = section(open_study(args.study, args.storage), reference, args.figures, args.confirm_top,
-                       dt.datetime.now(dt.timezone.utc))
+                       dt.datetime.now(dt.timezone.utc), args.confirm_seeds)
         text = replace_section(args.readme.read_text(encoding="utf-8"), body)
     except FigureError as error:
         print(f"study_readme: {error}", file=sys.stderr)

@@ -12,7 +12,7 @@ import pytest
 
 from narm_lightning.sweeping.confirm import attr_key
 from tests.helpers import REPO, bench_script
-from tests.test_study_status import _study
+from tests.test_study_status import SPACE, _study
 
 REFERENCE = {"label": "RecBole 1.2.1 default (3 seeds)", "source": "issue 20",
              "metrics": {"mrr@10": 0.0409, "ndcg@10": 0.0606, "recall@10": 0.1266}}
@@ -45,9 +45,27 @@ def test_an_unfinished_study_says_so_and_lists_every_point(tmp_path, readme_modu
     assert rows == ["| 0.001 | 1 | complete | 0.0500 | 1 | 3 |", "| 0.01 | 1 | complete | 0.0400 | 2 | 0 |",
                     "| 0.01 | 2 | pruned | 0.0300 | 2 | 1 |", "| 0.001 | 2 | not run yet |  |  |  |"]
     assert "mrr@10 0.0409, ndcg@10 0.0606, recall@10 0.1266" in text and "Goal" not in text
-    assert ("What matters so far, each value's best point (points done): lr 0.01 0.0400 (2), 0.001 0.0500 (1); "
-            "layers 1 0.0500 (2), 2 0.0300 (1).") in text
+    assert ("What matters so far, each value's best / median point (points done; a pruned point at the value where "
+            "it stopped, which it might have passed): lr 0.01 0.0400 / 0.0350 (2), 0.001 0.0500 / 0.0500 (1); "
+            "layers 1 0.0500 / 0.0450 (2), 2 0.0300 / 0.0300 (1).") in text
     assert "![optimization history](figs/s-history.png)" in text
+
+
+def test_the_confirm_steps_size_is_said_from_the_grids_end_and_one_seed_each_is_not_complete(
+        tmp_path, readme_module) -> None:
+    study = _study(f"sqlite:///{tmp_path / 's.db'}")
+    study.enqueue_trial({"lr": 0.001, "layers": 2})  # the last grid point: the grid is done, no confirm run yet
+    last = study.ask(SPACE)
+    last.report(0.02, 0)
+    study.tell(last, 0.02)
+    text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)
+    assert "(4 of 4 grid points done, confirm step 0 of 6 runs done;" in text  # default + top 1, 3 seeds each
+    for label, params in (("default", {}), ("trial 3", {"lr": 0.001, "layers": 1})):
+        study.set_user_attr(attr_key(label, 2020), {"params": params, "metrics": {"mrr@10": 0.05}})
+    text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)  # every config once: 2 of 6, no verdict
+    assert "in progress** (4 of 4 grid points done, confirm step 2 of 6 runs done;" in text and "Goal" not in text
+    text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW, n_seeds=1)  # a sweep with confirm_seeds=1
+    assert "**Status, 2026-12-06 20:00 UTC: complete.**" in text and "Goal (test MRR@10" in text
 
 
 @pytest.mark.parametrize(("best", "verdict"), [([0.050, 0.052, 0.051], "**met**"), ([0.047, 0.049, 0.048],
