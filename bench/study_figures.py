@@ -129,12 +129,15 @@ def plot_confirm(study: Any, path: Path, metrics: list[str], top: int, reference
         if metric in reference.get("metrics", {}):
             ax.axhline(reference["metrics"][metric], color="#d62728", linestyle="--", linewidth=1,
                        label=reference["label"])
-            ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.5)  # one slot a config: a lone config's mean stays beside its seeds
         ax.set_title(f"test {metric}", fontsize=10)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"{study.study_name}: confirm step (seeds as dots, mean with 95% CI)", fontsize=10)
-    fig.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if handles:  # one legend under the panels: inside one it would hide a config's interval
+        fig.legend(handles, names, loc="lower center", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return True
