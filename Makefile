@@ -32,8 +32,8 @@ postgres:  ## install Debian's PostgreSQL server for the distributed-sweep tests
 train:  ## train NARM on ml-100k with RecBole's defaults; extra overrides via ARGS="key=value ..."
 	$(PY) train.py $(ARGS)
 
-# tests are mostly process start-ups (train.py, sweeps, DDP): pytest-xdist runs one a core (at most 4), ~1.4x
-# faster on 2 cores; each test has its own tmp_path, ports and PostgreSQL server. ARGS="-n 0" runs them in one process.
+# tests are mostly process start-ups (train.py, sweeps, DDP): pytest-xdist runs one test process a core (at most
+# 4); each test has its own tmp_path and free ports, each worker its own PostgreSQL server. ARGS="-n 0": one process.
 PYTEST_PARALLEL ?= -n auto --maxprocesses=4
 
 test:  ## the fast test suite (what CI runs), one test process a core
