@@ -64,6 +64,7 @@ def test_the_confirm_steps_size_is_said_from_the_grids_end_and_one_seed_each_is_
         study.set_user_attr(attr_key(label, 2020), {"params": params, "metrics": {"mrr@10": 0.05}})
     text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)  # every config once: 2 of 6, no verdict
     assert "in progress** (4 of 4 grid points done, confirm step 2 of 6 runs done;" in text and "Goal" not in text
+    assert "| trial 3 | lr=0.001, layers=1 | mrr@10 | 1 | 0.0500 | - | +0.0000 (+0.0%) |  |" in text  # one seed
     text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW, n_seeds=1)  # a sweep with confirm_seeds=1
     assert "**Status, 2026-12-06 20:00 UTC: complete.**" in text and "Goal (test MRR@10" in text
 

@@ -167,6 +167,8 @@ def to_markdown(rows: Sequence[Row], params: Mapping[str, Mapping[str, Any]], se
     for r in rows:
         shown = ", ".join(f"{k}={v}" for k, v in params.get(r.label, {}).items()) or "(defaults)"
         vs = "" if r.diff is None else f"{r.diff:+.4f}" + (f" ({r.rel_diff:+.1%})" if r.rel_diff is not None else "")
-        lines.append(f"| {r.label} | {shown} | {r.metric} | {r.n} | {_f(r.mean)} ± {_f(r.std)} | "
-                     f"[{_f(r.ci_low)}, {_f(r.ci_high)}] | {vs} | {_f(r.p_value, 3)} |")
+        spread = f" ± {_f(r.std)}" if _f(r.std) else ""  # one seed so far: no spread, no interval
+        ci = f"[{_f(r.ci_low)}, {_f(r.ci_high)}]" if _f(r.ci_low) else "-"
+        lines.append(f"| {r.label} | {shown} | {r.metric} | {r.n} | {_f(r.mean)}{spread} | {ci} | {vs} | "
+                     f"{_f(r.p_value, 3)} |")
     return "\n".join(lines) + "\n"
