@@ -59,10 +59,13 @@ bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, ev
 # Precision is pinned to fp32: `auto` means bf16 on a CPU with AMX and fp32 elsewhere, and the sessions that carry
 # the study run on both kinds of host; one study must not mix the two.
 STUDY_DIR = bench/studies/hyper-test-ml-100k
+# the confirm step: the best configs retrained, each over seeds 2020 up (the sweep and its README section read both)
+STUDY_CONFIRM_TOP = 3
+STUDY_CONFIRM_SEEDS = 3
 STUDY_HYPER_TEST = sweep.py -m --params-file=bench/hyper.test hydra.sweeper.study_name=hyper-test-ml-100k \
 	hydra.sweeper.storage=$(STUDY_STORAGE) \
 	hydra/sweeper/pruner=median hydra.sweeper.pruner.n_startup_trials=5 hydra.sweeper.pruner.n_warmup_steps=10 \
-	hydra.sweeper.confirm_top=3 hydra.sweeper.confirm_seeds=3 hydra.sweep.dir=$(STUDY_DIR)/sweep \
+	hydra.sweeper.confirm_top=$(STUDY_CONFIRM_TOP) hydra.sweeper.confirm_seeds=$(STUDY_CONFIRM_SEEDS) hydra.sweep.dir=$(STUDY_DIR)/sweep \
 	trainer.precision=32-true
 
 STUDY_STORAGE = sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db
@@ -85,7 +88,8 @@ study-hyper-test-save:  ## issue 20: the study's text snapshot, status table and
 	$(PY) bench/study_figures.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE) \
 		--out bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json
 	$(PY) bench/study_readme.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --readme README.md \
-		--figures bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json
+		--figures bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json \
+		--confirm-top $(STUDY_CONFIRM_TOP) --confirm-seeds $(STUDY_CONFIRM_SEEDS)
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
 	$(PY) bench/bench_sessions.py $(ARGS)
