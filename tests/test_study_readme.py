@@ -76,6 +76,7 @@ def test_the_confirm_table_ends_with_the_goals_verdict(tmp_path, readme_module, 
     _confirm(study, "default", {}, [0.040, 0.041, 0.043])
     _confirm(study, "trial 3", {"lr": 0.001, "layers": 1}, best)
     text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)
+    assert "The other confirmed configs" not in text  # top 1: the goal's config is the only one
     assert "| trial 3 | lr=0.001, layers=1 | mrr@10 | 3 |" in text and "RecBole 1.2.1 default (3 seeds): mrr@10" in text
     goal = next(line for line in text.splitlines() if line.startswith("Goal"))
     assert goal.startswith("Goal (test MRR@10 ≥ 0.0491") and goal.endswith(f"{verdict}.")
@@ -113,3 +114,17 @@ def test_the_readme_carries_the_markers() -> None:
     module = bench_script("study_readme")
     text = (REPO / "README.md").read_text()
     assert text.count(module.MARK_START) == 1 and text.count(module.MARK_END) == 1
+
+
+def test_the_goal_judges_the_grids_best_on_valid_and_shows_the_others_without_choosing_by_test(
+        tmp_path, readme_module) -> None:
+    study = _study(f"sqlite:///{tmp_path / 's.db'}")  # trial 3 best on valid, trial 0 second
+    _confirm(study, "default", {}, [0.040, 0.041, 0.043])
+    _confirm(study, "trial 3", {"lr": 0.001, "layers": 1}, [0.047, 0.049, 0.048])
+    _confirm(study, "trial 0", {"lr": 0.01, "layers": 1}, [0.050, 0.052, 0.051])
+    text = readme_module.section(study, REFERENCE, "figs/s", 2, NOW)
+    goal = next(line for line in text.splitlines() if line.startswith("Goal"))
+    assert "trial 3 (the grid's best on valid) reaches 0.0480 ± 0.0010" in goal and goal.endswith("**not met**.")
+    others = next(line for line in text.splitlines() if line.startswith("The other confirmed configs"))
+    assert others.startswith("The other confirmed configs (shown, not chosen by their test figures): trial 0 0.0510 ± "
+                             "0.0010, p = ") and others.endswith("(would meet it).")
