@@ -70,11 +70,14 @@ STUDY_HYPER_TEST = sweep.py -m --params-file=bench/hyper.test hydra.sweeper.stud
 
 STUDY_STORAGE = sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db
 STUDY_SNAPSHOT = bench/studies-summary/hyper-test-ml-100k.journal
+# every sitting's console, appended; its committed copy travels with the snapshot (the confirm step's time is read there)
+STUDY_CONSOLE = bench/studies-summary/hyper-test-ml-100k-console.log
 
 study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; restores the committed snapshot into a fresh checkout first; console log in $(STUDY_DIR)/)
 	mkdir -p $(STUDY_DIR)
 	@if [ ! -f $(STUDY_DIR)/study.db ] && [ -f $(STUDY_SNAPSHOT) ]; then \
-		$(PY) bench/study_snapshot.py import --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT); fi
+		$(PY) bench/study_snapshot.py import --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT) \
+		&& { [ ! -f $(STUDY_CONSOLE) ] || cp $(STUDY_CONSOLE) $(STUDY_DIR)/console.log; }; fi
 	$(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a $(STUDY_DIR)/console.log
 
 study-hyper-test-status:  ## where issue 20's study stands: every trial, trials/hour, the confirm table (read-only)
@@ -82,6 +85,7 @@ study-hyper-test-status:  ## where issue 20's study stands: every trial, trials/
 
 study-hyper-test-save:  ## issue 20: the study's text snapshot, status table and pictures (PNG) into bench/studies-summary/, its README section (to commit)
 	$(PY) bench/study_snapshot.py export --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT)
+	cp $(STUDY_DIR)/console.log $(STUDY_CONSOLE)
 	{ echo "# hyper.test study (issue 20): where it stood, $$(date -u '+%Y-%m-%d %H:%M UTC'), $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"; \
 	  echo; echo "make study-hyper-test-status; the study itself: $(STUDY_SNAPSHOT) (make study-hyper-test restores it)."; echo; \
 	  $(PY) bench/study_status.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE); } > bench/studies-summary/hyper-test-ml-100k.md
@@ -89,7 +93,7 @@ study-hyper-test-save:  ## issue 20: the study's text snapshot, status table and
 		--out bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json
 	$(PY) bench/study_readme.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --readme README.md \
 		--figures bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json \
-		--confirm-top $(STUDY_CONFIRM_TOP) --confirm-seeds $(STUDY_CONFIRM_SEEDS)
+		--confirm-top $(STUDY_CONFIRM_TOP) --confirm-seeds $(STUDY_CONFIRM_SEEDS) --console $(STUDY_CONSOLE)
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
 	$(PY) bench/bench_sessions.py $(ARGS)

@@ -27,10 +27,10 @@ METRICS = ("mrr@10", "ndcg@10", "recall@10")
 
 
 def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: dt.datetime,
-            n_seeds: int = 3) -> str:
+            n_seeds: int = 3, console: str | None = None) -> str:
     """The README section's Markdown (between the markers) for ``study``; ``top`` and ``n_seeds`` are the sweep's
     confirm_top and confirm_seeds (the study records neither, and the confirm step's size is said before its
-    first result)."""
+    first result); ``console`` the study's console log, where the confirm step's time is read."""
 
     import study_status as status
 
@@ -78,7 +78,9 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
         "",
         f"Time: {len(trials)} trial attempts, {hours:.1f} h of trial time ("
         + (f"{(n_done / hours):.2f} finished points an hour" if hours else "none yet")
-        + "; the early sittings' pauses for timings are inside it). The CPU each trial trained on, recorded since "
+        + "; the early sittings' pauses for timings are inside it)"
+        + _confirm_time(console, hours, seeds, confirm_done == n_runs)
+        + ". The CPU each trial trained on, recorded since "
         "2026-12-06 (each earlier sitting's `bench/HISTORY.md` entry names its CPU): " + status.hosts_line(trials)
         + ".",
         "",
@@ -130,6 +132,20 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
               "in optuna-dashboard: `optuna-dashboard sqlite:///bench/studies/hyper-test-ml-100k/study.db` or the "
               "committed journal (docs/sweeps.md)."]
     return "\n".join(lines)
+
+
+def _confirm_time(console: str | None, grid_hours: float, seeds: list[int], done: bool) -> str:
+    """The confirm step's time and the whole study's, from the console log (the study holds no confirm times)."""
+    import study_status as status
+
+    if not seeds:
+        return ""
+    if console is None:
+        return "; the confirm step's time is in its console log, not given here (`--console`)"
+    hours, sittings = status.confirm_hours(console)
+    return (f"; the confirm step {'' if done else 'so far '}{hours:.1f} h in {sittings} "
+            f"sitting{'s' * (sittings != 1)} (from the study's console log); the whole study "
+            f"{grid_hours + hours:.1f} h of training")
 
 
 def _meets(row: Any, target: float) -> bool:
@@ -189,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the pictures' path prefix (-history.png, -confirm.png), as the README links them")
     parser.add_argument("--confirm-top", type=int, default=3, help="the sweep's hydra.sweeper.confirm_top")
     parser.add_argument("--confirm-seeds", type=int, default=3, help="the sweep's hydra.sweeper.confirm_seeds")
+    parser.add_argument("--console", type=Path, default=None,
+                        help="the study's console log (make study-hyper-test appends each sitting): the confirm time")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -197,8 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         reference = load_reference(args.reference)
         if "mrr@10" not in reference["metrics"]:
             raise FigureError(f"--reference {args.reference}: no mrr@10 among its metrics (the goal is set on it)")
+        if args.console is not None and not args.console.is_file():
+            raise FigureError(f"--console {args.console}: no such file; expected the study's console log")
+        console = args.console.read_text(encoding="utf-8", errors="replace") if args.console else None
         body = section(open_study(args.study, args.storage), reference, args.figures, args.confirm_top,
-                       dt.datetime.now(dt.timezone.utc), args.confirm_seeds)
+                       dt.datetime.now(dt.timezone.utc), args.confirm_seeds, console)
         text = replace_section(args.readme.read_text(encoding="utf-8"), body)
     except FigureError as error:
         print(f"study_readme: {error}", file=sys.stderr)

@@ -10,8 +10,10 @@ Read-only: it opens the storage, never a trial. ``make study-hyper-test-status``
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import itertools
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,37 @@ def trial_hours(trials: list[Any]) -> float:
     """Hours the study's trials ran, every attempt counted (a stopped one's epochs are continued, or were spent)."""
     return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
                if t.datetime_complete and t.datetime_start) / 3600
+
+
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\]")
+
+
+def confirm_hours(console: str) -> tuple[float, int]:
+    """Hours the confirm step ran, and in how many sittings, read from the study's console log (``make
+    study-hyper-test`` appends every sitting to it): in each sitting, from the sweeper's "Confirm step:" line to
+    the sitting's last stamped line. Why the log: confirm runs are not Optuna trials, so the study holds no times
+    for them, and a stopped run's folder is continued from another folder in a later sitting."""
+    total, sittings, start, last = 0.0, 0, None, None
+
+    def close() -> None:
+        nonlocal total, sittings
+        if start is not None and last is not None:
+            total += (last - start).total_seconds()
+            sittings += 1
+
+    for line in console.splitlines():
+        stamp = _STAMP.match(line)
+        if not stamp:
+            continue  # a traceback's or a third-party line
+        when = dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")
+        if "[HYDRA] resuming study " in line or "[HYDRA] new study " in line:  # a new sitting
+            close()
+            start = None
+        if start is None and "[HYDRA] Confirm step: " in line:
+            start = when
+        last = when
+    close()
+    return total / 3600, sittings
 
 
 def hosts_line(trials: list[Any]) -> str:

@@ -128,3 +128,36 @@ def test_the_goal_judges_the_grids_best_on_valid_and_shows_the_others_without_ch
     others = next(line for line in text.splitlines() if line.startswith("The other confirmed configs"))
     assert others.startswith("The other confirmed configs (shown, not chosen by their test figures): trial 0 0.0510 ± "
                              "0.0010, p = ") and others.endswith("(would meet it).")
+
+
+CONSOLE = """[2026-12-06 20:00:00,100][HYDRA] resuming study s: 3/4 finished. Space: grid of 4 points
+[2026-12-06 20:30:00,000][HYDRA] Study has 4 finished trials (target 4): done.
+[2026-12-06 20:30:00,200][HYDRA] Confirm step: 2 configs (default, trial 3) x 3 seeds; 6 runs left.
+[2026-12-06 21:00:00,000][HYDRA] confirm 1/6 default seed 2020: mrr@10 0.04
+Traceback (most recent call last):
+[2026-12-06 21:15:00,000][narm_lightning.sweeping.sweeper][WARNING] - Confirm default seed 2021 stopped
+[2026-12-06 23:00:00,000][HYDRA] resuming study s: 4/4 finished. Space: grid of 4 points
+[2026-12-06 23:00:01,000][HYDRA] Confirm step: 2 configs (default, trial 3) x 3 seeds; 5 runs left.
+[2026-12-06 23:30:01,000][HYDRA] confirm 1/5 default seed 2021: mrr@10 0.04
+"""
+
+
+def test_the_confirm_steps_time_is_read_per_sitting_from_the_console_log(tmp_path, readme_module) -> None:
+    import study_status
+
+    hours, sittings = study_status.confirm_hours(CONSOLE)  # 20:30-21:15 and 23:00:01-23:30:01, not the gap
+    assert (round(hours * 60, 2), sittings) == (75.0, 2)
+    assert study_status.confirm_hours(CONSOLE.split("[2026-12-06 20:30:00,200]")[0]) == (0.0, 0)  # grid only
+    study = _study(f"sqlite:///{tmp_path / 's.db'}")
+    _confirm(study, "default", {}, [0.040])
+    text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW, console=CONSOLE)
+    grid_hours = study_status.trial_hours(study.get_trials())
+    assert (f"; the confirm step so far 1.2 h in 2 sittings (from the study's console log); the whole study "
+            f"{grid_hours + 1.25:.1f} h of training.") in text
+    assert "the confirm step's time is in its console log, not given here" in readme_module.section(
+        study, REFERENCE, "figs/s", 1, NOW)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{readme_module.MARK_START}\n{readme_module.MARK_END}\n")
+    assert readme_module.main(["--storage", f"sqlite:///{tmp_path / 's.db'}", "--study", "s", "--readme", str(readme),
+                               "--console", str(tmp_path / "missing.log")]) == 2
+    assert readme.read_text() == f"{readme_module.MARK_START}\n{readme_module.MARK_END}\n"
