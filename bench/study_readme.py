@@ -92,7 +92,7 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
         f"What matters{'' if finished else ' so far'}, each value's best / median point (points done; a pruned "
         "point at the value where it stopped, which it might have passed): "
         + "; ".join(f"{n} " + ", ".join(f"{v} {b}" for v, b in _best_by_value(points, n, status.point_value))
-                    for n in shown) + ".",
+                    for n in shown) + "." + _deciding(points, shown, status.point_value),
         "",
     ]
     if seeds:
@@ -152,6 +152,26 @@ def _confirm_time(console: str | None, grid_hours: float, seeds: list[int], done
 def _meets(row: Any, target: float) -> bool:
     """The goal: a mean at or above ``target`` and a paired test against the default that says it is not noise."""
     return row.mean >= target and row.p_value is not None and row.p_value < 0.05
+
+
+def _deciding(points: list[tuple[dict[str, Any], Any]], names: list[str], value: Any) -> str:
+    """Which parameter moves the grid most: the widest range between its values' medians (a median over every
+    partner, so a value that works only beside the right ones does not count as deciding)."""
+    ranges = {}
+    for name in names:
+        medians = [statistics.median(f) for f in (
+            [value(t) for p, t in points if str(p[name]) == choice and value(t) is not None]
+            for choice in dict.fromkeys(str(p[name]) for p, _ in points)) if f]
+        if len(medians) > 1:
+            ranges[name] = max(medians) - min(medians)
+    if len(ranges) < 2:
+        return ""
+    order = sorted(ranges, key=ranges.get, reverse=True)
+    if ranges[order[0]] < 2 * ranges[order[1]]:  # no clear winner: say the spans, name none
+        return (" No one parameter decides: its values' medians span " + ", ".join(
+            f"{n} {ranges[n]:.4f}" for n in order) + ".")
+    return (f" {order[0]} decides: its values' medians span {ranges[order[0]]:.4f}, "
+            + ", ".join(f"{n}'s {ranges[n]:.4f}" for n in order[1:]) + ".")
 
 
 def _best_by_value(points: list[tuple[dict[str, Any], Any]], name: str, value: Any) -> list[tuple[str, str]]:

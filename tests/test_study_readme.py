@@ -47,7 +47,8 @@ def test_an_unfinished_study_says_so_and_lists_every_point(tmp_path, readme_modu
     assert "mrr@10 0.0409, ndcg@10 0.0606, recall@10 0.1266" in text and "Goal" not in text
     assert ("What matters so far, each value's best / median point (points done; a pruned point at the value where "
             "it stopped, which it might have passed): lr 0.01 0.0400 / 0.0350 (2), 0.001 0.0500 / 0.0500 (1); "
-            "layers 1 0.0500 / 0.0450 (2), 2 0.0300 / 0.0300 (1).") in text
+            "layers 1 0.0500 / 0.0450 (2), 2 0.0300 / 0.0300 (1). No one parameter decides: its values' medians span "
+            "lr 0.0150, layers 0.0150.") in text  # a tie names no winner
     assert "![optimization history](figs/s-history.png)" in text
 
 
@@ -59,6 +60,8 @@ def test_the_confirm_steps_size_is_said_from_the_grids_end_and_one_seed_each_is_
     last.report(0.02, 0)
     study.tell(last, 0.02)
     text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)
+    # medians: layers 1 0.045 vs 2 0.025 (0.0200), lr 0.01 0.035 vs 0.001 0.035 (0.0000)
+    assert "layers decides: its values' medians span 0.0200, lr's 0.0000." in text
     assert "(4 of 4 grid points done, confirm step 0 of 6 runs done;" in text  # default + top 1, 3 seeds each
     for label, params in (("default", {}), ("trial 3", {"lr": 0.001, "layers": 1})):
         study.set_user_attr(attr_key(label, 2020), {"params": params, "metrics": {"mrr@10": 0.05}})
