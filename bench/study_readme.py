@@ -170,8 +170,8 @@ def _deciding(points: list[tuple[dict[str, Any], Any]], names: list[str], value:
     if ranges[order[0]] < 2 * ranges[order[1]]:  # no clear winner: say the spans, name none
         return (" No one parameter decides: its values' medians span " + ", ".join(
             f"{n} {ranges[n]:.4f}" for n in order) + ".")
-    return (f" {order[0]} decides: its values' medians span {ranges[order[0]]:.4f}, "
-            + ", ".join(f"{n}'s {ranges[n]:.4f}" for n in order[1:]) + ".")
+    return (f" {order[0]} decides: its values' medians span {ranges[order[0]]:.4f} ("
+            + ", ".join(f"{n} {ranges[n]:.4f}" for n in order[1:]) + ").")
 
 
 def _best_by_value(points: list[tuple[dict[str, Any], Any]], name: str, value: Any) -> list[tuple[str, str]]:

@@ -61,7 +61,7 @@ def test_the_confirm_steps_size_is_said_from_the_grids_end_and_one_seed_each_is_
     study.tell(last, 0.02)
     text = readme_module.section(study, REFERENCE, "figs/s", 1, NOW)
     # medians: layers 1 0.045 vs 2 0.025 (0.0200), lr 0.01 0.035 vs 0.001 0.035 (0.0000)
-    assert "layers decides: its values' medians span 0.0200, lr's 0.0000." in text
+    assert "layers decides: its values' medians span 0.0200 (lr 0.0000)." in text
     assert "(4 of 4 grid points done, confirm step 0 of 6 runs done;" in text  # default + top 1, 3 seeds each
     for label, params in (("default", {}), ("trial 3", {"lr": 0.001, "layers": 1})):
         study.set_user_attr(attr_key(label, 2020), {"params": params, "metrics": {"mrr@10": 0.05}})
