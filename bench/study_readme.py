@@ -159,9 +159,7 @@ def _deciding(points: list[tuple[dict[str, Any], Any]], names: list[str], value:
     partner, so a value that works only beside the right ones does not count as deciding)."""
     ranges = {}
     for name in names:
-        medians = [statistics.median(f) for f in (
-            [value(t) for p, t in points if str(p[name]) == choice and value(t) is not None]
-            for choice in dict.fromkeys(str(p[name]) for p, _ in points)) if f]
+        medians = [statistics.median(f) for f in _figures_by_value(points, name, value).values() if f]
         if len(medians) > 1:
             ranges[name] = max(medians) - min(medians)
     if len(ranges) < 2:
@@ -174,15 +172,17 @@ def _deciding(points: list[tuple[dict[str, Any], Any]], names: list[str], value:
             + ", ".join(f"{n} {ranges[n]:.4f}" for n in order[1:]) + ").")
 
 
+def _figures_by_value(points: list[tuple[dict[str, Any], Any]], name: str, value: Any) -> dict[str, list[float]]:
+    """Each value of ``name`` (grid order) with the figures of its points done."""
+    return {choice: [value(t) for p, t in points if str(p[name]) == choice and value(t) is not None]
+            for choice in dict.fromkeys(str(p[name]) for p, _ in points)}
+
+
 def _best_by_value(points: list[tuple[dict[str, Any], Any]], name: str, value: Any) -> list[tuple[str, str]]:
     """For each value of ``name``: its best and median point's figure and how many of its points are done (the best
     alone hides a value that works only with the right partners; the median shows it)."""
-    out = []
-    for choice in dict.fromkeys(str(p[name]) for p, _ in points):
-        figures = [value(t) for p, t in points if str(p[name]) == choice and value(t) is not None]
-        out.append((choice, f"{max(figures):.4f} / {statistics.median(figures):.4f} ({len(figures)})"
-                    if figures else "- (0)"))
-    return out
+    return [(choice, f"{max(figures):.4f} / {statistics.median(figures):.4f} ({len(figures)})" if figures else "- (0)")
+            for choice, figures in _figures_by_value(points, name, value).items()]
 
 
 def _objective_header(lines: list[str], study: Any) -> list[str]:

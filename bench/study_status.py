@@ -110,6 +110,7 @@ def confirm_hours(console: str) -> tuple[float, int]:
         if not stamp:
             continue  # a traceback's or a third-party line
         when = dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")
+        # the sweeper's own lines (narm_lightning/sweeping/sweeper.py: "%s study %s: ...", "Confirm step: ...")
         if "[HYDRA] resuming study " in line or "[HYDRA] new study " in line:  # a new sitting
             close()
             start = None
