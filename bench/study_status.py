@@ -97,6 +97,8 @@ def confirm_hours(console: str) -> tuple[float, int]:
     study-hyper-test`` appends every sitting to it): in each sitting, from the sweeper's "Confirm step:" line to
     the sitting's last stamped line. Why the log: confirm runs are not Optuna trials, so the study holds no times
     for them, and a stopped run's folder is continued from another folder in a later sitting."""
+    from narm_lightning.sweeping.sweeper import CONFIRM_STEP_LINE, SITTING_STARTS
+
     total, sittings, start, last = 0.0, 0, None, None
 
     def close() -> None:
@@ -110,11 +112,10 @@ def confirm_hours(console: str) -> tuple[float, int]:
         if not stamp:
             continue  # a traceback's or a third-party line
         when = dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")
-        # the sweeper's own lines (narm_lightning/sweeping/sweeper.py: "%s study %s: ...", "Confirm step: ...")
-        if "[HYDRA] resuming study " in line or "[HYDRA] new study " in line:  # a new sitting
+        if any(f"[HYDRA] {words}" in line for words in SITTING_STARTS):  # a new sitting
             close()
             start = None
-        if start is None and "[HYDRA] Confirm step: " in line:
+        if start is None and f"[HYDRA] {CONFIRM_STEP_LINE}" in line:
             start = when
         last = when
     close()

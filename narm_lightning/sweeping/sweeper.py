@@ -74,6 +74,9 @@ DEFAULT_TRIALS = 30  # n_trials: null with a sampler other than the grid
 
 IDENTITY_SECTION = "optuna"  # config section the trial identity is written to
 _MAX_ERROR_CHARS = 2000
+# console lines a study's log is read by (bench/study_status.py: the confirm step's time per sitting)
+SITTING_STARTS = ("resuming study ", "new study ")
+CONFIRM_STEP_LINE = "Confirm step: "
 _GRID_TARGET = "optuna.samplers.GridSampler"
 
 
@@ -335,9 +338,9 @@ class OptunaSweeperImpl:
         target = self._target_trials(space, is_grid)
         finished = count_trials(study).finished
         sampler_name = "grid" if is_grid else str(self.sampler_cfg.get("_target_", "")).rsplit(".", 1)[-1]
-        log.info("%s study %s: %d/%d finished. Space: %s; n_trials %d (%s)",
-                 "resuming" if finished else "new", study_name, finished, target, space.describe(is_grid), target,
-                 sampler_name)
+        log.info("%s%s: %d/%d finished. Space: %s; n_trials %d (%s)",
+                 SITTING_STARTS[0] if finished else SITTING_STARTS[1], study_name, finished, target,
+                 space.describe(is_grid), target, sampler_name)
         confirm_left = self._confirm_jobs_left(study) if finished >= target else None
         if finished >= target and not confirm_left:  # nothing to run: no new sweep folder or W&B summary run
             log.info("Study %s is complete (%d/%d finished); raise hydra.sweeper.n_trials to run more.",
@@ -509,7 +512,7 @@ class OptunaSweeperImpl:
         done = stored(study)
         jobs = [(c, s) for c in chosen for s in seeds if (c.label, s) not in done]
         if jobs:
-            log.info("Confirm step: %d configs (%s) x %d seeds; %d runs left.", len(chosen),
+            log.info(CONFIRM_STEP_LINE + "%d configs (%s) x %d seeds; %d runs left.", len(chosen),
                      ", ".join(c.label for c in chosen), len(seeds), len(jobs))
         job_idx = next_job_index(sweep_dir)
         started = time.monotonic()
