@@ -55,6 +55,7 @@ from narm_lightning.module import NARMModule, best_epoch
 from narm_lightning.pruning import OptunaPruningCallback, callback_from_config
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
+from narm_lightning.runlock import lock_run_dir, release_run_dirs
 from narm_lightning.safe_load import load_torch_checkpoint
 from narm_lightning.schema import mode_of
 from narm_lightning.wandb_runs import state_of
@@ -348,6 +349,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     except BaseException as exc:
         finish_loggers(loggers, state_of(exc))
         raise
+    finally:
+        release_run_dirs()  # a sweep's next trial in this process writes another folder
     finish_loggers(loggers, "complete")
     return results
 
@@ -437,10 +440,13 @@ def plan_run(cfg: DictConfig, output_dir: str | Path | None) -> RunPlan:
     lead = rank_zero_only.rank == 0  # known from the launcher's environment before the process group exists
     if cfg.get("resume"):
         run_dir, last = resume_paths(cfg.resume)
+        if lead:
+            lock_run_dir(run_dir)  # one writer: a resume of a run still training is refused
         check_resume_config(cfg, run_dir)
         return RunPlan(cfg, run_dir, last, read_run_state(last), lead)
     run_dir = resolve_output_dir(output_dir)
-    if lead:  # DDP's other ranks run into the folder rank 0 has begun
+    if lead:  # DDP's other ranks run into the folder rank 0 has begun (and locked)
+        lock_run_dir(run_dir)
         check_fresh_run_dir(run_dir)
     return RunPlan(cfg, run_dir, lead=lead)
 

@@ -187,8 +187,8 @@ def test_resume_on_changed_data_is_refused_by_name(tiny_root, tmp_path) -> None:
         (run / "checkpoints" / "last.ckpt").read_bytes()[:5000]), r"last\.ckpt: not a readable"),
     (lambda run: torch.save({"foreign": torch.ones(1)}, run / "checkpoints" / "last.ckpt"),
      r"last\.ckpt: a torch file, but not a last\.ckpt written by narm-lightning"),
-    (lambda run: (run / "config.yaml").write_text("seed: [1\n"), r"config\.yaml: not a readable config"),
-    (lambda run: (run / "config.yaml").write_text("- 1\n"), r"config\.yaml: holds a ListConfig"),
+    (lambda run: (run / "config.yaml").write_text("seed: [1\n"), r"config\.yaml: not valid YAML"),
+    (lambda run: (run / "config.yaml").write_text("- 1\n"), r"config\.yaml: holds a list, not a mapping"),
 ])
 def test_a_damaged_run_folder_is_one_paragraph(tiny_root, tmp_path, damage, message) -> None:
     run = tmp_path / "run"
@@ -203,7 +203,7 @@ def test_a_corrupt_overrides_file_is_one_paragraph_at_the_command_line(tmp_path)
     (tmp_path / ".hydra" / "overrides.yaml").write_bytes(b"- a\n\x00\xff: [")
     proc = subprocess.run(_train_py(f"resume={tmp_path}"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "overrides.yaml: not readable YAML" in proc.stderr
+    assert "overrides.yaml: not valid YAML" in proc.stderr
     (tmp_path / ".hydra" / "overrides.yaml").write_text("a: 1\n")
     with pytest.raises(ConfigError, match="holds dict, not a list of override strings"):
         resume_argv(["train.py", f"resume={tmp_path}"])

@@ -26,7 +26,7 @@ from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.safe_load import load_plain_pickle, load_torch_checkpoint
 from narm_lightning.serving.recommender import Recommender
 from narm_lightning.training import load_initial_weights
-from tests.helpers import REPO
+from tests.helpers import REPO, tiny_overrides
 
 
 class _System:
@@ -139,18 +139,55 @@ def test_the_refusal_names_the_class_and_says_nothing_ran(tmp_path) -> None:
         load_torch_checkpoint(path)
 
 
-def test_the_command_line_of_the_issue(tmp_path) -> None:
-    """``python train.py init_from=e.pth epochs=0`` with the issue's payload: exit 2, one paragraph, no file."""
+def test_the_command_line_of_the_issue(tiny_root, tmp_path) -> None:
+    """``python train.py init_from=e.pth epochs=0`` with the issue's payload, on data that loads (so the program
+    reaches the file): exit 2, one paragraph naming the file, no marker."""
     marker = tmp_path / "pwned.txt"
     evil = _raw_pickle(tmp_path / "e.pth", marker)
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), f"init_from={evil}", "epochs=0",
-                           "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "data.dataset=tiny",
-                           f"data.root={tmp_path / 'nodata'}", "data.download=false"],
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *tiny_overrides(tiny_root), f"init_from={evil}",
+                           "epochs=0", f"hydra.run.dir={tmp_path / 'run'}"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert not marker.exists()
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert f"error: init_from={evil}: " in proc.stderr and "Nothing in the file was run." in proc.stderr
+
+
+def _config_file_run(tiny_root: Path, tmp_path: Path, text: str, env: dict[str, str] | None = None
+                     ) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "recbole.yaml"
+    config.write_text(text)
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *tiny_overrides(tiny_root), f"config_file={config}",
+                           "epochs=1", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env={**os.environ, **(env or {})})
+
+
+def test_a_config_file_cannot_read_the_environment(tiny_root, tmp_path) -> None:
+    """The red-team's ``data_path: "/x/${oc.env:MY_SECRET_TOKEN}/../data"``: refused naming the key; the secret is
+    nowhere (not in the message, not in a file)."""
+    proc = _config_file_run(tiny_root, tmp_path, 'data_path: "/x/${oc.env:MY_SECRET_TOKEN}/../data"\n',
+                            {"MY_SECRET_TOKEN": "hunter2-secret"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "recbole.yaml: data_path holds '/x/${oc.env:MY_SECRET_TOKEN}/../data', an OmegaConf interpolation" in (
+        proc.stderr)
+    assert "hunter2-secret" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "run").exists()
+    # every other resolver too, in keys and nested values
+    for text in ("USER_ID_FIELD: ${now:%H}\n", "topk: [10, '${oc.decode:1}']\n", "'${oc.env:HOME}': 1\n"):
+        assert _config_file_run(tiny_root, tmp_path, text).returncode == 2
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tiny_root, tmp_path) -> None:
+    """A 1 KB billion-laughs config file: refused before it is expanded (the red-team saw 151 s), exit 2."""
+    lines, previous = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'], "a0"
+    for level in range(1, 9):
+        lines.append(f"a{level}: &a{level} [" + ",".join([f"*{previous}"] * 9) + "]")
+        previous = f"a{level}"
+    proc = _config_file_run(tiny_root, tmp_path, "\n".join(lines) + "\n")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "its aliases expand to more than" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_allowed_files_still_load(tmp_path) -> None:

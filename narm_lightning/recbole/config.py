@@ -21,6 +21,7 @@ from narm_lightning.errors import ConfigError
 from narm_lightning.io import read_text_lines
 from narm_lightning.recbole.keys import BY_NAME
 from narm_lightning.schema import RECBOLE_EVAL_FILL
+from narm_lightning.yaml_files import load_yaml_data
 
 
 class RecBoleYamlLoader(yaml.SafeLoader):
@@ -105,11 +106,8 @@ def read_recbole_file(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config_file={path}: no such file; expected a RecBole .yaml config file.")
     text = "\n".join(read_text_lines(path, "a RecBole .yaml config file (UTF-8 text)"))
-    try:
-        data = yaml.load(text, Loader=RecBoleYamlLoader) or {}  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise ConfigError(f"config_file={path}: not valid YAML ({detail}).") from None
+    # bounded (no alias bomb) and inert (no ${oc.env:...} reaching the environment once merged)
+    data = load_yaml_data(text, f"config_file={path}", RecBoleYamlLoader) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config_file={path}: expected a mapping of RecBole keys, got {type(data).__name__}.")
     _check_plain(data, "", f"config_file={path}")
