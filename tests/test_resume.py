@@ -18,8 +18,9 @@ from narm_lightning.errors import ConfigError, DataError
 from narm_lightning.training import train
 from tests.helpers import REPO, compose_train, tiny_overrides
 
-# small batches make an epoch long enough (~50 steps) that the poller sees epoch 2 before the run ends
-RUN = ("epochs=8", "stopping_step=100", "train_batch_size=8", "learning_rate=0.002", "trainer.num_threads=1")
+# small batches make an epoch long enough (~50 steps) that the poller sees each epoch; at this learning rate the
+# tiny data's best epoch comes early and early stopping (patience stopping_step + 1 = 3 epochs) ends the run
+RUN = ("epochs=12", "stopping_step=2", "train_batch_size=8", "learning_rate=0.05", "trainer.num_threads=1")
 
 
 def _last_epoch(path: Path) -> int | None:
@@ -33,13 +34,26 @@ def _train_py(*args: str) -> list[str]:
     return [sys.executable, str(REPO / "train.py"), *args]
 
 
+def _valid_history(run: Path) -> list[dict[str, float]]:
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    return ckpt["callbacks"][RunState.__qualname__]["valid_history"]
+
+
 def test_sigkill_mid_run_then_resume_gives_the_same_test_metrics(tiny_root, tmp_path) -> None:
+    """Killed while early stopping's patience is counting (after the best epoch, before the stop): the resumed run
+    must stop at the same epoch (patience restored), keep the earlier best (best score restored), and see the same
+    valid metrics epoch by epoch (torch's global and the shuffle's generators restored: training draws from both).
+    Python's and NumPy's global generators are restored too, but training draws nothing from them, so this test
+    cannot see their loss (``test_run_state_restores_every_generator`` checks them directly)."""
     threads = torch.get_num_threads()
     try:
         uninterrupted = train(compose_train(tiny_overrides(tiny_root, *RUN, gru_impl="auto")),  # the fused GRU
                               output_dir=tmp_path / "a")
     finally:
         torch.set_num_threads(threads)
+    best, stop = uninterrupted["best_epoch"], uninterrupted["epochs_run"]
+    # the setting must give what the test is about: an early stop, well after the best epoch
+    assert stop < 12 and stop - 1 - best == 3, (best, stop)
 
     run_b = tmp_path / "b"
     last = run_b / "checkpoints" / "last.ckpt"
@@ -49,7 +63,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_test_metrics(tiny_root, tmp_
         deadline = time.monotonic() + 240  # a guard against a hang, not a timing assertion
         while proc.poll() is None and time.monotonic() < deadline:
             epoch = _last_epoch(last) if last.exists() else None
-            if epoch is not None and epoch >= 2:
+            if epoch is not None and epoch > best:  # the first epoch after the best: patience at 1
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.02)
@@ -59,7 +73,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_test_metrics(tiny_root, tmp_
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, f"run B was not killed mid-run: {proc.stderr.read()[-2000:]!r}"
     killed_at = _last_epoch(last)
-    assert killed_at is not None and killed_at < 7 and not (run_b / "results.json").exists()
+    assert killed_at is not None and best < killed_at < stop - 1 and not (run_b / "results.json").exists()
 
     resumed = subprocess.run(_train_py(f"resume={run_b}"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -67,9 +81,11 @@ def test_sigkill_mid_run_then_resume_gives_the_same_test_metrics(tiny_root, tmp_
     assert after["test"] == uninterrupted["test"]
     assert after["best_valid"] == uninterrupted["best_valid"]
     assert after["best_epoch"] == uninterrupted["best_epoch"]
-    assert after["epochs_run"] == uninterrupted["epochs_run"] == 8  # the valid history survived the kill
+    assert after["epochs_run"] == uninterrupted["epochs_run"]  # the same early stop: patience survived the kill
+    assert _valid_history(run_b) == _valid_history(tmp_path / "a")  # epoch by epoch, exactly
+    assert torch.load(run_b / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == best
     # seconds per epoch are over the epochs this process ran: the ones after the last checkpoint
-    assert uninterrupted["epochs_timed"] == 8 and after["epochs_timed"] == 7 - killed_at
+    assert uninterrupted["epochs_timed"] == stop and after["epochs_timed"] == stop - 1 - killed_at
 
     # every checkpoint (callback states included) is tensors and plain data
     for name in ("last.ckpt", "best.ckpt"):
@@ -77,6 +93,26 @@ def test_sigkill_mid_run_then_resume_gives_the_same_test_metrics(tiny_root, tmp_
         state = ckpt["callbacks"][RunState.__qualname__]
         assert {"python", "numpy", "torch", "shuffle", "valid_history"} <= set(state)
     assert not list((run_b / "checkpoints").glob(".*.tmp")), "no temp files left behind"
+
+
+def test_run_state_restores_every_generator() -> None:
+    """Each generator ``RunState`` saves comes back: the draws after a restore repeat the draws made right after the
+    save, one generator a component (a generator left unrestored has moved on, so its component differs)."""
+    import random
+
+    import numpy as np
+
+    shuffle = torch.Generator().manual_seed(1)
+    state = RunState(shuffle)
+    state._stage = "fit"
+    saved = state.state_dict()
+
+    def draws() -> tuple[float, ...]:
+        return (random.random(), float(np.random.rand()), float(torch.rand(1)), float(torch.rand(1, generator=shuffle)))
+
+    first = draws()
+    state.load_state_dict(saved)
+    assert draws() == first
 
 
 def test_resume_refuses_a_contradicting_config_before_touching_the_run(tiny_root, tmp_path) -> None:
@@ -151,18 +187,24 @@ def test_a_used_run_folder_is_refused_without_resume(tiny_root, tmp_path) -> Non
 
 
 def test_a_moved_run_folder_resumes_with_its_best_checkpoint_and_score(tiny_root, tmp_path) -> None:
+    """A run that never improves after its first epoch (plain SGD at lr 1e-12): once its folder is moved and it is
+    resumed, the first epoch must stay the best. Were the saved best score dropped, epoch 1 would be written as
+    ``best.ckpt`` while ``results.json`` (from the valid history) names epoch 0: test figures off the wrong weights."""
     first = tmp_path / "first"
-    done = train(compose_train(tiny_overrides(tiny_root, "epochs=2")), output_dir=first)
+    still = ("learner=sgd", "learning_rate=1e-12")
+    train(compose_train(tiny_overrides(tiny_root, "epochs=1", *still)), output_dir=first)
     moved = tmp_path / "moved"
     first.rename(moved)
-    resumed = train(compose_train(tiny_overrides(tiny_root, "epochs=4", f"resume={moved}")))
+    resumed = train(compose_train(tiny_overrides(tiny_root, "epochs=3", *still, f"resume={moved}")))
     names = sorted(p.name for p in (moved / "checkpoints").iterdir())
     assert names == ["best.ckpt", "last.ckpt"], "no best-v1.ckpt beside a stale best.ckpt"
     best = torch.load(moved / "checkpoints" / "best.ckpt", weights_only=True)
-    state = next(v for k, v in best["callbacks"].items() if k.startswith("RunCheckpoint{'monitor': 'valid"))
-    assert state["dirpath"] == str(moved / "checkpoints")
-    # the score of the first two epochs was kept: the best of four is at least the best of two
-    assert resumed["best_valid_score"] >= done["best_valid_score"]
+    last = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)
+    state = next(v for k, v in last["callbacks"].items() if k.startswith("RunCheckpoint{'monitor': 'valid"))
+    assert state["dirpath"] == str(moved / "checkpoints")  # the moved folder's paths, carried over
+    assert state["best_model_path"] == str(moved / "checkpoints" / "best.ckpt")
+    assert resumed["epochs_run"] == 3 and resumed["best_epoch"] == 0
+    assert best["epoch"] == resumed["best_epoch"]  # the test figures come from the best epoch's weights
     assert float(state["best_model_score"]) == pytest.approx(resumed["best_valid_score"])
 
 

@@ -171,3 +171,25 @@ def test_pickle_marker_helper_would_fire(tmp_path: Path) -> None:
     marker = tmp_path / "fired"
     pickle.loads(pickle.dumps(_System(marker)))
     assert marker.exists()
+
+
+def test_two_sweep_workers_started_at_once_run_every_grid_point(tiny_root: Path, tmp_path: Path) -> None:
+    """The documented "one worker per core", both started in the same second: each worker has a sweep folder of
+    its own, they share the study, and the 4 grid points all complete (the red-team saw 2 fail and a rerun call
+    the study complete)."""
+    args = [sys.executable, str(REPO / "sweep.py"), "-m", *tiny_overrides(tiny_root, *RUN), "hydra.sweeper.params=null",
+            "learning_rate=0.01,0.005,0.001,0.0005", "hydra.sweeper.study_name=pair"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    import optuna
+
+    study = optuna.load_study(study_name="pair", storage=f"sqlite:///{tmp_path / 'optuna' / 'pair.db'}")
+    states = [t.state.name for t in study.trials]
+    assert sorted(t.params["learning_rate"] for t in study.trials if t.state.name == "COMPLETE") == [
+        0.0005, 0.001, 0.005, 0.01], states
+    results = sorted((tmp_path / "multirun" / "tiny").glob("*/*/results.json"))
+    assert len(results) == len(study.trials)  # every trial wrote its own folder
+    assert len({p.parent.parent for p in results}) == 2  # one sweep folder a worker

@@ -601,8 +601,8 @@ def load_raw_split(
     if cache_file.is_file():
         try:
             return _load_cache(cache_file)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # unreadable cache entry: rebuild and overwrite it
+        except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile):
+            pass  # unreadable cache entry (an object array is refused unread: no pickle): rebuild and overwrite it
     split = build()
     try:
         _save_cache(cache_file, split, key_source)

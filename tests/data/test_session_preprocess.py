@@ -256,6 +256,39 @@ def test_cache_hit_on_second_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         load_raw_split("diginetica", raw, cache_dir=cache, tie_order="python2", sort_by_timeframe=False)
 
 
+class _Touch:
+    """Pickles as ``os.system(<touch marker>)``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("field", ["meta", "train_flat", "item_ids"])
+def test_a_cache_entry_holding_an_object_array_is_rebuilt_not_unpickled(tmp_path: Path, field: str) -> None:
+    """A cache folder is a file we read: an entry whose array is a pickle (an object array) is never unpickled;
+    the split is rebuilt from the raw log and the entry overwritten."""
+    raw = need(RAW / "diginetica-train-item-views-sample.csv")
+    cache = tmp_path / "cache"
+    first = load_raw_split("diginetica", raw, cache_dir=cache, tie_order="python2")
+    entry = next(cache.glob("*.npz"))
+    with np.load(entry) as data:
+        arrays = {name: data[name] for name in data.files}
+    marker = tmp_path / "pwned"
+    arrays[field] = np.array([_Touch(marker)], dtype=object)
+    with entry.open("wb") as handle:
+        np.savez(handle, **arrays)
+    again = load_raw_split("diginetica", raw, cache_dir=cache, tie_order="python2")
+    assert not marker.exists()
+    assert "[cached:" not in again.source and as_tuple(again) == as_tuple(first)
+    with np.load(entry) as data:  # overwritten with plain arrays
+        assert all(data[name].dtype != object for name in data.files)
+
+
 def test_cache_keyed_by_content(tmp_path: Path) -> None:
     raw = need(RAW / "diginetica-train-item-views-sample.csv")
     copy = tmp_path / "train-item-views.csv"
