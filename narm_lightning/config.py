@@ -134,6 +134,11 @@ def cross_field_problems(cfg: DictConfig) -> list[str]:
                         "(torch.cuda.is_available() is False); expected cpu or auto here (trainer=cpu)")
     if accelerator == "mps" and not torch.backends.mps.is_available():
         problems.append("trainer.accelerator is 'mps' but this machine has no Apple GPU torch can use; expected cpu")
+    devices = t.get("devices")
+    cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if cpu and not (devices == "auto" or (is_int(devices) and devices > 0)):  # Lightning's CPU rule
+        problems.append(f"trainer.devices is {devices!r} on the CPU; expected a positive number of processes (or "
+                        "'auto'): -1 and lists of device ids name GPUs")
     nodes = t.get("num_nodes", 1)
     if is_int(nodes) and nodes > 1 and t.get("strategy", "auto") == "auto":
         problems.append(f"trainer.num_nodes is {nodes} with trainer.strategy 'auto'; several machines need a "

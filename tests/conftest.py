@@ -15,6 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tools the tests run keep settings and caches in the home folder (W&B's ``~/.config/wandb``, matplotlib's):
+    point them at this session's temp folder, inherited by every subprocess, so a test run writes nothing of the
+    user's."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="narm-tests-home-"))
+    for name, sub in (("WANDB_CONFIG_DIR", "wandb-config"), ("WANDB_CACHE_DIR", "wandb-cache"),
+                      ("WANDB_DATA_DIR", "wandb-data"), ("WANDB_ARTIFACT_DIR", "wandb-artifacts"),
+                      ("MPLCONFIGDIR", "matplotlib")):
+        os.environ[name] = str(home / sub)
+
+
 @pytest.fixture(autouse=True)
 def _no_wandb_service_leaks() -> Iterator[None]:
     """A W&B run in this process sets ``WANDB_SERVICE`` (its service's socket) in ``os.environ``: every later

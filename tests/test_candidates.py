@@ -16,7 +16,7 @@ from narm_lightning.data.candidates import FILE_NAME, Mode, draw, load, save, sc
 from narm_lightning.errors import DataError
 from narm_lightning.metrics import RankMetrics
 from narm_lightning.training import load_data, train
-from tests.helpers import compose_train, tiny_overrides
+from tests.helpers import compose_train, need_shared, tiny_overrides
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REFERENCE = Path(__file__).resolve().parents[1] / "bench" / "recbole" / "sampled_reference.json"
@@ -129,8 +129,6 @@ def test_save_and_load_round_trip(tmp_path) -> None:
         load(tmp_path / "c.npz", {"test.uni2": target}, 4, "abc")
 
 
-@pytest.mark.skipif(not (SHARED / "recbole-checkpoint").is_dir() or not REFERENCE.is_file(),
-                    reason="needs ../shared/data and bench/recbole/sampled_reference.json")
 def test_uni100_and_pop100_agree_with_recbole_within_sampling_noise() -> None:
     """The shared RecBole checkpoint on ml-100k: the mean over as many candidate seeds of ours as RecBole's own
     draws in ``make recbole-sampled``'s file, per mode, split and metric, within 4 standard errors
@@ -139,7 +137,8 @@ def test_uni100_and_pop100_agree_with_recbole_within_sampling_noise() -> None:
     from narm_lightning.data.candidates import prepare
     from narm_lightning.training import build_module, load_data, load_initial_weights
 
-    reference = json.loads(REFERENCE.read_text())
+    need_shared(SHARED / "recbole-checkpoint")
+    reference = json.loads(REFERENCE.read_text())  # committed: RecBole's own draws (make recbole-sampled)
     cfg = compose_train(["logger=none", f"data.extra_roots=[{SHARED}]", "data.download=false"])
     data = load_data(cfg)
     module = build_module(cfg, data.n_items)
@@ -168,12 +167,12 @@ def test_uni100_and_pop100_agree_with_recbole_within_sampling_noise() -> None:
                                                                           theirs.mean(), se)
 
 
-@pytest.mark.skipif(not (SHARED / "recbole-checkpoint").is_dir(), reason="needs ../shared/data")
 def test_a_recbole_config_file_with_a_sampled_mode_scores_the_checkpoint_on_fixed_candidates(tmp_path) -> None:
     """RecBole's own names in a config file (``eval_args.mode: {valid: uni100, test: pop100}``) on its
     checkpoint: sampled figures within the spread of RecBole's draws, the full sort beside them equal to what
     RecBole printed, and the card naming the modes and the candidates."""
-    reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else None
+    need_shared(SHARED / "recbole-checkpoint")
+    reference = json.loads(REFERENCE.read_text())  # committed beside the bench scripts: never skipped
     recbole_yaml = tmp_path / "recbole.yaml"
     recbole_yaml.write_text("eval_args: {split: {LS: valid_and_test}, order: TO, mode: {valid: uni100, test: pop100}}"
                             "\nmetrics: [MRR, NDCG]\ntopk: [10]\n")
@@ -184,7 +183,6 @@ def test_a_recbole_config_file_with_a_sampled_mode_scores_the_checkpoint_on_fixe
     assert results["protocol"]["mode"] == {"valid": "uni100", "test": "pop100"}
     assert set(results["protocol"]["candidates"]["sha256"]) == {"valid.uni100", "test.pop100"}
     assert round(results["extra_tests"]["full"]["mrr@10"], 4) == 0.0351  # RecBole's printed full-sort test figure
-    if reference is not None:
-        for split, mode, got in (("valid", "uni100", results["best_valid"]), ("test", "pop100", results["test"])):
-            theirs = np.array([r[split]["mrr@10"] for r in reference["modes"][mode]])
-            assert abs(got["mrr@10"] - theirs.mean()) < 4 * theirs.std(ddof=1) + 1e-4, (split, got, theirs.mean())
+    for split, mode, got in (("valid", "uni100", results["best_valid"]), ("test", "pop100", results["test"])):
+        theirs = np.array([r[split]["mrr@10"] for r in reference["modes"][mode]])
+        assert abs(got["mrr@10"] - theirs.mean()) < 4 * theirs.std(ddof=1) + 1e-4, (split, got, theirs.mean())

@@ -102,10 +102,27 @@ def test_more_bad_values_and_types(overrides, message) -> None:
         validate(compose_train(overrides))
 
 
-@pytest.mark.parametrize("overrides", [["trainer.devices=-1"], ["trainer.devices=auto"], ["trainer.devices=[0]"],
-                                       ["trainer.limit_train_batches=0.5"], ["trainer.limit_train_batches=3"]])
-def test_accepted_trainer_values(overrides) -> None:
-    validate(compose_train(overrides))
+@pytest.mark.parametrize("devices", ["-1", "[0]", "[0,1]"])
+def test_gpu_style_devices_on_the_cpu_are_refused_before_lightning_would_fail(devices) -> None:
+    """-1 and id lists name GPUs; Lightning's CPU accelerator raises a TypeError traceback for them."""
+    with pytest.raises(ConfigError, match=r"trainer.devices is .* on the CPU; expected a positive number"):
+        validate(compose_train([f"trainer.devices={devices}"]))
+
+
+@pytest.mark.parametrize(("override", "attribute", "expected"), [
+    ("trainer.devices=auto", "num_devices", 1),
+    ("trainer.devices=2", "num_devices", 2),
+    ("trainer.limit_train_batches=0.5", "limit_train_batches", 0.5),
+    ("trainer.limit_train_batches=3", "limit_train_batches", 3),
+])
+def test_accepted_trainer_values_reach_the_trainer(override, attribute, expected, tmp_path) -> None:
+    """Accepted by the checks and handed to Lightning as given (not only "no error")."""
+    from narm_lightning.training import build_trainer
+
+    cfg = compose_train([override, "logger=none", "trainer.enable_progress_bar=false"])
+    validate(cfg)
+    trainer = build_trainer(cfg, [], [], tmp_path, validating=True)
+    assert getattr(trainer, attribute) == expected
 
 
 def test_a_bad_config_reads_no_data_and_writes_nothing(tmp_path) -> None:

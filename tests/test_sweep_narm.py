@@ -46,6 +46,12 @@ def test_two_trial_sweep_then_resume_with_a_hyper_test_file(tiny_root, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     again = yaml.safe_load((tmp_path / "multirun" / "again" / "optimization_results.yaml").read_text())
     assert again["n_trials"]["finished"] == 3
+    # continued, not begun anew: this sitting ran one trial, and the first sitting's two are still the study's
+    new_jobs = [d for d in (tmp_path / "multirun" / "again").iterdir() if d.is_dir() and d.name.isdigit()]
+    assert len(new_jobs) == 1
+    rows_again = {r["number"]: r for r in csv.DictReader((tmp_path / "multirun" / "again" / "trials.csv").open())}
+    assert {n: rows_again[r["number"]]["value"] for n, r in enumerate(rows)} == {
+        n: r["value"] for n, r in enumerate(rows)}
 
 
 def test_each_trial_is_its_own_wandb_run_plus_one_summary_run(tiny_root, tmp_path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -22,7 +23,12 @@ def test_train_py_through_hydra_writes_results(tiny_root, tmp_path) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     assert results["valid_metric"] == "mrr@10"
     assert set(results["test"]) == {"recall@10", "mrr@10", "ndcg@10", "hit@10", "precision@10"}
-    assert results["best_valid"]["mrr@10"] == results["best_valid_score"]
+    # the best epoch and its figures agree with what Lightning's CSV logger recorded each epoch
+    rows = [r for r in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if r.get("valid/mrr@10")]
+    logged = [float(r["valid/mrr@10"]) for r in rows]
+    assert len(logged) == 3
+    assert results["best_epoch"] == logged.index(max(logged))
+    assert results["best_valid"]["mrr@10"] == results["best_valid_score"] == pytest.approx(max(logged), abs=1e-6)
     assert results["dataset"]["n_test"] == 40
     # wall time per epoch (this process's 3) and peak memory, for benchmark tables built from runs
     assert results["epochs_timed"] == 3

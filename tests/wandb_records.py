@@ -106,6 +106,7 @@ def offline_runs(root: Path, timeout: float = 30.0) -> list[OfflineRun]:
     while True:
         paths = sorted(p for p in root.rglob("offline-run-*/run-*.wandb") if "latest-run" not in p.parts)
         runs = sorted((read_run(p) for p in paths), key=lambda r: r.start)
-        if all(r.exit_code is not None for r in runs) or time.monotonic() > deadline:
+        # no run yet is not "all complete": wait for one to appear (a finishing writer may not have created it)
+        if (runs and all(r.exit_code is not None for r in runs)) or time.monotonic() > deadline:
             return runs
         time.sleep(0.2)

@@ -75,9 +75,12 @@ def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | N
     """An RDBStorage with heartbeats (so stale trials are detected) and retry of stale trials."""
     import optuna
 
+    url = with_postgres_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}  # concurrent workers wait instead of erroring
+    elif storage_backend(url) == "postgresql":
+        engine_kwargs = {"connect_args": dict(PG_CONNECT_ARGS), "pool_pre_ping": True}
     kwargs: dict[str, Any] = {}
     if heartbeat_interval is not None:
         if heartbeat_interval <= 0:
@@ -164,6 +167,20 @@ def check_same_space(study: optuna.Study, identity: dict[str, Any]) -> None:
         )
 
 
+# A server that accepts a connection but never answers must not hang a sweep: libpq gives up connecting after
+# connect_timeout seconds, and the server ends any statement after statement_timeout (ms): Optuna's and the
+# lock's statements take milliseconds, the lock waits only while another worker asks or tells.
+PG_CONNECT_ARGS = {"connect_timeout": 20, "options": "-c statement_timeout=300000",
+                   "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+def with_postgres_driver(url: str) -> str:
+    """``postgresql://`` (and ``postgres://``) with the driver the ``[postgres]`` extra installs, psycopg2:
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which that extra does not install."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg2://{rest}" if sep and scheme.lower() in ("postgresql", "postgres") else url
+
+
 def storage_backend(url: str) -> str:
     """The database of an SQLAlchemy URL without its driver: ``postgresql+psycopg2://`` -> ``postgresql``."""
     return url.split(":", 1)[0].split("+", 1)[0].lower()
@@ -190,7 +207,8 @@ def _lock_engine(url: str) -> Any:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    return sqlalchemy.create_engine(url, poolclass=NullPool)  # a fresh connection per lock: no stale ones
+    # a fresh connection per lock (no stale ones), with the storage's timeouts
+    return sqlalchemy.create_engine(with_postgres_driver(url), poolclass=NullPool, connect_args=dict(PG_CONNECT_ARGS))
 
 
 @contextlib.contextmanager
@@ -203,9 +221,10 @@ def _postgres_lock(url: str) -> Iterator[None]:
         conn = engine.connect()
     except ImportError as exc:
         raise ConfigError(
-            f"hydra.sweeper.storage: '{redact_url(url)}' needs the PostgreSQL driver ({exc}). "
-            f"Install it with: pip install -e '.[postgres]'"
-        ) from exc
+            f"hydra.sweeper.storage: '{redact_url(url)}' needs the PostgreSQL driver psycopg2 ({exc}). "
+            f"Install it with: pip install -e '.[postgres]' in a checkout, pip install 'narm-lightning[postgres]' "
+            "otherwise (or pip install psycopg2-binary)."
+        ) from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise ConfigError(
             f"hydra.sweeper.storage: cannot connect to '{redact_url(url)}': {str(exc).splitlines()[0]}. "

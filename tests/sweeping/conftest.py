@@ -79,4 +79,6 @@ def postgres_storage() -> Iterator[str]:
         with postgres_url() as url:
             yield url
     except PostgresUnavailable as exc:
+        if os.environ.get("NARM_REQUIRE_POSTGRES") == "1":  # CI: the distributed-sweep tests must never skip
+            pytest.fail(f"no PostgreSQL: {exc} (NARM_REQUIRE_POSTGRES=1)")
         pytest.skip(f"no PostgreSQL: {exc}")

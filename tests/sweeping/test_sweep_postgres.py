@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -52,8 +53,18 @@ def test_postgres_lock_excludes_other_workers_and_dies_with_its_holder(postgres_
         holder.wait(30)
 
 
+def need_psycopg2() -> None:
+    """The driver of the ``[postgres]`` extra (in ``[dev]``): skipped without it, failed under CI's requirement."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        if os.environ.get("NARM_REQUIRE_POSTGRES") == "1":
+            pytest.fail("the psycopg2 driver is not installed (NARM_REQUIRE_POSTGRES=1)")
+        pytest.skip("the psycopg2 driver is not installed")
+
+
 def test_unreachable_postgres_storage_is_one_clear_config_error() -> None:
-    pytest.importorskip("psycopg2", reason="the psycopg2 driver is not installed")
+    need_psycopg2()
     url = "postgresql+psycopg2://narm:s3cret@127.0.0.1:1/nowhere"  # port 1: nothing listens there
     with pytest.raises(ConfigError, match=r"hydra.sweeper.storage: cannot connect to") as info:
         with study_lock(url):
@@ -82,7 +93,7 @@ def test_two_workers_share_one_postgres_study(postgres_storage: str, tmp_path: P
     n_trials = 6
     args = [
         "hydra/sweeper/sampler=random",
-        "sleep=1.0",  # one worker alone would need 6 s: both get trials despite their start-up skew
+        f"rendezvous={tmp_path / 'met'}",  # every trial waits until both workers hold one: both get trials
         f"hydra.sweeper.n_trials={n_trials}",
         f"hydra.sweeper.storage={postgres_storage}",
         f"hydra.sweeper.study_name={study_name}",
@@ -99,3 +110,34 @@ def test_two_workers_share_one_postgres_study(postgres_storage: str, tmp_path: P
     for worker, own in by_worker.items():  # each worker's job folders are exactly its trials
         job_dirs = [d for d in (tmp_path / "multirun" / worker).iterdir() if d.is_dir() and d.name.isdigit()]
         assert len(job_dirs) == len(own)
+
+
+def test_a_server_that_accepts_but_never_answers_is_a_clear_error_not_a_hang() -> None:
+    """The red-team's silent server: a socket that accepts connections and says nothing. libpq's connect_timeout
+    ends the wait; the sweep gets one paragraph naming the storage (it hung until killed before)."""
+    import socket
+    import time
+
+    need_psycopg2()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError, match=rf"hydra.sweeper.storage: cannot connect to 'postgresql://"
+                                              rf"narm@127.0.0.1:{port}/x'.*timeout"):
+            with study_lock(f"postgresql://narm@127.0.0.1:{port}/x"):
+                pass
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 90  # a bound on a hang, not a speed figure (connect_timeout is 20 s)
+
+
+def test_the_documented_postgresql_url_uses_the_installed_driver() -> None:
+    from narm_lightning.sweeping.study import with_postgres_driver
+
+    assert with_postgres_driver("postgresql://u@h:5432/db") == "postgresql+psycopg2://u@h:5432/db"
+    assert with_postgres_driver("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert with_postgres_driver("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"  # chosen: kept
+    assert with_postgres_driver("sqlite:///x.db") == "sqlite:///x.db"

@@ -25,8 +25,24 @@ def write_results(value: float) -> None:
     out.write_text(json.dumps({"test": {"loss": value, "double": 2 * value}}))
 
 
+def rendezvous(folder: str, workers: int) -> None:
+    """Wait until ``workers`` processes have reached this point (an event, not a guess at start-up skew): a
+    parallel test then knows every worker holds a trial at once. Gives up after 120 s (the test then fails)."""
+    import os
+    from pathlib import Path
+
+    here = Path(folder)
+    here.mkdir(parents=True, exist_ok=True)
+    (here / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(here.iterdir())) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    if cfg.rendezvous:
+        rendezvous(cfg.rendezvous, int(cfg.workers))
     if cfg.sleep:
         time.sleep(float(cfg.sleep))
     if cfg.mode == "fail" or (cfg.fail_x is not None and cfg.x == cfg.fail_x):
