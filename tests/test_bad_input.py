@@ -120,6 +120,42 @@ def test_a_binary_params_file_is_one_paragraph(tmp_path) -> None:
     _one_paragraph(proc, "contains a NUL byte")
 
 
+@pytest.mark.parametrize(("lines", "message"), [
+    ("learning_rate loguniform -1000,1000\n", "natural-log bounds outside [-700, 700]"),
+    ("learning_rate quniform 0,1,1e-300\n", "quniform 0,1,1e-300 has about 1e+300 values, more than 1,000"),
+    ("learning_rate quniform 0,20000,1\n", "has about 2e+04 values, more than 1,000"),
+    ("learning_rate quniform 0.001,1,0.001\nweight_decay quniform 0.001,1,0.001\n",
+     "a grid of 1,000,000 points (learning_rate 1,000 x weight_decay 1,000), more than 100,000"),
+])
+def test_a_search_space_out_of_proportion_is_refused_at_once(tmp_path, lines, message) -> None:
+    """The red-team's hyper.test lines: an OverflowError traceback, 10^8 grid points (MemoryError after 36 s).
+    Each is refused before a list or a study is made (the guard fails the test on a hang)."""
+    path = tmp_path / "hyper.test"
+    path.write_text(lines)
+    with no_hang(60):
+        proc = _run("sweep.py", "-m", f"--params-file={path}", cwd=tmp_path)
+    _one_paragraph(proc, message)
+
+
+def test_a_thousand_value_line_checks_its_extremes_not_every_value() -> None:
+    """Before the first trial the sweeper composes configs to check the space: every group option, but of a
+    numeric line only its extremes (one composition costs ~0.2 s: 1,000 of them kept the console silent for
+    minutes)."""
+    from optuna.distributions import CategoricalDistribution
+
+    from narm_lightning.sweeping.space import SearchSpace
+
+    lr = [round(0.001 * i, 3) for i in range(1, 1001)]
+    space = SearchSpace({"learning_rate": CategoricalDistribution(lr),
+                         "n_layers": CategoricalDistribution(["1", "2", "3"]),
+                         "seed": CategoricalDistribution([1, 2, 3, 4, 5, 2.5])}, [])
+    points = space.check_points(frozenset({"n_layers"}))
+    assert sorted({p["learning_rate"] for p in points}) == [0.001, 1.0]
+    assert sorted({p["n_layers"] for p in points}) == ["1", "2", "3"]  # each option composed
+    assert sorted({p["seed"] for p in points}) == [1, 2.5, 5]  # extremes, and a float beside the ints
+    assert len(points) == 2 * 3 * 3
+
+
 # --- storages and the sweeper ---------------------------------------------------------------------------
 
 
@@ -169,6 +205,18 @@ def test_a_huge_token_costs_its_own_size_not_rows_times_it(tmp_path) -> None:
     assert table.columns["item_id"].dtype == object  # a str array would be 16 rows x 40 MB each
     data = load_user_sequences("big", str(tmp_path), [], "user_id", "item_id", "timestamp", 50, download=False)
     assert data.n_items == 7
+
+
+def test_a_header_of_a_million_fields_is_read_in_linear_time_and_named_briefly(tmp_path) -> None:
+    """The red-team's 10^6-field header (40 k fields took 37 s: a quadratic duplicate check). The refusal names
+    the first fields and the count, not a megabyte of header."""
+    path = tmp_path / "wide" / "wide.inter"
+    path.parent.mkdir()
+    path.write_text("\t".join(f"f{i}:token" for i in range(1_000_000)) + "\n" + "\t".join(["x"] * 1_000_000) + "\n")
+    with no_hang(60), pytest.raises(DataError, match=r"the header has no field user_id, item_id, timestamp \(it has: "
+                                                    r"f0:token, .*, \.\.\. \(1,000,000 fields\)\)") as info:
+        read_atomic(path, {"user_id": "token", "item_id": "token", "timestamp": "float"})
+    assert len(str(info.value)) < 600
 
 
 def test_a_window_far_beyond_the_data_costs_nothing_and_changes_nothing(tiny_root) -> None:

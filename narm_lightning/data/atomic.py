@@ -30,16 +30,19 @@ class AtomicTable:
 
 
 def _parse_header(path: Path, line: str) -> list[tuple[str, str]]:
+    """``[(name, type), ...]`` of the header line, in linear time (a header may have a million fields)."""
     fields = []
+    seen: set[str] = set()
     for column, spec in enumerate(line.split("\t"), start=1):
         name, sep, kind = spec.partition(":")
         if not sep or not name or kind not in ATOMIC_TYPES:
             raise DataError(
-                f"{path}, line 1, column {column}: header entry {spec!r} is not 'name:type' with type one of "
+                f"{path}, line 1, column {column}: header entry {spec[:80]!r} is not 'name:type' with type one of "
                 f"{', '.join(ATOMIC_TYPES)}."
             )
-        if name in {n for n, _ in fields}:
+        if name in seen:
             raise DataError(f"{path}, line 1, column {column}: field {name!r} appears twice in the header.")
+        seen.add(name)
         fields.append((name, kind))
     return fields
 
@@ -58,7 +61,8 @@ def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
     index = {name: i for i, (name, _) in enumerate(header)}
     missing = [name for name in fields if name not in index]
     if missing:
-        have = ", ".join(f"{n}:{t}" for n, t in header)
+        have = ", ".join(f"{n}:{t}" for n, t in header[:12]) + (f", ... ({len(header):,} fields)"
+                                                                 if len(header) > 12 else "")
         raise DataError(f"{path}, line 1: the header has no field {', '.join(missing)} (it has: {have}).")
     for name, kind in fields.items():
         got = header[index[name]][1]

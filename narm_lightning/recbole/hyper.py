@@ -22,6 +22,8 @@ from narm_lightning.io import read_text_lines
 from narm_lightning.recbole.config import SHORTCUT_GROUPS
 from narm_lightning.recbole.keys import KEY_MAP
 
+LOG_BOUND = 700  # e^±700 is about 10^±304: beyond, a float is 0 or inf
+MAX_QUNIFORM_VALUES = 1_000  # a grid line; the whole grid is bounded too (sweeping.space.MAX_GRID_POINTS)
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -107,13 +109,19 @@ def parse_hyper_line(line: str, lineno: int, source: str, conf_dir: Path = CONF_
     if kind == "uniform" and len(bounds) == 2 and bounds[0] < bounds[1]:
         return key, f"interval({bounds[0]!r},{bounds[1]!r})"
     if kind == "loguniform" and len(bounds) == 2 and bounds[0] < bounds[1]:
+        if not -LOG_BOUND <= bounds[0] < bounds[1] <= LOG_BOUND:  # exp() of these is 0 or overflows a float
+            raise ConfigError(f"{where}: loguniform {spec} has natural-log bounds outside [-{LOG_BOUND}, {LOG_BOUND}]"
+                              f" (e^{bounds[1]:g} is no number a key can take); RecBole's bounds are logs, e.g. "
+                              "loguniform -8,0 for 0.0003 to 1.")
         low, high = math.exp(bounds[0]), math.exp(bounds[1])
         return key, f"tag(log,interval({low!r},{high!r}))"
     if kind == "quniform" and len(bounds) == 3 and bounds[0] < bounds[1] and bounds[2] > 0:
         low, high, q = bounds
+        count = (high - low) / q  # counted before any list is made: 0,1,1e-300 would be 10^300 values
+        if not count <= MAX_QUNIFORM_VALUES:
+            raise ConfigError(f"{where}: quniform {spec} has about {count:.3g} values, more than "
+                              f"{MAX_QUNIFORM_VALUES:,}; use a coarser q.")
         steps = range(round(low / q), round(high / q) + 1)
-        if len(steps) > 10_000:
-            raise ConfigError(f"{where}: quniform {spec} has {len(steps)} values; use a coarser q.")
         values = [round(i * q, 12) for i in steps]
         values = [int(v) if float(v).is_integer() and float(q).is_integer() else v for v in values]
         return key, f"choice({','.join(_fmt(v) for v in values)})"

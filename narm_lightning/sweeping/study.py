@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from narm_lightning.errors import ConfigError
+from narm_lightning.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     import optuna
@@ -93,18 +93,58 @@ def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | N
             "heartbeat_stale_trial_callback": _retry_callback(MAX_STALE_RETRIES),
         }
     check_sqlite_folder(url)
+    database = sqlite_path(url)
+    created = database is not None and not database.exists()
+    if database is not None and not created:
+        check_sqlite_database(database)
     try:
         with warnings.catch_warnings():  # "heartbeat_interval is experimental": Optuna's note, noise to a user
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except ImportError as exc:
-        raise ConfigError(
+    except Exception as exc:  # noqa: BLE001 - cleaned up, then named in one paragraph or raised as it was
+        if created and database is not None:  # a new database half-made (a full disk): nothing left behind
+            for leftover in (database, database.with_name(database.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+        raise _storage_error(url, database, exc) from None
+
+
+def _storage_error(url: str, database: Path | None, exc: Exception) -> Exception:
+    """One paragraph for a storage that cannot be opened; anything unforeseen is returned as it was."""
+    import sqlalchemy
+
+    if isinstance(exc, ImportError):
+        return ConfigError(
             f"hydra.sweeper.storage: '{redact_url(url)}' needs a database driver that is not installed "
             f"({exc}). Install it (PostgreSQL: pip install 'narm-lightning[postgres]'; MySQL: pip install pymysql "
             "and a mysql+pymysql:// URL), or use the default SQLite storage (storage=null)."
-        ) from None
-    except ValueError as exc:
-        raise ConfigError(f"hydra.sweeper.storage: cannot open '{redact_url(url)}': {exc}") from None
+        )
+    if database is not None and isinstance(exc, (sqlalchemy.exc.DatabaseError, OSError)):
+        return ConfigError(f"hydra.sweeper.storage: the study database {database} cannot be opened or written "
+                           f"({first_line(exc, 160)}); free space or fix permissions, or restore the file.")
+    if isinstance(exc, (ValueError, sqlalchemy.exc.SQLAlchemyError)):
+        return ConfigError(f"hydra.sweeper.storage: cannot open '{redact_url(url)}': {first_line(exc, 300)}")
+    return exc
+
+
+def check_sqlite_database(path: Path) -> None:
+    """An existing SQLite study must be a whole SQLite database: garbage, a truncated file or a damaged page is
+    one paragraph naming the file (SQLite's own ``quick_check``), before Optuna touches it."""
+    import sqlite3
+
+    problem = None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as conn:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in rows] != ["ok"]:
+            problem = "; ".join(str(r[0]) for r in rows[:3])
+    except sqlite3.Error as exc:
+        problem = str(exc)
+    if problem:
+        raise ConfigError(
+            f"hydra.sweeper.storage: {path} is not a whole SQLite database ({problem}): damaged, truncated or "
+            "another kind of file. Restore it from a copy, move it aside to start a new study, or name another study "
+            "(hydra.sweeper.study_name)."
+        )
 
 
 def check_sqlite_folder(url: str) -> None:

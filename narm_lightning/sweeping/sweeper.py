@@ -271,7 +271,7 @@ class OptunaSweeperImpl:
         assert self.hydra_context is not None and self.config is not None
         check = get_method(self.config_check) if self.config_check else None
         groups = self._config_groups(dict(space.distributions))
-        points = space.check_points()
+        points = space.check_points(groups)
         for params in points:
             overrides = [*space.fixed_overrides, *params_to_overrides(params, groups),
                          *identity_overrides("check", "check", 0)]

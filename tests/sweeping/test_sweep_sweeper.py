@@ -401,3 +401,33 @@ def test_confirm_step_retrains_top_and_default_over_seeds_and_resumes(
     # the same command again: nothing to run, no new folder; the table is printed
     again = run_toy("hydra.sweep.dir=multirun/c3", *args, "hydra.sweeper.confirm_seeds=3")
     assert not sweep_dir(tmp_path, "c3").exists() and "Confirm step" in again.stderr + again.stdout
+
+
+def _garbage(db: Path) -> None:
+    db.write_bytes(bytes(range(256)) * 16)
+
+
+def _truncated(db: Path) -> None:
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+
+
+def _damaged_page(db: Path) -> None:
+    data = bytearray(db.read_bytes())
+    page = 4096  # SQLite's default page size: overwrite the b-tree header of the second page
+    data[page:page + 64] = b"\xff" * 64
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _damaged_page])
+def test_a_damaged_study_database_is_one_paragraph(run_toy: RunToy, tmp_path: Path, damage) -> None:
+    """The red-team's damaged SQLite study (garbage, cut short, a bad page): exit 2 naming the file (SQLite's
+    quick_check), no traceback, the file as it was."""
+    run_toy()
+    db = tmp_path / "optuna" / "toy.db"
+    damage(db)
+    before = db.read_bytes()
+    proc = run_toy(check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"hydra.sweeper.storage: {db} is not a whole SQLite database (" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert db.read_bytes() == before
