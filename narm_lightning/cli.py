@@ -48,6 +48,12 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except NarmError as exc:
         fail(exc)
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # Hydra's run folder from data.dataset, or a path given as a key
+            name = str(exc.filename or "a path")
+            shown = name if len(name) <= 100 else f"{name[:60]}...{name[-30:]} ({len(name):,} characters)"
+            fail(ConfigError(f"{shown}: a file or folder name longer than the filesystem allows (255 bytes a "
+                             "name); shorten the key that names it (data.dataset names the run folder, or "
+                             "hydra.run.dir)."))
         if exc.errno not in DISK_ERRNOS:
             raise
         fail(WriteFailed(exc.filename or "a file", exc))

@@ -60,9 +60,18 @@ def split_session(value: Any) -> list[str]:
 
 
 def read_sessions(path: Path) -> Iterator[list[str]]:
-    """Sessions of ``path``, one a line, read lazily (a blank line is a session with no items)."""
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
+    """Sessions of ``path``, one a line, read lazily (a blank line is a session with no items); a line that is not
+    UTF-8 (a Latin-1 or UTF-16 file) is a ``DataError`` naming the file and the line."""
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                utf16 = line_no == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+                hint = (" (it starts with a UTF-16 byte-order mark: iconv -f UTF-16 -t UTF-8 converts it)" if utf16
+                        else "")
+                raise DataError(f"{path}, line {line_no}: is not UTF-8 text (byte {exc.start}){hint}; expected one "
+                                "session a line, item ids separated by spaces.") from None
             yield line.split()
 
 
