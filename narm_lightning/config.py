@@ -29,6 +29,7 @@ from narm_lightning.schema import (
     mode_of,
     schema_problems,
 )
+from narm_lightning.wandb_runs import check_credentials
 
 
 def parse_metric_name(name: str) -> tuple[str, int]:
@@ -189,3 +190,6 @@ def validate(cfg: DictConfig) -> None:
     problems = config_problems(cfg)
     if problems:
         raise ConfigError("Invalid config: " + "; ".join(problems) + ".")
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if wandb is not None:  # the environment, not the config: online W&B without a key (a sweep checks it up front)
+        check_credentials(wandb)

@@ -38,6 +38,33 @@ def resolve_mode(mode: str | None) -> str | None:
     return "offline"
 
 
+def check_credentials(options: Mapping[str, Any]) -> None:
+    """Online W&B needs an API key: refuse before anything is read or written (wandb would raise ``UsageError``
+    from inside the first epoch, leaving a run folder with a config and no results).
+
+    Looked for where wandb looks: ``WANDB_API_KEY``, an identity token file, or the netrc entry ``wandb login``
+    writes for the W&B host (``WANDB_BASE_URL``, default api.wandb.ai)."""
+    if resolve_mode(options.get("mode")) != "online":
+        return
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    try:
+        entry = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        entry = None
+    if entry and entry[2]:
+        return
+    raise ConfigError(
+        f"logger.wandb.mode is 'online' but no W&B API key is configured for {host} (WANDB_API_KEY, or the netrc "
+        "entry `wandb login` writes); run `wandb login` first, or leave the mode offline (the default) and upload "
+        "the run later with `wandb sync <run dir>/wandb`."
+    )
+
+
 def check_options(options: Mapping[str, Any]) -> None:
     """One paragraph for a misspelled key or a malformed ``tags`` (Hydra does not see keys set by code)."""
     unknown = sorted(set(options) - set(KEYS))
@@ -66,6 +93,7 @@ def open_run(
     import wandb
 
     check_options(options)
+    check_credentials(options)
     run_dir = Path(options.get("dir") or default_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     mode = resolve_mode(options.get("mode"))

@@ -22,6 +22,7 @@ from narm_lightning.serving.recommender import Recommender
 from narm_lightning.training import build_module, train
 from tests.conftest import write_inter
 from tests.helpers import compose_train, tiny_overrides
+from tests.test_fuzz_readers import no_hang
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_LEN = 8  # shorter than the tiny users' 12 items, so truncation is exercised
@@ -281,3 +282,28 @@ def test_cli_errors_are_one_paragraph_exit_2(args: list[str], message: str, trai
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and message in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []  # no run folder, no log file
+
+
+@pytest.mark.parametrize(("key", "value"), [("hidden_size", 10**9), ("embedding_size", 10**9), ("n_items", 10**9),
+                                            ("n_layers", 7)])
+def test_a_checkpoint_whose_config_lies_about_its_sizes_is_refused_before_allocating(trained, tmp_path, key,
+                                                                                       value) -> None:
+    """The red-team's weights-only checkpoint claiming a 10^9 size: the model used to be built first (GiBs, or
+    minutes); now its shapes are compared with the weights' on the meta device and the file is refused."""
+    ckpt = torch.load(trained[0], weights_only=True)
+    ckpt["hyper_parameters"]["model"][key] = value
+    lying = tmp_path / "lying.ckpt"
+    torch.save(ckpt, lying)
+    with no_hang(60), pytest.raises(DataError, match=r"lying\.ckpt: its hyper_parameters do not describe its "
+                                                    r"weights \((ValueError: the model config and the weights "
+                                                    r"disagree|RuntimeError: Storage size calculation overflowed)"):
+        Recommender.from_checkpoint(lying)
+
+
+def test_an_export_with_fewer_item_ids_than_items_is_refused(trained, tmp_path: Path) -> None:
+    """item_ids.json shorter than the model's item table ended in an IndexError while ranking."""
+    out = export(trained[0], tmp_path / "export")
+    ids = json.loads((out / "item_ids.json").read_text())
+    (out / "item_ids.json").write_text(json.dumps(ids[:-1]))
+    with pytest.raises(DataError, match=r"item_ids\.json: 30 item ids for a model of 31 items \(padding included\)"):
+        Recommender.from_export(out)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -13,9 +16,9 @@ from narm_lightning.io import flatten
 from narm_lightning.loggers import build_loggers
 from narm_lightning.module import NARMModule
 from narm_lightning.training import train
-from narm_lightning.wandb_runs import check_options, resolve_mode
+from narm_lightning.wandb_runs import check_credentials, check_options, resolve_mode
 from narm_lightning.wandb_summary import log_sweep_summary
-from tests.helpers import compose_train, tiny_overrides
+from tests.helpers import REPO, compose_train, tiny_overrides
 from tests.wandb_records import offline_runs
 
 
@@ -158,3 +161,34 @@ def test_sweep_summary_run_holds_the_trials_table_and_plots(offline_wandb: Path)
     table = json.loads((run.path.parent / "files" / logged["trials"]["path"]).read_text())
     assert table["columns"] == ["number", "state", "value", "params.learning_rate"]
     assert table["data"] == [[0, "complete", 0.12, 0.001], [1, "pruned", None, 0.01]]
+
+
+def _env_without_wandb_keys(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") or k.endswith("_DIR")}
+    return {**env, "HOME": str(home), "NETRC": str(home / ".netrc")}
+
+
+def test_online_without_an_api_key_is_refused_before_anything_is_written(tiny_root, tmp_path) -> None:
+    """The red-team's ``logger.wandb.mode=online`` with no key: wandb's UsageError traceback in the first epoch and
+    a run folder with a config but no results. Now one paragraph, exit 2, no folder; a key in the netrc that
+    ``wandb login`` writes is enough to get past the check."""
+    args = [a for a in tiny_overrides(tiny_root, "epochs=1") if not a.startswith("logger=")]
+    run = tmp_path / "run"
+    env = _env_without_wandb_keys(tmp_path)
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args, "logger.wandb.mode=online",
+                           f"hydra.run.dir={run}"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "logger.wandb.mode is 'online' but no W&B API key is configured for api.wandb.ai" in proc.stderr
+    assert not run.exists()
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    os.chmod(tmp_path / ".netrc", 0o600)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        for key in [k for k in os.environ if k.startswith("WANDB_") and not k.endswith("_DIR")]:
+            mp.delenv(key)
+        check_credentials({"mode": "online"})  # the netrc entry counts
+        (tmp_path / ".netrc").write_text("machine example.org\n  login user\n  password x\n")
+        with pytest.raises(ConfigError, match="no W&B API key"):
+            check_credentials({"mode": "online"})
+        check_credentials({"mode": "offline"})  # offline needs none

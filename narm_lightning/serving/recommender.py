@@ -55,15 +55,39 @@ class ScoringModel(nn.Module):
 
 def narm_from(model_config: dict[str, Any], weights: dict[str, torch.Tensor]) -> NARM:
     """A NARM built from its saved config (``loss_type`` is the module's, not the model's), weights in, eval mode.
-    Its GRU is ``nn.GRU`` whatever the run trained with (the same weights): TorchScript and ONNX export need it."""
-    model = NARM(**{k: v for k, v in model_config.items() if k not in ("loss_type", "gru_impl")}, gru_impl="torch")
-    model.load_state_dict(weights)
+    Its GRU is ``nn.GRU`` whatever the run trained with (the same weights): TorchScript and ONNX export need it.
+
+    The model is laid out on torch's ``meta`` device first (shapes, no memory) and its shapes compared with the
+    weights', so a config that claims sizes its weights do not have (10^9 items) is refused before anything is
+    allocated; the weights are then taken as they are (``assign``), never copied into a second set."""
+    kwargs = {k: v for k, v in model_config.items() if k not in ("loss_type", "gru_impl")}
+    with torch.device("meta"):
+        model = NARM(**kwargs, gru_impl="torch")
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in weights.items() if isinstance(t, torch.Tensor)}
+    if expected != given:
+        differ = sorted(n for n in set(expected) | set(given) if expected.get(n) != given.get(n))[:3]
+        said = "; ".join(f"{n}: config {expected.get(n, 'none')}, weights {given.get(n, 'none')}" for n in differ)
+        raise ValueError(f"the model config and the weights disagree ({said})")
+    model.load_state_dict(weights, assign=True)
     return model.eval()
 
 
-def build_model(ckpt: dict[str, Any]) -> NARM:
+def check_item_ids(model: NARM, tokens: Sequence[Any], where: Path) -> None:
+    """One original id per row of the item table: a shorter list would name recommendations out of range."""
+    rows = model.item_embedding.num_embeddings
+    if len(tokens) != rows:
+        raise DataError(f"{where}: {len(tokens):,} item ids for a model of {rows:,} items (padding included); "
+                        "expected one id a row. Re-export from the checkpoint.")
+
+
+def build_model(ckpt: dict[str, Any], path: str | Path = "the checkpoint") -> NARM:
     """The NARM of a loaded checkpoint, weights in, eval mode (dropout off)."""
-    return narm_from(ckpt["hyper_parameters"]["model"], _model_state(ckpt["state_dict"]))
+    try:
+        return narm_from(ckpt["hyper_parameters"]["model"], _model_state(ckpt["state_dict"]))
+    except (TypeError, RuntimeError, AttributeError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: its hyper_parameters do not describe its weights ({first_line(exc)}); use the "
+                        "best.ckpt/last.ckpt that `python train.py` writes.") from None
 
 
 def max_len_of(ckpt: dict[str, Any]) -> int:
@@ -129,7 +153,9 @@ class Recommender:
     def from_checkpoint(cls, path: str | Path) -> Recommender:
         """The best/last checkpoint of a training run, on CPU, in eval mode."""
         ckpt = load_checkpoint(path)
-        return cls(build_model(ckpt).predict, ckpt["item_tokens"], max_len_of(ckpt))
+        model = build_model(ckpt, path)
+        check_item_ids(model, ckpt["item_tokens"], Path(path))
+        return cls(model.predict, ckpt["item_tokens"], max_len_of(ckpt))
 
     @classmethod
     def from_export(cls, directory: str | Path) -> Recommender:
@@ -153,6 +179,7 @@ class Recommender:
         except (TypeError, RuntimeError, AttributeError, ValueError) as exc:
             raise DataError(f"{weights}: does not fit the model described in {meta} ({first_line(exc)}); "
                             "re-export both from one checkpoint.") from None
+        check_item_ids(model, tokens, item_ids)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the fast path
             scorer = torch.jit.script(ScoringModel(model).eval())
