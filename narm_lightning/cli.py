@@ -95,6 +95,20 @@ def known_keys() -> list[str]:
     return names + [row[0] for schema in (RecommendConfig, ExportConfig) for row in schema_rows(schema)]
 
 
+def data_key_owner(key: str) -> str | None:
+    """For a ``data.*`` key that only one kind of dataset has: which kind (for a key given to the other)."""
+    from narm_lightning.help import schema_rows
+    from narm_lightning.schema import AtomicDataConfig, SessionDataConfig
+
+    atomic = {f"data.{row[0]}" for row in schema_rows(AtomicDataConfig)}
+    session = {f"data.{row[0]}" for row in schema_rows(SessionDataConfig)}
+    if key in atomic - session:
+        return "RecBole atomic datasets (data=ml-100k, or data.format=atomic)"
+    if key in session - atomic:
+        return "session datasets (data=diginetica, yoochoose1_64, yoochoose1_4)"
+    return None
+
+
 def composition_error(exc: BaseException, program: str) -> ConfigError:
     """Hydra's and OmegaConf's composition errors as one paragraph, with a guess at a misspelled key."""
     text = " ".join(str(exc).split())
@@ -102,6 +116,10 @@ def composition_error(exc: BaseException, program: str) -> ConfigError:
     match = re.search(r"Could not override '([^']+)'", text)
     if match and "not in struct" in f"{text} {cause}":
         key = match[1]
+        owner = data_key_owner(key)
+        if owner:  # a real key, of the other kind of dataset: "did you mean <the same key>?" would puzzle
+            return ConfigError(f"{key} is not a key of this dataset's config: it belongs to {owner}; "
+                               f"`{program} --help` lists every key.")
         close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]}?)" if close else ""
         return ConfigError(f"{key} is not a key of this config{hint}; `{program} --help` lists every key.")

@@ -69,6 +69,16 @@ def fsync_path(path: str | Path) -> None:
         os.fsync(fh.fileno())
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temp files that writes cut short by ``kill -9`` left in ``folder`` (``.<name>.<random>.tmp``,
+    20 MB for a checkpoint). Only for a folder this process holds (the run lock): no live writer's file goes."""
+    folder = Path(folder)
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     with atomic_open(path, "wb") as fh:
         fh.write(data)

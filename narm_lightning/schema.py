@@ -501,7 +501,8 @@ class RecommendConfig:
     sessions: Any = key(None, "inline sessions, e.g. '[\"242 302\",\"51\"]' (each string: item ids separated by "
                         "spaces)", Rule("null or a list of sessions, e.g. '[\"242 302\",\"51\"]'",
                                         lambda v: v is None or is_list(v)))
-    input: str | None = key(None, "file with one session a line, read lazily in chunks of batch_size lines", TEXT)
+    input: str | None = key(None, "file with one session a line, read lazily in chunks of batch_size lines; - (or "
+                             "/dev/stdin) reads standard input", TEXT)
     output: str | None = key(None, "where to write (atomically: temp file, renamed at the end); null prints to "
                              "stdout", TEXT)
     format: str = key("tsv", "tsv: line<TAB>items<TAB>scores<TAB>unknown (space-separated); jsonl: one object a line",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from narm_lightning.checkpointing import (
     check_resume_config,
     check_resume_data,
     keep_csv_history,
+    load_yaml_config,
     read_run_state,
     resume_paths,
 )
@@ -44,10 +46,10 @@ from narm_lightning.data.card import active_filters, filled_eval_args, protocol_
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData, Split
 from narm_lightning.data.sources import load_benchmark, load_sessions, load_user_sequences
-from narm_lightning.errors import ConfigError, DataError, RunInterrupted
+from narm_lightning.errors import ConfigError, DataError, RunInterrupted, first_line
 from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
 from narm_lightning.interrupts import DeferredInterrupt
-from narm_lightning.io import flatten, write_json_atomic, write_text_atomic
+from narm_lightning.io import flatten, remove_stale_temp_files, write_json_atomic, write_text_atomic
 from narm_lightning.loggers import build_loggers, finish_loggers, log_results
 from narm_lightning.losses import build_loss
 from narm_lightning.model import NARM
@@ -228,9 +230,11 @@ def load_initial_weights(module: NARMModule, path: str) -> None:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"init_from={path}: no such file; expected a narm-lightning .ckpt or a RecBole .pth.")
+    saved_items: list[str] | None = None
     try:
         ckpt = load_torch_checkpoint(file)
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        saved_items = ckpt.get("item_tokens")
     except (DataError, TypeError, KeyError, AttributeError) as ours:  # not ours: RecBole's reader, its own allowlist
         try:
             state = load_recbole_state_dict(file)
@@ -246,8 +250,25 @@ def load_initial_weights(module: NARMModule, path: str) -> None:
             f"init_from={path}: its weights do not fit this model and dataset "
             f"({'; '.join(mismatched + [f'missing {k}' for k in missing])}); use the same dataset and model sizes."
         )
+    check_same_items(path, saved_items, module.item_tokens)
     module.model.load_state_dict(state, strict=False)
     log.info("Initial weights from %s", path)
+
+
+def check_same_items(path: str, saved: Sequence[Any] | None, current: Sequence[str] | None) -> None:
+    """Weights are per item row: a checkpoint of another dataset with as many items would load and mean nothing.
+    Our checkpoints name their items (RecBole's do not: there only the shapes can be checked)."""
+    if saved is None or current is None:
+        return
+    saved = [str(t) for t in saved]
+    if saved != list(current):
+        differ = [i for i, (a, b) in enumerate(zip(saved, current)) if a != b]
+        first = differ[0] if differ else min(len(saved), len(current))
+        shown = (f"row {first}: {saved[first]!r} there, {current[first]!r} here" if differ else
+                 f"{len(saved):,} item ids there, {len(current):,} here")
+        raise ConfigError(f"init_from={path}: trained on other items ({len(differ):,} of {len(current):,} item ids "
+                          f"differ; {shown}); its weights would score the wrong items. Use a checkpoint of this "
+                          "dataset (same data.* settings).")
 
 
 def check_against_data(cfg: DictConfig, data: SequentialData) -> None:
@@ -442,13 +463,40 @@ def plan_run(cfg: DictConfig, output_dir: str | Path | None) -> RunPlan:
         run_dir, last = resume_paths(cfg.resume)
         if lead:
             lock_run_dir(run_dir)  # one writer: a resume of a run still training is refused
+            remove_stale_temp_files(run_dir / "checkpoints")  # writes a kill -9 cut short; we hold the folder
         check_resume_config(cfg, run_dir)
+        check_not_finished(cfg, run_dir)
         return RunPlan(cfg, run_dir, last, read_run_state(last), lead)
     run_dir = resolve_output_dir(output_dir)
     if lead:  # DDP's other ranks run into the folder rank 0 has begun (and locked)
         lock_run_dir(run_dir)
         check_fresh_run_dir(run_dir)
+        remove_stale_temp_files(run_dir / "checkpoints")
     return RunPlan(cfg, run_dir, lead=lead)
+
+
+def check_not_finished(cfg: DictConfig, run_dir: Path) -> None:
+    """A finished run (``results.json``) continues only to train longer: ``epochs`` above what it ran to, and only
+    if early stopping did not end it. Anything else would retrain nothing and overwrite its results."""
+    results_file = run_dir / "results.json"
+    if not results_file.exists():
+        return
+    try:
+        done = json.loads(results_file.read_text("utf-8"))
+        epochs_run = int(done["epochs_run"])
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ConfigError(f"resume={run_dir}: {results_file} is not a readable results file ({first_line(exc)}); "
+                          "the run finished, so there is nothing to resume.") from None
+    saved_epochs = int(load_yaml_config(run_dir / "config.yaml").get("epochs", epochs_run))
+    if epochs_run < saved_epochs:
+        why = f"early stopping ended it after {epochs_run} of {saved_epochs} epochs"
+    elif int(cfg.epochs) <= epochs_run:
+        why = f"it ran all its {epochs_run} epochs (give epochs above {epochs_run} to train it longer)"
+    else:
+        return
+    raise ConfigError(f"resume={run_dir}: the run is finished ({results_file.name}: {why}); nothing to resume, "
+                      "and its results stay as they are. To start from its weights: init_from="
+                      f"{run_dir / 'checkpoints' / 'best.ckpt'} in a new run.")
 
 
 def read_data(plan: RunPlan) -> tuple[SequentialData, str]:

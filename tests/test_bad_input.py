@@ -156,6 +156,16 @@ def test_a_thousand_value_line_checks_its_extremes_not_every_value() -> None:
     assert len(points) == 2 * 3 * 3
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["data=diginetica", "data.download=false"], "data.download is not a key of this dataset's config: it belongs "
+                                                 "to RecBole atomic datasets (data=ml-100k, or data.format=atomic)"),
+    (["data.test_days=7"], "data.test_days is not a key of this dataset's config: it belongs to session datasets"),
+])
+def test_a_key_of_the_other_kind_of_dataset_says_so(tmp_path, args, message) -> None:
+    """It got "(did you mean data.download?)" for data.download itself."""
+    _one_paragraph(_run("train.py", *args, "logger=none", cwd=tmp_path), message)
+
+
 # --- storages and the sweeper ---------------------------------------------------------------------------
 
 

@@ -307,3 +307,13 @@ def test_an_export_with_fewer_item_ids_than_items_is_refused(trained, tmp_path: 
     (out / "item_ids.json").write_text(json.dumps(ids[:-1]))
     with pytest.raises(DataError, match=r"item_ids\.json: 30 item ids for a model of 31 items \(padding included\)"):
         Recommender.from_export(out)
+
+
+@pytest.mark.parametrize("name", ["-", "/dev/stdin"])
+def test_input_from_standard_input(rec: Recommender, trained, name: str) -> None:
+    """``... | narm-recommend input=-``: a pipe is no regular file; it was refused as "does not exist"."""
+    proc = subprocess.run([sys.executable, "-m", "narm_lightning.serving", f"ckpt={trained[0]}", f"input={name}",
+                           "k=3"], input="i3 i4\ni10\n", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = rec.recommend([["i3", "i4"], ["i10"]], k=3)
+    assert [line.split("\t")[1].split() for line in proc.stdout.splitlines()] == [r.items for r in expected]

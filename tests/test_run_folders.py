@@ -193,3 +193,63 @@ def test_two_sweep_workers_started_at_once_run_every_grid_point(tiny_root: Path,
     results = sorted((tmp_path / "multirun" / "tiny").glob("*/*/results.json"))
     assert len(results) == len(study.trials)  # every trial wrote its own folder
     assert len({p.parent.parent for p in results}) == 2  # one sweep folder a worker
+
+
+def test_resume_of_a_finished_run_leaves_its_results_alone_unless_it_trains_longer(tiny_root, tmp_path) -> None:
+    """The red-team saw ``resume=`` of a finished run rewrite results.json (fit_seconds 13.2 -> 0.042). A finished
+    run is refused, saying why; raising ``epochs`` above what it ran continues it."""
+    from narm_lightning.training import train
+    from tests.helpers import compose_train
+
+    run = tmp_path / "run"
+    train(compose_train(tiny_overrides(tiny_root, "epochs=2")), output_dir=run)
+    before = (run / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"the run is finished \(results\.json: it ran all its 2 epochs \(give "
+                                          r"epochs above 2 to train it longer\)\); nothing to resume"):
+        train(compose_train(tiny_overrides(tiny_root, "epochs=2", f"resume={run}")))
+    assert (run / "results.json").read_bytes() == before
+    longer = train(compose_train(tiny_overrides(tiny_root, "epochs=3", f"resume={run}")))
+    assert longer["epochs_run"] == 3
+    # early stopping's end is final: an early-stopped run is not continued by a larger epochs
+    stopped = tmp_path / "stopped"
+    done = train(compose_train(tiny_overrides(tiny_root, "epochs=30", "stopping_step=0", "learning_rate=0.05",
+                                              "train_batch_size=8")), output_dir=stopped)
+    assert done["epochs_run"] < 30
+    with pytest.raises(ConfigError, match=rf"early stopping ended it after {done['epochs_run']} of 30 epochs"):
+        train(compose_train(tiny_overrides(tiny_root, "epochs=40", "stopping_step=0", "learning_rate=0.05",
+                                           "train_batch_size=8", f"resume={stopped}")))
+
+
+def test_temp_files_of_writes_a_kill_cut_short_are_removed_when_the_run_resumes(tiny_root, tmp_path) -> None:
+    """``kill -9`` during a checkpoint write leaves ``.best.ckpt.<random>.tmp`` (20 MB on ml-100k); the process
+    that next holds the folder removes them, and keeps every real file."""
+    from narm_lightning.training import train
+    from tests.helpers import compose_train
+
+    run = tmp_path / "run"
+    train(compose_train(tiny_overrides(tiny_root, "epochs=1")), output_dir=run)
+    stale = [run / "checkpoints" / ".best.ckpt.k2j3h4.tmp", run / "checkpoints" / ".last.ckpt.x8y9.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    train(compose_train(tiny_overrides(tiny_root, "epochs=2", f"resume={run}")))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_init_from_a_checkpoint_of_other_items_is_refused(tiny_root: Path, tmp_path: Path) -> None:
+    """Another dataset with as many items (30): the weights load by shape and would score the wrong items. Our
+    checkpoints name their items, so the mismatch is found and named."""
+    from narm_lightning.training import train
+    from tests.conftest import write_inter
+    from tests.helpers import compose_train
+
+    first = train(compose_train(tiny_overrides(tiny_root, "epochs=1")), output_dir=tmp_path / "a")
+    rows = [(f"u{u}", f"j{(u + t) % 30}", float(t)) for u in range(40) for t in range(12)]
+    write_inter(tmp_path / "other" / "other.inter", rows)
+    cfg = compose_train([*tiny_overrides(tmp_path, "epochs=0"), "data.dataset=other",
+                         f"init_from={first['best_checkpoint']}"])
+    with pytest.raises(ConfigError, match=r"init_from=.*best\.ckpt: trained on other items \(30 of 31 item ids "
+                                          r"differ; row 1: 'i\d+' there, 'j\d+' here\)"):
+        train(cfg, output_dir=tmp_path / "b")
+    same = train(compose_train(tiny_overrides(tiny_root, "epochs=0", f"init_from={first['best_checkpoint']}")),
+                 output_dir=tmp_path / "c")
+    assert same["test"] == first["test"]  # its own dataset: the same weights, the same figures

@@ -7,12 +7,13 @@ folder or reconfigures logging. Errors are one paragraph on stderr and exit stat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import torch
 from omegaconf import DictConfig, ListConfig
@@ -59,10 +60,14 @@ def split_session(value: Any) -> list[str]:
     return str(value).split()
 
 
-def read_sessions(path: Path) -> Iterator[list[str]]:
-    """Sessions of ``path``, one a line, read lazily (a blank line is a session with no items); a line that is not
-    UTF-8 (a Latin-1 or UTF-16 file) is a ``DataError`` naming the file and the line."""
-    with path.open("rb") as fh:
+STDIN_NAMES = ("-", "/dev/stdin")  # input= values that mean standard input (a pipe is no regular file)
+
+
+def read_sessions(path: Path, stream: BinaryIO | None = None) -> Iterator[list[str]]:
+    """Sessions of ``path`` (or of ``stream``, standard input, named ``path``), one a line, read lazily (a blank
+    line is a session with no items); a line that is not UTF-8 (a Latin-1 or UTF-16 file) is a ``DataError``
+    naming the file and the line."""
+    with path.open("rb") if stream is None else contextlib.nullcontext(stream) as fh:
         for line_no, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
@@ -135,9 +140,13 @@ def _sessions(cfg: DictConfig) -> Iterator[list[str]]:
             raise DataError("sessions is empty: there is nothing to recommend for.")
         return iter(items)
     path = Path(cfg.input)
-    if not path.is_file():
-        raise DataError(f"input file {path} does not exist (one session a line, item ids separated by spaces).")
-    sessions = read_sessions(path)
+    if str(cfg.input) in STDIN_NAMES:
+        sessions = read_sessions(Path("<stdin>"), sys.stdin.buffer)
+    elif not path.is_file():
+        what = "does not exist" if not path.exists() else "is not a regular file (use input=- for standard input)"
+        raise DataError(f"input file {path} {what} (one session a line, item ids separated by spaces).")
+    else:
+        sessions = read_sessions(path)
     first = next(sessions, None)
     if first is None:
         raise DataError(f"input file {path} is empty: there is nothing to recommend for.")
