@@ -40,6 +40,8 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except RunInterrupted as exc:
+        if exc.run_dir is None:  # nothing to resume: a folder the run began and wrote nothing of its own into goes
+            _remove_if_untouched(_single_run_dir() or exc.begun)
         print(f"\ninterrupted: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:  # Ctrl-C outside training (reading data, composing): nothing to resume
@@ -62,17 +64,21 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
-def fail(exc: NarmError) -> NoReturn:
-    """Print ``error: <message>`` to stderr, remove the run folder if the run wrote nothing, exit 2."""
-    run_dir = None
+def _single_run_dir() -> Path | None:
+    """The run folder Hydra made for this (single) run, if any."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
         if HydraConfig.initialized() and HydraConfig.get().mode != RunMode.MULTIRUN:
-            run_dir = Path(HydraConfig.get().runtime.output_dir)
+            return Path(HydraConfig.get().runtime.output_dir)
     except Exception:  # noqa: BLE001 - cleanup is best effort, the message matters
-        run_dir = None
-    _remove_if_untouched(run_dir)
+        return None
+    return None
+
+
+def fail(exc: NarmError) -> NoReturn:
+    """Print ``error: <message>`` to stderr, remove the run folder if the run wrote nothing, exit 2."""
+    _remove_if_untouched(_single_run_dir())
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
 

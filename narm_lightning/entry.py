@@ -2,8 +2,9 @@
 ``python -m narm_lightning.serving``) start here. It imports nothing heavy at module level, so that the two ways a
 program can end before its own handlers exist end cleanly too:
 
-* Ctrl-C while torch, Lightning or Hydra are still importing (seconds on a cold start): exit 130 and one line,
-  not a page of import frames;
+* Ctrl-C (or, for ``narm-train``, SIGTERM) while torch, Lightning or Hydra are still importing, composing or
+  reading data (seconds on a cold start): exit 130 (143) and one line, not a page of import frames, and no
+  run folder left with only Hydra's files in it;
 * a closed pipe (``narm-recommend ... | head -1``, ``narm-sweep --help | head``): stdout is pointed at
   /dev/null (so the interpreter's last flush cannot raise again) and the exit status is 128 + SIGPIPE = 141,
   what ``cat`` gives in the same place.
@@ -16,13 +17,19 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 
 @contextlib.contextmanager
 def clean_exits() -> Iterator[None]:
     """Ctrl-C outside a run's own handlers and a closed stdout end the program without a traceback."""
+    from narm_lightning.errors import RunInterrupted  # light: the project's exception classes only
+
     try:
         yield
+    except RunInterrupted as exc:  # SIGTERM while still importing
+        print(f"\ninterrupted: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("\ninterrupted (SIGINT) before anything was started; nothing to resume.", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
@@ -33,8 +40,42 @@ def clean_exits() -> Iterator[None]:
         sys.exit(128 + signal.SIGPIPE)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    from narm_lightning.errors import RunInterrupted
+
+    raise RunInterrupted("SIGTERM", 128 + signal.SIGTERM,
+                         "stopped by SIGTERM before any epoch was saved; nothing to resume: run the command again.",
+                         begun=_hydra_output_dir())
+
+
+def _hydra_output_dir() -> Path | None:
+    """The folder of the Hydra job under way, if one is (Hydra forgets it when the signal unwinds its job)."""
+    if "hydra.core.hydra_config" not in sys.modules:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 - the config may be half set in that instant: no folder to name then
+        return None
+
+
+def stop_on_sigterm_until_lightning() -> None:
+    """SIGTERM before training starts (importing, composing, reading data) ends the run as ``RunInterrupted``, so its
+    entry point removes the run folder it began (the default action killed the process and left ``.hydra/``)."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def hand_sigterm_to_lightning() -> None:
+    """Back to the default before ``Trainer.fit``: Lightning installs its own handler (a graceful stop after the
+    step) and would also call ours, which stops at once."""
+    if signal.getsignal(signal.SIGTERM) is _terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def train_main() -> None:
     """``narm-train`` / ``python train.py``."""
+    stop_on_sigterm_until_lightning()
     with clean_exits():
         from narm_lightning.apps import train_main as main
 

@@ -46,11 +46,13 @@ class RunInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt: a s
     (128 + the signal number, the shell's convention) and the message says how to resume.
     """
 
-    def __init__(self, signal_name: str, exit_code: int, message: str, run_dir: Path | None = None) -> None:
+    def __init__(self, signal_name: str, exit_code: int, message: str, run_dir: Path | None = None,
+                 begun: Path | None = None) -> None:
         super().__init__(message)
         self.signal_name = signal_name
         self.exit_code = exit_code
         self.run_dir = run_dir  # the run's folder when its last checkpoint can continue it (a sweep re-runs it)
+        self.begun = begun  # the folder Hydra had begun when the signal came (removed if it holds only Hydra's files)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

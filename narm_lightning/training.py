@@ -46,6 +46,7 @@ from narm_lightning.data.card import active_filters, filled_eval_args, protocol_
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData, Split
 from narm_lightning.data.sources import load_benchmark, load_sessions, load_user_sequences
+from narm_lightning.entry import hand_sigterm_to_lightning
 from narm_lightning.errors import ConfigError, DataError, RunInterrupted, first_line
 from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
 from narm_lightning.interrupts import DeferredInterrupt
@@ -438,6 +439,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     trainer = build_trainer(cfg, callbacks.all(), loggers, plan.run_dir, validating=callbacks.best is not None)
     if cfg.epochs > 0 and isinstance(trainer.accelerator, CPUAccelerator) and plan.lead:
         warn_host_once()
+    hand_sigterm_to_lightning()
     started = time.perf_counter()
     best_path = fit(trainer, module, datamodule, plan, callbacks)
     fit_seconds = time.perf_counter() - started
