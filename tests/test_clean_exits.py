@@ -80,16 +80,19 @@ def _mapped(pid: int, library: str) -> bool:
         return False
 
 
-def test_ctrl_c_while_importing_is_one_line_and_exit_130() -> None:
-    """SIGINT once torch's library is mapped (the imports of torch and Lightning take seconds): exit 130, one line.
-    Wherever the signal lands (importing, or composing the config), no traceback."""
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "logger=none"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+def test_ctrl_c_while_importing_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """SIGINT once torch's library is mapped, while ``train.py --help`` is still importing torch and Lightning
+    (seconds): exit 130 and one line, not a page of import frames. Should the help be printed first (exit 0),
+    the signal came too late to test anything."""
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
     while not _mapped(proc.pid, "libtorch_cpu") and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the imports finished before the signal came")
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
     assert "Traceback" not in err and "interrupted (SIGINT)" in err
 
