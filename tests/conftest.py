@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import need_shared
+from tests.helpers import SHARED_DATA, need_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,6 +25,29 @@ def pytest_configure(config: pytest.Config) -> None:
                       ("WANDB_DATA_DIR", "wandb-data"), ("WANDB_ARTIFACT_DIR", "wandb-artifacts"),
                       ("MPLCONFIGDIR", "matplotlib")):
         os.environ[name] = str(home / sub)
+
+
+@pytest.fixture(autouse=True)
+def _no_child_programs_under_mutation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Under ``make mutate`` (mutmut sets MUTANT_UNDER_TEST) a test that starts a Python child (train.py, sweep.py,
+    a bench script, ``python -m narm_lightning...``) is skipped: the child would run the mutated copy without
+    mutmut's bookkeeping (it fails on its missing config). The in-process tests of the same code still run."""
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        yield
+        return
+    import subprocess
+
+    real = subprocess.Popen
+
+    class Guarded(real):  # type: ignore[misc, valid-type]
+        def __init__(self, args, *rest, **kwargs):  # noqa: ANN001 - subprocess.Popen's own signature
+            words = [str(a) for a in (args if isinstance(args, (list, tuple)) else [args])]
+            if words and Path(words[0]).name.startswith("python"):
+                pytest.skip("starts a Python child process (not under mutation testing)")
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", Guarded)
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout: train.py, sweep.py, bench/
+# ../shared/data beside the checkout; NARM_SHARED_DATA names it from elsewhere (make mutate runs a copy of the tree)
+SHARED_DATA = Path(os.environ.get("NARM_SHARED_DATA") or REPO / ".." / "shared" / "data").resolve()
 CONF_DIR = REPO / "narm_lightning" / "conf"
 
 

@@ -16,9 +16,9 @@ from narm_lightning.data.candidates import FILE_NAME, Mode, draw, load, save, sc
 from narm_lightning.errors import DataError
 from narm_lightning.metrics import RankMetrics
 from narm_lightning.training import load_data, train
-from tests.helpers import compose_train, need_shared, tiny_overrides
+from tests.helpers import SHARED_DATA, compose_train, need_shared, tiny_overrides
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 REFERENCE = Path(__file__).resolve().parents[1] / "bench" / "recbole" / "sampled_reference.json"
 
 

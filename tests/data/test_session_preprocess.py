@@ -18,9 +18,9 @@ from narm_lightning.data.session_preprocess import (
 )
 from narm_lightning.data.sessions import SessionSplit
 from narm_lightning.errors import DataError
-from tests.helpers import need_shared
+from tests.helpers import SHARED_DATA, need_shared
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SHARED = SHARED_DATA
 RAW = SHARED / "raw-samples"
 PICKLE_SAMPLE = RAW / "srgnn-pickle-sample"
 

@@ -21,9 +21,9 @@ from narm_lightning.data.sessions import (
 )
 from narm_lightning.errors import DataError
 from narm_lightning.safe_load import load_plain_pickle
-from tests.helpers import need_shared
+from tests.helpers import SHARED_DATA, need_shared
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SHARED = SHARED_DATA
 PICKLE_SAMPLE = SHARED / "raw-samples" / "srgnn-pickle-sample"
 
 

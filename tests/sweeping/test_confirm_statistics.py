@@ -72,3 +72,127 @@ def test_only_seeds_both_configs_ran_are_paired() -> None:
     assert row.diff == pytest.approx(0.015)
     # 2 pairs: differences 0.01, 0.02; t = 0.015 / (0.00707 / sqrt(2)) = 3, df 1: p = 1 - 2 atan(3) / pi
     assert row.p_value == pytest.approx(1 - 2 * math.atan(3) / math.pi, abs=1e-9)
+
+
+def _rows(results: dict, labels: list[str]) -> dict[tuple[str, str], object]:
+    return {(r.label, r.metric): r for r in summarize(results, labels)}
+
+
+def test_one_seed_has_a_mean_but_no_spread_interval_or_test() -> None:
+    """A config with one seed so far (the confirm step mid-way): its mean, and NaN / None where a spread is needed."""
+    results = {(DEFAULT_LABEL, 2020): {"metrics": {"mrr@10": 0.04}}, ("trial 7", 2020): {"metrics": {"mrr@10": 0.05}}}
+    rows = _rows(results, [DEFAULT_LABEL, "trial 7"])
+    best = rows[("trial 7", "mrr@10")]
+    assert (best.n, best.mean, best.n_paired) == (1, 0.05, 1)
+    assert math.isnan(best.std) and math.isnan(best.ci_low) and math.isnan(best.ci_high)
+    assert best.diff == pytest.approx(0.01) and best.rel_diff == pytest.approx(0.25) and best.p_value is None
+
+
+def test_two_seeds_have_a_spread_and_the_default_is_compared_with_nothing() -> None:
+    results = {(label, seed): {"metrics": {"mrr@10": v}} for label, vals in
+               ((DEFAULT_LABEL, (0.04, 0.05)), ("trial 7", (0.06, 0.08))) for seed, v in zip((2020, 2021), vals)}
+    rows = _rows(results, [DEFAULT_LABEL, "trial 7"])
+    best, default = rows[("trial 7", "mrr@10")], rows[(DEFAULT_LABEL, "mrr@10")]
+    assert best.std == pytest.approx(0.02 / math.sqrt(2))  # two values 0.02 apart
+    t975_df1 = math.tan(math.pi * (0.975 - 0.5))  # Student's t with 1 degree of freedom is Cauchy
+    assert best.ci_high - best.mean == pytest.approx(t975_df1 * best.std / math.sqrt(2))
+    # the default itself: no difference to itself, no test, no pairs
+    assert (default.diff, default.rel_diff, default.p_value, default.n_paired) == (None, None, None, 0)
+    # paired differences 0.02 and 0.03: t = 0.025 / (0.00707 / sqrt 2) = 5, df 1: p = 1 - 2 atan(5) / pi
+    assert best.p_value == pytest.approx(1 - 2 * math.atan(5) / math.pi, abs=1e-9)
+
+
+def test_identical_differences_have_no_p_value_and_a_zero_default_no_relative_difference() -> None:
+    """The same gain on every seed: the t statistic is undefined (not p = 0). A default of 0: no relative gain."""
+    # binary fractions: the differences are exactly equal (0.0625 each), not equal up to rounding
+    results = {(label, seed): {"metrics": {"mrr@10": v + (0.0625 if label != DEFAULT_LABEL else 0), "zero": 0.0
+                                           if label == DEFAULT_LABEL else 0.1}}
+               for label in (DEFAULT_LABEL, "trial 7") for seed, v in zip((2020, 2021, 2022), (0.25, 0.5, 0.75))}
+    rows = _rows(results, [DEFAULT_LABEL, "trial 7"])
+    same = rows[("trial 7", "mrr@10")]
+    assert same.diff == 0.0625 and same.n_paired == 3 and same.p_value is None
+    zero = rows[("trial 7", "zero")]
+    assert zero.diff == pytest.approx(0.1) and zero.rel_diff is None
+
+
+def test_a_metric_or_a_config_without_results_is_left_out_and_the_rest_kept() -> None:
+    """A config that has no finished seed yet gives no row; a metric one config lacks gives no row for it, and
+    the next metric of that config is still there."""
+    results = {(DEFAULT_LABEL, 2020): {"metrics": {"a": 0.1, "b": 0.2}}, ("trial 7", 2020): {"metrics": {"b": 0.3}},
+               ("trial 9", 2020): {"error": "crashed"}}
+    rows = _rows(results, [DEFAULT_LABEL, "trial 7", "trial 9"])
+    assert sorted(rows) == [(DEFAULT_LABEL, "a"), (DEFAULT_LABEL, "b"), ("trial 7", "b")]
+    assert all(metric == row.metric for (_, metric), row in rows.items())
+    assert summarize(results, ["trial 8"]) == []
+
+
+def _two_rows() -> list:
+    from narm_lightning.sweeping.confirm import Row
+
+    return [Row(DEFAULT_LABEL, "mrr@10", 3, 0.0437, 0.0024, 0.0377, 0.0497, None, None, None, 0),
+            Row("trial 25", "mrr@10", 1, 0.05, float("nan"), float("nan"), float("nan"), 0.0047, 0.1075, 0.183, 3)]
+
+
+def test_the_confirm_csv_is_every_field_of_every_row() -> None:
+    from narm_lightning.sweeping.confirm import to_csv
+
+    params = {"trial 25": {"n_layers": "2", "learning_rate": 0.005}}
+    assert to_csv(_two_rows(), params).splitlines() == [
+        "config,params,metric,n,mean,std,ci95_low,ci95_high,diff_vs_default,rel_diff_vs_default,p_value_paired,n_paired",
+        "default,{},mrr@10,3,0.0437,0.0024,0.0377,0.0497,,,,0",
+        'trial 25,"{""learning_rate"": 0.005, ""n_layers"": ""2""}",mrr@10,1,0.05,nan,nan,nan,0.0047,0.1075,0.183,3',
+    ]
+
+
+def test_the_confirm_table_reads_as_the_readme_shows_it() -> None:
+    from narm_lightning.sweeping.confirm import to_markdown
+
+    from narm_lightning.sweeping.confirm import Row
+
+    params = {"trial 25": {"learning_rate": 0.005, "n_layers": "2"}}
+    rows = [*_two_rows(), Row("trial 3", "zero", 2, 0.1, 0.0, 0.1, 0.1, 0.1, None, None, 2)]  # a default of 0
+    assert to_markdown(rows, params, [2020, 2021, 2022]).splitlines() == [
+        "Seeds 2020, 2021, 2022; mean ± sample std, 95% Student-t interval of the mean; paired t-test against the "
+        "default config over the same seeds (two-sided).",
+        "",
+        "| config | params | metric | n | mean ± std | 95% CI | vs default | p (paired) |",
+        "|---|---|---|---|---|---|---|---|",
+        "| default | (defaults) | mrr@10 | 3 | 0.0437 ± 0.0024 | [0.0377, 0.0497] |  |  |",
+        "| trial 25 | learning_rate=0.005, n_layers=2 | mrr@10 | 1 | 0.0500 | - | +0.0047 (+10.8%) | 0.183 |",
+        "| trial 3 | (defaults) | zero | 2 | 0.1000 ± 0.0000 | [0.1000, 0.1000] | +0.1000 |  |",
+    ]
+
+
+def test_the_configs_to_confirm_are_the_best_distinct_ones_in_the_studys_direction() -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from narm_lightning.sweeping.confirm import Candidate, candidates
+
+    dists = {"lr": FloatDistribution(0.0, 1.0), "layers": CategoricalDistribution(["1", "2"])}
+    for direction, best_first in (("maximize", [0.9, 0.5, 0.3]), ("minimize", [0.1, 0.3, 0.5])):
+        study = optuna.create_study(direction=direction)
+        for value, params in ((0.5, {"lr": 0.5, "layers": "1"}), (0.9, {"lr": 0.9, "layers": "2"}),
+                              (0.1, {"lr": 0.1, "layers": "1"}), (0.7, {"layers": "2", "lr": 0.9}),  # a repeat
+                              (0.3, {"lr": 0.3, "layers": "2"})):
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+        study.add_trial(optuna.trial.create_trial(params={"lr": 0.2, "layers": "1"}, distributions=dists,
+                                                  state=optuna.trial.TrialState.FAIL))
+        chosen = candidates(study, top=3, baseline=True)
+        assert chosen[0] == Candidate(DEFAULT_LABEL, {})
+        assert [c.params["lr"] for c in chosen[1:]] == best_first, direction
+        assert len({tuple(sorted(c.params.items())) for c in chosen[1:]}) == 3  # the repeat counted once
+        assert [c.label for c in candidates(study, top=1, baseline=False)] == [chosen[1].label]
+
+
+def test_a_jobs_metrics_are_its_numbers_and_a_bad_file_says_so(tmp_path) -> None:
+    import json
+
+    from narm_lightning.sweeping.confirm import read_metrics
+
+    (tmp_path / "results.json").write_text(json.dumps({"test": {"mrr@10": 0.05, "n": 3, "ok": True, "name": "x"}}))
+    assert read_metrics(tmp_path, "results.json", "test") == {"mrr@10": 0.05, "n": 3.0}
+    for doc in ([1, 2], {"test": [1]}, {"other": {}}):
+        (tmp_path / "results.json").write_text(json.dumps(doc))
+        with pytest.raises(ValueError, match=r"results\.json has no mapping under 'test'"):
+            read_metrics(tmp_path, "results.json", "test")
