@@ -324,7 +324,13 @@ def config_groups() -> dict[str, set[str]]:
 
 def read_saved_overrides(saved_file: Path) -> list[str]:
     """A run's ``.hydra/overrides.yaml`` (a YAML list of strings), read as untrusted data."""
-    text = require_regular_file(saved_file, "a YAML list of overrides").read_bytes().decode("utf-8", "replace")
+    raw = require_regular_file(saved_file, "a YAML list of overrides").read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{saved_file}: not valid YAML (not UTF-8 text: byte {exc.start}); expected the list of "
+                          "overrides Hydra saved for the run. Restore it, or delete it and give the run's overrides "
+                          "again after resume=.") from None
     # a user's own ${now:...} in hydra.run.dir is saved too: each entry is screened by replayable()
     loaded = load_yaml_data(text, str(saved_file), interpolations=True)
     if not isinstance(loaded, list) or not all(isinstance(a, str) for a in loaded):

@@ -7,7 +7,8 @@ gives transparent huge pages only on request (``madvise``), each block is faulte
 tunable asks for huge pages. Even then every step maps and faults its big blocks afresh; with a huge
 ``mmap_threshold`` they come from the heap and with a huge ``trim_threshold`` the heap keeps them, so the next
 step reuses memory already in place (ml-100k epoch 20-22 s -> 15-17 s on a 2-core Xeon; either alone does not
-help, ``trim_threshold`` alone was 2x slower). Tunables must be set before the process starts, so we advise.
+help, ``trim_threshold`` alone was 2x slower). Tunables must be set before the process starts: ``narm-train`` and
+``narm-sweep`` restart themselves with them (``entry.with_heap_tunables``); the advice is for the opted-out.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def slow_allocation_advice(mode: str | None, env: Mapping[str, str] | None = Non
     if mode != "madvise" or all(t in tunables for t in RECOMMENDED_TUNABLES):
         return None
     return (f"CPU steps run ~1.3-1.5x faster here started with GLIBC_TUNABLES={':'.join(RECOMMENDED_TUNABLES)} "
-            "(as the Makefile does; docs/performance.md).")
+            "(what narm-train sets itself unless NARM_KEEP_ENV=1; docs/performance.md).")
 
 
 CPUINFO = Path("/proc/cpuinfo")

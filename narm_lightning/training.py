@@ -371,9 +371,10 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, An
     except BaseException as exc:
         finish_loggers(loggers, state_of(exc))
         raise
+    else:
+        finish_loggers(loggers, "complete")
     finally:
-        release_run_dirs()  # a sweep's next trial in this process writes another folder
-    finish_loggers(loggers, "complete")
+        release_run_dirs()  # after the W&B run's last write; a sweep's next trial in this process writes another folder
     return results
 
 

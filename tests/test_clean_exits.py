@@ -123,3 +123,26 @@ def test_sigterm_before_training_leaves_no_run_folder(tmp_path: Path) -> None:
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Traceback" not in err and "stopped by SIGTERM before any epoch was saved" in err
     assert not run.exists()
+
+
+def _tunables_seen(env_extra: dict[str, str]) -> str:
+    code = ("from narm_lightning.entry import with_heap_tunables; with_heap_tunables(); "
+            "import os; print(os.environ.get('GLIBC_TUNABLES', '<unset>'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "NARM_KEEP_ENV")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={**env, **env_extra})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+def test_the_programs_give_themselves_the_heap_tunables() -> None:
+    """A plain ``python train.py`` (no GLIBC_TUNABLES) restarts itself once with them, before torch loads; the
+    user's own values are kept, and NARM_KEEP_ENV=1 leaves the environment alone."""
+    from narm_lightning.hostcheck import RECOMMENDED_TUNABLES, slow_allocation_advice
+
+    assert _tunables_seen({}) == ":".join(RECOMMENDED_TUNABLES)
+    kept = _tunables_seen({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2"})
+    assert kept.split(":") == ["glibc.malloc.hugetlb=0", "glibc.malloc.arena_max=2", *RECOMMENDED_TUNABLES[1:]]
+    assert _tunables_seen({"NARM_KEEP_ENV": "1"}) == "<unset>"
+    # what the restart gives is what the speed advice asks for: no advice is printed after it
+    assert slow_allocation_advice("madvise", {"GLIBC_TUNABLES": ":".join(RECOMMENDED_TUNABLES)}) is None

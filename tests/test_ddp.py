@@ -94,7 +94,7 @@ def test_config_refuses_several_nodes_without_ddp_and_unknown_strategies(tiny_ro
 
 def _run_train(args: list[str], run_dir: Path) -> dict:
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=run_dir.parent, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run_dir / "results.json").read_text())
 
@@ -143,7 +143,7 @@ def test_recbole_checkpoint_evaluated_by_one_and_two_gloo_processes_agrees(share
 def test_ddp_inside_a_sweep_is_refused_with_a_clear_message(tiny_root: Path, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", *tiny_overrides(tiny_root, "trainer=ddp"),
                            f"hydra.sweep.dir={tmp_path / 'multi'}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "trainer.strategy is 'ddp' inside a sweep (-m)" in proc.stderr
     assert "Traceback" not in proc.stderr

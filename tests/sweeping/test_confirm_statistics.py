@@ -145,9 +145,7 @@ def test_the_confirm_csv_is_every_field_of_every_row() -> None:
 
 
 def test_the_confirm_table_reads_as_the_readme_shows_it() -> None:
-    from narm_lightning.sweeping.confirm import to_markdown
-
-    from narm_lightning.sweeping.confirm import Row
+    from narm_lightning.sweeping.confirm import Row, to_markdown
 
     params = {"trial 25": {"learning_rate": 0.005, "n_layers": "2"}}
     rows = [*_two_rows(), Row("trial 3", "zero", 2, 0.1, 0.0, 0.1, 0.1, 0.1, None, None, 2)]  # a default of 0
