@@ -42,7 +42,7 @@ def slow_allocation_advice(mode: str | None, env: Mapping[str, str] | None = Non
     if mode != "madvise" or all(t in tunables for t in RECOMMENDED_TUNABLES):
         return None
     return (f"CPU steps run ~1.3-1.5x faster here started with GLIBC_TUNABLES={':'.join(RECOMMENDED_TUNABLES)} "
-            "(what narm-train sets itself unless NARM_KEEP_ENV=1; docs/performance.md).")
+            "(narm-train sets it itself; docs/performance.md).")
 
 
 CPUINFO = Path("/proc/cpuinfo")

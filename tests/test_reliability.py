@@ -95,6 +95,9 @@ ALLOWED = {
     # samplers/pruners: _target_ is checked to be a class of optuna.samplers / optuna.pruners first
     ("narm_lightning/sweeping/sweeper.py", "_build_sampler", "hydra.utils.instantiate"),
     ("narm_lightning/sweeping/study.py", "build_pruner", "hydra.utils.instantiate"),
+    # narm-train restarts itself once with glibc's heap tunables: the same interpreter and command line it was
+    # started with (sys.executable, sys.orig_argv), nothing from a file or a config
+    ("narm_lightning/entry.py", "with_heap_tunables", "os.execv"),
     # hydra.sweeper.custom_search_space: the user's own function, named in their sweep config (a documented
     # key of hydra-optuna-sweeper); nothing from data files or trial values
     ("narm_lightning/sweeping/sweeper.py", "_check_space", "hydra.utils.get_method"),
