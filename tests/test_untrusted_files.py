@@ -198,3 +198,32 @@ def test_allowed_files_still_load(tmp_path) -> None:
     ours = tmp_path / "ok.ckpt"
     torch.save({"state_dict": {"model.w": torch.ones(2)}, "epoch": 3}, ours)
     assert load_torch_checkpoint(ours)["epoch"] == 3
+
+
+def test_a_plain_pickles_refusals_name_the_file_and_what_it_should_hold(tmp_path) -> None:
+    """Each way a session pickle is refused, word for word: an empty file, a class, an external (persistent)
+    object, a cut file."""
+    import io as _io
+
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=rf"^{path}: file is empty; expected a pickle$"):
+        load_plain_pickle(path)
+    path.write_bytes(pickle.dumps(([[1, 2]], [_System(tmp_path / "m")])))
+    with pytest.raises(DataError, match=r"the class or function (posix|os)\.system, which a pickle of plain lists "
+                                        r"and ints never holds; refused, nothing in the file was imported or run\.$"):
+        load_plain_pickle(path)
+
+    class External(pickle.Pickler):
+        def persistent_id(self, obj):  # noqa: ANN001, ANN202 - pickle's own hook
+            return "blob-1" if obj == "external" else None
+
+    buffer = _io.BytesIO()
+    External(buffer).dump([[1, 2], "external"])
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(DataError, match=rf"^{path}: the pickle refers to an external object \('blob-1'\); expected "
+                                        r"only plain lists, tuples and ints\.$"):
+        load_plain_pickle(path)
+    path.write_bytes(pickle.dumps([[1, 2], [3]])[:-3])
+    with pytest.raises(DataError, match=rf"^{path}: not a readable split pickle \(truncated or corrupt: "):
+        load_plain_pickle(path, "split pickle")
