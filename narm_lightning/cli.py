@@ -41,7 +41,7 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except RunInterrupted as exc:
         if exc.run_dir is None:  # nothing to resume: a folder the run began and wrote nothing of its own into goes
-            _remove_if_untouched(_single_run_dir() or exc.begun)
+            _remove_if_untouched(single_run_dir() or exc.begun)
         print(f"\ninterrupted: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:  # Ctrl-C outside training (reading data, composing): nothing to resume
@@ -64,7 +64,7 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
-def _single_run_dir() -> Path | None:
+def single_run_dir() -> Path | None:
     """The run folder Hydra made for this (single) run, if any."""
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -78,7 +78,7 @@ def _single_run_dir() -> Path | None:
 
 def fail(exc: NarmError) -> NoReturn:
     """Print ``error: <message>`` to stderr, remove the run folder if the run wrote nothing, exit 2."""
-    _remove_if_untouched(_single_run_dir())
+    _remove_if_untouched(single_run_dir())
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
 

@@ -52,15 +52,13 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def _hydra_output_dir() -> Path | None:
-    """The folder of the Hydra job under way, if one is (Hydra forgets it when the signal unwinds its job)."""
+    """The folder of the Hydra job under way, if one is (Hydra forgets it when the signal unwinds its job);
+    ``cli.single_run_dir`` looks it up, once Hydra is loaded at all (importing it here would be the heavy part)."""
     if "hydra.core.hydra_config" not in sys.modules:
         return None
-    from hydra.core.hydra_config import HydraConfig
+    from narm_lightning.cli import single_run_dir
 
-    try:
-        return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
-    except Exception:  # noqa: BLE001 - the config may be half set in that instant: no folder to name then
-        return None
+    return single_run_dir()
 
 
 def stop_on_sigterm_until_lightning() -> None:
