@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from narm_lightning.checkpointing import resume_argv
 from narm_lightning.cli import run_hydra_app, run_or_exit
+from narm_lightning.command_line import quote_group_numbers
 from narm_lightning.errors import NarmError, TrialFailed
 from narm_lightning.help import print_help_if_asked, sweep_sections, train_sections
 
@@ -62,7 +63,7 @@ def train_main() -> None:
     print_help_if_asked(sys.argv, "narm-train", train_sections, TRAIN_EXAMPLES)
     # @hydra.main reads its command line from sys.argv and has no public parameter for another one, so the
     # replayed overrides are handed over there (here only, in the program's own entry point).
-    sys.argv = run_or_exit(resume_argv, sys.argv)
+    sys.argv = run_or_exit(resume_argv, quote_group_numbers(sys.argv))
     run_hydra_app(_train_app, "narm-train")
 
 
@@ -71,6 +72,6 @@ def sweep_main() -> None:
     from narm_lightning.recbole.hyper import expand_params_file_arg
 
     print_help_if_asked(sys.argv, "narm-sweep", lambda: sweep_sections() + train_sections(), SWEEP_EXAMPLES)
-    sys.argv = run_or_exit(expand_params_file_arg, sys.argv)
+    sys.argv = quote_group_numbers(run_or_exit(expand_params_file_arg, sys.argv), sweeps=False)
     # a sweep stopped by SIGTERM/SIGINT exits 143/130, its unfinished trials FAILED
     run_hydra_app(_sweep_app, "narm-sweep")

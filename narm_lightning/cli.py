@@ -149,3 +149,16 @@ def run_hydra_app(app: Callable[[], Any], program: str) -> Any:
         return run_or_exit(app)
     except (HydraException, OmegaConfBaseException) as exc:
         fail(composition_error(exc, program))
+    except (ValueError, TypeError) as exc:  # Hydra's composer raises some of its refusals as plain errors
+        if not _raised_by_hydra(exc):
+            raise
+        fail(composition_error(exc, program))
+
+
+def _raised_by_hydra(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc`` is Hydra's or OmegaConf's code (not this project's, not torch's)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = Path(tb.tb_frame.f_code.co_filename).parts if tb is not None else ()
+    return "hydra" in where or "omegaconf" in where

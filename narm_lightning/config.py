@@ -7,6 +7,7 @@ type, range and choices; ``cross_field_problems`` adds the rules between keys. A
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from narm_lightning.schema import (
     keys_of,
     mode_of,
     schema_problems,
+    undeclared_keys,
 )
 from narm_lightning.wandb_runs import check_credentials
 
@@ -68,10 +70,22 @@ def config_problems(cfg: DictConfig) -> list[str]:
     """Every problem in ``cfg`` as one sentence naming the key; empty when the config can run."""
     problems = schema_problems(cfg, TrainConfig)
     problems += schema_problems(cfg.data, data_schema(cfg.data), "data.")
+    # (a composed sweep config still holds Hydra's own node: the sweeper checks trial configs before Hydra drops it)
+    unread = [k for k in undeclared_keys(cfg, TrainConfig) if k != "hydra"] + undeclared_keys(cfg.data, data_schema(cfg.data), "data.")
     for name, options in (cfg.get("logger") or {}).items():
         if name in LOGGERS:
             problems += schema_problems(options, LOGGERS[name], f"logger.{name}.")
-    return problems + cross_field_problems(cfg)
+            unread += undeclared_keys(options, LOGGERS[name], f"logger.{name}.")
+    return problems + [_unread(key) for key in unread] + cross_field_problems(cfg)
+
+
+def _unread(key: str) -> str:
+    """A key added with ``+key=...`` (or by a config file) that no part of the program reads: refused, never ignored."""
+    from narm_lightning.cli import known_keys
+
+    close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"{key} is set but nothing reads it ({hint}`--help` lists every key); expected only declared keys"
 
 
 def cross_field_problems(cfg: DictConfig) -> list[str]:

@@ -621,6 +621,17 @@ def schema_problems(node: Any, schema: type, prefix: str = "") -> list[str]:
     return problems
 
 
+def undeclared_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
+    """The keys of ``node`` that ``schema`` does not declare (a ``+key`` nothing reads), nested schemas followed."""
+    if not isinstance(node, Mapping):
+        return []
+    declared = {f.name for f in fields(schema)}
+    extra = [f"{prefix}{name}" for name in node if name not in declared]
+    for name, nested in nested_schemas(schema):
+        extra += undeclared_keys(node.get(name) or {}, nested, f"{prefix}{name}.")
+    return extra
+
+
 def data_schema(data: Any) -> type:
     """Which data schema a composed ``data`` node follows: the atomic one has the id-field keys."""
     return AtomicDataConfig if "user_id_field" in data else SessionDataConfig

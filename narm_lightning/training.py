@@ -38,6 +38,7 @@ from narm_lightning.checkpointing import (
 )
 from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
 from narm_lightning.console import CompactProgressBar, quiet_third_party
+from narm_lightning.epoch_log import EpochLog, bar_shown
 from narm_lightning.data.candidates import FILE_NAME as CANDIDATES_FILE
 from narm_lightning.data.candidates import Mode, member
 from narm_lightning.data.candidates import prepare as prepare_candidates
@@ -536,6 +537,8 @@ def build_callbacks(plan: RunPlan, validating: bool, state: RunState) -> RunCall
     if pruning is not None:  # a sweep trial: report valid_metric each epoch, stop when the pruner says so
         others.append(pruning)
     others.append(DeferredInterrupt())  # Ctrl-C at the next batch boundary (narm_lightning/interrupts.py)
+    # after EarlyStopping, so its line shows the patience as this epoch left it
+    others.append(EpochLog(monitor, bar=bar_shown(cfg.trainer.enable_progress_bar)))
     return RunCallbacks(best, last, state, others)
 
 
@@ -571,7 +574,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[p
     """The Lightning Trainer the ``trainer`` group describes."""
     t = cfg.trainer
     quiet_third_party()
-    if t.enable_progress_bar:
+    bar = bar_shown(t.enable_progress_bar)  # into a file or pipe: the epoch lines instead (epoch_log.py)
+    if bar:
         callbacks = [*callbacks, CompactProgressBar(monitor=f"valid/{str(cfg.valid_metric).lower()}")]
     return pl.Trainer(
         max_epochs=cfg.epochs,
@@ -583,7 +587,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[p
         use_distributed_sampler=False,
         precision=resolve_precision(t),
         deterministic=t.deterministic,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=bar,
         log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.get("limit_val_batches") if validating else 0,

@@ -54,7 +54,7 @@ def test_seed_hyper_test_gives_the_default_sweep_space(tmp_path) -> None:
 
     path = tmp_path / "hyper.test"
     path.write_text(SEED_HYPER_TEST)
-    default = yaml.safe_load((CONF_DIR / "sweep.yaml").read_text())["hydra"]["sweeper"]["params"]
+    default = yaml.safe_load((CONF_DIR / "search" / "hyper_test.yaml").read_text())["params"]
     assert read_hyper_file(path) == default
 
 

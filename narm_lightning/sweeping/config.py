@@ -112,6 +112,8 @@ class OptunaSweeperConfig:
     n_jobs: int = key(1, "trials asked and launched per batch (the launcher may run them in parallel)")
     max_failure_rate: float = key(0.25, "stop once failed trials exceed this fraction of n_trials")
     params: dict[str, str] | None = key(None, "the search space in Hydra's override grammar", hidden=True)
+    preset_group: str | None = key(None, "the config group whose options set params (a preset space): a command line "
+                                   "that sweeps a key sweeps only what it names, unless it names this group too")
     custom_search_space: str | None = key(None, "dotted path of fn(cfg, trial) for conditional params")
     config_check: str | None = key(None, "dotted path of fn(cfg) raising on an invalid trial config: run on every "
                                    "grid point (or each choice and bound) before trial 0")

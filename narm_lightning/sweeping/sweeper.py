@@ -39,7 +39,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import ExperimentalWarning
 
-from narm_lightning.cli import fail
+from narm_lightning.cli import composition_error, fail
 from narm_lightning.errors import ConfigError, NarmError, RunInterrupted, TrialFailed
 from narm_lightning.sweeping import report
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
@@ -113,6 +113,7 @@ class OptunaSweeperImpl:
         n_jobs: int = 1,
         max_failure_rate: float = 0.25,
         params: Any = None,
+        preset_group: str | None = None,
         custom_search_space: str | None = None,
         config_check: str | None = None,
         heartbeat_interval: int | None = 60,
@@ -155,6 +156,7 @@ class OptunaSweeperImpl:
         self.n_jobs = int(n_jobs)
         self.max_failure_rate = float(max_failure_rate)
         self.params = _to_dict(params, "hydra.sweeper.params") if params is not None else {}
+        self.preset_group = preset_group
         self.custom_search_space = custom_search_space
         self.config_check = config_check
         self.heartbeat_interval = heartbeat_interval
@@ -282,10 +284,25 @@ class OptunaSweeperImpl:
                     check(cfg)
             except Exception as exc:  # noqa: BLE001 - Hydra's and the app's errors alike: one paragraph
                 shown = " ".join(f"{k}={v}" for k, v in params.items()) or "the fixed overrides"
-                detail = " ".join(str(exc).split())
+                # Hydra's own advice for an unknown key ("use +key=...") would add a key nothing reads: the same
+                # "did you mean" as a fixed key's typo instead
+                detail = str(composition_error(exc, "narm-sweep")) if _from_composition(exc) else " ".join(
+                    str(exc).split())
                 raise ConfigError(f"hydra.sweeper: a trial of this search space would not run ({shown}): "
                                   f"{detail} Nothing was started; fix the key or value and run again.") from None
         log.debug("Checked %d trial configs before the study.", len(points))
+
+    def _search_space(self, arguments: list[str], parser: OverridesParser) -> SearchSpace:
+        """What the study sweeps. A command line that sweeps any key sweeps what it names and nothing else (what a
+        Hydra user expects of ``-m lr=0.01,0.001``); the configured ``params`` (a preset: RecBole's hyper.test by
+        default) are the space when it sweeps nothing, and are merged under it (the command line wins per key) when
+        it names ``preset_group`` as well. The preset's name itself is no trial setting: it is dropped."""
+        named = [a for a in arguments if self.preset_group and a.lstrip("+~").split("=", 1)[0] == self.preset_group]
+        rest = [a for a in arguments if a not in named]
+        own = parse_search_space({}, rest, parser)
+        if own.distributions and not named:
+            return own
+        return parse_search_space(self.params, rest, parser)
 
     def _validate_batch(self, batch: list[list[str]]) -> None:
         """Compose each trial's config now, so a bad override fails loudly before any training starts."""
@@ -310,7 +327,7 @@ class OptunaSweeperImpl:
     def _sweep(self, arguments: list[str]) -> list[Any]:
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        space = parse_search_space(self.params, list(arguments), parser)
+        space = self._search_space(list(arguments), parser)
         if not space.distributions and not self.custom_search_space:
             raise ConfigError(
                 "hydra.sweeper.params: nothing to search. Give params in hydra.sweeper.params or sweep "
@@ -415,8 +432,8 @@ class OptunaSweeperImpl:
             for trial in trials:
                 _fail(study, trial, f"invalid overrides: {exc}")
             raise ConfigError(f"hydra.sweeper.params: a trial's overrides do not compose: {exc}") from exc
-        for trial, overrides in zip(trials, settings):  # the fixed overrides were told once, at the start
-            log.info("Trial %d: %s", trial.number, " ".join(overrides[len(space.fixed_overrides):]))
+        for trial in trials:  # the fixed overrides were told once, at the start; values as the user typed them
+            log.info("Trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in trial.params.items()))
         try:
             returns = self.launcher.launch(batch, initial_job_idx=job_idx)
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
@@ -622,6 +639,13 @@ def _refused_resume(ret: Any) -> NarmError | None:
     except BaseException:  # noqa: BLE001 - any other failure is the trial's own, told as usual
         return None
     return None
+
+
+def _from_composition(exc: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(exc, (HydraException, OmegaConfBaseException))
 
 
 def _jsonable(value: Any) -> Any:
