@@ -71,7 +71,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
     problems = schema_problems(cfg, TrainConfig)
     problems += schema_problems(cfg.data, data_schema(cfg.data), "data.")
     # (a composed sweep config still holds Hydra's own node: the sweeper checks trial configs before Hydra drops it)
-    unread = [k for k in undeclared_keys(cfg, TrainConfig) if k != "hydra"] + undeclared_keys(cfg.data, data_schema(cfg.data), "data.")
+    unread = [k for k in undeclared_keys(cfg, TrainConfig) if k != "hydra"]
+    unread += undeclared_keys(cfg.data, data_schema(cfg.data), "data.")
     for name, options in (cfg.get("logger") or {}).items():
         if name in LOGGERS:
             problems += schema_problems(options, LOGGERS[name], f"logger.{name}.")

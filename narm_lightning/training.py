@@ -38,7 +38,6 @@ from narm_lightning.checkpointing import (
 )
 from narm_lightning.config import data_problems, negative_sampling, parse_metric_name, validate
 from narm_lightning.console import CompactProgressBar, quiet_third_party
-from narm_lightning.epoch_log import EpochLog, bar_shown
 from narm_lightning.data.candidates import FILE_NAME as CANDIDATES_FILE
 from narm_lightning.data.candidates import Mode, member
 from narm_lightning.data.candidates import prepare as prepare_candidates
@@ -48,6 +47,7 @@ from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData, Split
 from narm_lightning.data.sources import load_benchmark, load_sessions, load_user_sequences
 from narm_lightning.entry import hand_sigterm_to_lightning
+from narm_lightning.epoch_log import EpochLog, bar_shown
 from narm_lightning.errors import ConfigError, DataError, RunInterrupted, first_line
 from narm_lightning.hostcheck import slow_allocation_advice, thp_mode
 from narm_lightning.interrupts import DeferredInterrupt

@@ -52,8 +52,9 @@ def _run_on_terminal(script: str, *args: str, cwd) -> str:
     return b"".join(chunks).decode(errors="replace") + err
 
 
-EPOCH_LINE = re.compile(r"epoch (\d+) \((\d+)/(\d+)\) \| train loss \d+\.\d{4} \| valid recall@10 [\d.]+ mrr@10 ([\d.]+) "
-                        r"ndcg@10 [\d.]+ hit@10 [\d.]+ precision@10 [\d.]+ \| [\d.]+ s \| best mrr@10 ([\d.]+) "
+EPOCH_LINE = re.compile(r"epoch (\d+) \((\d+)/(\d+)\) \| train loss \d+\.\d{4} \| "
+                        r"valid recall@10 [\d.]+ mrr@10 ([\d.]+) ndcg@10 [\d.]+ hit@10 [\d.]+ precision@10 [\d.]+ "
+                        r"\| [\d.]+ s \| best mrr@10 ([\d.]+) "
                         r"\(epoch (\d+)\), patience (\d+)/11")
 
 
