@@ -135,6 +135,11 @@ def _sessions(cfg: DictConfig) -> Iterator[list[str]]:
         if isinstance(cfg.sessions, str):
             raise ConfigError(f"sessions must be a list of sessions, e.g. sessions='[\"242 302\",\"51\"]', "
                               f"got the string {cfg.sessions!r}.")
+        bare = [s for s in cfg.sessions if isinstance(s, (int, float)) and not isinstance(s, bool)]
+        if bare:  # sessions=[242,302]: Hydra reads two numbers; were they one session or two? ask, never guess
+            raise ConfigError(f"sessions holds bare numbers ({', '.join(map(str, bare[:3]))}); expected each session "
+                              "as a string of ids or a list: sessions='[\"242 302\"]' or sessions=[[242,302]] for one "
+                              "session of two items, sessions='[\"242\",\"302\"]' for two sessions.")
         items = [split_session(s) for s in cfg.sessions]
         if not items:
             raise DataError("sessions is empty: there is nothing to recommend for.")

@@ -136,6 +136,8 @@ class OptunaSweeperConfig:
     results_key: str = key("test", "the mapping of metrics in results_file that the confirm table reports")
     resume_key: str | None = key("resume", "the app's key that continues a run from its folder: a stopped trial's "
                                  "re-run continues its run there (null: re-runs start over)")
+    study_dir: str | None = key(None, "the sweep's folder, {study} replaced by the study name: every rerun continues "
+                                "in it (null, or hydra.sweep.dir on the command line: hydra.sweep.dir)")
     resume_file: str = key("checkpoints/last.ckpt", "the file, in a stopped trial's folder, that makes its run "
                            "continuable (a folder with results_file is finished: its re-run starts over)")
 

@@ -36,7 +36,7 @@ from hydra.core.override_parser.types import Quote, QuotedString
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.exceptions import ExperimentalWarning
 
 from narm_lightning.cli import composition_error, fail
@@ -129,6 +129,7 @@ class OptunaSweeperImpl:
         results_key: str = "test",
         resume_key: str | None = "resume",
         resume_file: str = "checkpoints/last.ckpt",
+        study_dir: str | None = None,
     ) -> None:
         self.sampler_cfg = _to_dict(sampler, "hydra.sweeper.sampler")
         self.pruner_cfg = _to_dict(pruner, "hydra.sweeper.pruner")
@@ -169,11 +170,13 @@ class OptunaSweeperImpl:
         self.results_file, self.results_key = str(results_file), str(results_key)
         self.resume_key = None if resume_key is None else str(resume_key)
         self.resume_file = str(resume_file)
+        self.study_dir = None if study_dir is None else str(study_dir)
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
         self._db: Any = None  # the opened Optuna storage of the running sweep (``storage`` is its URL)
         self._progress: Progress | None = None
+        self._job_overrides: list[str] = []  # what every job is told besides its trial (the study's folder)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher that runs each trial as a job."""
@@ -304,6 +307,23 @@ class OptunaSweeperImpl:
             return own
         return parse_search_space(self.params, rest, parser)
 
+    def _study_dir(self, study_name: str) -> Path:
+        """The sweep's folder: ``study_dir`` named after the study, so every rerun of the command continues in the
+        folder of the trials before (trials.csv, plots and W&B runs of the whole study in one place), unless the
+        command line gives ``hydra.sweep.dir`` itself. The launcher and every job read the same folder."""
+        assert self.config is not None
+        given = any(str(o).lstrip("+~").split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
+        if self.study_dir and not given:
+            folder = self.study_dir.replace("{study}", study_name)
+            with read_write(self.config.hydra), open_dict(self.config.hydra):
+                self.config.hydra.sweep.dir = folder
+            self._job_overrides = [f"hydra.sweep.dir={_quoted(folder)}"]
+        return Path(str(self.config.hydra.sweep.dir))
+
+    def _launch(self, batch: list[list[str]], initial_job_idx: int) -> Any:
+        """Hydra's launcher on ``batch``, each job told the study's folder (the jobs compose their own config)."""
+        return self.launcher.launch([[*o, *self._job_overrides] for o in batch], initial_job_idx=initial_job_idx)
+
     def _validate_batch(self, batch: list[list[str]]) -> None:
         """Compose each trial's config now, so a bad override fails loudly before any training starts."""
         assert self.hydra_context is not None and self.config is not None
@@ -367,7 +387,7 @@ class OptunaSweeperImpl:
             return [study]
         self._progress = Progress(target, finished, self.n_jobs)
 
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir = self._study_dir(study_name)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info("Storage %s (%s); every trial also gets %s", redact_url(storage_url), self.direction,
@@ -435,7 +455,7 @@ class OptunaSweeperImpl:
         for trial in trials:  # the fixed overrides were told once, at the start; values as the user typed them
             log.info("Trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in trial.params.items()))
         try:
-            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+            returns = self._launch(batch, initial_job_idx=job_idx)
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
             for trial, trial_id in zip(trials, ids):  # nor be lost: the next run of the command runs them again
                 _fail(study, trial, f"interrupted: {exc}".strip())
@@ -499,7 +519,7 @@ class OptunaSweeperImpl:
 
         todo = [i for i, ret in enumerate(first) if ret.status == JobStatus.COMPLETED]
         more_batch = [[*settings[i], f"{self.seed_key}={seed}", *group] for i in todo for seed in seeds[1:]]
-        more = self.launcher.launch(more_batch, initial_job_idx=job_idx) if more_batch else []
+        more = self._launch(more_batch, initial_job_idx=job_idx) if more_batch else []
         out = list(first)
         per = len(seeds) - 1
         for n, i in enumerate(todo):
@@ -545,7 +565,7 @@ class OptunaSweeperImpl:
                     log.info("Confirm %s seed %d continues its stopped run from its last checkpoint: %s",
                              c.label, seed, folder)
             try:
-                returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+                returns = self._launch(batch, initial_job_idx=job_idx)
             except RunInterrupted as exc:  # one job at a time: the stopped run is that job's, continued next time
                 if len(chunk) == 1 and exc.run_dir is not None and self.resume_key:
                     study.set_user_attr(stopped_key(chunk[0][0].label, chunk[0][1]), str(exc.run_dir))
@@ -559,7 +579,7 @@ class OptunaSweeperImpl:
                     log.warning("Confirm %s seed %d could not continue its stopped run: it starts over.",
                                 chunk[i][0].label, chunk[i][1])
                     study.set_user_attr(stopped_key(chunk[i][0].label, chunk[i][1]), None)
-                    returns[i] = self.launcher.launch([batch[i][:-1]], initial_job_idx=job_idx)[0]
+                    returns[i] = self._launch([batch[i][:-1]], initial_job_idx=job_idx)[0]
                     folders[i] = None
                     job_idx += 1
             for done, ((c, seed), ret, folder) in enumerate(zip(chunk, returns, folders), start=start + 1):
