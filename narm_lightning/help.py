@@ -104,15 +104,22 @@ def train_sections() -> list[str]:
 
 
 def sweep_sections() -> list[str]:
-    from narm_lightning.sweeping.config import OptunaSweeperConfig
+    from narm_lightning.sweeping.config import PRUNERS, SAMPLERS, OptunaSweeperConfig
 
     header, _ = header_and_groups(CONF_DIR / "sweep.yaml")
     set_here = yaml.safe_load((CONF_DIR / "sweep.yaml").read_text(encoding="utf-8"))["hydra"]["sweeper"]
     values = {k: v for k, v in set_here.items() if not isinstance(v, dict)}
-    params = [(f"hydra.sweeper.params.{k}", v, "") for k, v in (set_here.get("params") or {}).items()]
+    presets = []
+    for path in sorted((CONF_DIR / "search").glob("*.yaml")):
+        space = yaml.safe_load(path.read_text(encoding="utf-8")).get("params") or {}
+        presets.append((f"search={path.stem}", "", " ".join(f"{k}={v}" for k, v in space.items())))
+    choices = [(f"hydra/sweeper/{kind}={name}", "", (node.__doc__ or "").split("\n")[0].replace("``", ""))
+               for kind, options in (("sampler", SAMPLERS), ("pruner", PRUNERS)) for name, node in options.items()]
     return [*header, "", "Sweeper keys (hydra.sweeper.key=value; declared in narm_lightning/sweeping/config.py):",
             *_table(rows(keys_of(OptunaSweeperConfig), "hydra.sweeper.", values)),
-            "", "The search space (hydra.sweeper.params; or key=a,b,c on the command line):", *_table(params, ": "),
+            "", "Samplers (default grid) and pruners (default nop):", *_table(choices),
+            "", "The search space: key=a,b,c / range(1,4) / interval(0.1,1) / tag(log,interval(1e-4,1e-1)) on the "
+            "command line sweeps exactly those keys; with none, the preset (conf/search/):", *_table(presets),
             "", "Every training key applies to each trial:"]
 
 

@@ -1,4 +1,5 @@
-"""The sweep's own W&B run: a table of every trial and the Optuna plots, beside the trials' runs in one group."""
+"""The sweep's own W&B run: the study's progress, every trial's curve and the trials table, beside the trials' runs
+in one group."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from narm_lightning.sweeping.confirm import CSV_FILE as CONFIRM_CSV
-from narm_lightning.sweeping.report import CURVES_FILE, inline_plotlyjs
+from narm_lightning.sweeping.report import CURVES_FILE
 from narm_lightning.wandb_runs import finish_run, open_run
 
 
@@ -25,23 +26,26 @@ def table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def log_sweep_summary(
     study_name: str,
     trials_table_rows: Sequence[Mapping[str, Any]],
-    html_plot_paths: Sequence[str | Path],
     wandb_cfg: Mapping[str, Any],
     sweep_dir: str | Path,
     summary: Mapping[str, Any] | None = None,
     curves: Sequence[tuple[int, int, float]] = (),
     objective_name: str = "objective",
     confirm_rows: Sequence[Mapping[str, Any]] = (),
+    direction: str = "maximize",
 ) -> str:
     """Log one finished ``sweep-summary`` run grouped with the trials (group = ``study_name``); returns its id.
 
-    ``trials_table_rows``: one dict per trial (e.g. number, state, value, params...) -> the ``trials`` table.
-    ``html_plot_paths``: Optuna plots written as HTML -> ``plots/<file stem>``. ``wandb_cfg``: the
-    ``logger.wandb`` options (mode, project, entity, tags, dir); its ``name``/``group`` are per-trial and
-    ignored here. ``summary``: extra summary values (best value, best params...). ``curves``: the
-    trials' reported ``(number, step, value)`` -> one chart of every trial's curve; the complete trials'
-    values -> one bar chart, so trials compare at a glance offline and online. ``confirm_rows``: the
-    confirm step's table (``confirm.csv``) -> the ``confirm`` table.
+    What a user reads, as W&B's own charts (no HTML: Optuna's plots inline 4.8 MB of plotly.js each, and they
+    open offline from the sweep folder): one history row per trial, stepped by ``trial`` (its value, the best
+    value so far, each numeric parameter), so the run's panels are the study's progress and each parameter
+    against the trial; one row per epoch, stepped by ``epoch``, with each trial's reported value
+    (``curve/trial-N``: every trial's valid curve in one panel section). The trials table and the confirm table
+    go into the run's summary, not its history, so no panel charts a table's size.
+
+    ``trials_table_rows``: one dict per trial (number, state, value, params.<name>...). ``wandb_cfg``: the
+    ``logger.wandb`` options; its ``name``/``group`` are per-trial and ignored here. ``curves``: the trials'
+    reported ``(number, step, value)``.
     """
     import wandb
 
@@ -50,18 +54,21 @@ def log_sweep_summary(
                    group=study_name, tags=["sweep-summary"], config={"study_name": study_name})
     state = "failed"
     try:
+        run.define_metric("trial")
+        run.define_metric("trial/*", step_metric="trial")
+        run.define_metric("epoch")
+        run.define_metric("curve/*", step_metric="epoch")
+        for row in trial_history(trials_table_rows, objective_name, direction):
+            run.log(row)
+        for row in curve_history(curves):
+            run.log(row)
         columns = table_columns(trials_table_rows)
-        data = [[_cell(row.get(c)) for c in columns] for row in trials_table_rows]
-        run.log({"trials": wandb.Table(columns=columns, data=data)})
-        run.log(comparison_charts(trials_table_rows, curves, objective_name))
+        run.summary["trials"] = wandb.Table(columns=columns,
+                                            data=[[_cell(row.get(c)) for c in columns] for row in trials_table_rows])
         if confirm_rows:
             columns = table_columns(confirm_rows)
-            run.log({"confirm": wandb.Table(columns=columns,
-                                            data=[[_cell(_number(r.get(c))) for c in columns] for r in confirm_rows])})
-        for path in html_plot_paths:
-            path = Path(path)
-            html = inline_plotlyjs(path.read_text(encoding="utf-8"), path.parent)
-            run.log({f"plots/{path.stem}": wandb.Html(html)})
+            run.summary["confirm"] = wandb.Table(
+                columns=columns, data=[[_cell(_number(r.get(c))) for c in columns] for r in confirm_rows])
         run.summary.update({"n_trials": len(trials_table_rows), **dict(summary or {})})
         state = "complete"
     finally:
@@ -70,27 +77,34 @@ def log_sweep_summary(
     return run_id
 
 
-def comparison_charts(rows: Sequence[Mapping[str, Any]], curves: Sequence[tuple[int, int, float]],
-                      objective_name: str) -> dict[str, Any]:
-    """``charts/curves`` (each trial's value per step) and ``charts/best_per_trial`` (complete trials)."""
-    import wandb
+def trial_history(rows: Sequence[Mapping[str, Any]], objective_name: str, direction: str) -> list[dict[str, Any]]:
+    """One row per trial in number order: ``trial``, ``trial/<objective>`` (complete trials), ``trial/best so far``
+    and ``trial/<param>`` for each numeric parameter (a categorical's option names cannot be charted)."""
+    better = max if direction == "maximize" else min
+    best: float | None = None
+    out = []
+    for row in sorted(rows, key=lambda r: int(_number(r["number"]))):
+        entry: dict[str, Any] = {"trial": int(_number(row["number"]))}
+        value = _number(row.get("value"))
+        if str(row.get("state", "")).lower() == "complete" and isinstance(value, (int, float)):
+            entry[f"trial/{objective_name}"] = value
+            best = value if best is None else better(best, value)
+        if best is not None:
+            entry[f"trial/best {objective_name} so far"] = best
+        for key, cell in row.items():
+            number = _number(cell)
+            if str(key).startswith("params.") and isinstance(number, (int, float)) and not isinstance(number, bool):
+                entry[f"trial/{str(key).removeprefix('params.')}"] = number
+        out.append(entry)
+    return out
 
-    charts: dict[str, Any] = {}
-    by_trial: dict[int, list[tuple[int, float]]] = {}
+
+def curve_history(curves: Sequence[tuple[int, int, float]]) -> list[dict[str, Any]]:
+    """One row per epoch: ``epoch`` and ``curve/trial-N`` for every trial that reported a value at it."""
+    by_step: dict[int, dict[str, Any]] = {}
     for number, step, value in curves:
-        by_trial.setdefault(int(number), []).append((int(step), float(value)))
-    if by_trial:
-        numbers = sorted(by_trial)
-        charts["charts/curves"] = wandb.plot.line_series(
-            xs=[[s for s, _ in by_trial[n]] for n in numbers], ys=[[v for _, v in by_trial[n]] for n in numbers],
-            keys=[f"trial {n}" for n in numbers], title=f"{objective_name} per epoch, every trial", xname="epoch")
-    complete = [(f"trial {row['number']}", float(row["value"])) for row in rows
-                if str(row.get("state", "")).lower() == "complete" and row.get("value") not in (None, "")]
-    if complete:
-        table = wandb.Table(columns=["trial", objective_name], data=[list(c) for c in complete])
-        charts["charts/best_per_trial"] = wandb.plot.bar(table, "trial", objective_name,
-                                                         title=f"best {objective_name} per complete trial")
-    return charts
+        by_step.setdefault(int(step), {"epoch": int(step)})[f"curve/trial-{int(number)}"] = float(value)
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -141,6 +155,6 @@ class SweepSummaryCallback(Callback):
         summary.update({f"best_params.{k}": v for k, v in (results.get("best_params") or {}).items()})
         objective = OmegaConf.select(config, "hydra.sweeper.objective_name", default=None) or "objective"
         confirm_rows = _read_csv(sweep_dir / CONFIRM_CSV)
-        log_sweep_summary(str(results.get("name")), rows, sorted(sweep_dir.glob("*.html")),
-                          OmegaConf.to_container(wandb_cfg, resolve=True), sweep_dir, summary, curves,
-                          str(objective), confirm_rows)
+        log_sweep_summary(str(results.get("name")), rows, OmegaConf.to_container(wandb_cfg, resolve=True),
+                          sweep_dir, summary, curves, str(objective), confirm_rows,
+                          str(results.get("direction") or "maximize"))

@@ -111,3 +111,32 @@ def test_one_switch_runs_recbole_exact_path() -> None:
     changed = {k for k in ("learning_rate", "train_batch_size", "epochs", "stopping_step", "seed")
                if default[k] != exact[k]}
     assert not changed and default.model.dropout_probs == exact.model.dropout_probs
+
+
+def test_one_study_lives_in_one_folder_named_by_it(tiny_root, tmp_path) -> None:
+    """Two sittings of one sweep (no hydra.sweep.dir given): both in ``multirun/<study>/``, trial folders numbered on,
+    trials.csv and curves.csv covering every trial, plotly.js once; the end says the folder's size."""
+    import csv
+
+    args = ["-m", *tiny_overrides(tiny_root, "epochs=2"), "learning_rate=0.01,0.005,0.001"]
+    first = _run("sweep.py", *args, "hydra.sweeper.n_trials=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    study = re.search(r"new study (\S+):", first.stdout + first.stderr)[1]
+    second = _run("sweep.py", *args, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "multirun").iterdir()] == [study]
+    folder = tmp_path / "multirun" / study
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1"]
+    with (folder / "trials.csv").open() as fh:
+        assert [row["number"] for row in csv.DictReader(fh)] == ["0", "1"]
+    with (folder / "curves.csv").open() as fh:
+        assert {row["number"] for row in csv.DictReader(fh)} == {"0", "1"}
+    assert len(list(tmp_path.rglob("plotly*.js"))) == 1
+    assert re.search(rf"Results in multirun/{study} \(\d+(\.\d)? [KM]B on disk\)", second.stdout + second.stderr)
+
+
+def test_sweep_help_lists_samplers_pruners_and_presets(tmp_path) -> None:
+    out = _run("sweep.py", "--help", cwd=tmp_path).stdout
+    for name in ("sampler=tpe", "sampler=random", "sampler=grid", "sampler=cmaes", "pruner=median",
+                 "pruner=hyperband", "pruner=nop", "search=hyper_test"):
+        assert f"hydra/sweeper/{name}" in out or name == "search=hyper_test" and "  search=hyper_test " in out, name

@@ -140,27 +140,42 @@ def test_logger_none_writes_no_wandb_files(tiny_root: Path, offline_wandb: Path)
     assert not (offline_wandb / "wandb-home").exists() or not any((offline_wandb / "wandb-home").rglob("*.wandb"))
 
 
-def test_sweep_summary_run_holds_the_trials_table_and_plots(offline_wandb: Path) -> None:
-    plot = offline_wandb / "optimization_history.html"
-    plot.write_text("<html><body><div>plot</div></body></html>")
+def test_sweep_summary_run_charts_the_study_not_table_sizes(offline_wandb: Path) -> None:
+    """The summary run's history is the study's progress (value, best so far, numeric params per trial) and every
+    trial's curve per epoch; its tables sit in the summary, so no history key is a table (whose size W&B charts);
+    no HTML (plotly.js) goes into it."""
     rows = [
-        {"number": 0, "state": "complete", "value": 0.12, "params.learning_rate": 0.001},
-        {"number": 1, "state": "pruned", "value": None, "params.learning_rate": 0.01},
+        {"number": "0", "state": "COMPLETE", "value": "0.12", "params.learning_rate": "0.001", "params.d": "light"},
+        {"number": "1", "state": "PRUNED", "value": "0.05", "params.learning_rate": "0.01", "params.d": "light"},
+        {"number": "2", "state": "COMPLETE", "value": "0.10", "params.learning_rate": "0.005", "params.d": "default"},
+        {"number": "3", "state": "COMPLETE", "value": "0.20", "params.learning_rate": "0.0001", "params.d": "light"},
     ]
-    run_id = log_sweep_summary("study-x", rows, [plot], {"mode": None, "project": "p", "tags": ["t"],
-                                                          "name": "trial-9", "group": "ignored"},
-                               offline_wandb / "sweep", summary={"best_value": 0.12})
+    curves = [(0, 0, 0.1), (0, 1, 0.12), (1, 0, 0.05), (2, 1, 0.1), (2, 0, 0.09), (3, 0, 0.2)]
+    run_id = log_sweep_summary("study-x", rows, {"mode": None, "project": "p", "tags": ["t"],
+                                                 "name": "trial-9", "group": "ignored"},
+                               offline_wandb / "sweep", summary={"best_value": 0.2}, curves=curves,
+                               objective_name="valid mrr@10")
     (run,) = offline_runs(offline_wandb / "sweep")
     assert run.run_id == run_id and run.group == "study-x" and run.name == "study-x-summary"
     assert run.job_type == "sweep-summary" and run.exit_code == 0
     assert set(run.tags) == {"t", "sweep-summary", "complete"}
-    logged = {k: v for row in run.history for k, v in row.items()}
-    assert logged["trials"]["_type"] == "table-file" and logged["trials"]["nrows"] == 2
-    assert logged["plots/optimization_history"]["_type"] == "html-file"
-    assert run.summary["n_trials"] == 2 and run.summary["best_value"] == 0.12
-    table = json.loads((run.path.parent / "files" / logged["trials"]["path"]).read_text())
-    assert table["columns"] == ["number", "state", "value", "params.learning_rate"]
-    assert table["data"] == [[0, "complete", 0.12, 0.001], [1, "pruned", None, 0.01]]
+    history = [{k: v for k, v in row.items() if not k.startswith("_")} for row in run.history]
+    assert not [k for row in history for k, v in row.items() if isinstance(v, dict)], "no table in the history"
+    per_trial = [row for row in history if "trial" in row]
+    assert [row["trial"] for row in per_trial] == [0, 1, 2, 3]
+    assert [row.get("trial/valid mrr@10") for row in per_trial] == [0.12, None, 0.10, 0.20]
+    assert [row["trial/best valid mrr@10 so far"] for row in per_trial] == [0.12, 0.12, 0.12, 0.20]
+    assert [row["trial/learning_rate"] for row in per_trial] == [0.001, 0.01, 0.005, 0.0001]
+    assert not any("trial/d" in row for row in per_trial), "option names are no chart"
+    per_epoch = [row for row in history if "epoch" in row]
+    assert per_epoch == [{"epoch": 0, "curve/trial-0": 0.1, "curve/trial-1": 0.05, "curve/trial-2": 0.09,
+                          "curve/trial-3": 0.2}, {"epoch": 1, "curve/trial-0": 0.12, "curve/trial-2": 0.1}]
+    assert run.summary["n_trials"] == 4 and run.summary["best_value"] == 0.2
+    assert run.summary["trials"]["_type"] == "table-file" and run.summary["trials"]["nrows"] == 4
+    table = json.loads((run.path.parent / "files" / run.summary["trials"]["path"]).read_text())
+    assert table["columns"] == ["number", "state", "value", "params.learning_rate", "params.d"]
+    assert not list(run.path.parent.rglob("*.html"))
+
 
 
 def _env_without_wandb_keys(home: Path) -> dict[str, str]:

@@ -142,18 +142,17 @@ class OptunaSweeperConfig:
                            "continuable (a folder with results_file is finished: its re-run starts over)")
 
 
+SAMPLERS: dict[str, type] = {"tpe": TPESamplerConfig, "random": RandomSamplerConfig, "grid": GridSamplerConfig,
+                              "cmaes": CmaEsSamplerConfig}  # hydra/sweeper/sampler=<name>
+PRUNERS: dict[str, type] = {"median": MedianPrunerConfig, "hyperband": HyperbandPrunerConfig,
+                            "nop": NopPrunerConfig}  # hydra/sweeper/pruner=<name>
+
+
 def register_configs() -> None:
     """Register the sweeper, sampler and pruner options; idempotent (Hydra may import the shim twice)."""
     cs = ConfigStore.instance()
     cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConfig, provider="narm_optuna_sweeper")
-    samplers = {
-        "tpe": TPESamplerConfig,
-        "random": RandomSamplerConfig,
-        "grid": GridSamplerConfig,
-        "cmaes": CmaEsSamplerConfig,
-    }
-    for name, node in samplers.items():
+    for name, node in SAMPLERS.items():
         cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="narm_optuna_sweeper")
-    pruners = {"median": MedianPrunerConfig, "hyperband": HyperbandPrunerConfig, "nop": NopPrunerConfig}
-    for name, node in pruners.items():
+    for name, node in PRUNERS.items():
         cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="narm_optuna_sweeper")

@@ -11,7 +11,6 @@ import csv
 import io
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +126,19 @@ def _importance_problem(study: Any) -> str | None:
     return None
 
 
+def disk_use(folder: Path) -> str:
+    """The size of everything under ``folder`` (checkpoints, W&B runs, plots), e.g. ``41.2 MB``."""
+    size = float(sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()))
+    if size < 1000:
+        return f"{size:.0f} B"
+    units = ["KB", "MB", "GB", "TB"]
+    size /= 1000
+    while size >= 1000 and len(units) > 1:
+        size /= 1000
+        units.pop(0)
+    return f"{size:.1f} {units[0]}"
+
+
 def write_plots(study: Any, sweep_dir: Path) -> list[str]:
     """Optuna's HTML plots, with plotly.js beside them (offline); a plot that would mean nothing is skipped
     with one log line saying why."""
@@ -177,15 +189,6 @@ def recolor_lines(figure: Any, scale: str = "Viridis") -> None:
             trace.marker.colorscale = scale
 
 
-def inline_plotlyjs(html: str, sweep_dir: Path) -> str:
-    """A plot's HTML with plotly.js inside it, for places that do not see the file beside it (a W&B run)."""
-    tag = re.compile(rf'<script[^>]*\bsrc="{re.escape(PLOTLY_JS)}"[^>]*>\s*</script>')
-    if not tag.search(html):
-        return html
-    script = (sweep_dir / PLOTLY_JS).read_text(encoding="utf-8")
-    return tag.sub(lambda _: f"<script>{script}</script>", html, count=1)
-
-
 def write_results(
     study: Any, sweep_dir: str | os.PathLike[str], target: int | None = None, plots: bool = True
 ) -> dict[str, Any]:
@@ -199,13 +202,14 @@ def write_results(
         write_plots(study, sweep_dir)
     n = results["n_trials"]
     log.info(
-        "Study '%s': %d finished (%d complete, %d pruned, %d failed). Results in %s",
+        "Study '%s': %d finished (%d complete, %d pruned, %d failed). Results in %s (%s on disk)",
         results["name"],
         n["finished"],
         n["complete"],
         n["pruned"],
         n["failed"],
         sweep_dir,
+        disk_use(sweep_dir),
     )
     if results["best_trial"] is None:
         log.info("Best trial: none (no trial completed).")

@@ -312,7 +312,8 @@ class OptunaSweeperImpl:
         folder of the trials before (trials.csv, plots and W&B runs of the whole study in one place), unless the
         command line gives ``hydra.sweep.dir`` itself. The launcher and every job read the same folder."""
         assert self.config is not None
-        given = any(str(o).lstrip("+~").split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
+        given = any(str(o).lstrip("+~").split("=", 1)[0] == "hydra.sweep.dir"
+                    for o in self.config.hydra.overrides.hydra)
         if self.study_dir and not given:
             folder = self.study_dir.replace("{study}", study_name)
             with read_write(self.config.hydra), open_dict(self.config.hydra):
@@ -375,8 +376,9 @@ class OptunaSweeperImpl:
         target = self._target_trials(space, is_grid)
         finished = count_trials(study).finished
         sampler_name = "grid" if is_grid else str(self.sampler_cfg.get("_target_", "")).rsplit(".", 1)[-1]
+        begun = bool(study.get_trials(deepcopy=False))  # a first sitting killed mid-trial has none finished
         log.info("%s%s: %d/%d finished. Space: %s; n_trials %d (%s)",
-                 SITTING_STARTS[0] if finished else SITTING_STARTS[1], study_name, finished, target,
+                 SITTING_STARTS[0] if begun else SITTING_STARTS[1], study_name, finished, target,
                  space.describe(is_grid), target, sampler_name)
         confirm_left = self._confirm_jobs_left(study) if finished >= target else None
         if finished >= target and not confirm_left:  # nothing to run: no new sweep folder or W&B summary run

@@ -276,6 +276,8 @@ def test_a_worker_killed_with_9_mid_trial_never_blocks_the_study(
     assert [t.state for t in load_toy_study().trials] == [TrialState.RUNNING]
     rerun = run_toy("x=0,1", "sleep=0", "hydra.sweep.dir=multirun/r")
     assert "left RUNNING by a sweep process that no longer exists" in rerun.stdout + rerun.stderr
+    # no trial had finished, but the study had begun: the console says it resumes it
+    assert re.search(r"resuming study \S+: 0/2 finished", rerun.stdout + rerun.stderr), rerun.stdout + rerun.stderr
     counts = count_trials(load_toy_study())
     assert (counts.complete, counts.failed, counts.stale, counts.running) == (2, 0, 1, 0)
 
@@ -335,14 +337,6 @@ def test_plots_open_offline_name_the_objective_and_skip_meaningless_importances(
            "vary (have 2 and 1)" in out.stdout + out.stderr
     rows = read_csv(folder / "trials.csv")
     assert all(Path(r["folder"]).is_dir() and Path(r["folder"]).parent == folder for r in rows)
-
-
-def test_a_w_and_b_plot_carries_plotly_inside(tmp_path: Path) -> None:
-    from narm_lightning.sweeping.report import PLOTLY_JS, inline_plotlyjs
-
-    (tmp_path / PLOTLY_JS).write_text("/* plotly */")
-    html = f'<html><script charset="utf-8" src="{PLOTLY_JS}"></script><div>plot</div></html>'
-    assert inline_plotlyjs(html, tmp_path) == "<html><script>/* plotly */</script><div>plot</div></html>"
 
 
 def test_seeds_per_trial_make_the_objective_a_mean_and_a_study_of_its_own(
