@@ -60,6 +60,8 @@ class NARMModule(pl.LightningModule):
         self.weight_decay = weight_decay
         # each item's count as a training target (RecBole's data.count_items) for its beyond-accuracy metrics
         self.valid_metrics = RankMetrics(topk, metrics, item_popularity, tail_ratio)
+        # into checkpoints (plain ints): serving answers a session with no known item by the most popular items
+        self.item_popularity = None if item_popularity is None else [int(c) for c in item_popularity.tolist()]
         # one per test loader: eval_args.mode's ("test"), then each of extra_test_modes ("test_uni100", ...)
         self.test_names = list(test_names)
         self.test_metrics = nn.ModuleList(RankMetrics(topk, metrics, item_popularity, tail_ratio) for _ in test_names)
@@ -132,6 +134,8 @@ class NARMModule(pl.LightningModule):
             checkpoint["item_tokens"] = self.item_tokens
         if self.protocol is not None:
             checkpoint["protocol"] = self.protocol
+        if self.item_popularity is not None:
+            checkpoint["item_popularity"] = self.item_popularity
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "item_tokens" in checkpoint:

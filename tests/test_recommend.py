@@ -101,11 +101,46 @@ def test_exclude_seen(rec: Recommender) -> None:
     assert len(excluded.items) == 30 - len(session)  # only 25 unseen items exist, no -inf filler
 
 
+def _training_target_counts() -> dict[str, int]:
+    """Each item's count as a training target, from the fixture's own rows (leave-one-out: of each user's 12
+    items, the 2nd to the 10th are training targets; the 11th validates, the 12th tests)."""
+    from collections import Counter
+
+    starts = np.random.default_rng(0).integers(0, 30, size=40)
+    return Counter(f"i{(s + t) % 30}" for s in starts for t in range(1, 10))
+
+
+def test_a_session_with_no_known_item_gets_the_most_popular_training_items(rec: Recommender, trained,
+                                                                           tmp_path: Path) -> None:
+    counts = _training_target_counts()
+    for session in ([], ["ghost", "nope"]):
+        (got,) = rec.recommend([session], k=5)
+        assert got.source == "popular" and got.unknown == session
+        assert got.scores == [float(counts[i]) for i in got.items]
+        assert got.scores == sorted(got.scores, reverse=True) and len(set(got.items)) == 5
+        assert min(got.scores) >= sorted(counts.values(), reverse=True)[4]  # no more popular item left out
+    # a checkpoint from before the counts: no items, and the command says why; damaged counts are refused
+    ckpt = torch.load(trained[0], weights_only=True)
+    del ckpt["item_popularity"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    (none,) = Recommender.from_checkpoint(old).recommend([["ghost"]], k=5)
+    assert (none.items, none.source) == ([], "model")
+    proc = run_cli(f"ckpt={old}", "sessions=['ghost','i3 i4']", "k=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 2 sessions had no item the model knows and got no items" in proc.stderr
+    for bad in ([1, 2], ["1"] * 31, [-1] * 31, [True] * 31):
+        ckpt["item_popularity"] = bad
+        torch.save(ckpt, old)
+        with pytest.raises(DataError, match="item_popularity is not 31 non-negative integers"):
+            Recommender.from_checkpoint(old)
+
+
 def test_unknown_ids_are_reported(rec: Recommender) -> None:
     mixed, alone, known = rec.recommend([["i1", "nope", "i2", 99], ["x", "y"], ["i1", "i2"]], k=5)
     assert mixed.unknown == ["nope", "99"]
     assert (mixed.items, mixed.scores) == (known.items, known.scores)
-    assert alone.items == [] and alone.unknown == ["x", "y"]
+    assert alone.unknown == ["x", "y"] and (mixed.source, alone.source) == ("model", "popular")
     with pytest.raises(DataError, match="nope"):
         rec.recommend([["i1", "nope"]], strict=True)
     for bad in (0, -1, 2.5):
@@ -235,18 +270,21 @@ def test_cli_streams_a_file_atomically(rec: Recommender, trained, tmp_path: Path
     for row, want in zip(rows, expected):
         assert row[1].split() == want.items and row[3].split() == want.unknown
         assert [float(s) for s in row[2].split()] == pytest.approx(want.scores, rel=1e-5, abs=1e-5)
-    assert rows[3][1:] == ["", "", ""] and rows[4][1:] == ["", "", "ghost"]
+    assert [r[4] for r in rows] == ["model"] * 3 + ["popular"] * 2 + ["model"] * 5
+    assert rows[3][3] == "" and rows[4][3] == "ghost" and rows[3][1] == rows[4][1] != ""
+    assert "2 of 10 sessions had no item the model knows; they are answered with the most popular" in proc.stderr
 
 
 def test_cli_inline_jsonl_and_export_dir(rec: Recommender, trained, tmp_path: Path) -> None:
     main(["export", f"ckpt={trained[0]}", f"dir={tmp_path / 'exp'}"])
     for source in (f"ckpt={trained[0]}", f"export_dir={tmp_path / 'exp'}"):
         buf = io.StringIO()
-        cfg = compose_config("recommend", [source, "sessions=['i3 i4',i10]", "format=jsonl", "k=3"])
-        assert recommend_command(cfg, stdout=buf, stderr=io.StringIO()) == 2
+        cfg = compose_config("recommend", [source, "sessions=['i3 i4',i10,'ghost']", "format=jsonl", "k=3"])
+        assert recommend_command(cfg, stdout=buf, stderr=io.StringIO()) == 3
         got = [json.loads(line) for line in buf.getvalue().splitlines()]
-        want = rec.recommend([["i3", "i4"], ["i10"]], k=3)
-        assert [g["items"] for g in got] == [w.items for w in want] and [g["line"] for g in got] == [1, 2]
+        want = rec.recommend([["i3", "i4"], ["i10"], ["ghost"]], k=3)
+        assert [g["items"] for g in got] == [w.items for w in want] and [g["line"] for g in got] == [1, 2, 3]
+        assert [g["source"] for g in got] == ["model", "model", "popular"]  # the export keeps the counts
 
 
 def test_failed_stream_leaves_no_output(trained, tmp_path: Path) -> None:
@@ -272,6 +310,7 @@ def test_failed_stream_leaves_no_output(trained, tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["ckpt=/nonexistent/best.ckpt", "sessions=[i1]"], "does not exist"),
     (["k=0", "sessions=[i1]"], "k is 0; expected a positive integer"),
+    (["sessions=[242,302]"], "sessions holds bare numbers (242, 302); expected each session as a string"),
     (["sessions=[i1]", "exclude_sen=true"], "exclude_sen is not a key of this config (did you mean exclude_seen?)"),
     (["export", "ckpt=/nonexistent/best.ckpt", "dir=x"], "does not exist"),
 ])

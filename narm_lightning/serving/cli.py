@@ -82,34 +82,41 @@ def read_sessions(path: Path, stream: BinaryIO | None = None) -> Iterator[list[s
 
 def format_line(line_no: int, rec: Recommendation, fmt: str) -> str:
     if fmt == "jsonl":
-        return json.dumps({"line": line_no, "items": rec.items, "scores": rec.scores, "unknown": rec.unknown}) + "\n"
+        return json.dumps({"line": line_no, "items": rec.items, "scores": rec.scores, "unknown": rec.unknown,
+                           "source": rec.source}) + "\n"
     scores = " ".join(f"{s:.6g}" for s in rec.scores)
-    return f"{line_no}\t{' '.join(rec.items)}\t{scores}\t{' '.join(rec.unknown)}\n"
+    return f"{line_no}\t{' '.join(rec.items)}\t{scores}\t{' '.join(rec.unknown)}\t{rec.source}\n"
 
 
 class UnknownReport:
     """Counts sessions with unknown ids as they stream past, for one summary line on stderr."""
 
     def __init__(self) -> None:
-        self.sessions = self.with_unknown = self.unknown_ids = self.empty = 0
+        self.sessions = self.with_unknown = self.unknown_ids = self.empty = self.popular = 0
         self.examples: list[str] = []
 
     def add(self, rec: Recommendation) -> None:
         self.sessions += 1
         self.empty += not rec.items
+        self.popular += rec.source == "popular"
         if rec.unknown:
             self.with_unknown += 1
             self.unknown_ids += len(rec.unknown)
             self.examples.extend(u for u in rec.unknown if u not in self.examples and len(self.examples) < SHOW_UNKNOWN)
 
     def summary(self) -> str | None:
-        if not self.with_unknown:
-            return None
-        return (
-            f"warning: {self.with_unknown} of {self.sessions} sessions had item ids not in the training data "
-            f"({self.unknown_ids} in all, e.g. {', '.join(self.examples)}); they were left out of the input and are "
-            f"listed in the output's unknown field; sessions with no known item (so no items): {self.empty}."
-        )
+        notes = []
+        if self.with_unknown:
+            notes.append(f"warning: {self.with_unknown} of {self.sessions} sessions had item ids not in the training "
+                         f"data ({self.unknown_ids} in all, e.g. {', '.join(self.examples)}); they were left out of the "
+                         "input and are listed in the output's unknown field.")
+        if self.popular:
+            notes.append(f"note: {self.popular} of {self.sessions} sessions had no item the model knows; they are "
+                         "answered with the most popular training items (source: popular).")
+        if self.empty:
+            notes.append(f"warning: {self.empty} of {self.sessions} sessions had no item the model knows and got no "
+                         "items: this checkpoint predates the item counts that answer them (retrain to get them).")
+        return " ".join(notes) or None
 
 
 def write_stream(lines: Iterable[str], output: Path | None, stdout: TextIO) -> int:

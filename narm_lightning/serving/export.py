@@ -196,6 +196,7 @@ def export(ckpt: str | Path, out_dir: str | Path, formats: Sequence[str] = ("tor
         "inputs": {"item_seq": "[B, L] int64, left-aligned, 0-padded", "item_seq_len": "[B] int64"},
         "output": "scores [B, n_items] float32; column i is item_ids[i]; column 0 (padding) is -inf",
         "model": checkpoint["hyper_parameters"]["model"],
+        "item_popularity": checkpoint.get("item_popularity"),  # answers sessions with no known item (or null)
         "source": str(ckpt),
         **onnx_meta,
     })

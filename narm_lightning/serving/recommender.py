@@ -30,11 +30,15 @@ Session = Sequence[str | int]
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One session's answer: original item ids best first, their scores, and the ids the model never saw."""
+    """One session's answer: original item ids best first, their scores, and the ids the model never saw.
+
+    ``source`` is ``model`` (NARM's ranking of the session) or ``popular``: the session had no item the model knows,
+    so it is answered with the most popular training items (scores: their counts as training targets)."""
 
     items: list[str]
     scores: list[float]
     unknown: list[str] = field(default_factory=list)
+    source: str = "model"
 
 
 def _model_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -79,6 +83,18 @@ def check_item_ids(model: NARM, tokens: Sequence[Any], where: Path) -> None:
     if len(tokens) != rows:
         raise DataError(f"{where}: {len(tokens):,} item ids for a model of {rows:,} items (padding included); "
                         "expected one id a row. Re-export from the checkpoint.")
+
+
+def check_popularity(counts: Any, n_items: int, where: Path) -> list[int] | None:
+    """A checkpoint's or export's item counts (one non-negative int per item id, padding first), or None where it has
+    none (it predates them); anything else is refused, naming the file."""
+    if counts is None:
+        return None
+    if (not isinstance(counts, list) or len(counts) != n_items
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
+        raise DataError(f"{where}: item_popularity is not {n_items} non-negative integers (one per item id); the file "
+                        "is damaged or was not written by this program.")
+    return counts
 
 
 def build_model(ckpt: dict[str, Any], path: str | Path = "the checkpoint") -> NARM:
@@ -136,13 +152,18 @@ class Recommender:
     ``-inf``: ``NARM.predict`` or the exported TorchScript module, so both paths share this ranking code.
     """
 
-    def __init__(self, scorer: Scorer, item_tokens: Sequence[str], max_len: int = DEFAULT_MAX_LEN) -> None:
+    def __init__(self, scorer: Scorer, item_tokens: Sequence[str], max_len: int = DEFAULT_MAX_LEN,
+                 popularity: Sequence[int] | None = None) -> None:
         if len(item_tokens) < 2 or item_tokens[0] != PAD_TOKEN:
             raise DataError(f"item ids must start with {PAD_TOKEN!r} followed by at least one item")
         self.scorer = scorer
         self.item_tokens = [str(t) for t in item_tokens]
         self.index = {t: i for i, t in enumerate(self.item_tokens) if i > 0}
         self.max_len = int(max_len)
+        # items by training count, most first (ties: the earlier id); None for a checkpoint that predates the counts
+        self.popular = None if popularity is None else sorted(range(1, len(popularity)),
+                                                               key=lambda i: (-popularity[i], i))
+        self.popularity = None if popularity is None else list(popularity)
 
     @property
     def n_items(self) -> int:
@@ -155,7 +176,8 @@ class Recommender:
         ckpt = load_checkpoint(path)
         model = build_model(ckpt, path)
         check_item_ids(model, ckpt["item_tokens"], Path(path))
-        return cls(model.predict, ckpt["item_tokens"], max_len_of(ckpt))
+        popularity = check_popularity(ckpt.get("item_popularity"), len(ckpt["item_tokens"]), Path(path))
+        return cls(model.predict, ckpt["item_tokens"], max_len_of(ckpt), popularity)
 
     @classmethod
     def from_export(cls, directory: str | Path) -> Recommender:
@@ -183,7 +205,8 @@ class Recommender:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the fast path
             scorer = torch.jit.script(ScoringModel(model).eval())
-        return cls(scorer, tokens, meta_doc.get("max_item_list_length", DEFAULT_MAX_LEN))
+        popularity = check_popularity(meta_doc.get("item_popularity"), len(tokens), meta)
+        return cls(scorer, tokens, meta_doc.get("max_item_list_length", DEFAULT_MAX_LEN), popularity)
 
     def encode(self, session: Session, strict: bool = False) -> tuple[list[int], list[str]]:
         """Internal ids of the last ``max_len`` known items, and the unknown ids (reported, never hidden)."""
@@ -239,8 +262,14 @@ class Recommender:
             known = [ids for ids, _ in encoded if ids]
             ranked = iter(self._rank(known, k, exclude_seen) if known else [])
             for ids, unknown in encoded:
-                items, scores = next(ranked) if ids else ([], [])
-                yield Recommendation(items, scores, unknown)
+                if ids:
+                    yield Recommendation(*next(ranked), unknown)
+                elif self.popular is not None and self.popularity is not None:
+                    top = self.popular[:k]
+                    yield Recommendation([self.item_tokens[i] for i in top], [float(self.popularity[i]) for i in top],
+                                         unknown, source="popular")
+                else:
+                    yield Recommendation([], [], unknown)
 
     def recommend(
         self, sessions: Iterable[Session], k: int = 20, exclude_seen: bool = False, batch_size: int = 256,
@@ -248,7 +277,8 @@ class Recommender:
     ) -> list[Recommendation]:
         """Top-``k`` items for each session (original ids, padding never, seen items too unless excluded).
 
-        A session with no known item gets no items and lists its unknown ids; ``strict=True`` raises a
-        ``DataError`` on the first unknown id instead.
+        A session with no known item (empty, or every id unknown) gets the most popular training items, marked
+        ``source="popular"`` (none from a checkpoint without item counts) and lists its unknown ids; ``strict=True``
+        raises a ``DataError`` on the first unknown id instead.
         """
         return list(self.recommend_iter(sessions, k, exclude_seen, batch_size, strict))
