@@ -505,7 +505,8 @@ class RecommendConfig:
                              "/dev/stdin) reads standard input", TEXT)
     output: str | None = key(None, "where to write (atomically: temp file, renamed at the end); null prints to "
                              "stdout", TEXT)
-    format: str = key("tsv", "tsv: line<TAB>items<TAB>scores<TAB>unknown<TAB>source (space-separated); jsonl: one object a line",
+    format: str = key("tsv", "tsv: line<TAB>items<TAB>scores<TAB>unknown<TAB>source (space-separated); jsonl: one "
+                      "object a line",
                       one_of(SERVING_FORMATS))
     k: int = key(20, "how many items to recommend per session", integer())
     exclude_seen: bool = key(False, "true: never recommend an item already in the session", BOOLEAN)

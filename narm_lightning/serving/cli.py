@@ -108,8 +108,8 @@ class UnknownReport:
         notes = []
         if self.with_unknown:
             notes.append(f"warning: {self.with_unknown} of {self.sessions} sessions had item ids not in the training "
-                         f"data ({self.unknown_ids} in all, e.g. {', '.join(self.examples)}); they were left out of the "
-                         "input and are listed in the output's unknown field.")
+                         f"data ({self.unknown_ids} in all, e.g. {', '.join(self.examples)}); they were left out of "
+                         "the input and are listed in the output's unknown field.")
         if self.popular:
             notes.append(f"note: {self.popular} of {self.sessions} sessions had no item the model knows; they are "
                          "answered with the most popular training items (source: popular).")
