@@ -140,3 +140,16 @@ def test_sweep_help_lists_samplers_pruners_and_presets(tmp_path) -> None:
     for name in ("sampler=tpe", "sampler=random", "sampler=grid", "sampler=cmaes", "pruner=median",
                  "pruner=hyperband", "pruner=nop", "search=hyper_test"):
         assert f"hydra/sweeper/{name}" in out or name == "search=hyper_test" and "  search=hyper_test " in out, name
+
+
+def test_a_hyper_test_file_may_sweep_list_values_no_option_names(tiny_root, tmp_path) -> None:
+    """RecBole's hyper.test takes list values (``dropout_probs choice ['[0.3,0.3]',...]``); a list that no named
+    option holds is swept as the list itself, and each trial trains with it."""
+    (tmp_path / "hyper.test").write_text("dropout_probs choice ['[0.3,0.3]','[0.1,0.2]']\n")
+    proc = _run("sweep.py", "-m", "--params-file=hyper.test", *tiny_overrides(tiny_root, "epochs=1"),
+                "hydra.sweep.dir=multirun/l", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(_trial_lines(proc.stdout + proc.stderr)) == ["model.dropout_probs=[0.1,0.2]",
+                                                               "model.dropout_probs=[0.3,0.3]"]
+    runs = sorted((tmp_path / "multirun" / "l").glob("*/.hydra/config.yaml"))
+    assert sorted(yaml.safe_load(r.read_text())["model"]["dropout_probs"] for r in runs) == [[0.1, 0.2], [0.3, 0.3]]

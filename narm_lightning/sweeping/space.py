@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 _SAFE_STRING = re.compile(r"^[A-Za-z0-9_.\-/+@]+$")
 _SCALARS = (str, int, float, bool, type(None))
+_NUMBER_LIST = re.compile(r"^\[(-?[0-9][0-9.e+\-]*)(,-?[0-9][0-9.e+\-]*)*\]$")
 
 
 @dataclass(frozen=True)
@@ -167,11 +168,16 @@ def _categorical(name: str, values: list[Any]) -> BaseDistribution:
     from optuna.distributions import CategoricalDistribution
 
     plain = [_plain(v) for v in values]
-    for value in plain:
-        if not isinstance(value, _SCALARS):
+    for i, value in enumerate(plain):
+        if isinstance(value, list) and all(isinstance(_plain(v), (int, float)) and not isinstance(_plain(v), bool)
+                                           for v in value):
+            # a list of numbers (model.dropout_probs=[0.3,0.3], as RecBole's hyper.test writes them): Optuna's
+            # choices are scalars, so the list is its override text, given back bare (format_value)
+            plain[i] = "[" + ",".join(format_value(_plain(v)) for v in value) + "]"
+        elif not isinstance(value, _SCALARS):
             raise ConfigError(
-                f"hydra.sweeper.params.{name}: choice values must be scalars (str, int, float, bool, null), "
-                f"got {value!r}. Sweep a config group or an index instead of a list/dict value."
+                f"hydra.sweeper.params.{name}: choice values must be scalars (str, int, float, bool, null) or lists "
+                f"of numbers, got {value!r}. Sweep a config group or an index instead."
             )
     if len(plain) == 0:
         raise ConfigError(f"hydra.sweeper.params.{name}: the sweep has no values.")
@@ -262,6 +268,8 @@ def format_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     text = str(value)
+    if _NUMBER_LIST.match(text):  # a swept list of numbers (see _categorical): a list again on the command line
+        return text
     if _SAFE_STRING.match(text) and text.lower() not in {"null", "true", "false", "nan", "inf", "-inf"}:
         try:
             float(text)

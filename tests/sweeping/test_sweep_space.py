@@ -63,7 +63,8 @@ def test_grid_refuses_continuous_params_naming_the_param() -> None:
         ({"lr": "interval(0.1"}, "hydra.sweeper.params.lr"),
         ({"lr": "tag(log,interval(0,1))"}, "start > 0"),
         ({"lr": "tag(foo,interval(0.1,1))"}, "unknown tag"),
-        ({"lr": "choice([1,2],[3])"}, "must be scalars"),
+        ({"lr": "choice([a,2],[3])"}, "must be scalars .* or lists of numbers"),
+        ({"lr": "choice({a:1},2)"}, "must be scalars"),
         ({"lr": "interval(1,0.5)"}, "is empty"),
     ],
 )
