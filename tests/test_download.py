@@ -33,10 +33,13 @@ def _files(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-def test_good_payload_lands_in_place(tmp_path, monkeypatch, expect_payload) -> None:
+def test_good_payload_lands_in_place(tmp_path, monkeypatch, expect_payload, capsys, caplog) -> None:
     monkeypatch.setattr(download, "_from_grouplens", _source(PAYLOAD))
     monkeypatch.setattr(download, "_from_recbole_wheel", _source(AssertionError("second source not needed")))
-    target = download.fetch_ml100k(tmp_path)
+    with caplog.at_level("INFO", logger=download.__name__):
+        target = download.fetch_ml100k(tmp_path)
+    said = capsys.readouterr().out + "".join(f"{r.getMessage()}\n" for r in caplog.records)
+    assert said.count("etched ml-100k") == 1 and said.startswith("Fetched ml-100k from GroupLens into "), said
     assert target == tmp_path / "ml-100k" / "ml-100k.inter"
     assert target.read_bytes() == PAYLOAD
     assert _files(tmp_path) == ["ml-100k/ml-100k.inter"], "no temp file left behind"

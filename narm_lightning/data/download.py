@@ -78,8 +78,7 @@ def fetch_ml100k(root: str | Path, timeout: float = 120.0) -> Path:
         except OSError as exc:
             raise DataError(f"data.root={root!s}: cannot write {target} ({exc.strerror or exc}); "
                             "expected a writable folder.") from None
-        log.info("Fetched ml-100k from %s into %s", label, target)
-        print(f"[narm-lightning] ml-100k fetched from {label} -> {target}")
+        log.info("Fetched ml-100k from %s into %s", label, target)  # the console and the run's log: once
         return target
     raise DataError(
         f"ml-100k is not under data.root={root!s} (nor data.extra_roots) and could not be fetched: "
