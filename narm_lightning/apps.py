@@ -29,7 +29,7 @@ def _train_app(cfg: DictConfig) -> float:
 
 
 @hydra.main(config_path="conf", config_name="sweep", version_base="1.3")
-def _sweep_app(cfg: DictConfig) -> float:
+def _sweep_app(cfg: DictConfig) -> dict[str, object]:
     """One trial: train and return the score the sweeper optimizes."""
     from narm_lightning.training import train
 
@@ -39,7 +39,9 @@ def _sweep_app(cfg: DictConfig) -> float:
         # A clean one-paragraph message (no traceback) in the log and in trials.csv's error column.
         log.error("%s: %s", type(exc).__name__, exc)
         raise TrialFailed(exc) from None
-    return float(result["best_valid_score"])
+    # the objective, and the test metrics RecBole's run_hyper.py prints for each parameter set (console, trials.csv)
+    return {"objective": float(result["best_valid_score"]),
+            "report": {f"test {name}": value for name, value in (result.get("test") or {}).items()}}
 
 
 TRAIN_EXAMPLES = [

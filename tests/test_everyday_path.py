@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import REPO, tiny_overrides
@@ -37,6 +38,19 @@ def test_a_sweep_sweeps_only_what_its_command_line_names(tiny_root, tmp_path) ->
     assert "grid of 2 points: learning_rate 2;" in _space_line(out)
     assert sorted(_trial_lines(out)) == ["learning_rate=0.001", "learning_rate=0.01"]
     assert "2/2 finished" not in _space_line(out) and "Study has 2 finished trials (target 2)" in out
+    # each parameter set's test result, as RecBole's run_hyper.py prints it: in its line and in trials.csv
+    import csv
+    import json
+
+    (folder,) = (tmp_path / "multirun").iterdir()
+    with (folder / "trials.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        results = json.loads((Path(row["folder"]) / "results.json").read_text())
+        assert float(row["test mrr@10"]) == pytest.approx(results["test"]["mrr@10"])
+        assert float(row["value"]) == pytest.approx(results["best_valid_score"])
+        line = next(x for x in out.splitlines() if re.search(rf"trial \d/2 learning_rate={row['learning_rate']}:", x))
+        assert f"test mrr@10 {results['test']['mrr@10']:.4g}" in line and "test recall@10 " in line
 
 
 def test_no_swept_key_or_the_named_preset_runs_recbole_hyper_test_as_one_study(tiny_root, tmp_path) -> None:

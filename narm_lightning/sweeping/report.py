@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from narm_lightning.io import write_text_atomic
-from narm_lightning.sweeping.study import ERROR_ATTR, HOST_ATTR, count_trials, stale_trial_numbers
+from narm_lightning.sweeping.study import ERROR_ATTR, HOST_ATTR, REPORT_ATTR, count_trials, stale_trial_numbers
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,14 @@ def trials_csv(study: Any) -> str:
     trials = study.get_trials(deepcopy=False)
     stale = stale_trial_numbers(trials)
     names: list[str] = []
+    reported: list[str] = []  # what tasks reported beside the objective (narm: the test metrics)
     for trial in trials:
         names.extend(name for name in trial.params if name not in names)
+        reported.extend(name for name in trial.user_attrs.get(REPORT_ATTR) or {} if name not in reported)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["number", "state", *names, "value", "duration_s", "folder", "wandb_run_id", "host_cpu", "error"])
+    writer.writerow(["number", "state", *names, "value", *reported, "duration_s", "folder", "wandb_run_id", "host_cpu",
+                     "error"])
     for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
         # a trial re-run after a stop used to inherit its predecessor's error: shown only on a failed trial
@@ -88,6 +91,7 @@ def trials_csv(study: Any) -> str:
                 trial.state.name,
                 *[_scalar(trial.params.get(name, "")) for name in names],
                 "" if trial.value is None else trial.value,
+                *[(trial.user_attrs.get(REPORT_ATTR) or {}).get(name, "") for name in reported],
                 "" if duration is None else f"{duration:.3f}",
                 trial.user_attrs.get("output_dir", ""),
                 trial.user_attrs.get("wandb_run_id", ""),  # set by the app's trial (narm: pruning.py)

@@ -28,6 +28,7 @@ import math
 import statistics
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, pars
 from narm_lightning.sweeping.study import (
     ERROR_ATTR,
     PRUNER_ATTR,
+    REPORT_ATTR,
     RESUME_REFUSED_ATTR,
     RUN_DIR_ATTR,
     WORKER_ATTR,
@@ -670,6 +672,24 @@ def _from_composition(exc: BaseException) -> bool:
     return isinstance(exc, (HydraException, OmegaConfBaseException))
 
 
+def _objective_and_report(value: Any) -> tuple[Any, dict[str, float]]:
+    """A task returns its objective (a float), or ``{"objective": float, "report": {name: number}}``: the report
+    (e.g. the run's test metrics, which RecBole's run_hyper.py prints for each parameter set) is shown in the
+    trial's console line and trials.csv, never optimized."""
+    if isinstance(value, Mapping) and "objective" in value:
+        report = value.get("report") or {}
+        numbers = {str(k): float(v) for k, v in report.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)} if isinstance(report, Mapping) else {}
+        return value["objective"], numbers
+    return value, {}
+
+
+def _mean_report(reports: list[dict[str, float]]) -> dict[str, float]:
+    """The seeds' reports, each name's mean over the seeds that reported it."""
+    names = dict.fromkeys(k for r in reports for k in r)
+    return {k: statistics.fmean(r[k] for r in reports if k in r) for k in names}
+
+
 def _jsonable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
@@ -731,7 +751,8 @@ class Progress:
             steps = trial.intermediate_values
             outcome = "PRUNED" + (f" at step {max(steps)} (value {steps[max(steps)]:.4g})" if steps else "")
         elif trial.value is not None:
-            outcome = f"value {trial.value:.4g}{spread}"
+            report = trial.user_attrs.get(REPORT_ATTR) or {}
+            outcome = f"value {trial.value:.4g}{spread}" + "".join(f", {k} {v:.4g}" for k, v in report.items())
         else:
             outcome = trial.state.name + (f" ({trial.user_attrs[ERROR_ATTR][:80]})"
                                           if ERROR_ATTR in trial.user_attrs else "")
@@ -799,14 +820,19 @@ def _tell(study: Any, trial: Any, ret: Any) -> None:
         _fail(study, trial, f"{type(value).__name__}: {value}")
         return
     if isinstance(ret, SeedsResult):  # the trial's objective: the mean over its seeds
+        split = [_objective_and_report(v) for v in value]
         try:
-            values = [float(v) for v in value]
+            values = [float(v) for v, _ in split]
         except (TypeError, ValueError):
             _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
             return
         trial.set_user_attr("seed_values", dict(zip(map(str, ret.seeds), values)))
         trial.set_user_attr("value_std", statistics.stdev(values))
-        value = statistics.fmean(values)
+        value, report = statistics.fmean(values), _mean_report([r for _, r in split])
+    else:
+        value, report = _objective_and_report(value)
+    if report:
+        trial.set_user_attr(REPORT_ATTR, report)
     if isinstance(value, bool) or value is None:
         _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
         return
