@@ -9,14 +9,15 @@ and alternating round by round (so a noisy shared host hurts all alike):
     the glibc tunables this project's Makefile exports (``recbole-same-env``: with them; they speed RecBole up
     too, so both are worth a line);
   * ``ours-default``: ``python train.py``'s defaults (length-bucketed batches, bf16 where the CPU has it);
-  * ``ours-exact``: RecBole's exact path (``data.bucket_batches=0 trainer.precision=32-true``);
+  * ``ours-exact``: RecBole's exact path (``experiment=recbole_exact``: plain batches, fp32);
 
-each timing ``--epochs`` training epochs after its setup (``bench/recbole/epoch_ours.py``: the Lightning
-``fit`` of ``make bench``). With two or more epochs a process, the figure compared is the median of the
-epochs after each process's first (the first pays one-off costs: our GRU's kernels compile, ~5 s; caches
-warm), and the first epochs are reported beside it. Writes ``bench/out/recbole.{json,md}`` and a dated entry
-in ``bench/HISTORY.md`` with the CPU model, the load before and after, and every round's figures. Quote
-ratios from one run only.
+each timing ``--epochs`` (3) training epochs. Ours is started as its users start it (``python train.py
+epochs=N``, none of this project's environment variables: the program sets what it needs itself) and its epochs'
+training seconds come from the run's ``results.json``. The figure compared is each process's mean epoch, its first
+included (the first pays one-off costs: our GRU's kernels compile; caches warm; a sweep pays it in every trial),
+the median over the rounds; the steady epoch (the median after each process's first) and the first epoch are
+reported beside it. Writes ``bench/out/recbole.{json,md}`` and a dated entry in ``bench/HISTORY.md`` with the CPU
+model, the load before and after, and every round's figures. Quote ratios from one run only.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ RECBOLE_PY = ROOT / ".venv-recbole" / "bin" / "python"
 SYSTEMS = {
     "recbole": [],
     "ours-default": [],
-    "ours-exact": ["data.bucket_batches=0", "trainer.precision=32-true"],
+    "ours-exact": ["experiment=recbole_exact"],
 }
 EXTRA_SYSTEMS = {  # before/after checks of one change, selectable with --systems
     "recbole-same-env": [],  # RecBole with this project's GLIBC_TUNABLES (they speed it up too)
     "ours-default-torch-gru": ["model.gru_impl=torch"],  # nn.GRU instead of the fused GRU
-    "ours-exact-torch-gru": ["data.bucket_batches=0", "trainer.precision=32-true", "model.gru_impl=torch"],
+    "ours-exact-torch-gru": ["experiment=recbole_exact", "model.gru_impl=torch"],
 }
 
 
@@ -66,9 +67,7 @@ def run_one(system: str, epochs: int, data_path: str, overrides: list[str]) -> d
         cmd = [str(RECBOLE_PY), str(ROOT / "bench" / "recbole" / "epoch_recbole.py"), "--epochs", str(epochs),
                "--data-path", data_path]
     else:
-        env = dict(os.environ)
-        cmd = [sys.executable, str(ROOT / "bench" / "recbole" / "epoch_ours.py"), "--epochs", str(epochs),
-               "logger=none", f"data.extra_roots=[{data_path}]", *{**SYSTEMS, **EXTRA_SYSTEMS}[system], *overrides]
+        return run_ours(system, epochs, data_path, overrides)
     started = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -78,6 +77,34 @@ def run_one(system: str, epochs: int, data_path: str, overrides: list[str]) -> d
     return result
 
 
+OUR_ENV = ("GLIBC_TUNABLES", "NARM_KEEP_ENV")  # what this project's Makefile or a developer may have set
+
+
+def run_ours(system: str, epochs: int, data_path: str, overrides: list[str]) -> dict:
+    """One process of ours, started as users start it: ``python train.py epochs=N`` with none of this project's
+    environment variables (the program sets what it needs itself), its own run folder; the epochs' training
+    seconds (what RecBole's ``_train_epoch`` times) come from the run's ``results.json``."""
+    import importlib.metadata
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k not in OUR_ENV}
+    with tempfile.TemporaryDirectory(prefix="bench-recbole-") as tmp:
+        cmd = [sys.executable, str(ROOT / "train.py"), f"epochs={epochs}", f"stopping_step={max(epochs, 10)}",
+               f"data.extra_roots=[{data_path}]", f"hydra.run.dir={tmp}/run",
+               *{**SYSTEMS, **EXTRA_SYSTEMS}[system], *overrides]
+        started = time.perf_counter()
+        done = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, check=False)
+        process_s = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"bench-recbole: {system} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        results = json.loads((Path(tmp) / "run" / "results.json").read_text())
+    seconds = results["train_epoch_seconds"]
+    return {"system": system, "overrides": overrides, "torch": importlib.metadata.version("torch"),
+            "precision": results["precision"], "epoch_s": seconds, "epoch_with_valid_s": results["epoch_seconds"],
+            "setup_s": process_s - sum(results["epoch_seconds"]), "process_s": process_s,
+            "glibc_tunables": results.get("glibc_tunables", "")}
+
+
 def steady(epochs: list[float]) -> list[float]:
     """The epochs compared: all after the process's first, or the only one."""
     return epochs[1:] or epochs
@@ -85,32 +112,38 @@ def steady(epochs: list[float]) -> list[float]:
 
 def markdown(report: dict) -> str:
     systems = report["systems"]
-    base = systems["recbole"]["median_epoch_s"] if "recbole" in systems else None
-    same = systems["recbole-same-env"]["median_epoch_s"] if "recbole-same-env" in systems else None
+    base = systems.get("recbole")
+    same = systems.get("recbole-same-env")
     lines = [f"### {report['date']} — {report['git']} — bench-recbole — {report['cpu']} ({report['cores']} cores"
              f"{', AMX' if report['amx'] else ''}), load {report['load_before']} -> {report['load_after']}", "",
              f"`{report['command']}`; {report['rounds']} rounds x {report['epochs']} epoch(s) per process, processes "
-             "alternating; " + (f"RecBole {systems['recbole']['runs'][0].get('recbole')}, " if base else "")
+             "alternating; " + (f"RecBole {base['runs'][0].get('recbole')}, " if base else "")
              + "torch " + next(iter(systems.values()))["runs"][0].get("torch", "?"), "",
-             f"GLIBC_TUNABLES for ours{' and recbole-same-env' if same else ''}: `{report['glibc_tunables']}`", "",
-             "| system | epoch s (median" + (", after each process's first" if report["epochs"] > 1 else "")
-             + ") | first epoch s (median) | every epoch s | vs RecBole | vs RecBole, same env |",
-             "|---|---|---|---|---|---|"]
+             "Ours started as users start it: `python train.py epochs=N` with no environment variable of this project"
+             f" (the caller's GLIBC_TUNABLES, `{report['glibc_tunables'] or 'unset'}`, removed; the program sets its "
+             "own); `recbole` without them, `recbole-same-env` with them. Training seconds of each epoch (RecBole's "
+             "`_train_epoch`; ours from `results.json`, validation apart).", "",
+             "| system | mean epoch s (first included) | steady epoch s | first epoch s | every epoch s | vs RecBole, "
+             "mean | vs RecBole, steady | vs RecBole same env, mean |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def ratio(ref: dict | None, entry: dict, key: str) -> str:
+        return "-" if ref is None else f"{ref[key] / entry[key]:.2f}x"
+
     for name, entry in systems.items():
         every = ", ".join(f"{s:.1f}" for run in entry["runs"] for s in run["epoch_s"])
-        ratio = "-" if base is None else f"{base / entry['median_epoch_s']:.2f}x"
-        ratio_same = "-" if same is None else f"{same / entry['median_epoch_s']:.2f}x"
         extra = f" ({entry['runs'][0].get('precision')})" if not name.startswith("recbole") else ""
-        lines.append(f"| `{name}`{extra} | {entry['median_epoch_s']:.1f} | {entry['median_first_epoch_s']:.1f} | "
-                     f"{every} | {ratio} | {ratio_same} |")
+        lines.append(f"| `{name}`{extra} | {entry['mean_epoch_s']:.1f} | {entry['median_epoch_s']:.1f} | "
+                     f"{entry['median_first_epoch_s']:.1f} | {every} | {ratio(base, entry, 'mean_epoch_s')} | "
+                     f"{ratio(base, entry, 'median_epoch_s')} | {ratio(same, entry, 'mean_epoch_s')} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (one process per system each)")
-    p.add_argument("--epochs", type=int, default=2, help="timed training epochs per process (the first is "
-                                                          "reported apart when there are two or more)")
+    p.add_argument("--epochs", type=int, default=3, help="timed training epochs per process (the first is "
+                                                          "reported apart too when there are two or more)")
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help="comma-separated, from " + ", ".join([*SYSTEMS, *EXTRA_SYSTEMS]))
     p.add_argument("--data-path", default=str(ROOT.parent / "shared" / "data"))
@@ -141,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load_before, "load_after": loadavg(), "rounds": args.rounds, "epochs": args.epochs,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "command": "python bench/bench_recbole.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "systems": {s: {"median_epoch_s": statistics.median(x for run in runs[s] for x in steady(run["epoch_s"])),
+        "systems": {s: {"mean_epoch_s": statistics.median(statistics.fmean(run["epoch_s"]) for run in runs[s]),
+                        "median_epoch_s": statistics.median(x for run in runs[s] for x in steady(run["epoch_s"])),
                         "median_first_epoch_s": statistics.median(run["epoch_s"][0] for run in runs[s]),
                         "runs": runs[s]} for s in systems},
     }

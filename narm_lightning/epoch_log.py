@@ -53,6 +53,9 @@ class EpochLog(pl.Callback):
         self.bar = bar
         self._filter = _FileOnly()
         self._started = 0.0
+        self._trained: float | None = None
+        self.seconds: list[float] = []  # each epoch this process ran: training and validation
+        self.train_seconds: list[float] = []  # the training part alone (what RecBole's _train_epoch times)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.bar:
@@ -64,12 +67,21 @@ class EpochLog(pl.Callback):
             handler.removeFilter(self._filter)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._started = time.perf_counter()
+        self._started, self._trained = time.perf_counter(), None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and self._trained is None:  # the epoch's training batches are done
+            self._trained = time.perf_counter() - self._started
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Runs after the epoch's validation (Lightning validates inside the training epoch)."""
-        if trainer.is_global_zero and not trainer.sanity_checking:
-            log.info("%s", self.line(trainer, pl_module, time.perf_counter() - self._started))
+        if trainer.sanity_checking:
+            return
+        seconds = time.perf_counter() - self._started
+        self.seconds.append(seconds)
+        self.train_seconds.append(seconds if self._trained is None else self._trained)
+        if trainer.is_global_zero:
+            log.info("%s", self.line(trainer, pl_module, seconds))
 
     def line(self, trainer: pl.Trainer, pl_module: pl.LightningModule, seconds: float) -> str:
         metrics = trainer.callback_metrics

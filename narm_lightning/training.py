@@ -635,6 +635,7 @@ def collect_results(plan: RunPlan, trainer: pl.Trainer, module: NARMModule, call
                     ) -> dict[str, Any]:
     """``results.json``: the selected epoch, its valid metrics, the test metrics, timing and sizes."""
     key, validating = plan.valid_key, callbacks.best is not None
+    epoch_log = next((c for c in callbacks.others if isinstance(c, EpochLog)), None)
     # epochs this process trained (a resumed run's earlier epochs were timed by the process that ran them)
     epochs_timed = trainer.current_epoch - callbacks.state.start_epoch if plan.cfg.epochs > 0 else 0
     best = (best_epoch(module.valid_history, key) if validating
@@ -651,7 +652,11 @@ def collect_results(plan: RunPlan, trainer: pl.Trainer, module: NARMModule, call
         "fit_seconds": round(fit_seconds, 3),
         "epochs_timed": epochs_timed,
         "seconds_per_epoch": round(fit_seconds / epochs_timed, 3) if epochs_timed else None,  # train + valid
+        # each epoch this process ran, first included (it compiles kernels): whole, and its training part alone
+        "epoch_seconds": [round(x, 3) for x in epoch_log.seconds] if epoch_log else [],
+        "train_epoch_seconds": [round(x, 3) for x in epoch_log.train_seconds] if epoch_log else [],
         "peak_rss_mib": peak_rss_mib(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # the heap settings it ran with (entry.py sets them)
         "n_parameters": n_params,
         "precision": trainer.precision,
         "dataset": stats,

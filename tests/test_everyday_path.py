@@ -115,13 +115,13 @@ def test_a_typo_in_a_swept_key_or_an_unread_plus_key_gets_did_you_mean(tiny_root
 
 
 def test_one_switch_runs_recbole_exact_path() -> None:
-    """``experiment=recbole_exact``: the two speed-only defaults (bucketed batches, bf16 autocast) and the fused
-    GRU off; everything else as the defaults."""
+    """``experiment=recbole_exact``: the two speed-only defaults (bucketed batches, bf16 autocast) off; everything
+    else as the defaults."""
     from tests.helpers import compose_train
 
     default, exact = compose_train([]), compose_train(["experiment=recbole_exact"])
     assert (default.data.bucket_batches, default.trainer.precision, default.model.gru_impl) == (8, "auto", "auto")
-    assert (exact.data.bucket_batches, exact.trainer.precision, exact.model.gru_impl) == (0, "32-true", "torch")
+    assert (exact.data.bucket_batches, exact.trainer.precision, exact.model.gru_impl) == (0, "32-true", "auto")
     changed = {k for k in ("learning_rate", "train_batch_size", "epochs", "stopping_step", "seed")
                if default[k] != exact[k]}
     assert not changed and default.model.dropout_probs == exact.model.dropout_probs
