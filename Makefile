@@ -49,7 +49,11 @@ test-slow:  ## the slow tests only
 mutate:  ## mutation testing of the modules whose numbers users quote (mutmut; ~1 h on 2 cores); survivors: docs/reliability.md
 	$(PY) -m pip install -q "mutmut==3.8.1"
 	rm -rf mutants
-	NARM_SHARED_DATA=$(CURDIR)/../shared/data NARM_REQUIRE_SHARED_DATA=1 $(VENV)/bin/mutmut run --max-children 2 $(ARGS)
+	# one OpenMP thread: mutmut forks each mutant's tests from a process that has used torch, and GNU OpenMP's
+	# thread pool does not survive a fork (the child hangs in a futex, never using CPU, so mutmut's CPU-time
+	# limit never fires)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NARM_SHARED_DATA=$(CURDIR)/../shared/data NARM_REQUIRE_SHARED_DATA=1 \
+		$(VENV)/bin/mutmut run --max-children 2 $(ARGS)
 	$(VENV)/bin/mutmut results
 
 mutate-results:  ## the surviving mutants of the last make mutate (mutmut show <name> prints one)

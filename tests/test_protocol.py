@@ -127,3 +127,115 @@ def test_ml100k_split_sizes_equal_recboles(shared_data) -> None:
     assert sizes(Split("RS", (0.8, 0.1, 0.1), by_user=False)) == (79_247, 9_905, 9_905)
     assert sizes(Split("RS", (0.7, 0.2, 0.1), by_user=True)) == (70_123, 19_438, 9_496)
     assert sizes(Split("LS", "test_only")) == (98_114, 0, 943)
+
+
+# ---- from the mutation run of data/protocol.py (docs/reliability.md): what its survivors showed untested ----
+
+def test_the_protocols_arrays_are_int64() -> None:
+    """Ids, lengths, targets and split labels are int64 (what torch's embedding and indexing take): numpy's
+    default for ``astype(None)`` or ``zeros(n)`` would be float64."""
+    ids, vocab = remap_tokens(np.array(["b", "a", "b"], dtype=object))
+    assert ids.dtype == np.int64 and vocab.dtype == object and vocab.tolist() == ["[PAD]", "b", "a"]
+    user, seq, length, target = sliding_window_examples(np.array([1, 1, 1]), np.array([4, 5, 6]), max_len=5)
+    assert seq.dtype == length.dtype == target.dtype == np.int64
+    assert leave_one_out(np.array([1, 1, 1, 1])).dtype == np.int64
+    for by_user in (True, False):
+        assert ratio_split(np.array([1, 1, 1, 2, 2]), np.arange(5.0), [8, 1, 1], by_user).dtype == np.int64
+
+
+def test_the_history_matrix_is_as_wide_as_the_longest_history() -> None:
+    """Columns up to the longest history (not max_len, not one more): two users of 3 and 2 items."""
+    _, seq, length, _ = sliding_window_examples(np.array([1, 1, 1, 2, 2]), np.array([4, 5, 6, 7, 8]), max_len=9)
+    assert seq.shape == (3, 2) and length.tolist() == [1, 2, 1]
+    assert seq.tolist() == [[4, 0], [4, 5], [7, 0]]
+    _, seq, length, _ = sliding_window_examples(np.array([1, 2]), np.array([4, 5]), max_len=9)
+    assert seq.shape == (0, 1) and len(length) == 0  # no user with a history: one column, no row
+
+
+def test_an_ungrouped_ratio_split_keeps_file_order_among_equal_times() -> None:
+    """40 examples at one time (more than numpy's insertion-sort cut-off, where an unstable sort reorders ties):
+    the first 32 in (user, time) order train, the next 4 validate, the last 4 test."""
+    labels = ratio_split(np.arange(40), np.zeros(40), [0.8, 0.1, 0.1], by_user=False)
+    assert labels.tolist() == [0] * 32 + [1] * 4 + [2] * 4
+
+
+@pytest.mark.parametrize(("total", "ratios", "counts"), [
+    (10, [0.8, 0.15, 0.05], [8, 1, 1]),  # only the last part's share is in (0, 1): it alone gets one
+    (10, [0.8, 0.2, 0.0], [8, 2, 0]),  # a zero share gets nothing
+])
+def test_split_counts_give_one_only_to_a_share_between_zero_and_one(total, ratios, counts) -> None:
+    assert split_counts(total, ratios) == counts
+
+
+def test_eval_args_split_and_group_by_become_a_split_that_says_what_it_is() -> None:
+    rs = Split.from_eval_args({"split": {"RS": [8, 1, 1]}, "group_by": "user"})
+    assert rs == Split("RS", (8.0, 1.0, 1.0), by_user=True) and all(type(r) is float for r in rs.args)
+    assert rs.describe() == "{RS: [8.0, 1.0, 1.0]}, group_by user"
+    flat = Split.from_eval_args({"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": None})
+    assert flat.by_user is False and flat.describe() == "{RS: [0.8, 0.1, 0.1]}, group_by none"
+    ls = Split.from_eval_args({"split": {"LS": "test_only"}, "group_by": "user"})
+    assert ls == Split("LS", "test_only", by_user=True) and ls.describe() == "{LS: test_only}"
+
+
+def test_a_ratio_split_may_leave_a_zero_share_empty_but_not_a_positive_one() -> None:
+    users = np.array(["a"] * 4 + ["b"] * 4)
+    items = np.array(["1", "2", "3", "4", "2", "3", "4", "1"])
+    data = build_sequential(users, items, np.arange(8.0), max_len=5, source="f.inter",
+                            split=Split("RS", (0.8, 0.0, 0.2), by_user=False))
+    assert (len(data.train), len(data.valid), len(data.test)) == (5, 0, 1)
+    two = build_sequential(np.array(["a"] * 3), np.array(["1", "2", "3"]), np.arange(3.0), max_len=5,
+                           source="f.inter", split=Split("RS", (0.8, 0.2, 0.0), by_user=False))
+    assert (len(two.train), len(two.valid), len(two.test)) == (1, 1, 0)
+    with pytest.raises(DataError, match=r"f.inter: eval_args.split \{RS: \[0.8, 0.1, 0.1\]\}, group_by none leaves "
+                                        r"a split empty \(train/valid/test examples: 1/0/1\)"):
+        build_sequential(np.array(["a"] * 3), np.array(["1", "2", "3"]), np.arange(3.0), max_len=5,
+                         source="f.inter", split=Split("RS", (0.8, 0.1, 0.1), by_user=False))
+
+
+def test_sequential_stats_count_users_items_and_interactions() -> None:
+    users = np.array(["a"] * 4 + ["b"] * 5)
+    items = np.array(["1", "2", "3", "9", "1", "2", "3", "4", "5"])
+    data = build_sequential(users, items, np.arange(9.0), max_len=5, source="f.inter")
+    assert data.source == "f.inter"
+    assert {k: data.stats[k] for k in ("n_users", "n_items", "n_interactions", "n_train", "n_valid", "n_test")} == {
+        "n_users": 2, "n_items": 6, "n_interactions": 9, "n_train": 3, "n_valid": 2, "n_test": 2}
+    assert data.n_items == 7  # the padding id counts, as RecBole's item_num
+
+
+def _bench_parts() -> list[tuple[np.ndarray, np.ndarray]]:
+    hist = np.empty(2, dtype=object)
+    hist[:] = [("a", "b"), ("b",)]
+    one = np.empty(1, dtype=object)
+    one[:] = [("a", "b", "c")]
+    return [(hist, np.array(["c", "d"], dtype=object)), (one, np.array(["d"], dtype=object)),
+            (one.copy(), np.array(["e"], dtype=object))]
+
+
+def test_benchmark_files_keep_whole_histories_up_to_max_len_and_count_what_they_hold() -> None:
+    from narm_lightning.data.protocol import build_benchmark
+
+    data = build_benchmark(_bench_parts(), max_len=3, sources=["t.inter", "v.inter", "s.inter"])
+    assert data.source == "t.inter, v.inter, s.inter"
+    assert data.stats["n_items"] == 5 and data.stats["n_interactions"] == 4 and data.n_items == 6
+    assert data.train.item_seq.shape == (2, 3) and data.test.item_seq_len.tolist() == [3]
+    with pytest.raises(DataError, match=r"v.inter: a history holds 3 items, more than data.max_item_list_length=2"):
+        build_benchmark(_bench_parts(), max_len=2, sources=["t.inter", "v.inter", "s.inter"])
+    parts = _bench_parts()
+    parts[2] = (np.empty(0, dtype=object), np.array([], dtype=object))
+    with pytest.raises(DataError, match=r"^s.inter: has no rows; expected one example a row"):
+        build_benchmark(parts, max_len=3, sources=["t.inter", "v.inter", "s.inter"])
+
+
+def test_the_fingerprint_sees_the_shape_not_only_the_bytes() -> None:
+    """Two datasets whose history matrices hold the same bytes in other shapes are different data."""
+    from narm_lightning.data.protocol import Examples, SequentialData
+
+    def data(seq: torch.Tensor) -> SequentialData:
+        ex = Examples(seq, torch.tensor([1, 1]), torch.tensor([1, 2]))
+        return SequentialData(ex, ex, ex, 3, np.array(["[PAD]", "a", "b"], dtype=object))
+
+    wide = torch.tensor([[1, 2, 0], [2, 1, 0]])
+    narrow = wide.reshape(3, 2).clone()
+    assert wide.numpy().tobytes() == narrow.numpy().tobytes()
+    assert data(wide).fingerprint() != data(narrow).fingerprint()
+    assert data(wide).fingerprint() == data(wide.clone()).fingerprint()
