@@ -46,6 +46,7 @@ SYSTEMS = {
 EXTRA_SYSTEMS = {  # before/after checks of one change, selectable with --systems
     "recbole-same-env": [],  # RecBole with this project's GLIBC_TUNABLES (they speed it up too)
     "ours-default-torch-gru": ["model.gru_impl=torch"],  # nn.GRU instead of the fused GRU
+    "ours-default-make-env": [],  # the defaults in the caller's environment (`make train`'s GLIBC_TUNABLES kept)
     "ours-exact-torch-gru": ["experiment=recbole_exact", "model.gru_impl=torch"],
 }
 
@@ -87,7 +88,8 @@ def run_ours(system: str, epochs: int, data_path: str, overrides: list[str]) -> 
     import importlib.metadata
     import tempfile
 
-    env = {k: v for k, v in os.environ.items() if k not in OUR_ENV}
+    keep = system.endswith("-make-env")  # as `make train` starts it: the Makefile's environment kept
+    env = dict(os.environ) if keep else {k: v for k, v in os.environ.items() if k not in OUR_ENV}
     with tempfile.TemporaryDirectory(prefix="bench-recbole-") as tmp:
         cmd = [sys.executable, str(ROOT / "train.py"), f"epochs={epochs}", f"stopping_step={max(epochs, 10)}",
                f"data.extra_roots=[{data_path}]", f"hydra.run.dir={tmp}/run",

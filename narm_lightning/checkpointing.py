@@ -361,8 +361,9 @@ def resume_argv(argv: list[str]) -> list[str]:
                 lock_run_dir(run_dir)
                 check_fresh_run_dir(run_dir)
         return argv
-    run_dir = Path(argv[at].split("=", 1)[1]).expanduser()
-    if str(run_dir) in ("", "null", "None") or not run_dir.is_dir():
+    value = argv[at].split("=", 1)[1]
+    run_dir = Path(value).expanduser()
+    if value in ("", "null", "None") or not run_dir.is_dir():  # Path("") is ".": the raw text decides
         return argv  # train() refuses a resume folder that is not there, naming it
     if not launched:
         lock_run_dir(run_dir)

@@ -160,6 +160,88 @@ def test_a_sweep_trials_folder_resumed_by_hand_reports_to_no_trial(tmp_path) -> 
                                       "epochs": 3}) == []
 
 
+RANKS = ("LOCAL_RANK", "RANK", "NODE_RANK")
+
+
+@pytest.fixture
+def first_process(monkeypatch):
+    """A process that is no DDP child (none of the rank variables set, or set to 0); locks released after."""
+    from narm_lightning.runlock import release_run_dirs
+
+    for key in RANKS:
+        monkeypatch.delenv(key, raising=False)
+    yield monkeypatch
+    release_run_dirs()
+
+
+def _saved_run(folder: Path, *overrides: str) -> Path:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return folder
+
+
+def test_resume_argv_replays_only_what_it_may_and_names_the_rest(tmp_path, first_process, capsys) -> None:
+    """The run's own keys and group options replay (a key the user repeats is theirs); Hydra's keys, ``+``
+    additions and a trial's identity do not (the first two named on stderr); the folder is locked; a folder
+    name holding ``=`` is read whole."""
+    from narm_lightning.runlock import holds_lock
+
+    run = _saved_run(tmp_path / "r=un", "learning_rate=0.01", "hydra.job.name=x", "++optuna.trial_id=3",
+                     "+colour=red", "dropout_probs=light", "hydra.run.dir=elsewhere", "epochs=4")
+    argv = resume_argv(["train.py", f"resume={run}", "learning_rate=0.02", "~epochs"])
+    assert argv == ["train.py", f"resume={run}", "dropout_probs=light", f"hydra.run.dir={run}",
+                    "hydra.output_subdir=null", "learning_rate=0.02", "~epochs"]
+    assert capsys.readouterr().err == (f"resume: not replayed from {run / '.hydra' / 'overrides.yaml'} (only the "
+                                       "run's config keys and group options are): 'hydra.job.name=x', '+colour=red'\n")
+    assert holds_lock(run)
+    given = resume_argv(["train.py", f"resume={run}", "hydra.run.dir=there", "hydra.output_subdir=out"])
+    assert given == ["train.py", f"resume={run}", "learning_rate=0.01", "dropout_probs=light", "epochs=4",
+                     "hydra.run.dir=there", "hydra.output_subdir=out"]
+    capsys.readouterr()
+    long = _saved_run(tmp_path / "long", "hydra.job.name=" + "x" * 100)
+    resume_argv(["train.py", f"resume={long}"])
+    assert capsys.readouterr().err.endswith(f": 'hydra.job.name={'x' * 65}'\n")  # 80 characters of each, no more
+
+
+@pytest.mark.parametrize("value", ["", "null", "None", "nowhere"])
+def test_resume_argv_leaves_a_resume_of_no_folder_to_train(value, tmp_path, first_process) -> None:
+    argv = ["train.py", f"resume={tmp_path / value if value == 'nowhere' else value}", "epochs=5"]
+    assert resume_argv(list(argv)) == argv
+
+
+def test_resume_argv_without_resume_refuses_a_used_folder_and_locks_a_new_one(tmp_path, first_process) -> None:
+    from narm_lightning.runlock import holds_lock
+
+    used = tmp_path / "u=sed"
+    (used / "checkpoints").mkdir(parents=True)
+    (used / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=rf"{used} already holds a run \(checkpoints\); .* resume={used}, "):
+        resume_argv(["train.py", f"hydra.run.dir={used}", "epochs=5"])
+    fresh = tmp_path / "fresh"
+    assert resume_argv(["train.py", f"hydra.run.dir={fresh}"]) == ["train.py", f"hydra.run.dir={fresh}"]
+    assert holds_lock(fresh) and not holds_lock(used / "checkpoints")
+
+
+@pytest.mark.parametrize("rank", RANKS)
+def test_a_ddp_child_re_runs_the_command_into_its_parents_folder_unlocked(rank, tmp_path, first_process) -> None:
+    """DDP's extra processes (any rank variable not 0) run the same command line into the folder the first one
+    began and locked: no lock, no used-folder refusal; a rank variable of 0 is the first process."""
+    from narm_lightning.runlock import holds_lock, release_run_dirs
+
+    used = tmp_path / "used"
+    (used / "checkpoints").mkdir(parents=True)
+    (used / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    first_process.setenv(rank, "0")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        resume_argv(["train.py", f"hydra.run.dir={used}"])
+    release_run_dirs()
+    first_process.setenv(rank, "1")
+    assert resume_argv(["train.py", f"hydra.run.dir={used}"]) == ["train.py", f"hydra.run.dir={used}"]
+    run = _saved_run(tmp_path / "run", "epochs=4")
+    assert resume_argv(["train.py", f"resume={run}"])[2] == "epochs=4"
+    assert not holds_lock(used) and not holds_lock(run)
+
+
 def test_csv_history_is_kept_across_resumes(tmp_path) -> None:
     (tmp_path / "csv").mkdir()
     for n in (1, 2):
