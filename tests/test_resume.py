@@ -242,6 +242,77 @@ def test_a_ddp_child_re_runs_the_command_into_its_parents_folder_unlocked(rank, 
     assert not holds_lock(used) and not holds_lock(run)
 
 
+def test_a_damaged_saved_overrides_or_config_file_is_one_paragraph_naming_it(tmp_path) -> None:
+    """In-process, word for word (the command-line tests of damaged folders run as child processes)."""
+    from narm_lightning.checkpointing import load_yaml_config, read_saved_overrides
+
+    over = tmp_path / "overrides.yaml"
+    over.write_bytes(b"- a=1\n- b=\xff\n")
+    with pytest.raises(ConfigError) as exc:
+        read_saved_overrides(over)
+    assert str(exc.value) == (f"{over}: not valid YAML (not UTF-8 text: byte 10); expected the list of overrides Hydra "
+                              "saved for the run. Restore it, or delete it and give the run's overrides again after "
+                              "resume=.")
+    over.write_text("a: 1\n")
+    with pytest.raises(ConfigError) as exc:
+        read_saved_overrides(over)
+    assert str(exc.value) == (f"{over}: holds dict, not a list of override strings; expected the overrides Hydra saved "
+                              "for the run.")
+    over.write_text("- 3\n")
+    with pytest.raises(ConfigError, match=rf"^{over}: holds list, not a list of override strings"):
+        read_saved_overrides(over)
+    over.write_text("- hydra.run.dir=outputs/${now:%H}\n- lr=1\n")  # Hydra saves a user's own ${now:}: read, screened later
+    assert read_saved_overrides(over) == ["hydra.run.dir=outputs/${now:%H}", "lr=1"]
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(DataError, match=r"dir.yaml: is a directory; expected a YAML list of overrides"):
+        read_saved_overrides(tmp_path / "dir.yaml")
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_bytes(b"epochs: \xfe\n")
+    with pytest.raises(ConfigError) as exc:
+        load_yaml_config(cfg)
+    assert str(exc.value).startswith(f"{cfg}: not a readable config (UnicodeDecodeError: 'utf-8' codec can't decode "
+                                     "byte 0xfe in position 8")
+    assert str(exc.value).endswith("; expected the config.yaml a run saved. Restore it, or start a new run without "
+                                   "resume=.")
+    cfg.write_text("- 1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_yaml_config(cfg)
+    assert str(exc.value) == f"{cfg}: holds a list, not a mapping of keys; expected the config.yaml a run saved."
+    with pytest.raises(DataError, match=r"dir.yaml: is a directory; expected the run's saved config \(YAML\)"):
+        load_yaml_config(tmp_path / "dir.yaml")
+    cfg.write_text("epochs: 3\nmodel: {hidden_size: 8}\n")
+    assert load_yaml_config(cfg) == {"epochs": 3, "model": {"hidden_size": 8}}
+
+
+def test_config_differences_name_keys_only_one_side_has() -> None:
+    assert config_differences({"a": 1, "m": {"x": 1}}, {"a": 1, "m": {"y": None}}) == [
+        "m.x was 1 and is now '<absent>'", "m.y was '<absent>' and is now None"]
+    assert config_differences({"a": 1}, {"a": 2, "b": 3}) == ["a was 1 and is now 2", "b was '<absent>' and is now 3"]
+
+
+@pytest.mark.parametrize(("arg", "key"), [
+    ("learning_rate=0.01", "learning_rate"), ("+model.x=1", "model.x"), ("++a.b=c=d", "a.b"), ("~epochs", "epochs"),
+    ("data@x=ml-100k", "data"), ("logger=[a,b@c]", "logger"), ("a@b@c=1", "a"),
+])
+def test_an_overrides_key_is_read_without_prefix_package_or_value(arg: str, key: str) -> None:
+    from narm_lightning.checkpointing import _override_key
+
+    assert _override_key(arg) == key
+
+
+@pytest.mark.parametrize(("arg", "ok"), [
+    ("learning_rate=0.01", True), ("learning_rate=a=b", True), ("~learning_rate", False), ("+learning_rate=1", False),
+    ("hydra.job.name=x", False), ("HYDRA_x=1", True), ("optuna.trial_id=3", False), ("data@p=ml-100k", False),
+    ("learning_rate=${oc.env:HOME}", False), ("data=ml-100k", True), ("logger=[wandb,csv]", True),
+    ("logger=[wandb", False), ("logger=wandb]", False), ("data=nowhere", False), ("dropout_probs=null", True),
+])
+def test_which_saved_overrides_replay(arg: str, ok: bool) -> None:
+    from narm_lightning.checkpointing import config_groups, replayable
+
+    assert replayable(arg, frozenset({"learning_rate", "HYDRA_x"}), config_groups()) is ok
+
+
 def test_csv_history_is_kept_across_resumes(tmp_path) -> None:
     (tmp_path / "csv").mkdir()
     for n in (1, 2):
