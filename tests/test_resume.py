@@ -261,7 +261,7 @@ def test_a_damaged_saved_overrides_or_config_file_is_one_paragraph_naming_it(tmp
     over.write_text("- 3\n")
     with pytest.raises(ConfigError, match=rf"^{over}: holds list, not a list of override strings"):
         read_saved_overrides(over)
-    over.write_text("- hydra.run.dir=outputs/${now:%H}\n- lr=1\n")  # a user's own ${now:} is saved: read, screened later
+    over.write_text("- hydra.run.dir=outputs/${now:%H}\n- lr=1\n")  # a user's ${now:} is saved: read, screened later
     assert read_saved_overrides(over) == ["hydra.run.dir=outputs/${now:%H}", "lr=1"]
     (tmp_path / "dir.yaml").mkdir()
     with pytest.raises(DataError, match=r"dir.yaml: is a directory; expected a YAML list of overrides"):
