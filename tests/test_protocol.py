@@ -150,6 +150,8 @@ def test_the_history_matrix_is_as_wide_as_the_longest_history() -> None:
     assert seq.tolist() == [[4, 0], [4, 5], [7, 0]]
     _, seq, length, _ = sliding_window_examples(np.array([1, 2]), np.array([4, 5]), max_len=9)
     assert seq.shape == (0, 1) and len(length) == 0  # no user with a history: one column, no row
+    _, seq, _, _ = sliding_window_examples(np.array([1, 1, 2, 2]), np.array([4, 5, 6, 7]), max_len=9)
+    assert seq.tolist() == [[4], [6]]  # every history one item long: one column
 
 
 def test_an_ungrouped_ratio_split_keeps_file_order_among_equal_times() -> None:
@@ -157,6 +159,11 @@ def test_an_ungrouped_ratio_split_keeps_file_order_among_equal_times() -> None:
     the first 32 in (user, time) order train, the next 4 validate, the last 4 test."""
     labels = ratio_split(np.arange(40), np.zeros(40), [0.8, 0.1, 0.1], by_user=False)
     assert labels.tolist() == [0] * 32 + [1] * 4 + [2] * 4
+    # times 0, 1, 0, 1, ...: the twenty at time 0 come first, in file order, then the twenty at time 1
+    labels = ratio_split(np.arange(40), np.arange(40) % 2.0, [0.8, 0.1, 0.1], by_user=False)
+    expected = {i: 0 for i in range(0, 40, 2)} | {i: 0 for i in range(1, 24, 2)}
+    expected |= {i: 1 for i in (25, 27, 29, 31)} | {i: 2 for i in (33, 35, 37, 39)}
+    assert labels.tolist() == [expected[i] for i in range(40)]
 
 
 @pytest.mark.parametrize(("total", "ratios", "counts"), [
@@ -186,10 +193,43 @@ def test_a_ratio_split_may_leave_a_zero_share_empty_but_not_a_positive_one() -> 
     two = build_sequential(np.array(["a"] * 3), np.array(["1", "2", "3"]), np.arange(3.0), max_len=5,
                            source="f.inter", split=Split("RS", (0.8, 0.2, 0.0), by_user=False))
     assert (len(two.train), len(two.valid), len(two.test)) == (1, 1, 0)
-    with pytest.raises(DataError, match=r"f.inter: eval_args.split \{RS: \[0.8, 0.1, 0.1\]\}, group_by none leaves "
-                                        r"a split empty \(train/valid/test examples: 1/0/1\)"):
+    with pytest.raises(DataError) as exc:
         build_sequential(np.array(["a"] * 3), np.array(["1", "2", "3"]), np.arange(3.0), max_len=5,
                          source="f.inter", split=Split("RS", (0.8, 0.1, 0.1), by_user=False))
+    assert str(exc.value) == ("f.inter: eval_args.split {RS: [0.8, 0.1, 0.1]}, group_by none leaves a split empty "
+                              "(train/valid/test examples: 1/0/1); expected users with more interactions (leave-one-out "
+                              "needs one for history, then one each for train and the held-out splits) or other ratios.")
+
+
+def test_leave_one_out_holds_out_valid_and_test_by_default() -> None:
+    assert leave_one_out(np.array([1, 1, 1, 1, 2, 2])).tolist() == [0, 0, 1, 2, 0, 2]
+    assert leave_one_out(np.array([1, 1, 1, 1, 2, 2]), 1).tolist() == [0, 0, 0, 2, 0, 2]
+
+
+def test_session_examples_validate_on_a_share_of_training_and_say_when_it_cannot() -> None:
+    from narm_lightning.data.protocol import build_session_examples
+
+    def build(n_train: int, ratio: float, n_test: int = 2):
+        seqs = np.arange(1, n_train + 1).reshape(-1, 1)
+        test = np.arange(1, n_test + 1).reshape(-1, 1)
+        tokens = np.array(["[PAD]", *(f"i{i}" for i in range(1, 11))], dtype=object)
+        return build_session_examples(seqs, np.ones(n_train, dtype=np.int64), np.arange(n_train) % 10 + 1, test,
+                                      np.ones(n_test, dtype=np.int64), np.arange(n_test) + 1, 11, tokens, ratio, 0,
+                                      source="s.txt")
+
+    data = build(10, 0.1)
+    assert (len(data.train), len(data.valid), len(data.test)) == (9, 1, 2)
+    assert data.stats["n_items"] == 10 and data.n_items == 11 and data.source == "s.txt"
+    assert len(build(10, 0.2).valid) == 2 and len(build(10, 0.9).train) == 1 and len(build(10, 0.0).valid) == 0
+    assert len(build(10, 0.1, n_test=1).test) == 1
+    for n, ratio in ((10, 0.04), (10, 1.0), (10, 0.96)):  # none to validate, or none left to train on
+        with pytest.raises(DataError) as exc:
+            build(n, ratio)
+        assert str(exc.value) == (f"s.txt: data.valid_ratio={ratio} leaves {round(n * ratio)} of {n} training examples "
+                                  "for validation; expected at least one (or valid_ratio 0 for none), and at least one "
+                                  "left to train on.")
+    with pytest.raises(DataError, match=r"^s.txt: has no test examples.$"):
+        build(10, 0.1, n_test=0)
 
 
 def test_sequential_stats_count_users_items_and_interactions() -> None:
@@ -218,6 +258,14 @@ def test_benchmark_files_keep_whole_histories_up_to_max_len_and_count_what_they_
     assert data.source == "t.inter, v.inter, s.inter"
     assert data.stats["n_items"] == 5 and data.stats["n_interactions"] == 4 and data.n_items == 6
     assert data.train.item_seq.shape == (2, 3) and data.test.item_seq_len.tolist() == [3]
+    parts = _bench_parts()
+    empty = np.empty(1, dtype=object)
+    empty[:] = [()]
+    parts[1] = (empty, np.array(["d"], dtype=object))
+    with pytest.raises(DataError) as exc:
+        build_benchmark(parts, max_len=3, sources=["t.inter", "v.inter", "s.inter"])
+    assert str(exc.value) == ("v.inter, line 2: the history is empty; expected at least one item before the target "
+                              "(RecBole would read position -1).")
     with pytest.raises(DataError, match=r"v.inter: a history holds 3 items, more than data.max_item_list_length=2"):
         build_benchmark(_bench_parts(), max_len=2, sources=["t.inter", "v.inter", "s.inter"])
     parts = _bench_parts()
