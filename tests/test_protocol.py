@@ -196,9 +196,10 @@ def test_a_ratio_split_may_leave_a_zero_share_empty_but_not_a_positive_one() -> 
     with pytest.raises(DataError) as exc:
         build_sequential(np.array(["a"] * 3), np.array(["1", "2", "3"]), np.arange(3.0), max_len=5,
                          source="f.inter", split=Split("RS", (0.8, 0.1, 0.1), by_user=False))
-    assert str(exc.value) == ("f.inter: eval_args.split {RS: [0.8, 0.1, 0.1]}, group_by none leaves a split empty "
-                              "(train/valid/test examples: 1/0/1); expected users with more interactions (leave-one-out "
-                              "needs one for history, then one each for train and the held-out splits) or other ratios.")
+    assert str(exc.value) == (
+        "f.inter: eval_args.split {RS: [0.8, 0.1, 0.1]}, group_by none leaves a split empty (train/valid/test "
+        "examples: 1/0/1); expected users with more interactions (leave-one-out needs one for history, then one each "
+        "for train and the held-out splits) or other ratios.")
 
 
 def test_leave_one_out_holds_out_valid_and_test_by_default() -> None:
