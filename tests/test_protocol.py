@@ -159,10 +159,10 @@ def test_an_ungrouped_ratio_split_keeps_file_order_among_equal_times() -> None:
     the first 32 in (user, time) order train, the next 4 validate, the last 4 test."""
     labels = ratio_split(np.arange(40), np.zeros(40), [0.8, 0.1, 0.1], by_user=False)
     assert labels.tolist() == [0] * 32 + [1] * 4 + [2] * 4
-    # times 0, 1, 0, 1, ...: the twenty at time 0 come first, in file order, then the twenty at time 1
-    labels = ratio_split(np.arange(40), np.arange(40) % 2.0, [0.8, 0.1, 0.1], by_user=False)
-    expected = {i: 0 for i in range(0, 40, 2)} | {i: 0 for i in range(1, 24, 2)}
-    expected |= {i: 1 for i in (25, 27, 29, 31)} | {i: 2 for i in (33, 35, 37, 39)}
+    # times 0, 1, 2, 0, 1, 2, ...: time 0 first, then 1, then 2, each in file order; the last 8 places are the
+    # time-2 examples 17, 20, 23, 26 (valid) and 29, 32, 35, 38 (test)
+    labels = ratio_split(np.arange(40), np.arange(40) % 3.0, [0.8, 0.1, 0.1], by_user=False)
+    expected = dict.fromkeys(range(40), 0) | dict.fromkeys((17, 20, 23, 26), 1) | dict.fromkeys((29, 32, 35, 38), 2)
     assert labels.tolist() == [expected[i] for i in range(40)]
 
 
