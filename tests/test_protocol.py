@@ -288,3 +288,12 @@ def test_the_fingerprint_sees_the_shape_not_only_the_bytes() -> None:
     assert wide.numpy().tobytes() == narrow.numpy().tobytes()
     assert data(wide).fingerprint() != data(narrow).fingerprint()
     assert data(wide).fingerprint() == data(wide.clone()).fingerprint()
+
+
+def test_examples_take_the_same_rows_of_every_tensor() -> None:
+    from narm_lightning.data.protocol import Examples
+
+    ex = Examples(torch.tensor([[1, 0], [2, 3], [4, 0]]), torch.tensor([1, 2, 1]), torch.tensor([5, 6, 7]))
+    part = ex.take(torch.tensor([2, 0]))
+    assert part.item_seq.tolist() == [[4, 0], [1, 0]] and part.item_seq_len.tolist() == [1, 1]
+    assert part.target.tolist() == [7, 5] and len(part) == 2
