@@ -159,3 +159,90 @@ def test_config_groups_are_the_shipped_option_files() -> None:
     groups = config_groups()
     assert groups["n_layers"] == {"1", "2", "3"} and groups["search"] == {"hyper_test"}
     assert "hydra" not in groups and "__pycache__" not in groups and "recbole_exact" in groups["experiment"]
+
+
+def test_the_last_checkpoint_path_follows_a_moved_folder_too(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    ckpt = RunCheckpoint(dirpath=str(new), filename="last")
+    ckpt.load_state_dict({"dirpath": str(old), "best_model_path": "", "last_model_path": str(old / "last.ckpt"),
+                          "best_model_score": None,
+                          "best_k_models": {}})
+    assert ckpt.last_model_path == str(new / "last.ckpt")
+
+
+def test_a_run_state_from_an_older_checkpoint_lacks_history_and_shuffle(tmp_path: Path) -> None:
+    state = RunState(torch.Generator().manual_seed(1))
+    module = _Module()
+    module.valid_history = [{"epoch": 3, "mrr@10": 0.2}]
+    state.setup(None, module, "fit")  # type: ignore[arg-type]
+    saved = state.state_dict()
+    del saved["valid_history"], saved["shuffle"]
+    state.load_state_dict(saved)
+    assert module.valid_history == []
+
+
+def test_a_last_ckpt_that_is_no_torch_file_is_named_as_what_it_should_be(tmp_path: Path) -> None:
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"last.ckpt: not a readable narm-lightning checkpoint \(the last.ckpt a training run "
+                                        r"writes\)"):
+        read_run_state(last)
+
+
+def test_a_key_set_to_none_on_one_side_only_is_a_difference() -> None:
+    from narm_lightning.checkpointing import config_differences
+
+    assert config_differences({"x": None}, {}) == ["x was None and is now '<absent>'"]
+    assert config_differences({}, {"x": None}) == ["x was '<absent>' and is now None"]
+
+
+def test_the_current_config_is_compared_resolved(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("a: 1\nb: 1\n")
+    check_resume_config(OmegaConf.create({"a": "${b}", "b": 1}), tmp_path)
+
+
+@pytest.mark.parametrize(("value", "plain"), [("'a'", "a"), ('"a"', "a"), ("''", ""), ("'a", "'a"), ("a'", "a'"),
+                                              ("XaX", "XaX"), ("a", "a"), ("'", "'")])
+def test_a_saved_value_loses_one_pair_of_matching_quotes(value: str, plain: str) -> None:
+    from narm_lightning.checkpointing import _unquoted
+
+    assert _unquoted(value) == plain
+
+
+def test_declared_hydra_or_optuna_keys_never_replay() -> None:
+    from narm_lightning.checkpointing import replayable
+
+    keys = frozenset({"optuna.trial_id", "hydra.x", "lr"})
+    assert not replayable("optuna.trial_id=3", keys, {}) and not replayable("hydra.x=1", keys, {})
+    assert replayable("lr=1", keys, {}) and not replayable("lr=${x}", keys, {})
+
+
+def test_config_groups_skip_hydras_folder_and_bytecode(tmp_path: Path, monkeypatch) -> None:
+    import narm_lightning
+
+    for folder in ("hydra/launcher", "__pycache__", "size"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "size" / "1.yaml").write_text("{}\n")
+    (tmp_path / "__pycache__" / "x.yaml").write_text("{}\n")
+    monkeypatch.setattr(narm_lightning, "CONF_DIR", tmp_path)
+    assert config_groups() == {"size": {"1"}}
+
+
+def test_saved_overrides_that_are_no_yaml_name_their_file_and_a_folder_without_them_replays_nothing(
+        tmp_path: Path, monkeypatch) -> None:
+    from narm_lightning.checkpointing import read_saved_overrides, resume_argv
+    from narm_lightning.runlock import release_run_dirs
+
+    over = tmp_path / "overrides.yaml"
+    over.write_text("- [unclosed\n")
+    with pytest.raises(ConfigError, match=rf"^{over}"):
+        read_saved_overrides(over)
+    for key in ("LOCAL_RANK", "RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    try:
+        assert resume_argv(["train.py", f"resume={run}"]) == ["train.py", f"resume={run}", f"hydra.run.dir={run}",
+                                                               "hydra.output_subdir=null"]
+    finally:
+        release_run_dirs()
