@@ -184,8 +184,8 @@ def test_a_run_state_from_an_older_checkpoint_lacks_history_and_shuffle(tmp_path
 def test_a_last_ckpt_that_is_no_torch_file_is_named_as_what_it_should_be(tmp_path: Path) -> None:
     last = tmp_path / "last.ckpt"
     last.write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match=r"last.ckpt: not a readable narm-lightning checkpoint \(the last.ckpt a training run "
-                                        r"writes\)"):
+    with pytest.raises(DataError, match=r"last.ckpt: not a readable narm-lightning checkpoint \(the last.ckpt a "
+                                        r"training run writes\)"):
         read_run_state(last)
 
 
