@@ -212,3 +212,45 @@ def test_update_from_ranks_equals_update_from_scores_and_lists_need_scores() -> 
         lists.update(None, target, ranks=torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="needs scores or ranks"):
         a.update(None, target)
+
+
+# ---- from the mutation run of metrics.py (docs/reliability.md) ----
+
+def test_one_metric_object_accumulates_over_batches() -> None:
+    """Two updates of one object equal one update with both batches (the list sums are added, not replaced)."""
+    whole = RankMetrics([1, 2], ALL + ["Recall", "NDCG"], item_popularity=POPULARITY)
+    whole.update(LISTS_SCORES, LISTS_TARGET)
+    split = RankMetrics([1, 2], ALL + ["Recall", "NDCG"], item_popularity=POPULARITY)
+    split.update(LISTS_SCORES[:1], LISTS_TARGET[:1])
+    split.update(LISTS_SCORES[1:], LISTS_TARGET[1:])
+    got, want = split.compute(), whole.compute()
+    assert {k: float(v) for k, v in got.items()} == pytest.approx({k: float(v) for k, v in want.items()})
+    assert all(v.dtype == torch.float64 for v in got.values()), {k: v.dtype for k, v in got.items()}
+
+
+def test_one_example_is_its_own_mean() -> None:
+    metric = RankMetrics([10], ["Recall", "MRR"])
+    metric.update(None, torch.tensor([3]), ranks=torch.tensor([1]))
+    assert {k: float(v) for k, v in metric.compute().items()} == {"recall@10": 1.0, "mrr@10": 1.0}
+
+
+def test_the_tail_ratio_rules_at_their_edges() -> None:
+    """1.5 (> 1) is a count, not a share; 0 is RecBole's default 0.1; a tie at the cut keeps the lower id."""
+    popularity = torch.tensor([0, 1, 2, 2, 3, 1, 5, 6, 7, 8, 9, 9])
+    assert torch.nonzero(tail_items(popularity, 1.5)).flatten().tolist() == [1, 5]
+    assert torch.nonzero(tail_items(popularity, 0)).flatten().tolist() == [1]
+    assert torch.nonzero(tail_items(popularity, 0.2)).flatten().tolist() == [1, 5]
+    assert torch.nonzero(tail_items(popularity, 0.3)).flatten().tolist() == [1, 2, 5]
+
+
+def test_an_unknown_metric_is_named_with_the_known_ones() -> None:
+    with pytest.raises(ValueError) as exc:
+        RankMetrics([10], ["Recall", "Novelty"])
+    assert str(exc.value) == ("unknown metrics ['Novelty']; known: ['recall', 'mrr', 'ndcg', 'hit', 'precision', 'map', "
+                              "'itemcoverage', 'averagepopularity', 'giniindex', 'shannonentropy', 'tailpercentage']")
+
+
+def test_the_popularity_buffers_stay_out_of_checkpoints() -> None:
+    metric = RankMetrics([2], ALL, item_popularity=POPULARITY, tail_ratio=5)
+    assert not {"popularity", "tail"} & set(metric.state_dict())
+    assert metric.tail.dtype == torch.float64 and torch.nonzero(metric.tail).flatten().tolist() == [1, 2]
