@@ -246,8 +246,9 @@ def test_the_tail_ratio_rules_at_their_edges() -> None:
 def test_an_unknown_metric_is_named_with_the_known_ones() -> None:
     with pytest.raises(ValueError) as exc:
         RankMetrics([10], ["Recall", "Novelty"])
-    assert str(exc.value) == ("unknown metrics ['Novelty']; known: ['recall', 'mrr', 'ndcg', 'hit', 'precision', 'map', "
-                              "'itemcoverage', 'averagepopularity', 'giniindex', 'shannonentropy', 'tailpercentage']")
+    assert str(exc.value) == (
+        "unknown metrics ['Novelty']; known: ['recall', 'mrr', 'ndcg', 'hit', 'precision', 'map', 'itemcoverage', "
+        "'averagepopularity', 'giniindex', 'shannonentropy', 'tailpercentage']")
 
 
 def test_the_popularity_buffers_stay_out_of_checkpoints() -> None:
