@@ -33,6 +33,7 @@ def log_sweep_summary(
     objective_name: str = "objective",
     confirm_rows: Sequence[Mapping[str, Any]] = (),
     direction: str = "maximize",
+    params: Sequence[str] = (),
 ) -> str:
     """Log one finished ``sweep-summary`` run grouped with the trials (group = ``study_name``); returns its id.
 
@@ -43,7 +44,8 @@ def log_sweep_summary(
     (``curve/trial-N``: every trial's valid curve in one panel section). The trials table and the confirm table
     go into the run's summary, not its history, so no panel charts a table's size.
 
-    ``trials_table_rows``: one dict per trial (number, state, value, params.<name>...). ``wandb_cfg``: the
+    ``trials_table_rows``: one dict per trial (number, state, value, each param...); ``params``: which of its keys
+    are the searched parameters. ``wandb_cfg``: the
     ``logger.wandb`` options; its ``name``/``group`` are per-trial and ignored here. ``curves``: the trials'
     reported ``(number, step, value)``.
     """
@@ -58,7 +60,7 @@ def log_sweep_summary(
         run.define_metric("trial/*", step_metric="trial")
         run.define_metric("epoch")
         run.define_metric("curve/*", step_metric="epoch")
-        for row in trial_history(trials_table_rows, objective_name, direction):
+        for row in trial_history(trials_table_rows, objective_name, direction, params):
             run.log(row)
         for row in curve_history(curves):
             run.log(row)
@@ -77,7 +79,8 @@ def log_sweep_summary(
     return run_id
 
 
-def trial_history(rows: Sequence[Mapping[str, Any]], objective_name: str, direction: str) -> list[dict[str, Any]]:
+def trial_history(rows: Sequence[Mapping[str, Any]], objective_name: str, direction: str,
+                  params: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One row per trial in number order: ``trial``, ``trial/<objective>`` (complete trials), ``trial/best so far``
     and ``trial/<param>`` for each numeric parameter (a categorical's option names cannot be charted)."""
     better = max if direction == "maximize" else min
@@ -91,10 +94,10 @@ def trial_history(rows: Sequence[Mapping[str, Any]], objective_name: str, direct
             best = value if best is None else better(best, value)
         if best is not None:
             entry[f"trial/best {objective_name} so far"] = best
-        for key, cell in row.items():
-            number = _number(cell)
-            if str(key).startswith("params.") and isinstance(number, (int, float)) and not isinstance(number, bool):
-                entry[f"trial/{str(key).removeprefix('params.')}"] = number
+        for key in params:
+            number = _number(row.get(key))
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                entry[f"trial/{key}"] = number
         out.append(entry)
     return out
 
@@ -155,6 +158,9 @@ class SweepSummaryCallback(Callback):
         summary.update({f"best_params.{k}": v for k, v in (results.get("best_params") or {}).items()})
         objective = OmegaConf.select(config, "hydra.sweeper.objective_name", default=None) or "objective"
         confirm_rows = _read_csv(sweep_dir / CONFIRM_CSV)
+        columns = list(rows[0]) if rows else []
+        # trials.csv: number, state, then the searched parameters, then value (report.trials_csv)
+        params = columns[columns.index("state") + 1:columns.index("value")] if "value" in columns else []
         log_sweep_summary(str(results.get("name")), rows, OmegaConf.to_container(wandb_cfg, resolve=True),
                           sweep_dir, summary, curves, str(objective), confirm_rows,
-                          str(results.get("direction") or "maximize"))
+                          str(results.get("direction") or "maximize"), params)

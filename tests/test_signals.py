@@ -118,7 +118,7 @@ def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_
     assert "Trial 1 continues trial 0's run from its last checkpoint" in console
     assert "exists and is not empty" not in console  # Lightning's warning: continuing there is the point
     # the trial's own params; the fixed overrides were told once, in the start's "every trial also gets" line
-    assert "Trial 1: hidden_size='128' n_layers='2' dropout_probs=lightest\n" in console
+    assert "Trial 1: hidden_size=128 n_layers=2 dropout_probs=lightest\n" in console
     study = _load(tmp_path, "continued")
     stopped, continued = study.trials
     assert (stopped.state, continued.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE)

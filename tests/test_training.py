@@ -129,7 +129,7 @@ def test_the_pipeline_builders_each_work_alone(tiny_root, tmp_path) -> None:
     refit = build_callbacks(plan, validating=False, state=RunState())
     # a refit has no best checkpoint and no early stopping; Ctrl-C is still taken at a batch boundary
     assert refit.best is None and [type(c).__name__ for c in refit.all()] == ["RunCheckpoint", "DeferredInterrupt",
-                                                                             "RunState"]
+                                                                             "EpochLog", "RunState"]
     trainer = build_trainer(cfg, callbacks.all(), [], plan.run_dir, validating=True)
     assert trainer.max_epochs == 1 and trainer.limit_val_batches == 1.0
 

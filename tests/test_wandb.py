@@ -145,16 +145,16 @@ def test_sweep_summary_run_charts_the_study_not_table_sizes(offline_wandb: Path)
     trial's curve per epoch; its tables sit in the summary, so no history key is a table (whose size W&B charts);
     no HTML (plotly.js) goes into it."""
     rows = [
-        {"number": "0", "state": "COMPLETE", "value": "0.12", "params.learning_rate": "0.001", "params.d": "light"},
-        {"number": "1", "state": "PRUNED", "value": "0.05", "params.learning_rate": "0.01", "params.d": "light"},
-        {"number": "2", "state": "COMPLETE", "value": "0.10", "params.learning_rate": "0.005", "params.d": "default"},
-        {"number": "3", "state": "COMPLETE", "value": "0.20", "params.learning_rate": "0.0001", "params.d": "light"},
+        {"number": "0", "state": "COMPLETE", "learning_rate": "0.001", "d": "light", "value": "0.12", "seed": "1"},
+        {"number": "1", "state": "PRUNED", "learning_rate": "0.01", "d": "light", "value": "0.05", "seed": "1"},
+        {"number": "2", "state": "COMPLETE", "learning_rate": "0.005", "d": "default", "value": "0.10", "seed": "1"},
+        {"number": "3", "state": "COMPLETE", "learning_rate": "0.0001", "d": "light", "value": "0.20", "seed": "1"},
     ]
     curves = [(0, 0, 0.1), (0, 1, 0.12), (1, 0, 0.05), (2, 1, 0.1), (2, 0, 0.09), (3, 0, 0.2)]
     run_id = log_sweep_summary("study-x", rows, {"mode": None, "project": "p", "tags": ["t"],
                                                  "name": "trial-9", "group": "ignored"},
                                offline_wandb / "sweep", summary={"best_value": 0.2}, curves=curves,
-                               objective_name="valid mrr@10")
+                               objective_name="valid mrr@10", params=["learning_rate", "d"])
     (run,) = offline_runs(offline_wandb / "sweep")
     assert run.run_id == run_id and run.group == "study-x" and run.name == "study-x-summary"
     assert run.job_type == "sweep-summary" and run.exit_code == 0
@@ -166,14 +166,15 @@ def test_sweep_summary_run_charts_the_study_not_table_sizes(offline_wandb: Path)
     assert [row.get("trial/valid mrr@10") for row in per_trial] == [0.12, None, 0.10, 0.20]
     assert [row["trial/best valid mrr@10 so far"] for row in per_trial] == [0.12, 0.12, 0.12, 0.20]
     assert [row["trial/learning_rate"] for row in per_trial] == [0.001, 0.01, 0.005, 0.0001]
-    assert not any("trial/d" in row for row in per_trial), "option names are no chart"
+    assert not any("trial/d" in row or "trial/seed" in row for row in per_trial), "option names are no chart; seed "\
+                                                                                  "is no parameter"
     per_epoch = [row for row in history if "epoch" in row]
     assert per_epoch == [{"epoch": 0, "curve/trial-0": 0.1, "curve/trial-1": 0.05, "curve/trial-2": 0.09,
                           "curve/trial-3": 0.2}, {"epoch": 1, "curve/trial-0": 0.12, "curve/trial-2": 0.1}]
     assert run.summary["n_trials"] == 4 and run.summary["best_value"] == 0.2
     assert run.summary["trials"]["_type"] == "table-file" and run.summary["trials"]["nrows"] == 4
     table = json.loads((run.path.parent / "files" / run.summary["trials"]["path"]).read_text())
-    assert table["columns"] == ["number", "state", "value", "params.learning_rate", "params.d"]
+    assert table["columns"] == ["number", "state", "learning_rate", "d", "value", "seed"]
     assert not list(run.path.parent.rglob("*.html"))
 
 

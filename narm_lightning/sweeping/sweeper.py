@@ -179,6 +179,7 @@ class OptunaSweeperImpl:
         self._db: Any = None  # the opened Optuna storage of the running sweep (``storage`` is its URL)
         self._progress: Progress | None = None
         self._job_overrides: list[str] = []  # what every job is told besides its trial (the study's folder)
+        self._storage_url = ""  # the running sweep's storage URL (its lock guards job folder numbers too)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher that runs each trial as a job."""
@@ -323,9 +324,18 @@ class OptunaSweeperImpl:
             self._job_overrides = [f"hydra.sweep.dir={_quoted(folder)}"]
         return Path(str(self.config.hydra.sweep.dir))
 
-    def _launch(self, batch: list[list[str]], initial_job_idx: int) -> Any:
-        """Hydra's launcher on ``batch``, each job told the study's folder (the jobs compose their own config)."""
-        return self.launcher.launch([[*o, *self._job_overrides] for o in batch], initial_job_idx=initial_job_idx)
+    def _launch(self, batch: list[list[str]]) -> Any:
+        """Hydra's launcher on ``batch``, each job told the study's folder (the jobs compose their own config).
+
+        Job folders are numbered on from the highest in the sweep folder and made under the study's lock, so
+        workers that share a study folder (and every rerun) never give two jobs one folder."""
+        assert self.config is not None
+        folder = Path(str(self.config.hydra.sweep.dir))
+        with study_lock(self._storage_url):
+            first = next_job_index(folder)
+            for i in range(len(batch)):
+                (folder / str(first + i)).mkdir(parents=True, exist_ok=True)
+        return self.launcher.launch([[*o, *self._job_overrides] for o in batch], initial_job_idx=first)
 
     def _validate_batch(self, batch: list[list[str]]) -> None:
         """Compose each trial's config now, so a bad override fails loudly before any training starts."""
@@ -366,6 +376,7 @@ class OptunaSweeperImpl:
         if self.seeds_per_trial > 1:  # the objective is another quantity (a mean over seeds): another study
             identity["seeds_per_trial"] = self.seeds_per_trial
         study_name, storage_url = self._resolve_names(identity)
+        self._storage_url = storage_url
         with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
             storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
             study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
@@ -409,9 +420,6 @@ class OptunaSweeperImpl:
         return [study]
 
     def _loop(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, target: int) -> None:
-        # a rerun into the same hydra.sweep.dir numbers its jobs after the folders already there: a trial
-        # never lands in (and is never refused by) an earlier trial's run folder
-        job_idx = next_job_index(Path(str(self.config.hydra.sweep.dir))) if self.config is not None else 0
         while True:
             with study_lock(storage_url):
                 fail_dead_workers_trials(study, self._db, self._grace_seconds())
@@ -429,7 +437,7 @@ class OptunaSweeperImpl:
                 return
             ids = trial_ids(self._db, study, trials)  # storage ids: for the heartbeat and for each job
             with Heartbeat(self._db, ids):
-                job_idx += self._run_batch(study, trials, ids, space, storage_url, study_name, job_idx)
+                self._run_batch(study, trials, ids, space, storage_url, study_name)
 
     def _run_batch(
         self,
@@ -439,9 +447,8 @@ class OptunaSweeperImpl:
         space: SearchSpace,
         storage_url: str,
         study_name: str,
-        job_idx: int,
-    ) -> int:
-        """Launch one batch of trials (each with its seeds) and tell the study; returns the jobs launched."""
+    ) -> None:
+        """Launch one batch of trials (each with its seeds) and tell the study."""
         seeds = self._seeds(self.seeds_per_trial) if self.seeds_per_trial > 1 else [None]
         # what each trial trains with; each job adds its seed (if several) and who it reports to
         settings = [[*space.fixed_overrides, *params_to_overrides(t.params, self._config_groups(t.params))]
@@ -459,7 +466,7 @@ class OptunaSweeperImpl:
         for trial in trials:  # the fixed overrides were told once, at the start; values as the user typed them
             log.info("Trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in trial.params.items()))
         try:
-            returns = self._launch(batch, initial_job_idx=job_idx)
+            returns = self._launch(batch)
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
             for trial, trial_id in zip(trials, ids):  # nor be lost: the next run of the command runs them again
                 _fail(study, trial, f"interrupted: {exc}".strip())
@@ -468,11 +475,9 @@ class OptunaSweeperImpl:
                         ", ".join(str(t.number) for t in trials),
                         ", from the last finished epoch" if self.resume_key else "")
             raise
-        launched = len(batch)
         if len(seeds) > 1:
             group = identity_overrides(storage_url, study_name, 0)[:2]  # study, not trial: the W&B group
-            returns = self._other_seeds(settings, group, returns, seeds, job_idx + len(batch))
-            launched += sum(len(r.returns) - 1 for r in returns if isinstance(r, SeedsResult))
+            returns = self._other_seeds(settings, group, returns, seeds)
         for trial, trial_id, ret, resume in zip(trials, ids, returns, resumes):
             refused = _refused_resume(ret) if resume else None
             if refused is not None:  # e.g. the config gained a key since: the run cannot go on, the point can
@@ -484,7 +489,6 @@ class OptunaSweeperImpl:
             _tell(study, trial, ret)
             if self._progress is not None:
                 log.info("%s", self._progress.line(study, trial.number))
-        return launched
 
     def _resume_overrides(self, study: Any, trial: Any, trial_id: int) -> list[str]:
         """``[<resume_key>=<folder>]`` when ``trial`` re-runs a stopped one whose run can go on (else ``[]``):
@@ -514,8 +518,8 @@ class OptunaSweeperImpl:
                               "from it).")
         return [base + i for i in range(n)]
 
-    def _other_seeds(self, settings: list[list[str]], group: list[str], first: list[Any], seeds: list[Any],
-                     job_idx: int) -> list[Any]:
+    def _other_seeds(self, settings: list[list[str]], group: list[str], first: list[Any], seeds: list[Any]
+                     ) -> list[Any]:
         """Seeds 2..k of every trial whose first seed completed (a pruned or failed first seed decides the
         trial: no more training is spent on it); each trial's result becomes :class:`SeedsResult`. These jobs
         carry no trial id: the first seed alone reports to the pruner."""
@@ -523,7 +527,7 @@ class OptunaSweeperImpl:
 
         todo = [i for i, ret in enumerate(first) if ret.status == JobStatus.COMPLETED]
         more_batch = [[*settings[i], f"{self.seed_key}={seed}", *group] for i in todo for seed in seeds[1:]]
-        more = self._launch(more_batch, initial_job_idx=job_idx) if more_batch else []
+        more = self._launch(more_batch) if more_batch else []
         out = list(first)
         per = len(seeds) - 1
         for n, i in enumerate(todo):
@@ -555,7 +559,6 @@ class OptunaSweeperImpl:
         if jobs:
             log.info(CONFIRM_STEP_LINE + "%d configs (%s) x %d seeds; %d runs left.", len(chosen),
                      ", ".join(c.label for c in chosen), len(seeds), len(jobs))
-        job_idx = next_job_index(sweep_dir)
         started = time.monotonic()
         for start in range(0, len(jobs), self.n_jobs):
             chunk = jobs[start : start + self.n_jobs]
@@ -569,23 +572,21 @@ class OptunaSweeperImpl:
                     log.info("Confirm %s seed %d continues its stopped run from its last checkpoint: %s",
                              c.label, seed, folder)
             try:
-                returns = self._launch(batch, initial_job_idx=job_idx)
+                returns = self._launch(batch)
             except RunInterrupted as exc:  # one job at a time: the stopped run is that job's, continued next time
                 if len(chunk) == 1 and exc.run_dir is not None and self.resume_key:
                     study.set_user_attr(stopped_key(chunk[0][0].label, chunk[0][1]), str(exc.run_dir))
                     log.warning("Confirm %s seed %d stopped: the rerun of this command continues it from its last "
                                 "finished epoch.", chunk[0][0].label, chunk[0][1])
                 raise
-            job_idx += len(batch)
             returns = list(returns)
             for i, folder in enumerate(folders):
                 if folder and _refused_resume(returns[i]) is not None:  # the run cannot go on: start it over
                     log.warning("Confirm %s seed %d could not continue its stopped run: it starts over.",
                                 chunk[i][0].label, chunk[i][1])
                     study.set_user_attr(stopped_key(chunk[i][0].label, chunk[i][1]), None)
-                    returns[i] = self._launch([batch[i][:-1]], initial_job_idx=job_idx)[0]
+                    returns[i] = self._launch([batch[i][:-1]])[0]
                     folders[i] = None
-                    job_idx += 1
             for done, ((c, seed), ret, folder) in enumerate(zip(chunk, returns, folders), start=start + 1):
                 record: dict[str, Any] = {"params": {k: _jsonable(v) for k, v in c.params.items()}}
                 try:

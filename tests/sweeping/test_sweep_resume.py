@@ -170,7 +170,8 @@ def test_a_confirm_run_whose_stopped_run_is_refused_starts_over_at_once(tmp_path
     study = optuna.create_study(direction="maximize")
     study.set_user_attr(stopped_key("default", 2020), str(stopped))
     sweeper = OptunaSweeperImpl(sampler=None, pruner=None, confirm_top=1, confirm_seeds=1)
-    sweeper.config, sweeper.launcher = OmegaConf.create({"seed": 2020}), SimpleNamespace(launch=launch)
+    sweeper.config = OmegaConf.create({"seed": 2020, "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    sweeper.launcher = SimpleNamespace(launch=launch)
     sweeper.hydra_context = SimpleNamespace(config_loader=SimpleNamespace(get_group_options=lambda key: []))
     sweeper._confirm(study, SimpleNamespace(fixed_overrides=["x=1"]), "sqlite://", "s", tmp_path / "sweep")
     assert len(launched) == 2 and launched[0][-1] == f"resume='{stopped}'" and launched[1] == launched[0][:-1]
