@@ -227,3 +227,77 @@ def test_a_plain_pickles_refusals_name_the_file_and_what_it_should_hold(tmp_path
     path.write_bytes(pickle.dumps([[1, 2], [3]])[:-3])
     with pytest.raises(DataError, match=rf"^{path}: not a readable split pickle \(truncated or corrupt: "):
         load_plain_pickle(path, "split pickle")
+
+
+# ---- from the mutation run of safe_load.py (docs/reliability.md): torch's refusal, shaped into one paragraph ----
+
+TORCH_PREAMBLE = (
+    "Weights only load failed. This file can still be loaded, to do so you have two options, \x1b[1mdo those steps "
+    "only if you trust the source of the checkpoint\x1b[0m. \n\t(1) In PyTorch 2.6, we changed the default value of "
+    "the `weights_only` argument in `torch.load` from `False` to `True`. Re-running `torch.load` with `weights_only` "
+    "set to `False` will likely succeed, but it can result in arbitrary code execution. Do it only if you got the "
+    "file from a trusted source.\n\t(2) Alternatively, to load with `weights_only=True` please check the recommended "
+    "steps in the following error message.\n\tWeightsUnpickler error: ")
+
+
+def _refusal(detail: str) -> str:
+    """torch's message: a refused global or class comes with advice to trust it, a parse error without."""
+    advice = (" Please use `torch.serialization.add_safe_globals([x])` to allowlist this global if you trust this "
+              "class/function." if detail.startswith("Unsupported g") else "")
+    return (TORCH_PREAMBLE + detail + advice + "\n\nCheck the documentation of torch.load to learn more about types "
+            "accepted by default with weights_only https://pytorch.org/docs/stable/generated/torch.load.html.")
+
+
+@pytest.mark.parametrize(("detail", "refused", "shown"), [
+    ("Unsupported global: GLOBAL os.system was not an allowed global by default.", True,
+     "Unsupported global: GLOBAL os.system was not an allowed global by default"),
+    ("Unsupported class numpy.core.multiarray._reconstruct.", True,
+     "Unsupported class numpy.core.multiarray._reconstruct"),
+    ("Unsupported operand 110", False, "Unsupported operand 110"),
+    ("Trying to call  reduce\n for   x. More.", False, "Trying to call reduce for x"),
+])
+def test_torchs_refusal_becomes_one_sentence_naming_the_file(tmp_path: Path, detail: str, refused: bool,
+                                                             shown: str) -> None:
+    from narm_lightning.safe_load import RefusedClass, _guarded
+
+    def read() -> None:
+        raise pickle.UnpicklingError(_refusal(detail))
+
+    with pytest.raises(DataError) as exc:
+        _guarded(tmp_path / "f.pt", "weights file", read)
+    assert isinstance(exc.value, RefusedClass) is refused
+    if refused:
+        assert str(exc.value) == (f"{tmp_path / 'f.pt'}: the file asks for something a weights file never holds "
+                                  f"(torch's weights-only reader: {shown}); refused, nothing in the file was imported "
+                                  "or run.")
+    else:
+        assert str(exc.value) == (f"{tmp_path / 'f.pt'}: not a readable weights file (torch's weights-only reader: "
+                                  f"{shown}); nothing in the file was run.")
+
+
+def test_a_long_refusal_is_cut_at_200_characters_and_other_unpickling_errors_are_corrupt_files(tmp_path) -> None:
+    from narm_lightning.safe_load import _guarded
+
+    def long() -> None:
+        raise pickle.UnpicklingError(_refusal("Unsupported operand " + "x" * 300))
+
+    with pytest.raises(DataError) as exc:
+        _guarded(tmp_path / "f.pt", "weights file", long)
+    assert f"reader: Unsupported operand {'x' * 180}); nothing" in str(exc.value)
+
+    def cut() -> None:
+        raise pickle.UnpicklingError("pickle data was truncated\nmore")
+
+    with pytest.raises(DataError) as exc:
+        _guarded(tmp_path / "f.pt", "weights file", cut)
+    assert str(exc.value) == (f"{tmp_path / 'f.pt'}: not a readable weights file (truncated or corrupt: "
+                              "UnpicklingError: pickle data was truncated).")
+
+
+def test_a_folder_given_as_a_torch_file_is_named_as_what_was_expected(tmp_path: Path) -> None:
+    from narm_lightning.safe_load import load_torch_checkpoint, load_torch_restricted
+
+    with pytest.raises(DataError, match=r"is a directory; expected a weights file$"):
+        load_torch_checkpoint(tmp_path, "weights file")
+    with pytest.raises(DataError, match=r"is a directory; expected a session split$"):
+        load_torch_restricted(tmp_path, {}, "session split")
