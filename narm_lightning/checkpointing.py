@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from narm_lightning.command_line import config_groups, override_key
 from narm_lightning.errors import ConfigError, DataError, first_line
 from narm_lightning.io import flatten, require_regular_file, write_bytes_atomic
 from narm_lightning.runlock import lock_run_dir
@@ -285,10 +286,6 @@ def load_yaml_config(path: Path) -> DictConfig:
                           "saved.") from None
 
 
-def _override_key(arg: str) -> str:
-    return arg.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
-
-
 def _unquoted(value: str) -> str:
     value = value.strip()
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
@@ -312,14 +309,6 @@ def replayable(arg: str, keys: frozenset[str], groups: Mapping[str, set[str]]) -
         names = names[1:-1] if names.startswith("[") and names.endswith("]") else names
         return all(_unquoted(n) in groups[key] or _unquoted(n) == "null" for n in names.split(","))
     return key in keys
-
-
-def config_groups() -> dict[str, set[str]]:
-    """The shipped config groups and their options (``conf/<group>/<option>.yaml``), ``hydra/`` aside."""
-    from narm_lightning import CONF_DIR
-
-    return {d.name: {f.stem for f in d.glob("*.yaml")} for d in CONF_DIR.iterdir()
-            if d.is_dir() and d.name not in ("hydra", "__pycache__")}
 
 
 def read_saved_overrides(saved_file: Path) -> list[str]:
@@ -369,17 +358,17 @@ def resume_argv(argv: list[str]) -> list[str]:
         lock_run_dir(run_dir)
     saved_file = run_dir / ".hydra" / "overrides.yaml"
     saved = read_saved_overrides(saved_file) if saved_file.exists() else []
-    given = {_override_key(a) for a in argv[1:] if "=" in a or a.startswith("~")}
+    given = {override_key(a) for a in argv[1:] if "=" in a or a.startswith("~")}
     from narm_lightning.cli import known_keys  # the schema's dotted keys (cli imports the schema lazily too)
 
     keys, groups = frozenset(known_keys()), config_groups()
     # a sweep trial's folder resumed by hand: no longer that trial (it has failed), so it reports to none
     kept = [a for a in saved if replayable(a, keys, groups)]
-    dropped = [a for a in saved if a not in kept and not _override_key(a).startswith(("optuna.", "hydra.run.dir"))]
+    dropped = [a for a in saved if a not in kept and not override_key(a).startswith(("optuna.", "hydra.run.dir"))]
     if dropped:
         print(f"resume: not replayed from {saved_file} (only the run's config keys and group options are): "
               + ", ".join(repr(a[:80]) for a in dropped), file=sys.stderr)
-    replay = [a for a in kept if _override_key(a) not in given]
+    replay = [a for a in kept if override_key(a) not in given]
     hydra_args = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
     # keep the run's own .hydra/ as it was: a refused resume must not overwrite the overrides replayed here
     hydra_args += [] if "hydra.output_subdir" in given else ["hydra.output_subdir=null"]

@@ -10,17 +10,22 @@ argument, and anything that does not parse, is passed on as typed (Hydra's own m
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from narm_lightning import CONF_DIR
+from collections.abc import Collection
 
 _PREFIXES = {"ADD": "+", "FORCE_ADD": "++", "CHANGE": ""}
 
 
-def config_groups(conf_dir: Path = CONF_DIR) -> frozenset[str]:
-    """The shipped config groups (folders of option files), e.g. ``hidden_size``, ``data``, ``hydra/launcher``."""
-    return frozenset(str(p.parent.relative_to(conf_dir)) for p in conf_dir.rglob("*.yaml")
-                     if p.parent != conf_dir)
+def config_groups() -> dict[str, set[str]]:
+    """The shipped config groups and their options (``conf/<group>/<option>.yaml``), ``hydra/`` aside."""
+    from narm_lightning import CONF_DIR  # read at call time: tests point it elsewhere
+
+    return {d.name: {f.stem for f in d.glob("*.yaml")} for d in CONF_DIR.iterdir()
+            if d.is_dir() and d.name not in ("hydra", "__pycache__")}
+
+
+def override_key(arg: str) -> str:
+    """The key or group an override names: ``+model.x=1`` -> ``model.x``, ``data@p=ml-100k`` -> ``data``."""
+    return arg.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
 
 
 def _quoted(value: object) -> str:
@@ -29,7 +34,8 @@ def _quoted(value: object) -> str:
     return "'" + str(value) + "'"
 
 
-def quote_group_numbers(argv: list[str], groups: frozenset[str] | None = None, *, sweeps: bool = True) -> list[str]:
+def quote_group_numbers(argv: list[str], groups: Collection[str] | None = None, *, sweeps: bool = True
+                        ) -> list[str]:
     """``argv`` with each group override's numeric option names quoted (``n_layers=1,2`` -> ``n_layers='1','2'``);
     ``argv[0]`` and flags are kept as they are. ``sweeps=False`` leaves sweeps (``1,2``, ``range``) as typed: the
     sweeper reads those itself, and a study's identity holds the values as they were typed."""
@@ -41,8 +47,7 @@ def quote_group_numbers(argv: list[str], groups: frozenset[str] | None = None, *
     parser = OverridesParser.create()
     out = list(argv[:1])
     for arg in argv[1:]:
-        key = arg.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
-        if arg.startswith("-") or "=" not in arg or key not in groups:
+        if arg.startswith("-") or "=" not in arg or override_key(arg) not in groups:
             out.append(arg)
             continue
         try:

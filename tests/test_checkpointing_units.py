@@ -18,11 +18,11 @@ from narm_lightning.checkpointing import (
     check_fresh_run_dir,
     check_resume_config,
     check_resume_data,
-    config_groups,
     read_run_state,
     resume_paths,
     started_over,
 )
+from narm_lightning.command_line import config_groups
 from narm_lightning.errors import ConfigError, DataError
 
 

@@ -296,7 +296,7 @@ def test_config_differences_name_keys_only_one_side_has() -> None:
     ("data@x=ml-100k", "data"), ("logger=[a,b@c]", "logger"), ("a@b@c=1", "a"),
 ])
 def test_an_overrides_key_is_read_without_prefix_package_or_value(arg: str, key: str) -> None:
-    from narm_lightning.checkpointing import _override_key
+    from narm_lightning.command_line import override_key as _override_key
 
     assert _override_key(arg) == key
 
@@ -308,7 +308,8 @@ def test_an_overrides_key_is_read_without_prefix_package_or_value(arg: str, key:
     ("logger=[wandb", False), ("logger=wandb]", False), ("data=nowhere", False), ("dropout_probs=null", True),
 ])
 def test_which_saved_overrides_replay(arg: str, ok: bool) -> None:
-    from narm_lightning.checkpointing import config_groups, replayable
+    from narm_lightning.checkpointing import replayable
+    from narm_lightning.command_line import config_groups
 
     assert replayable(arg, frozenset({"learning_rate", "HYDRA_x"}), config_groups()) is ok
 

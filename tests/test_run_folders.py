@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from narm_lightning.checkpointing import config_groups, replayable
+from narm_lightning.checkpointing import replayable
 from narm_lightning.cli import known_keys
+from narm_lightning.command_line import config_groups
 from narm_lightning.errors import ConfigError
 from narm_lightning.runlock import lock_run_dir, release_run_dir
 from tests.helpers import REPO, tiny_overrides
