@@ -195,7 +195,7 @@ def _offences(path: Path, rel: str) -> list[str]:
 
 
 def test_no_eval_exec_or_unrestricted_deserialization_in_the_package() -> None:
-    skipped = {"tests", ".venv", ".venv-recbole", "outputs", "multirun", ".git", "mutants"}  # mutants/: make mutate's copy
+    skipped = {"tests", ".venv", ".venv-recbole", "outputs", "multirun", ".git", "mutants"}  # mutants/: make mutate's
     files = [p for p in REPO.rglob("*.py") if not skipped & set(p.relative_to(REPO).parts)]
     assert any(p.name == "training.py" for p in files)
     offences = [o for p in files for o in _offences(p, p.relative_to(REPO).as_posix())]
