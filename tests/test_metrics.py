@@ -255,3 +255,37 @@ def test_the_popularity_buffers_stay_out_of_checkpoints() -> None:
     metric = RankMetrics([2], ALL, item_popularity=POPULARITY, tail_ratio=5)
     assert not {"popularity", "tail"} & set(metric.state_dict())
     assert metric.tail.dtype == torch.float64 and torch.nonzero(metric.tail).flatten().tolist() == [1, 2]
+
+
+def test_the_update_refusals_word_for_word() -> None:
+    lists = RankMetrics([1], ["ItemCoverage", "GiniIndex"], item_popularity=torch.ones(4))
+    with pytest.raises(ValueError) as exc:
+        lists.update(None, torch.tensor([1]), ranks=torch.tensor([1]))
+    assert str(exc.value) == "itemcoverage, giniindex need the scores"
+    with pytest.raises(ValueError) as exc:
+        RankMetrics([1]).update(None, torch.tensor([1]))
+    assert str(exc.value) == "RankMetrics.update needs scores or ranks"
+
+
+def test_the_largest_k_may_be_every_item() -> None:
+    """K = the number of columns: the top-K lists take exactly K (one more would not exist)."""
+    scores = torch.tensor([[float("-inf"), 3.0, 2.0, 1.0], [float("-inf"), 1.0, 2.0, 3.0]])
+    metric = RankMetrics([2, 4], ["Hit", "ItemCoverage"], item_popularity=torch.tensor([0, 1, 1, 1]))
+    metric.update(scores, torch.tensor([1, 1]))
+    got = {k: float(v) for k, v in metric.compute().items()}
+    assert got == {"hit@2": 0.5, "itemcoverage@2": 0.75, "hit@4": 1.0, "itemcoverage@4": 1.0}
+
+
+def test_ranks_of_more_rows_than_one_chunk_equal_the_brute_force_ranks() -> None:
+    """Rows are ranked in chunks of RANK_CHUNK_ROWS: each row's rank counts only its own row's scores."""
+    generator = torch.Generator().manual_seed(3)
+    rows = 2 * metrics_module.RANK_CHUNK_ROWS + 37
+    scores = torch.randint(0, 6, (rows, 9), generator=generator).float()
+    target = torch.randint(0, 9, (rows,), generator=generator)
+    want = [1 + sum(float(s) > float(scores[r, target[r]]) for s in scores[r]) for r in range(rows)]
+    assert target_ranks(scores, target).tolist() == want
+
+
+def test_no_rows_give_no_ranks() -> None:
+    ranks = target_ranks(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long))
+    assert ranks.dtype == torch.long and ranks.shape == (0,)
