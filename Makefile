@@ -11,7 +11,7 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294
 
 
 .PHONY: mutate mutate-results
-.PHONY: install recbole-venv recbole-sampled bench-recbole postgres train test test-slow lint docs study-hyper-test study-hyper-test-status study-hyper-test-save bench bench-gpu bench-sessions bench-serving bench-hugepages clean
+.PHONY: install recbole-venv recbole-sampled recbole-rows bench-recbole postgres train test test-slow lint docs study-hyper-test study-hyper-test-status study-hyper-test-save bench bench-gpu bench-sessions bench-serving bench-hugepages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -137,6 +137,9 @@ RECBOLE_RUN = PYTHONPATH=bench/recbole/stubs TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 
 
 recbole-sampled: $(RECBOLE_VENV)/bin/python  ## RecBole's own uni100/pop100 figures for the shared checkpoint over 10 seeds -> bench/recbole/sampled_reference.json
 	$(RECBOLE_RUN) bench/recbole/sampled_check.py $(ARGS)
+
+recbole-rows: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1's own ml-100k rows (digests) and its figures for the shared checkpoint -> tests/reference/recbole_ml100k_rows.json
+	$(RECBOLE_RUN) bench/recbole/rows_reference.py $(ARGS)
 
 docs:  ## regenerate docs/keys.md (every key, default and help) from the schema, docs/recbole-keys.md from recbole/keys.py
 	$(PY) -m narm_lightning.help > docs/keys.md

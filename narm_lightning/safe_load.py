@@ -89,7 +89,6 @@ def restricted_pickle_module(allowed: Allowed, path: str | Path, what: str) -> t
     module = types.ModuleType("narm_restricted_pickle")
     module.Unpickler = Unpickler  # type: ignore[attr-defined]
     module.load = load  # type: ignore[attr-defined]
-    module.__name__ = "pickle"
     return module
 
 

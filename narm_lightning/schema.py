@@ -37,6 +37,7 @@ METRIC_NAMES = {"recall": "Recall", "mrr": "MRR", "ndcg": "NDCG", "hit": "Hit", 
 SESSION_FORMATS = ("auto", "session_text", "session_pickle", "raw")
 RAW_DATASETS = ("diginetica", "yoochoose")
 TIE_ORDERS = ("first_seen", "python2")
+TIME_ORDERS = ("recbole", "exact")  # data.time_order: see data/protocol.py time_keys
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 # ddp only among the multi-process strategies: the spawn/fork ones run fit() in child processes and hand
 # back only weights and callback metrics, not the per-epoch valid history a run reports from.
@@ -214,6 +215,13 @@ class AtomicDataConfig(DataConfig):
     user_id_field: str = key("user_id", "RecBole's USER_ID_FIELD", TEXT)
     item_id_field: str = key("item_id", "RecBole's ITEM_ID_FIELD", TEXT)
     time_field: str = key("timestamp", "RecBole's TIME_FIELD (orders each user's interactions)", TEXT)
+    time_order: str = key("recbole", "recbole: same-time ties ordered as RecBole 1.2.1 orders them (its float32 "
+                          "times: RecBole's rows exactly); exact: by the times as read, ties only when equal",
+                          one_of(TIME_ORDERS))
+    normalize_all: bool | None = key(None, "RecBole's normalize_all: min-max scale the time field before RecBole's "
+                                     "float32; null: as RecBole, on for ml-100k (its dataset config), off "
+                                     "otherwise. Decides only which ties time_order=recbole makes",
+                                     Rule("null, true or false", lambda v: v is None or isinstance(v, bool)))
     rm_dup_inter: str | None = key(None, "RecBole's rm_dup_inter: first or last keeps one row per (user, item), "
                                    "after a sort by time; null keeps all", one_of((None, "first", "last")))
     val_interval: Any = key(None, "RecBole's val_interval: {field: \"[3,inf)\"} keeps rows whose float field is "

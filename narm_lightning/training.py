@@ -96,6 +96,8 @@ def load_data(cfg: DictConfig) -> SequentialData:
             download=d.download,
             split=Split.from_eval_args(filled_eval_args(cfg)),
             filters=active_filters(d),
+            time_order=d.time_order,
+            normalize_time=d.normalize_all,
         )
     raw_options = {
         "cache_dir": d.get("cache_dir"),

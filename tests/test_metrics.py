@@ -239,6 +239,9 @@ def test_the_tail_ratio_rules_at_their_edges() -> None:
     popularity = torch.tensor([0, 1, 2, 2, 3, 1, 5, 6, 7, 8, 9, 9])
     assert torch.nonzero(tail_items(popularity, 1.5)).flatten().tolist() == [1, 5]
     assert torch.nonzero(tail_items(popularity, 0)).flatten().tolist() == [1]
+    # 0 means RecBole's 0.1, not a share of 0 (which would still keep one item): 20 seen items -> 2
+    twenty = torch.arange(21)
+    assert torch.nonzero(tail_items(twenty, 0)).flatten().tolist() == [1, 2]
     assert torch.nonzero(tail_items(popularity, 0.2)).flatten().tolist() == [1, 5]
     assert torch.nonzero(tail_items(popularity, 0.3)).flatten().tolist() == [1, 2, 5]
 
@@ -268,12 +271,14 @@ def test_the_update_refusals_word_for_word() -> None:
 
 
 def test_the_largest_k_may_be_every_item() -> None:
-    """K = the number of columns: the top-K lists take exactly K (one more would not exist)."""
+    """K = the number of columns: the top-K lists take exactly K (one more would not exist); with three Ks the
+    lists are as long as the largest."""
     scores = torch.tensor([[float("-inf"), 3.0, 2.0, 1.0], [float("-inf"), 1.0, 2.0, 3.0]])
-    metric = RankMetrics([2, 4], ["Hit", "ItemCoverage"], item_popularity=torch.tensor([0, 1, 1, 1]))
+    metric = RankMetrics([1, 2, 4], ["Hit", "ItemCoverage"], item_popularity=torch.tensor([0, 1, 1, 1]))
     metric.update(scores, torch.tensor([1, 1]))
     got = {k: float(v) for k, v in metric.compute().items()}
-    assert got == {"hit@2": 0.5, "itemcoverage@2": 0.75, "hit@4": 1.0, "itemcoverage@4": 1.0}
+    assert got == {"hit@1": 0.5, "itemcoverage@1": 0.5, "hit@2": 0.5, "itemcoverage@2": 0.75, "hit@4": 1.0,
+                   "itemcoverage@4": 1.0}
 
 
 def test_ranks_of_more_rows_than_one_chunk_equal_the_brute_force_ranks() -> None:
@@ -289,3 +294,34 @@ def test_ranks_of_more_rows_than_one_chunk_equal_the_brute_force_ranks() -> None
 def test_no_rows_give_no_ranks() -> None:
     ranks = target_ranks(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long))
     assert ranks.dtype == torch.long and ranks.shape == (0,)
+
+
+def test_every_accumulator_is_float64_whatever_the_popularity_dtype() -> None:
+    """Sums of 1/rank and counts past 2^24 rows stay exact only in float64; int popularity counts are converted."""
+    metric = RankMetrics([1, 3], ALL + ["Recall", "NDCG"], item_popularity=torch.tensor([0, 5, 1, 0]))
+    states = {name: getattr(metric, name).dtype for name in
+              ("hits", "rr", "dcg", "count", "recommended", "pop_sum", "tail_sum", "popularity", "tail")}
+    assert states == dict.fromkeys(states, torch.float64)
+
+
+def test_means_are_float64_sums_of_reciprocal_ranks() -> None:
+    """1/3 and 1/7 are not float32 numbers: the means equal float64 arithmetic, not a float32 rounding of it."""
+    metric = RankMetrics([10], ["MRR", "NDCG"])
+    metric.update(None, torch.tensor([1, 1]), ranks=torch.tensor([3, 7]))
+    got = {k: float(v) for k, v in metric.compute().items()}
+    assert got["mrr@10"] == (1 / 3 + 1 / 7) / 2
+    assert got["ndcg@10"] == pytest.approx((1 / math.log2(4) + 1 / math.log2(8)) / 2, rel=1e-15)
+
+
+def test_list_metrics_without_popularity_name_each_one() -> None:
+    with pytest.raises(ValueError) as exc:
+        RankMetrics([10], ["ItemCoverage", "Recall", "GiniIndex"])
+    assert str(exc.value) == "itemcoverage, giniindex need item_popularity"
+
+
+def test_the_tail_is_the_least_popular_in_id_order_among_equals() -> None:
+    """Ties at the cut go to the lower ids (a stable sort), across more items than a sort kernel's small-array
+    path: 3000 seen items of 3 counts, the tail's 300 are the first 300 ids of count 1."""
+    popularity = torch.cat([torch.zeros(1), torch.tensor([3.0, 1.0, 2.0]).repeat(1000)])
+    tail = torch.nonzero(tail_items(popularity, 0.1)).flatten()
+    assert tail.tolist() == list(range(2, 3 * 300, 3))

@@ -297,3 +297,34 @@ def test_examples_take_the_same_rows_of_every_tensor() -> None:
     part = ex.take(torch.tensor([2, 0]))
     assert part.item_seq.tolist() == [[4, 0], [1, 0]] and part.item_seq_len.tolist() == [1, 1]
     assert part.target.tolist() == [7, 5] and len(part) == 2
+
+
+# ---- RecBole's order of same-time interactions (data.time_order, data.normalize_all) ----
+
+def test_time_keys_are_recboles_float32_times_or_the_times_themselves() -> None:
+    from narm_lightning.data.protocol import time_keys
+
+    times = np.array([881251702.0, 881251728.0, 881251793.0])  # 26 s apart: one float32 (steps of 64 s there)
+    exact = time_keys(times, "exact")
+    assert exact.dtype == np.float64 and exact.tolist() == times.tolist()
+    raw = time_keys(times, "recbole")
+    assert raw.dtype == np.float32 and raw[0] == raw[1] == np.float32(881251712.0) and raw[2] > raw[1]
+    scaled = time_keys(times, "recbole", normalize=True)  # (t - min) / (max - min), then float32
+    assert scaled.dtype == np.float32 and scaled.tolist() == [0.0, np.float32(26 / 91), 1.0]
+    assert time_keys(np.array([5.0, 5.0]), "recbole", normalize=True).tolist() == [1.0, 1.0]  # RecBole's arr = 1.0
+    assert time_keys(np.zeros(0), "recbole", normalize=True).shape == (0,)
+    with pytest.raises(ValueError) as exc:
+        time_keys(times, "stable")
+    assert str(exc.value) == "time_order 'stable'; expected one of recbole, exact"
+
+
+def test_interactions_recboles_float32_ties_keep_their_file_order() -> None:
+    """One user: item b is 1 s before item a but later in the file. In float32 both are one time, so RecBole
+    (and time_order=recbole) keeps the file order a, b; the exact order puts b first."""
+    users = np.array(["u"] * 4)
+    items = np.array(["x", "a", "b", "y"])
+    times = np.array([881251600.0, 881251729.0, 881251728.0, 881251900.0])
+    for order, history in (("recbole", ["x", "a", "b"]), ("exact", ["x", "b", "a"])):
+        data = build_sequential(users, items, times, max_len=5, time_order=order)
+        seq, n = data.test.item_seq[0], int(data.test.item_seq_len[0])
+        assert [data.item_tokens[i] for i in seq[:n].tolist()] == history, order

@@ -59,9 +59,11 @@ def test_recbole_keys_that_cannot_mean_the_same_run_are_refused_all_at_once(tmp_
 
 def test_recbole_keys_without_effect_on_narm_or_at_what_we_always_do_are_accepted() -> None:
     assert map_recbole_config({"require_pow": True, "kg_reverse_r": True, "numerical_features": ["x"],
-                               "normalize_all": True, "repeatable": True, "checkpoint_dir": "saved",
+                               "repeatable": True, "checkpoint_dir": "saved", "normalize_field": None,
                                "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
                                "valid_neg_sample_args": {"distribution": "uniform", "sample_num": 100}}) == {}
+    # normalize_all decides RecBole's same-time ties (data/protocol.py time_keys): ours, under its own name
+    assert map_recbole_config({"normalize_all": False}) == {"data.normalize_all": False}
     # conversions: RecBole's use_gpu and enable_amp in our terms
     assert map_recbole_config({"use_gpu": False, "enable_amp": False}) == {"trainer.accelerator": "cpu",
                                                                            "trainer.precision": "32-true"}

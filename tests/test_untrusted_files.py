@@ -255,6 +255,13 @@ def _refusal(detail: str) -> str:
      "Unsupported class numpy.core.multiarray._reconstruct"),
     ("Unsupported operand 110", False, "Unsupported operand 110"),
     ("Trying to call  reduce\n for   x. More.", False, "Trying to call reduce for x"),
+    # a name from the file that repeats torch's own markers is shown as it is, not cut at the repeat
+    ("Unsupported global: GLOBAL evil.trusted source.WeightsUnpickler error: x.y was not an allowed global by "
+     "default.", True, "Unsupported global: GLOBAL evil.trusted source.WeightsUnpickler error: x.y was not an "
+     "allowed global by default"),
+    # torch's older wording, without the opcode's name
+    ("Unsupported global: os.system.", True, "Unsupported global: os.system"),
+    ("Unsupported operand XX.", False, "Unsupported operand XX"),
 ])
 def test_torchs_refusal_becomes_one_sentence_naming_the_file(tmp_path: Path, detail: str, refused: bool,
                                                              shown: str) -> None:
@@ -301,3 +308,74 @@ def test_a_folder_given_as_a_torch_file_is_named_as_what_was_expected(tmp_path: 
         load_torch_checkpoint(tmp_path, "weights file")
     with pytest.raises(DataError, match=r"is a directory; expected a session split$"):
         load_torch_restricted(tmp_path, {}, "session split")
+
+
+def test_a_refused_name_is_cut_at_200_characters_and_other_errors_name_their_kind(tmp_path) -> None:
+    from narm_lightning.safe_load import _guarded
+
+    def long() -> None:
+        raise pickle.UnpicklingError(_refusal("Unsupported global: GLOBAL " + "x" * 300))
+
+    with pytest.raises(DataError) as exc:
+        _guarded(tmp_path / "f.pt", "weights file", long)
+    assert f"(torch's weights-only reader: Unsupported global: GLOBAL {'x' * 173}); refused" in str(exc.value)
+
+    def empty() -> None:
+        raise EOFError("Ran out of input")
+
+    with pytest.raises(DataError) as exc:
+        _guarded(tmp_path / "f.pt", "weights file", empty)
+    assert str(exc.value) == (f"{tmp_path / 'f.pt'}: not a readable weights file (truncated or corrupt: "
+                              "EOFError: Ran out of input).")
+
+
+def test_torchs_message_without_its_usual_preamble_still_reads(tmp_path) -> None:
+    """Another torch version's wording: the detail after its marker is still the sentence shown."""
+    from narm_lightning.safe_load import _guarded
+
+    def read() -> None:
+        raise pickle.UnpicklingError("Weights only load failed. WeightsUnpickler error: Unsupported operand 7")
+
+    with pytest.raises(DataError) as exc:
+        _guarded(tmp_path / "f.pt", "weights file", read)
+    assert str(exc.value) == (f"{tmp_path / 'f.pt'}: not a readable weights file (torch's weights-only reader: "
+                              "Unsupported operand 7); nothing in the file was run.")
+
+
+def test_the_loaders_read_onto_the_cpu_and_say_how_they_unpickle(tmp_path, monkeypatch) -> None:
+    """A checkpoint written on a GPU host must load on a CPU-only one (map_location), ours weights-only, a RecBole
+    file through the restricted module with weights_only=False said outright (so TORCH_FORCE_WEIGHTS_ONLY_LOAD
+    cannot turn it into torch's refusal of an explicit pickle_module)."""
+    import torch
+
+    from narm_lightning import safe_load
+
+    path = tmp_path / "t.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    calls: list[dict] = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    safe_load.load_torch_checkpoint(path)
+    safe_load.load_torch_restricted(path, {}, "weights file")
+    assert calls[0] == {"map_location": "cpu", "weights_only": True}
+    assert calls[1]["map_location"] == "cpu" and calls[1]["weights_only"] is False
+    assert calls[1]["pickle_module"].__name__ == "narm_restricted_pickle"
+
+
+def test_torchs_note_on_an_unusual_pickle_protocol_is_not_shown(tmp_path) -> None:
+    import warnings
+
+    import torch
+
+    from narm_lightning.safe_load import load_torch_checkpoint
+
+    path = tmp_path / "p3.pt"
+    torch.save({"w": torch.ones(2)}, path, pickle_protocol=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(load_torch_checkpoint(path)["w"], torch.ones(2))

@@ -34,8 +34,10 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
         ties = "none: the rows of the benchmark files are examples already, in file order"
     elif atomic:
         split = eval_args["split"]
-        ties = ("stable: interactions with the same timestamp keep their order in the file (RecBole sorts them "
-                "with an unstable sort, so its order of tied items may differ)")
+        recbole = d.get("time_order", "recbole") == "recbole"
+        ties = ("recbole: interactions whose times are equal in RecBole's float32 (min-max scaled when "
+                "normalize_all) keep their order in the file, as in RecBole" if recbole
+                else "exact: interactions with the same timestamp keep their order in the file")
     else:
         split = {"test": "the dataset's own test sessions", "valid_ratio": float(d.valid_ratio),
                  "valid_seed": int(cfg.seed)}

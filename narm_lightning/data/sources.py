@@ -52,9 +52,15 @@ def load_user_sequences(
     download: bool = True,
     split: Split = Split(),  # noqa: B008 - frozen: a shared default is safe
     filters: Mapping[str, Any] | None = None,
+    time_order: str = "recbole",
+    normalize_time: bool | None = None,
 ) -> SequentialData:
     """A RecBole atomic ``.inter`` file under RecBole's sequential protocol (leave-one-out unless ``split``),
-    after RecBole's interaction ``filters`` (``data.filters.filter_rows`` keywords) when given."""
+    after RecBole's interaction ``filters`` (``data.filters.filter_rows`` keywords) when given; same-time
+    interactions ordered by ``time_order`` (``protocol.time_keys``). ``normalize_time`` is RecBole's
+    ``normalize_all``; None: as RecBole, on for ml-100k (its ``properties/dataset/ml-100k.yaml``), else off."""
+    if normalize_time is None:
+        normalize_time = dataset == "ml-100k"
     path = locate_atomic(dataset, root, extra_roots, download)
     filters = dict(filters or {})
     # val_interval fields are read as RecBole types them: an interval string means a float field, a list a token one
@@ -68,7 +74,7 @@ def load_user_sequences(
             used = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None)
             raise DataError(f"{path}: the filters ({used}) leave no interaction; expected looser intervals.")
         user, item, time = user[rows], item[rows], time[rows]
-    data = build_sequential(user, item, time, max_len, str(path), split)
+    data = build_sequential(user, item, time, max_len, str(path), split, time_order, normalize_time)
     return dataclasses.replace(data, files=(str(path),))
 
 

@@ -163,10 +163,9 @@ KEYS: tuple[RecBoleKey, ...] = (
     RecBoleKey("alias_of_relation_id", S_DATA, why=KG),
     RecBoleKey("preload_weight", S_DATA, why="RecBole's NARM reads no preloaded vectors (start from weights with "
                "init_from)"),
-    RecBoleKey("normalize_field", S_DATA, why="min-max scaling keeps the time order; NARM reads no other float "
-               "field"),
-    RecBoleKey("normalize_all", S_DATA, why="min-max scaling keeps the time order; NARM reads no other float "
-               "field"),
+    RecBoleKey("normalize_field", S_DATA, accept=(None,), why="NARM reads one float field, the time: "
+               "normalize_all says whether it is scaled (which decides RecBole's same-time ties)"),
+    RecBoleKey("normalize_all", S_DATA, "data.normalize_all"),
     RecBoleKey("discretization", S_DATA, accept=(None,), why="bucketing the time field would tie interactions "
                "and change the order"),
     RecBoleKey("ITEM_LIST_LENGTH_FIELD", S_DATA, why="a column name inside RecBole's batches"),
