@@ -197,10 +197,9 @@ class Variant:
         metric = RankMetrics(list(self.cfg.topk), list(self.cfg.metrics)).to(device)
         with torch.inference_mode():
             for i in range(0, len(examples), bs):
-                part = examples.take(torch.arange(i, min(i + bs, len(examples))))
-                width = max(int(part.item_seq_len.max()), 1)
-                module._rank((part.item_seq[:, :width].to(device), part.item_seq_len.to(device),
-                              part.target.to(device)), metric)
+                idx = torch.arange(i, min(i + bs, len(examples)))
+                module._rank((examples.histories(idx).to(device), examples.item_seq_len[idx].to(device),
+                              examples.target[idx].to(device)), metric)
             metric.compute()
         module.cpu()
 

@@ -89,6 +89,7 @@ def known_keys() -> list[str]:
     from narm_lightning.schema import (
         LOGGERS,
         AtomicDataConfig,
+        ClicksDataConfig,
         ExportConfig,
         RecommendConfig,
         SessionDataConfig,
@@ -96,7 +97,8 @@ def known_keys() -> list[str]:
     )
 
     names = [row[0] for row in schema_rows(TrainConfig)]
-    names += [f"data.{row[0]}" for schema in (AtomicDataConfig, SessionDataConfig) for row in schema_rows(schema)]
+    names += [f"data.{row[0]}" for schema in (AtomicDataConfig, SessionDataConfig, ClicksDataConfig)
+              for row in schema_rows(schema)]
     names += [f"logger.{name}.{row[0]}" for name, schema in LOGGERS.items() for row in schema_rows(schema)]
     return names + [row[0] for schema in (RecommendConfig, ExportConfig) for row in schema_rows(schema)]
 
@@ -104,15 +106,14 @@ def known_keys() -> list[str]:
 def data_key_owner(key: str) -> str | None:
     """For a ``data.*`` key that only one kind of dataset has: which kind (for a key given to the other)."""
     from narm_lightning.help import schema_rows
-    from narm_lightning.schema import AtomicDataConfig, SessionDataConfig
+    from narm_lightning.schema import AtomicDataConfig, ClicksDataConfig, SessionDataConfig
 
-    atomic = {f"data.{row[0]}" for row in schema_rows(AtomicDataConfig)}
-    session = {f"data.{row[0]}" for row in schema_rows(SessionDataConfig)}
-    if key in atomic - session:
-        return "RecBole atomic datasets (data=ml-100k, or data.format=atomic)"
-    if key in session - atomic:
-        return "session datasets (data=diginetica, yoochoose1_64, yoochoose1_4)"
-    return None
+    kinds = {"RecBole atomic datasets (data=ml-100k, or data.format=atomic)": AtomicDataConfig,
+             "session datasets (data=diginetica, yoochoose1_64, yoochoose1_4)": SessionDataConfig,
+             "your own click log (data=clicks)": ClicksDataConfig}
+    keys = {kind: {f"data.{row[0]}" for row in schema_rows(schema)} for kind, schema in kinds.items()}
+    owners = [kind for kind, names in keys.items() if key in names]
+    return " and ".join(owners) if 0 < len(owners) < len(kinds) else None
 
 
 def composition_error(exc: BaseException, program: str) -> ConfigError:

@@ -140,6 +140,10 @@ def cross_field_problems(cfg: DictConfig) -> list[str]:
     if d.get("format") != "atomic" and d.get("valid_ratio") == 0 and cfg.optuna.get("trial_id") is not None:
         problems.append("data.valid_ratio is 0; expected above 0 in a sweep: a trial's objective is its best "
                         "valid_metric, so it needs validation examples")
+    if "path" in d and (d.get("session_field") is None) == (d.get("user_field") is None):
+        problems.append(f"data.session_field is {d.get('session_field')!r} and data.user_field is "
+                        f"{d.get('user_field')!r}; expected exactly one of them: the column that groups the clicks "
+                        "into sequences (a session id, or a user id with data.session_field=null)")
     fields = [d.get(key) for key in ("user_id_field", "item_id_field", "time_field") if key in d]
     if len(set(map(str, fields))) < len(fields):
         problems.append(f"data.user_id_field, data.item_id_field and data.time_field are {', '.join(map(repr, fields))}"

@@ -18,6 +18,7 @@ from narm_lightning.schema import (
     BOOLEAN,
     LOGGERS,
     AtomicDataConfig,
+    ClicksDataConfig,
     DataConfig,
     ExportConfig,
     Key,
@@ -80,10 +81,11 @@ def _table(rows_: list[Row], sep: str = "=") -> list[str]:
     return out
 
 
-def session_rows() -> list[Row]:
-    """The data keys a session dataset has instead of the atomic file's (its own ``format`` too)."""
+def session_rows(schema: type = SessionDataConfig) -> list[Row]:
+    """The data keys a session dataset (or a click log) has instead of the atomic file's (its own ``format`` and
+    ``dataset`` too)."""
     base = {k.name for k in keys_of(DataConfig)}
-    return rows([k for k in keys_of(SessionDataConfig) if k.name not in base or k.name == "format"], "data.")
+    return rows([k for k in keys_of(schema) if k.name not in base or k.name in ("format", "dataset")], "data.")
 
 
 def logger_rows() -> list[Row]:
@@ -99,6 +101,8 @@ def train_sections() -> list[str]:
         *_table(schema_rows(TrainConfig) + rows(keys_of(AtomicDataConfig), "data.")),
         "", "Session datasets (data=diginetica, yoochoose1_64, yoochoose1_4) take these data keys instead of the "
         "atomic file's fields:", *_table(session_rows()),
+        "", "Your own click log (data=clicks data.path=FILE; docs/your-data.md) takes these instead:",
+        *_table(session_rows(ClicksDataConfig)),
         "", "Loggers (logger=[wandb,csv,...]; each option's keys):", *_table(logger_rows()),
     ]
 
@@ -167,6 +171,8 @@ def markdown() -> str:
         "## Data: an atomic file (`data=ml-100k`)", "", *_md(rows(keys_of(AtomicDataConfig), "data.")), "",
         "## Data: session datasets (`data=diginetica`, `yoochoose1_64`, `yoochoose1_4`), instead of the atomic "
         "file's fields", "", *_md(session_rows()), "",
+        "## Data: your own click log (`data=clicks`, [guide](your-data.md)), instead of the atomic file's fields", "",
+        *_md(session_rows(ClicksDataConfig)), "",
         "## Loggers (`logger=[wandb,csv,tensorboard]`)", "", *_md(logger_rows()), "",
         "## Sweeps (`narm-sweep -m`): `hydra.sweeper.*`", "",
         *_md(rows(keys_of(OptunaSweeperConfig), "hydra.sweeper.",

@@ -36,6 +36,9 @@ METRIC_NAMES = {"recall": "Recall", "mrr": "MRR", "ndcg": "NDCG", "hit": "Hit", 
                 "shannonentropy": "ShannonEntropy", "tailpercentage": "TailPercentage"}
 SESSION_FORMATS = ("auto", "session_text", "session_pickle", "raw")
 RAW_DATASETS = ("diginetica", "yoochoose")
+CLICK_FORMATS = ("auto", "csv", "tsv", "parquet")  # data=clicks: auto reads the file's suffix
+CLICK_SPLITS = ("time", "leave_one_out")
+CLICK_DELIMITERS = (",", ";", "\t", "|")  # what data.delimiter=null sniffs among
 TIE_ORDERS = ("first_seen", "python2")
 TIME_ORDERS = ("recbole", "exact")  # data.time_order: see data/protocol.py time_keys
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -271,6 +274,63 @@ class SessionDataConfig(DataConfig):
                                     "validation, train on all and test the last epoch)"))
 
 
+def _time_format_ok(value: Any) -> bool:
+    return is_text(value) and (value in ("auto", "s", "ms", "iso") or "%" in value)
+
+
+def _column(value: Any) -> bool:
+    return is_text(value) and value == value.strip()
+
+
+COLUMN = Rule("a column name of the file", _column)
+
+
+@dataclass
+class ClicksDataConfig(DataConfig):
+    """Your own click log, one row a click: CSV, TSV or Parquet (data=clicks; docs/your-data.md)."""
+
+    dataset: str = key("clicks", "the data's name in the run folder and W&B (data=clicks sets it to the file's name)",
+                       Rule("a name (no path separators, not '.' or '..')", _plain_name))
+    path: str = key(REQUIRED, "the click log: a .csv, .tsv (.txt) or .parquet file, absolute or relative to where "
+                    "the command runs", TEXT)
+    format: str = key("auto", "auto (from the file's suffix: .csv, .tsv/.txt, .parquet), csv, tsv or parquet",
+                      one_of(CLICK_FORMATS))
+    delimiter: str | None = key(None, "CSV/TSV field separator (null: sniffed among , ; TAB | from the first lines)",
+                                Rule("null or one character, e.g. ';'", lambda v: v is None or (
+                                    isinstance(v, str) and len(v) == 1 and v not in "\n\r\"")))
+    column_names: list[str] | None = key(None, "the columns of a file without a header row, in order (null: the "
+                                         "first row names them)",
+                                         Rule("null or a list of column names, e.g. [session_id,timestamp,item_id]",
+                                              lambda v: v is None or (is_list(v) and len(v) > 0
+                                                                      and all(map(_column, v)))))
+    session_field: str | None = key("session_id", "the column naming each click's session (null: user_field)",
+                                    Rule("null or a column name", lambda v: v is None or _column(v)))
+    user_field: str | None = key(None, "instead of session_field: the column naming each click's user (a user's "
+                                 "clicks are one sequence)", Rule("null or a column name",
+                                                                  lambda v: v is None or _column(v)))
+    item_field: str = key("item_id", "the column naming the clicked item", COLUMN)
+    time_field: str = key("timestamp", "the column with each click's time", COLUMN)
+    time_format: str = key("auto", "auto (numbers: epoch seconds, milliseconds from 1e11 on; text: ISO 8601 dates "
+                           "or times), s, ms, iso, or a strptime format such as '%d/%m/%Y %H:%M'",
+                           Rule("auto, s, ms, iso or a strptime format (with %)", _time_format_ok))
+    order_field: str | None = key(None, "the column ordering a session's clicks (null: time_field; equal values "
+                                  "keep file order)", Rule("null or a column name", lambda v: v is None or _column(v)))
+    split: str = key("time", "time: the NARM paper's session protocol (test: the sessions of the last test_days "
+                     "days); leave_one_out: RecBole's (each session's last clicks validate and test)",
+                     one_of(CLICK_SPLITS))
+    test_days: int = key(7, "split=time: sessions ending in the last this many days are the test set", integer())
+    min_item_support: int = key(5, "split=time: drop items clicked fewer times than this", integer())
+    fraction: int = key(1, "split=time: keep the most recent 1/fraction of the training examples (YOOCHOOSE's "
+                        "1/64 and 1/4)", integer(expect="a positive integer (1 keeps all)"))
+    valid_ratio: float = key(0.1, "split=time: seeded random share of the training examples used for validation",
+                             number(at_least=0, below=1, expect="a share of the training examples in [0, 1) (0: no "
+                                    "validation, train on all and test the last epoch)"))
+    max_items: int = key(500_000, "refuse a log with more items than this once filtered (the output layer scores "
+                         "every item for every example)", integer())
+    cache_dir: str | None = key("~/.cache/narm-lightning", "prepared splits, keyed by file content and settings "
+                                "(null: no cache)", TEXT)
+
+
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings (trainer=cpu; gpu and ddp change some)."""
@@ -463,6 +523,7 @@ REGISTERED: dict[str, type] = {
     "train": TrainConfig,
     "data_atomic": AtomicDataConfig,
     "data_sessions": SessionDataConfig,
+    "data_clicks": ClicksDataConfig,
     "logger_wandb": WandbConfig,
     "logger_csv": CsvLoggerConfig,
     "logger_tensorboard": TensorBoardLoggerConfig,
@@ -486,7 +547,9 @@ def defaults_of(schema: type) -> dict[str, Any]:
 def register() -> None:
     """Put the schemas into Hydra's ConfigStore (idempotent); imported modules call it before composing."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    OmegaConf.register_new_resolver("narm.file_stem", file_stem, replace=True)
     cs = ConfigStore.instance()
     for name, schema in REGISTERED.items():
         cs.store(group="schema", name=name, node=defaults_of(schema), provider="narm_lightning")
@@ -642,8 +705,19 @@ def undeclared_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
 
 
 def data_schema(data: Any) -> type:
-    """Which data schema a composed ``data`` node follows: the atomic one has the id-field keys."""
-    return AtomicDataConfig if "user_id_field" in data else SessionDataConfig
+    """Which data schema a composed ``data`` node follows: the atomic one has the id-field keys, a click log a
+    path."""
+    if "user_id_field" in data:
+        return AtomicDataConfig
+    return ClicksDataConfig if "path" in data else SessionDataConfig
+
+
+def file_stem(path: Any) -> str:
+    """``data=clicks``'s dataset name: the log's file name without its suffix (resolver ``narm.file_stem``)."""
+    from pathlib import PurePath
+
+    stem = PurePath(str(path)).stem.strip()
+    return stem if stem not in ("", ".", "..") else "clicks"
 
 
 register()

@@ -45,7 +45,7 @@ from narm_lightning.data.candidates import save as save_candidates
 from narm_lightning.data.card import active_filters, filled_eval_args, protocol_card
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData, Split
-from narm_lightning.data.sources import load_benchmark, load_sessions, load_user_sequences
+from narm_lightning.data.sources import click_columns, load_benchmark, load_clicks, load_sessions, load_user_sequences
 from narm_lightning.entry import hand_sigterm_to_lightning
 from narm_lightning.epoch_log import EpochLog, bar_shown
 from narm_lightning.errors import ConfigError, DataError, RunInterrupted, first_line
@@ -99,6 +99,14 @@ def load_data(cfg: DictConfig) -> SequentialData:
             time_order=d.time_order,
             normalize_time=d.normalize_all,
         )
+    if d.format != "atomic" and "path" in d:  # data=clicks: a user's own log
+        return load_clicks(
+            d.path, click_columns(d.user_field or d.session_field, d.item_field, d.time_field, d.order_field,
+                                  by_user=d.user_field is not None),
+            fmt=d.format, delimiter=d.delimiter, column_names=d.column_names, time_format=d.time_format,
+            split=d.split, test_days=d.test_days, min_item_support=d.min_item_support, fraction=d.fraction,
+            valid_ratio=d.valid_ratio, max_items=d.max_items, cache_dir=d.cache_dir, max_len=d.max_item_list_length,
+            seed=cfg.seed, eval_split=Split.from_eval_args(filled_eval_args(cfg)))
     raw_options = {
         "cache_dir": d.get("cache_dir"),
         "sort_by_timeframe": d.get("sort_by_timeframe", True),
@@ -515,11 +523,21 @@ def read_data(plan: RunPlan) -> tuple[SequentialData, str]:
 
 
 def describe_run(cfg: DictConfig, stats: dict[str, Any], n_params: int) -> str:
-    """One readable line: the dataset's size and the model's, as RecBole prints them at start."""
-    users = f"{stats['n_users']:,} users, " if "n_users" in stats else ""
+    """One readable line: the dataset's size and the model's, as RecBole prints them at start (a click log's
+    preprocessing before it: what was read and dropped)."""
+    word = f"{stats.get('sequence_word', 'user')}s"
+    users = f"{stats['n_users']:,} {word}, " if "n_users" in stats else ""
+    read = ""
+    if "preprocess" in stats:
+        p = stats["preprocess"]
+        read = (f"read {p['clicks']:,} clicks in {p['sessions']:,} {word} on {p['items']:,} items; dropped "
+                f"{p['one_click_sessions']:,} {word} of one click and {p['rare_items']:,} items seen fewer than "
+                f"{cfg.data.get('min_item_support', 5)} times; {p['train_sessions']:,} train / "
+                f"{p['test_sessions']:,} test {word}. ")
     inter = f", {stats['n_interactions']:,} interactions" if "n_interactions" in stats else ""
-    return (f"{cfg.data.dataset}: {users}{stats['n_items']:,} items{inter}; examples train {stats['n_train']:,} / "
-            f"valid {stats['n_valid']:,} / test {stats['n_test']:,}, mean history {stats['avg_seq_len']:.1f}. "
+    return (f"{cfg.data.dataset}: {read}{users}{stats['n_items']:,} items{inter}; examples train "
+            f"{stats['n_train']:,} / valid {stats['n_valid']:,} / test {stats['n_test']:,}, mean history "
+            f"{stats['avg_seq_len']:.1f}. "
             f"NARM: {n_params:,} parameters.")
 
 

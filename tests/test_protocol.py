@@ -211,12 +211,11 @@ def test_session_examples_validate_on_a_share_of_training_and_say_when_it_cannot
     from narm_lightning.data.protocol import build_session_examples
 
     def build(n_train: int, ratio: float, n_test: int = 2):
-        seqs = np.arange(1, n_train + 1).reshape(-1, 1)
-        test = np.arange(1, n_test + 1).reshape(-1, 1)
+        train = (np.arange(1, n_train + 1), np.arange(n_train), np.ones(n_train, dtype=np.int64))
+        test = (np.arange(1, n_test + 1), np.arange(n_test), np.ones(n_test, dtype=np.int64))
         tokens = np.array(["[PAD]", *(f"i{i}" for i in range(1, 11))], dtype=object)
-        return build_session_examples(seqs, np.ones(n_train, dtype=np.int64), np.arange(n_train) % 10 + 1, test,
-                                      np.ones(n_test, dtype=np.int64), np.arange(n_test) + 1, 11, tokens, ratio, 0,
-                                      source="s.txt")
+        return build_session_examples(train, np.arange(n_train) % 10 + 1, test, np.arange(n_test) + 1, 11, tokens,
+                                      ratio, 0, 50, source="s.txt")
 
     data = build(10, 0.1)
     assert (len(data.train), len(data.valid), len(data.test)) == (9, 1, 2)
@@ -305,16 +304,16 @@ def test_time_keys_are_recboles_float32_times_or_the_times_themselves() -> None:
     from narm_lightning.data.protocol import time_keys
 
     times = np.array([881251702.0, 881251728.0, 881251793.0])  # 26 s apart: one float32 (steps of 64 s there)
-    exact = time_keys(times, "exact")
+    exact = time_keys(times, "exact", False)
     assert exact.dtype == np.float64 and exact.tolist() == times.tolist()
-    raw = time_keys(times, "recbole")
+    raw = time_keys(times, "recbole", False)
     assert raw.dtype == np.float32 and raw[0] == raw[1] == np.float32(881251712.0) and raw[2] > raw[1]
     scaled = time_keys(times, "recbole", normalize=True)  # (t - min) / (max - min), then float32
     assert scaled.dtype == np.float32 and scaled.tolist() == [0.0, np.float32(26 / 91), 1.0]
     assert time_keys(np.array([5.0, 5.0]), "recbole", normalize=True).tolist() == [1.0, 1.0]  # RecBole's arr = 1.0
     assert time_keys(np.zeros(0), "recbole", normalize=True).shape == (0,)
     with pytest.raises(ValueError) as exc:
-        time_keys(times, "stable")
+        time_keys(times, "stable", False)
     assert str(exc.value) == "time_order 'stable'; expected one of recbole, exact"
 
 

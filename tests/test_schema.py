@@ -90,7 +90,7 @@ def test_help_lists_every_key_with_the_schemas_help() -> None:
 @pytest.mark.parametrize(("args", "expected"), [
     (["learnig_rate=0.01"], "learnig_rate is not a key of this config (did you mean learning_rate?)"),
     (["data.downlaod=false"], "data.downlaod is not a key of this config (did you mean data.download?)"),
-    (["data=foo"], "Could not find 'data/foo' Available options in 'data': diginetica ml-100k"),
+    (["data=foo"], "Could not find 'data/foo' Available options in 'data': clicks diginetica ml-100k"),
     (["topk=["], "the command line does not parse"),
 ])
 def test_what_hydra_cannot_compose_is_one_paragraph(args, expected) -> None:

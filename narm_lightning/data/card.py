@@ -27,11 +27,17 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
     """The card of a run on ``data`` under ``cfg`` (``fingerprint``: SHA-256 of the examples themselves;
     ``candidates``: the sampled modes' candidates, identified by their own SHA-256)."""
     d = cfg.data
-    atomic = d.format == "atomic"
+    clicks = "path" in d  # data=clicks: a user's log, under the session protocol or leave-one-out
+    atomic = d.format == "atomic" or (clicks and d.split == "leave_one_out")  # RecBole's protocol
     eval_args = filled_eval_args(cfg)
     if atomic and d.get("benchmark_filename"):
         split: dict[str, Any] = {"benchmark_filename": list(d.benchmark_filename)}  # the files are the split
         ties = "none: the rows of the benchmark files are examples already, in file order"
+    elif clicks:
+        split = eval_args["split"] if atomic else {"test": f"the sessions of the last {d.test_days} day(s)",
+                                                   "valid_ratio": float(d.valid_ratio), "valid_seed": int(cfg.seed)}
+        ties = (f"exact: a {'user' if d.user_field else 'session'}'s clicks ordered by {d.order_field or d.time_field}"
+                ", equal values in file order" + ("" if atomic else "; sessions with the same date: first_seen"))
     elif atomic:
         split = eval_args["split"]
         recbole = d.get("time_order", "recbole") == "recbole"
@@ -62,7 +68,9 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
         "model_selection": ({"split": SELECTION_SPLIT, "metric": str(cfg.valid_metric)} if validating
                             else {"split": None, "metric": None, "note": "no validation: the last epoch is tested"}),
     }
-    if not atomic and d.format == "raw":
+    if clicks and not atomic:
+        card["preprocessing"] = {key: d.get(key) for key in ("min_item_support", "test_days", "fraction")}
+    elif not atomic and d.format == "raw":
         card["preprocessing"] = {key: d.get(key) for key in ("raw_dataset", "min_item_support", "test_days",
                                                              "sort_by_timeframe", "fraction")}
     check_card(card)

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from narm_lightning.data.protocol import Examples, SequentialData
+from narm_lightning.data.protocol import Examples, RaggedExamples, SequentialData
 
 
 class ExampleBatches(Dataset):
@@ -23,7 +23,7 @@ class ExampleBatches(Dataset):
     ``candidates`` (``[rows, N]``, sampled evaluation) each batch carries its rows' candidates as a 4th tensor.
     """
 
-    def __init__(self, examples: Examples, candidates: torch.Tensor | None = None) -> None:
+    def __init__(self, examples: Examples | RaggedExamples, candidates: torch.Tensor | None = None) -> None:
         self.examples = examples
         self.candidates = candidates
 
@@ -32,9 +32,7 @@ class ExampleBatches(Dataset):
 
     def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, ...]:
         idx = torch.as_tensor(index, dtype=torch.long)
-        length = self.examples.item_seq_len[idx]
-        width = max(int(length.max()), 1)
-        batch = (self.examples.item_seq[idx, :width], length, self.examples.target[idx])
+        batch = (self.examples.histories(idx), self.examples.item_seq_len[idx], self.examples.target[idx])
         return batch if self.candidates is None else (*batch, self.candidates[idx])
 
 
@@ -146,7 +144,7 @@ class SequentialDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, examples: Examples, batch_size: int, shuffle: bool,
+    def _loader(self, examples: Examples | RaggedExamples, batch_size: int, shuffle: bool,
                 candidates: torch.Tensor | None = None) -> DataLoader:
         dataset = ExampleBatches(examples, candidates)
         rank, world = self._rank_and_world()

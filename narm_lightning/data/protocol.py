@@ -32,14 +32,60 @@ class Examples:
     def take(self, index: torch.Tensor) -> Examples:
         return Examples(self.item_seq[index], self.item_seq_len[index], self.target[index])
 
+    def histories(self, index: torch.Tensor) -> torch.Tensor:
+        """The rows' histories ``[len(index), W]``, W their longest (so trimming changes no score)."""
+        width = max(int(self.item_seq_len[index].max()), 1) if index.numel() else 1
+        return self.item_seq[index, :width]
+
+    def parts(self) -> tuple[torch.Tensor, ...]:
+        """The tensors that determine the examples (what the data fingerprint hashes)."""
+        return self.item_seq, self.item_seq_len, self.target
+
+
+@dataclass(frozen=True)
+class RaggedExamples:
+    """Examples whose histories are windows of one flat id tensor: row k's history is
+    ``flat[start[k] : start[k] + item_seq_len[k]]``, gathered and padded per batch (``histories``).
+
+    Why: session logs give one example per click (24 M on YOOCHOOSE), and a padded ``[N, 50]`` int64 matrix
+    of them is 9 GB, where the windows cost 24 bytes a row over the sessions' own ids. ``item_seq`` builds the
+    padded matrix all the same, for small data and tests.
+    """
+
+    flat: torch.Tensor
+    start: torch.Tensor
+    item_seq_len: torch.Tensor
+    target: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.target.numel())
+
+    def take(self, index: torch.Tensor) -> RaggedExamples:
+        return RaggedExamples(self.flat, self.start[index], self.item_seq_len[index], self.target[index])
+
+    def histories(self, index: torch.Tensor) -> torch.Tensor:
+        length = self.item_seq_len[index]
+        width = max(int(length.max()), 1) if index.numel() else 1
+        cols = torch.arange(width)
+        inside = cols.unsqueeze(0) < length.unsqueeze(1)
+        position = torch.where(inside, self.start[index].unsqueeze(1) + cols, 0)
+        return torch.where(inside, self.flat[position], 0) if len(self.flat) else torch.zeros_like(position)
+
+    @property
+    def item_seq(self) -> torch.Tensor:
+        return self.histories(torch.arange(len(self)))
+
+    def parts(self) -> tuple[torch.Tensor, ...]:
+        return self.flat, self.start, self.item_seq_len, self.target
+
 
 @dataclass(frozen=True)
 class SequentialData:
     """The three splits plus what the model and the serving code need to know about the items."""
 
-    train: Examples
-    valid: Examples
-    test: Examples
+    train: Examples | RaggedExamples
+    valid: Examples | RaggedExamples
+    test: Examples | RaggedExamples
     n_items: int  # counts the padding id 0, like RecBole's item_num
     item_tokens: np.ndarray  # original token of each internal id; index 0 is "[PAD]"
     stats: dict[str, int | float] = field(default_factory=dict)
@@ -54,7 +100,7 @@ class SequentialData:
         """
         digest = hashlib.sha256("\x1f".join(map(str, self.item_tokens)).encode())
         for part in (self.train, self.valid, self.test):
-            for tensor in (part.item_seq, part.item_seq_len, part.target):
+            for tensor in part.parts():
                 digest.update(str(tuple(tensor.shape)).encode())
                 digest.update(tensor.contiguous().numpy().tobytes())
         return digest.hexdigest()
@@ -158,7 +204,7 @@ def to_examples(seq: np.ndarray, length: np.ndarray, target: np.ndarray) -> Exam
     return Examples(torch.from_numpy(seq).long(), torch.from_numpy(length).long(), torch.from_numpy(target).long())
 
 
-def time_keys(timestamps: np.ndarray, time_order: str = "recbole", normalize: bool = False) -> np.ndarray:
+def time_keys(timestamps: np.ndarray, time_order: str, normalize: bool) -> np.ndarray:
     """The values interactions are ordered by (stably, after the user): RecBole's, or the times themselves.
 
     ``"recbole"``: the time field as RecBole 1.2.1 holds it when it sorts, so that same-time ties fall as in
@@ -250,24 +296,26 @@ def build_sequential(
 
 
 def build_session_examples(
-    train_seqs: np.ndarray,
-    train_lens: np.ndarray,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
     train_targets: np.ndarray,
-    test_seqs: np.ndarray,
-    test_lens: np.ndarray,
+    test: tuple[np.ndarray, np.ndarray, np.ndarray],
     test_targets: np.ndarray,
     n_items: int,
     item_tokens: np.ndarray,
     valid_ratio: float,
     seed: int,
+    max_len: int,
     source: str = "",
 ) -> SequentialData:
     """The NARM paper's session protocol: a seeded random ``valid_ratio`` of the training examples
-    validates, the prepared test examples test. Inputs are already padded (``pad_prefixes``).
+    validates, the prepared test examples test. ``train`` and ``test`` are ragged prefixes ``(flat, starts,
+    lengths)`` (``sessions.Ragged``); each history keeps its last ``max_len`` items.
 
     ``valid_ratio=0`` trains on every training example and leaves validation empty: the refit a study
     does once validation has chosen the epoch count.
     """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
     n = len(train_targets)
     n_valid = int(round(n * valid_ratio))
     if (valid_ratio > 0 and n_valid < 1) or n_valid >= n:
@@ -276,19 +324,27 @@ def build_session_examples(
                         "left to train on.")
     if len(test_targets) == 0:
         raise DataError(f"{source}: has no test examples.")
+
+    def ragged(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, targets: np.ndarray) -> RaggedExamples:
+        kept = np.minimum(lengths, max_len)
+        return RaggedExamples(torch.from_numpy(np.asarray(flat, dtype=np.int64)),
+                              torch.from_numpy(np.asarray(starts + lengths - kept, dtype=np.int64)),
+                              torch.from_numpy(kept.astype(np.int64)), torch.from_numpy(targets.astype(np.int64)))
+
+    everything = ragged(*train, train_targets)
     order = np.random.default_rng(seed).permutation(n)
     valid_idx, train_idx = np.sort(order[:n_valid]), np.sort(order[n_valid:])
-    train = to_examples(train_seqs[train_idx], train_lens[train_idx], train_targets[train_idx])
-    valid = to_examples(train_seqs[valid_idx], train_lens[valid_idx], train_targets[valid_idx])
-    test = to_examples(test_seqs, test_lens, test_targets)
+    train_part = everything.take(torch.from_numpy(train_idx))
+    valid_part = everything.take(torch.from_numpy(valid_idx))
+    test_part = ragged(*test, test_targets)
     stats = {
         "n_items": n_items - 1,
-        "n_train": len(train),
-        "n_valid": len(valid),
-        "n_test": len(test),
-        "avg_seq_len": float(train_lens.mean()),
+        "n_train": len(train_part),
+        "n_valid": len(valid_part),
+        "n_test": len(test_part),
+        "avg_seq_len": float(everything.item_seq_len.double().mean()),
     }
-    return SequentialData(train, valid, test, n_items, item_tokens, stats, source)
+    return SequentialData(train_part, valid_part, test_part, n_items, item_tokens, stats, source)
 
 
 def build_benchmark(parts: Sequence[tuple[np.ndarray, np.ndarray]], max_len: int,

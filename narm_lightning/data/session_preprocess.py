@@ -1,31 +1,12 @@
 """Raw DIGINETICA / YOOCHOOSE click logs -> NARM/SR-GNN session splits, with an on-disk cache.
 
-The steps reproduce SR-GNN's ``datasets/preprocess.py`` (the reference every NARM/SR-GNN number
-is computed on), vectorised with numpy:
-
-1. group clicks by session; a session's date is the date of its LAST row in file order
-   (DIGINETICA: ``eventdate``, a day; YOOCHOOSE: the timestamp cut to whole seconds);
-2. DIGINETICA clicks are ordered by ``timeframe`` within a session (stable) when
-   ``sort_by_timeframe`` is True; False keeps the file order, as in the NARM paper's data;
-3. drop sessions of length 1, then items seen fewer than 5 times (counted over all remaining
-   sessions), then sessions left shorter than 2;
-4. ``split = max session date - test_days``: sessions dated strictly after it are test,
-   strictly before it train (a session dated exactly on it is in neither, as in SR-GNN);
-5. train and test sessions are sorted by date; ties keep SR-GNN's dict order: order of first
-   appearance (``tie_order="first_seen"``, SR-GNN run by Python >= 3.6) or CPython 2.7's hash order
-   (``"python2"``, how SR-GNN's published pickles were made: the sample reproduces only with it);
-6. items are renumbered 1.. in order of first appearance in the sorted training sessions; test
-   clicks on items unknown to training are dropped, then test sessions shorter than 2;
-7. both sides are prefix-augmented; YOOCHOOSE 1/k keeps the last ``int(n / k)`` training
-   examples (the most recent) and the training sessions from the one holding the first kept example.
+The readers here parse the two published files; the protocol itself (SR-GNN's ``datasets/preprocess.py``) is
+``session_split.build_session_split``, the code path a user's own log takes too (``data=clicks``).
 
 Which variant the shared ``../shared/data/diginetica`` split is: the raw file groups repeated clicks
 on an item within a session, so a file-order (unsorted) split never has an item that comes back after
 a different item; the shared split has such sessions (43,105 of the 74,837 training sessions with a
 repeated item), so it is the timeframe-SORTED variant (see the tests).
-
-Dates are computed in UTC (SR-GNN uses ``time.mktime``, local time; the only difference would be
-a daylight-saving change inside the test window, which neither dataset has).
 """
 
 from __future__ import annotations
@@ -41,18 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from narm_lightning.data.sessions import (
-    SessionSplit,
-    augment_flat,
-    chunk_offsets,
-    flatten,
-    split_flat,
-    within_group_index,
-)
+from narm_lightning.data.session_split import Clicks, build_session_split, encode
+from narm_lightning.data.sessions import Ragged, SessionSplit
 from narm_lightning.errors import DataError
 from narm_lightning.io import atomic_open, require_regular_file, sha256_file, write_text_atomic
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: ragged prefixes (flat, starts, lengths)
 DEFAULT_CACHE_DIR = Path("~/.cache/narm-lightning")
 _CHUNK_LINES = 1_000_000
 _SECONDS_PER_DAY = 86_400
@@ -263,218 +238,15 @@ def read_yoochoose_clicks(path: Path | str) -> RawClicks:
     return RawClicks(cols["session id"], cols["item id"], cols["timestamp"], None)
 
 
-# ----------------------------------------------------------------------------- the SR-GNN steps
-
-_U64 = (1 << 64) - 1
+# ----------------------------------------------------------------------------- to the protocol
 
 
-def _python2_str_hash(key: str) -> int:
-    """CPython 2.7's hash of a byte string (64-bit, no hash randomisation), as an unsigned int."""
-    data = key.encode()
-    if not data:
-        return 0
-    x = (data[0] << 7) & _U64
-    for byte in data:
-        x = ((1_000_003 * x) & _U64) ^ byte
-    x ^= len(data)
-    return _U64 - 1 if x == _U64 else x  # hash -1 is reserved in C and becomes -2
-
-
-def python2_dict_order(keys: list[str]) -> np.ndarray:
-    """Iteration position of each key in a CPython 2.7 dict that got the keys inserted in this order.
-
-    SR-GNN's published pickles were written by Python 2.7 (pickle protocol 0), where the order of
-    ``sess_date.items()`` -- hence the order of sessions with the same date -- is the dict's slot
-    order. Later deletions leave dummies and never move entries, so they do not change it. This
-    replays 2.7's open addressing (``i = 5*i + perturb + 1``, ``perturb >>= 5``) and its resizes.
-    """
-    table: list[int] = [-1] * 8
-    hashes = [_python2_str_hash(k) for k in keys]
-
-    def place(tab: list[int], k: int) -> None:
-        mask, h = len(tab) - 1, hashes[k]
-        i, perturb = h & mask, h
-        while tab[i] != -1:
-            i = (5 * i + perturb + 1) & mask
-            perturb >>= 5
-        tab[i] = k
-
-    for k in range(len(keys)):
-        place(table, k)
-        used = k + 1
-        if used * 3 >= len(table) * 2:  # no deletions while inserting: fill == used
-            min_used = (2 if used > 50_000 else 4) * used
-            size = 8
-            while size <= min_used:
-                size <<= 1
-            new_table = [-1] * size
-            for old in table:
-                if old != -1:
-                    place(new_table, old)
-            table = new_table
-    slots = np.array([k for k in table if k != -1], dtype=np.int64)
-    position = np.empty(len(keys), dtype=np.int64)
-    position[slots] = np.arange(len(slots))
-    return position
-
-
-def _gather(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenate the chunks flat[starts[k] : starts[k] + lengths[k]] (vectorised)."""
-    return flat[np.repeat(starts, lengths) + within_group_index(lengths)]
-
-
-def _build_split(
-    clicks: RawClicks,
-    *,
-    test_days: int,
-    sort_by_timeframe: bool,
-    min_item_support: int,
-    fraction: int,
-    source: str,
-    path: Path,
-    tie_order: str,
-) -> SessionSplit:
-    """SR-GNN preprocessing on a click log (see the module docstring for the steps)."""
-    n_rows = len(clicks.session)
-    uniq_sess, first_row, row_sess = np.unique(clicks.session, return_index=True, return_inverse=True)
-    row_sess = row_sess.reshape(-1)
-    # Sessions numbered in order of first appearance (SR-GNN's dict insertion order).
-    rank = np.empty(len(first_row), dtype=np.int64)
-    rank[np.argsort(first_row, kind="stable")] = np.arange(len(first_row))
-    row_sess = rank[row_sess]
-    file_order = np.argsort(row_sess, kind="stable")  # rows grouped by session, file order within
-    counts = np.bincount(row_sess, minlength=len(rank)).astype(np.int64)
-    ends = np.cumsum(counts)
-    sess_time = clicks.time[file_order[ends - 1]]  # last row in file order
-    if sort_by_timeframe and clicks.timeframe is not None:
-        order = np.argsort(clicks.timeframe, kind="stable")
-        order = order[np.argsort(row_sess[order], kind="stable")]
-    else:
-        order = file_order
-    items = clicks.item[order]
-    grouped_sess = row_sess[order]
-
-    keep = counts[grouped_sess] > 1
-    uniq_items, item_index = np.unique(items, return_inverse=True)
-    item_index = item_index.reshape(-1)
-    support = np.bincount(item_index[keep], minlength=len(uniq_items))
-    keep &= support[item_index] >= min_item_support
-    kept_counts = np.bincount(grouped_sess[keep], minlength=len(rank)).astype(np.int64)
-    session_ok = kept_counts >= 2
-    keep &= session_ok[grouped_sess]
-    kept_items = items[keep]
-    kept_counts = np.where(session_ok, kept_counts, 0)
-    kept_starts = chunk_offsets(kept_counts)
-    if not session_ok.any():
-        raise DataError(
-            f"{path}: filtering left no sessions ({n_rows} clicks read; sessions of length 1, items seen "
-            f"< {min_item_support} times, then sessions shorter than 2 removed); expected a larger click log"
-        )
-
-    max_time = int(sess_time[session_ok].max())
-    split_time = max_time - test_days * _SECONDS_PER_DAY
-    train_ids = np.flatnonzero(session_ok & (sess_time < split_time))
-    test_ids = np.flatnonzero(session_ok & (sess_time > split_time))
-    if tie_order == "python2":
-        tie = python2_dict_order(
-            [str(s) for s in np.asarray(uniq_sess)[np.argsort(first_row, kind="stable")]]
-        )
-    else:
-        tie = np.arange(len(rank))
-    train_ids = train_ids[np.lexsort((tie[train_ids], sess_time[train_ids]))]
-    test_ids = test_ids[np.lexsort((tie[test_ids], sess_time[test_ids]))]
-    if len(train_ids) == 0 or len(test_ids) == 0:
-        side = "training" if len(train_ids) == 0 else "test"
-        raise DataError(
-            f"{path}: filtering left no sessions for the {side} side "
-            f"({len(train_ids)} train / {len(test_ids)} test sessions; test = the last {test_days} day(s)); "
-            "expected a click log spanning more days"
-        )
-
-    train_lens = kept_counts[train_ids]
-    train_orig = _gather(kept_items, kept_starts[train_ids], train_lens)
-    known, first_seen = np.unique(train_orig, return_index=True)
-    appearance = np.argsort(first_seen, kind="stable")
-    new_id = np.empty(len(known), dtype=np.int64)
-    new_id[appearance] = np.arange(1, len(known) + 1)
-    item_ids = np.concatenate([[0], known[appearance]]).astype(np.int64)
-    train_flat = new_id[np.searchsorted(known, train_orig)]
-
-    test_lens = kept_counts[test_ids]
-    test_orig = _gather(kept_items, kept_starts[test_ids], test_lens)
-    pos = np.minimum(np.searchsorted(known, test_orig), len(known) - 1)
-    seen = known[pos] == test_orig
-    test_row_sess = np.repeat(np.arange(len(test_ids)), test_lens)
-    test_lens = np.bincount(test_row_sess[seen], minlength=len(test_ids)).astype(np.int64)
-    test_keep_rows = seen & (test_lens[test_row_sess] >= 2)
-    test_flat = new_id[pos[test_keep_rows]]
-    test_lens = test_lens[test_lens >= 2]
-    if len(test_lens) == 0:
-        raise DataError(
-            f"{path}: filtering left no sessions for the test side (no test session keeps 2 clicks on items "
-            "known from training); expected a larger click log"
-        )
-
-    starts, plens, targets, sess_index = augment_flat(train_flat, train_lens)
-    if fraction > 1:
-        n_keep = int(len(targets) / fraction)
-        if n_keep == 0:
-            raise DataError(
-                f"{path}: filtering left no sessions for 1/{fraction} of the training examples "
-                f"({len(targets)} examples in all); expected a larger click log"
-            )
-        first_session = int(sess_index[-n_keep])
-        starts, plens, targets = starts[-n_keep:], plens[-n_keep:], targets[-n_keep:]
-        first_item = int(chunk_offsets(train_lens)[first_session])
-        train_flat, train_lens = train_flat[first_item:], train_lens[first_session:]
-        starts = starts - first_item
-    t_starts, t_plens, t_targets, _ = augment_flat(test_flat, test_lens)
-    return _make_split(
-        train_flat,
-        train_lens,
-        starts,
-        plens,
-        targets,
-        test_flat,
-        t_starts,
-        t_plens,
-        t_targets,
-        n_items=len(known),
-        item_ids=item_ids,
-        source=source,
-    )
-
-
-def _make_split(
-    train_flat: np.ndarray,
-    train_lens: np.ndarray,
-    starts: np.ndarray,
-    plens: np.ndarray,
-    targets: np.ndarray,
-    test_flat: np.ndarray,
-    t_starts: np.ndarray,
-    t_plens: np.ndarray,
-    t_targets: np.ndarray,
-    *,
-    n_items: int,
-    item_ids: np.ndarray | None,
-    source: str,
-) -> SessionSplit:
-    """Assemble a SessionSplit whose arrays are views into the flat session arrays."""
-
-    def views(flat: np.ndarray, s: np.ndarray, n: np.ndarray) -> list[np.ndarray]:
-        return [flat[a : a + b] for a, b in zip(s.tolist(), n.tolist(), strict=True)]
-
-    return SessionSplit(
-        train_prefixes=views(train_flat, starts, plens),
-        train_targets=targets.astype(np.int64),
-        test_prefixes=views(test_flat, t_starts, t_plens),
-        test_targets=t_targets.astype(np.int64),
-        n_items=int(n_items),
-        source=source,
-        train_sessions=split_flat(train_flat, train_lens),
-        item_ids=item_ids,
-    )
+def raw_clicks(raw: RawClicks, sort_by_timeframe: bool) -> Clicks:
+    """A DIGINETICA / YOOCHOOSE log as the protocol's :class:`Clicks` (ids coded by first appearance)."""
+    session, session_tokens = encode(raw.session)
+    item, item_tokens = encode(raw.item)
+    order = raw.timeframe if sort_by_timeframe and raw.timeframe is not None else None
+    return Clicks(session, item, raw.time, order, session_tokens, item_tokens)
 
 
 def _tie(tie_order: str, path: Path) -> str:
@@ -500,16 +272,9 @@ def preprocess_diginetica(
     path = Path(path)
     clicks = read_diginetica_clicks(path)
     source = f"{path} (DIGINETICA, sort_by_timeframe={sort_by_timeframe}, test_days={test_days})"
-    return _build_split(
-        clicks,
-        test_days=test_days,
-        sort_by_timeframe=sort_by_timeframe,
-        min_item_support=min_item_support,
-        fraction=1,
-        source=source,
-        path=path,
-        tie_order=_tie(tie_order, path),
-    )
+    return build_session_split(raw_clicks(clicks, sort_by_timeframe), test_days=test_days,
+                               min_item_support=min_item_support, tie_order=_tie(tie_order, path), source=source,
+                               path=path)
 
 
 def preprocess_yoochoose(
@@ -530,16 +295,8 @@ def preprocess_yoochoose(
     path = Path(path)
     clicks = read_yoochoose_clicks(path)
     source = f"{path} (YOOCHOOSE 1/{fraction}, test_days={test_days})"
-    return _build_split(
-        clicks,
-        test_days=test_days,
-        sort_by_timeframe=False,
-        min_item_support=min_item_support,
-        fraction=fraction,
-        source=source,
-        path=path,
-        tie_order=_tie(tie_order, path),
-    )
+    return build_session_split(raw_clicks(clicks, False), test_days=test_days, min_item_support=min_item_support,
+                               fraction=fraction, tie_order=_tie(tie_order, path), source=source, path=path)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -592,12 +349,17 @@ def load_raw_split(
     if cache_dir is None:
         return build()
     _check_raw(path, help_text)
-    key_source = json.dumps(
-        {"v": CACHE_FORMAT_VERSION, "dataset": dataset, "sha256": sha256_file(path), **settings},
-        sort_keys=True,
-    )
+    return cached_split(dataset, path, settings, build, cache_dir)
+
+
+def cached_split(name: str, path: Path, settings: dict, build: Callable[[], SessionSplit],
+                 cache_dir: Path | str) -> SessionSplit:
+    """``build()``, or what it returned before for the same file content (SHA-256) and ``settings``, read from
+    ``<cache_dir>/<name>-<key>.npz``; written atomically, and a cache that cannot be written only warns."""
+    key_source = json.dumps({"v": CACHE_FORMAT_VERSION, "dataset": name, "sha256": sha256_file(path), **settings},
+                            sort_keys=True)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:32]
-    cache_file = Path(cache_dir).expanduser() / f"{dataset}-{key}.npz"
+    cache_file = Path(cache_dir).expanduser() / f"{name}-{key}.npz"
     if cache_file.is_file():
         try:
             return _load_cache(cache_file)
@@ -614,30 +376,24 @@ def load_raw_split(
 def _save_cache(cache_file: Path, split: SessionSplit, key_source: str) -> None:
     """Write the split as one .npz (+ a small json for people), each atomically (temp file, fsync, rename)."""
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    sessions = split.train_sessions or []
-    s_flat, s_lens = flatten(sessions)
-    p_flat, p_lens = flatten(split.train_prefixes)
-    t_flat, t_lens = flatten(split.test_prefixes)
     meta = {
         "n_items": split.n_items,
         "source": split.source,
         "key": json.loads(key_source),
         "n_train": split.n_train,
         "n_test": split.n_test,
-        "has_sessions": split.train_sessions is not None,
+        "has_sessions": split.sessions is not None,
+        "stats": split.stats,
     }
-    arrays = {
-        "session_flat": s_flat,
-        "session_lens": s_lens,
-        "train_flat": p_flat,
-        "train_lens": p_lens,
-        "train_targets": split.train_targets,
-        "test_flat": t_flat,
-        "test_lens": t_lens,
-        "test_targets": split.test_targets,
-        "item_ids": split.item_ids if split.item_ids is not None else np.zeros(0, dtype=np.int64),
-        "meta": np.array(json.dumps(meta)),
-    }
+    arrays: dict[str, np.ndarray] = {"train_targets": split.train_targets, "test_targets": split.test_targets,
+                                     "meta": np.array(json.dumps(meta))}
+    for name, ragged in (("train", split.train), ("test", split.test), ("session", split.sessions)):
+        if ragged is not None:
+            arrays.update({f"{name}_flat": ragged.flat, f"{name}_starts": ragged.starts,
+                           f"{name}_lens": ragged.lengths})
+    if split.item_ids is not None:  # text ids as a fixed-width unicode array: no pickle
+        ids = split.item_ids
+        arrays["item_ids"] = ids if ids.dtype.kind in "iu" else np.asarray(ids, dtype=np.str_)
     with atomic_open(cache_file, "wb") as handle:
         np.savez(handle, **arrays)
     write_text_atomic(cache_file.with_suffix(".json"), json.dumps(meta, indent=1))
@@ -648,15 +404,21 @@ def _load_cache(cache_file: Path) -> SessionSplit:
     with np.load(cache_file, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     meta = json.loads(str(arrays["meta"]))
-    sessions = split_flat(arrays["session_flat"], arrays["session_lens"]) if meta["has_sessions"] else None
-    item_ids = arrays["item_ids"] if len(arrays["item_ids"]) else None
+
+    def ragged(name: str) -> Ragged:
+        return Ragged(arrays[f"{name}_flat"], arrays[f"{name}_starts"], arrays[f"{name}_lens"])
+
+    item_ids = arrays.get("item_ids")
+    if item_ids is not None and item_ids.dtype.kind == "U":
+        item_ids = item_ids.astype(object)
     return SessionSplit(
-        train_prefixes=split_flat(arrays["train_flat"], arrays["train_lens"]),
+        train=ragged("train"),
         train_targets=arrays["train_targets"],
-        test_prefixes=split_flat(arrays["test_flat"], arrays["test_lens"]),
+        test=ragged("test"),
         test_targets=arrays["test_targets"],
         n_items=int(meta["n_items"]),
         source=f"{meta['source']} [cached: {cache_file}]",
-        train_sessions=sessions,
+        sessions=ragged("session") if meta["has_sessions"] else None,
         item_ids=item_ids,
+        stats=meta.get("stats"),
     )

@@ -20,23 +20,60 @@ from narm_lightning.safe_load import load_plain_pickle
 
 
 @dataclass(frozen=True)
+class Ragged:
+    """Rows of item ids kept in one flat int64 array: row k is ``flat[starts[k] : starts[k] + lengths[k]]``.
+
+    Why not a list of arrays: YOOCHOOSE-size logs give 24 M training prefixes, and a list of 24 M numpy views
+    costs gigabytes and minutes; three arrays cost 8 bytes a row. Rows may overlap (the prefixes of a session
+    are windows of it), so the prefix augmentation copies nothing.
+    """
+
+    flat: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[np.ndarray]) -> Ragged:
+        flat, lengths = flatten(rows)
+        return cls(flat, chunk_offsets(lengths), lengths)
+
+    @classmethod
+    def consecutive(cls, flat: np.ndarray, lengths: np.ndarray) -> Ragged:
+        """Rows laid end to end."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        return cls(np.asarray(flat, dtype=np.int64), chunk_offsets(lengths), lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def rows(self) -> list[np.ndarray]:
+        """The rows as views (for small data and tests: one Python object a row)."""
+        return [self.flat[a: a + b] for a, b in zip(self.starts.tolist(), self.lengths.tolist(), strict=True)]
+
+    def with_flat(self, flat: np.ndarray) -> Ragged:
+        """The same rows over other ids (a remapping of ``flat``)."""
+        return Ragged(flat, self.starts, self.lengths)
+
+
+@dataclass(frozen=True)
 class SessionSplit:
     """A train/test split of sessions with the NARM/SR-GNN prefix augmentation already applied.
 
-    ``train_prefixes[k]`` followed by ``train_targets[k]`` is one training example (likewise for
-    test). ``train_sessions`` keeps the whole training sessions when the source has them (None for
-    a pickle directory without ``all_train_seq.txt``). ``item_ids[i]`` is the original id of internal
-    item ``i`` (index 0 unused) when the split was made from raw data, else None.
+    ``train`` row k followed by ``train_targets[k]`` is one training example (likewise for test).
+    ``sessions`` keeps the whole training sessions when the source has them (None for a pickle directory
+    without ``all_train_seq.txt``). ``item_ids[i]`` is the original id (a token) of internal item ``i``
+    (index 0 unused) when the split was made from raw data, else None.
     """
 
-    train_prefixes: list[np.ndarray]
+    train: Ragged
     train_targets: np.ndarray
-    test_prefixes: list[np.ndarray]
+    test: Ragged
     test_targets: np.ndarray
     n_items: int
     source: str
-    train_sessions: list[np.ndarray] | None = None
+    sessions: Ragged | None = None
     item_ids: np.ndarray | None = None
+    stats: dict | None = None  # what the preprocessing read and dropped, for the console (raw logs only)
 
     @property
     def n_train(self) -> int:
@@ -47,6 +84,18 @@ class SessionSplit:
     def n_test(self) -> int:
         """Number of test examples."""
         return len(self.test_targets)
+
+    @property
+    def train_prefixes(self) -> list[np.ndarray]:
+        return self.train.rows()
+
+    @property
+    def test_prefixes(self) -> list[np.ndarray]:
+        return self.test.rows()
+
+    @property
+    def train_sessions(self) -> list[np.ndarray] | None:
+        return None if self.sessions is None else self.sessions.rows()
 
 
 # ----------------------------------------------------------------------------- ragged helpers
@@ -74,10 +123,11 @@ def flatten(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(arrays).astype(np.int64, copy=False), lengths
 
 
-def within_group_index(lengths: np.ndarray) -> np.ndarray:
-    """For groups of the given lengths laid end to end: 0, 1, .., n-1 for each group."""
-    total = int(lengths.sum())
-    return np.arange(total, dtype=np.int64) - np.repeat(chunk_offsets(lengths), lengths)
+def within_group_index(lengths: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+    """For groups of the given lengths laid end to end: 0, 1, .., n-1 for each group (in ``dtype``)."""
+    index = np.arange(int(lengths.sum()), dtype=dtype)
+    index -= np.repeat(chunk_offsets(lengths).astype(dtype, copy=False), lengths)
+    return index
 
 
 def augment_flat(
@@ -88,13 +138,15 @@ def augment_flat(
     Returns (prefix_starts, prefix_lengths, targets, session_index): example k is
     ``flat[prefix_starts[k] : prefix_starts[k] + prefix_lengths[k]]`` -> ``targets[k]``, made from
     session ``session_index[k]``. Order as in NARM/SR-GNN: sessions in order, longest prefix first.
+    Indices are int32 below 2^31 clicks: YOOCHOOSE's 24 M examples then take 0.6 GB of temporaries, not 1.3.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
+    index = np.int32 if len(flat) < 2**31 else np.int64
     n_examples = np.maximum(lengths - 1, 0)
-    session_index = np.repeat(np.arange(len(lengths), dtype=np.int64), n_examples)
-    k = within_group_index(n_examples)
-    prefix_lengths = np.repeat(lengths - 1, n_examples) - k
-    prefix_starts = np.repeat(chunk_offsets(lengths), n_examples)
+    session_index = np.repeat(np.arange(len(lengths), dtype=index), n_examples)
+    prefix_lengths = np.repeat((lengths - 1).astype(index), n_examples)
+    prefix_lengths -= within_group_index(n_examples, index)
+    prefix_starts = np.repeat(chunk_offsets(lengths).astype(index), n_examples)
     targets = flat[prefix_starts + prefix_lengths].astype(np.int64, copy=False)
     return prefix_starts, prefix_lengths, targets, session_index
 
@@ -105,10 +157,14 @@ def augment_sessions(sessions: Sequence[np.ndarray]) -> tuple[list[np.ndarray], 
     Longest prefix first, sessions in the given order; sessions of length < 2 give nothing. The
     prefixes are views into one concatenated array (no per-example copies).
     """
-    flat, lengths = flatten(sessions)
-    starts, plens, targets, _ = augment_flat(flat, lengths)
-    prefixes = [flat[s : s + n] for s, n in zip(starts.tolist(), plens.tolist(), strict=True)]
-    return prefixes, targets
+    prefixes, targets = augment_ragged(Ragged.from_rows(sessions))
+    return prefixes.rows(), targets
+
+
+def augment_ragged(sessions: Ragged) -> tuple[Ragged, np.ndarray]:
+    """:func:`augment_sessions` on sessions laid end to end: the prefixes are windows of the same flat array."""
+    starts, plens, targets, _ = augment_flat(sessions.flat, sessions.lengths)
+    return Ragged(sessions.flat, starts, plens), targets
 
 
 def pad_prefixes(prefixes: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,18 +258,9 @@ def read_examples_tsv(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     return split_flat(flat, lengths), targets
 
 
-def _max_id(*groups: Sequence[np.ndarray] | np.ndarray) -> int:
-    """Largest item id over several lists of arrays / arrays (0 when all are empty)."""
-    best = 0
-    for group in groups:
-        if isinstance(group, np.ndarray):
-            if group.size:
-                best = max(best, int(group.max()))
-        elif len(group):
-            flat, _ = flatten(group)
-            if flat.size:
-                best = max(best, int(flat.max()))
-    return best
+def _max_id(*groups: np.ndarray) -> int:
+    """Largest item id over several arrays (0 when all are empty)."""
+    return max((int(g.max()) for g in groups if g.size), default=0)
 
 
 # Ids up to 10 x (distinct items) + 100,000 stay as they are, so prepared splits keep theirs (and their
@@ -230,22 +277,24 @@ def dense_ids(split: SessionSplit) -> SessionSplit:
     """
     if split.item_ids is not None:
         return split
-    parts: list[Sequence[np.ndarray]] = [split.train_prefixes, [split.train_targets], split.test_prefixes,
-                                         [split.test_targets], split.train_sessions or []]
-    flats = [flatten(p) for p in parts]
-    uniques = np.unique(np.concatenate([f for f, _ in flats]))
+    flats = [split.train.flat, split.train_targets, split.test.flat, split.test_targets]
+    if split.sessions is not None:
+        flats.append(split.sessions.flat)
+    uniques = np.unique(np.concatenate(flats))
     if split.n_items <= SPARSE_FACTOR * len(uniques) + SPARSE_SLACK:
         return split
-    (tp, _), (tt, _), (sp, _), (st, _), (ss, ss_len) = (
-        (np.searchsorted(uniques, f) + 1, n) for f, n in flats)
+
+    def dense(ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(uniques, ids) + 1
+
     return SessionSplit(
-        train_prefixes=split_flat(tp, flats[0][1]),
-        train_targets=tt,
-        test_prefixes=split_flat(sp, flats[2][1]),
-        test_targets=st,
+        train=split.train.with_flat(dense(split.train.flat)),
+        train_targets=dense(split.train_targets),
+        test=split.test.with_flat(dense(split.test.flat)),
+        test_targets=dense(split.test_targets),
         n_items=len(uniques),
         source=split.source,
-        train_sessions=split_flat(ss, ss_len) if split.train_sessions is not None else None,
+        sessions=None if split.sessions is None else split.sessions.with_flat(dense(split.sessions.flat)),
         item_ids=np.concatenate([[0], uniques]),
     )
 
@@ -257,17 +306,18 @@ def read_text_split(directory: Path | str) -> SessionSplit:
     """
     directory = Path(directory)
     train_path, test_path = directory / "train_sessions.txt", directory / "test.tsv"
-    sessions = read_session_lines(train_path)
-    train_prefixes, train_targets = augment_sessions(sessions)
+    sessions = Ragged.from_rows(read_session_lines(train_path))
+    train, train_targets = augment_ragged(sessions)
     test_prefixes, test_targets = read_examples_tsv(test_path)
+    test = Ragged.from_rows(test_prefixes)
     return dense_ids(SessionSplit(
-        train_prefixes=train_prefixes,
+        train=train,
         train_targets=train_targets,
-        test_prefixes=test_prefixes,
+        test=test,
         test_targets=test_targets,
-        n_items=_max_id(sessions, test_prefixes, test_targets),
+        n_items=_max_id(sessions.flat, test.flat, test_targets),
         source=f"{train_path} + {test_path}",
-        train_sessions=sessions,
+        sessions=sessions,
     ))
 
 
@@ -341,20 +391,15 @@ def read_pickle_split(directory: Path | str) -> SessionSplit:
             load_plain_pickle(seq_path), seq_path, "a pickled list of sessions (lists of ids)"
         )
         source += f" + {seq_path}"
-    groups: list[Sequence[np.ndarray] | np.ndarray] = [
-        train_prefixes,
-        train_targets,
-        test_prefixes,
-        test_targets,
-    ]
-    if sessions is not None:
-        groups.append(sessions)
+    train, test = Ragged.from_rows(train_prefixes), Ragged.from_rows(test_prefixes)
+    whole = None if sessions is None else Ragged.from_rows(sessions)
+    groups = [train.flat, train_targets, test.flat, test_targets] + ([] if whole is None else [whole.flat])
     return dense_ids(SessionSplit(
-        train_prefixes=train_prefixes,
+        train=train,
         train_targets=train_targets,
-        test_prefixes=test_prefixes,
+        test=test,
         test_targets=test_targets,
         n_items=_max_id(*groups),
         source=source,
-        train_sessions=sessions,
+        sessions=whole,
     ))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from narm_lightning.data.atomic import read_atomic
+from narm_lightning.data.clicks import ClickColumns, ClickLog, read_click_log
 from narm_lightning.data.download import fetch_ml100k, find_in_roots
 from narm_lightning.data.filters import filter_rows
 from narm_lightning.data.protocol import (
@@ -19,9 +20,11 @@ from narm_lightning.data.protocol import (
     build_sequential,
     build_session_examples,
 )
-from narm_lightning.data.session_preprocess import load_raw_split
-from narm_lightning.data.sessions import SessionSplit, pad_prefixes, read_pickle_split, read_text_split
+from narm_lightning.data.session_preprocess import cached_split, load_raw_split
+from narm_lightning.data.session_split import build_session_split
+from narm_lightning.data.sessions import SessionSplit, read_pickle_split, read_text_split
 from narm_lightning.errors import DataError
+from narm_lightning.io import require_regular_file
 from narm_lightning.schema import RAW_DATASETS
 
 RAW_FILES = dict(zip(RAW_DATASETS, ("train-item-views.csv", "yoochoose-clicks.dat"), strict=True))  # in <raw_folder>/
@@ -151,13 +154,78 @@ def load_sessions(
 ) -> SequentialData:
     """A session dataset under the NARM paper's protocol (augmented train, 10% valid, prepared test)."""
     split, files = _read_session_split(dataset, fmt, [root, *extra_roots], raw_dataset, raw_folder, raw_options or {})
-    train_seqs, train_lens = pad_prefixes(split.train_prefixes, max_len)
-    test_seqs, test_lens = pad_prefixes(split.test_prefixes, max_len)
+    return session_data(split, files, max_len, valid_ratio, seed)
+
+
+def session_data(split: SessionSplit, files: tuple[str, ...], max_len: int, valid_ratio: float,
+                 seed: int) -> SequentialData:
+    """A session split as the three example sets (``build_session_examples``), item tokens named."""
     n_items = split.n_items + 1
     if split.item_ids is not None:
         tokens = np.asarray(["[PAD]", *[str(t) for t in split.item_ids[1:]]], dtype=object)
     else:
         tokens = np.asarray(["[PAD]", *[str(i) for i in range(1, n_items)]], dtype=object)
-    data = build_session_examples(train_seqs, train_lens, split.train_targets, test_seqs, test_lens,
-                                  split.test_targets, n_items, tokens, valid_ratio, seed, split.source)
-    return dataclasses.replace(data, files=files)
+    train, test = split.train, split.test
+    data = build_session_examples((train.flat, train.starts, train.lengths), split.train_targets,
+                                  (test.flat, test.starts, test.lengths), split.test_targets, n_items, tokens,
+                                  valid_ratio, seed, max_len, split.source)
+    stats = {**data.stats, "sequence_word": "session", **({"preprocess": dict(split.stats)} if split.stats else {})}
+    return dataclasses.replace(data, stats=stats, files=files)
+
+
+def click_columns(sequence_field: str, item_field: str, time_field: str, order_field: str | None,
+                  by_user: bool) -> ClickColumns:
+    return ClickColumns(sequence_field, item_field, time_field, order_field, "user" if by_user else "session")
+
+
+def load_clicks(path: str, columns: ClickColumns, *, fmt: str = "auto", delimiter: str | None = None,
+                column_names: Sequence[str] | None = None, time_format: str = "auto", split: str = "time",
+                test_days: int = 7, min_item_support: int = 5, fraction: int = 1, valid_ratio: float = 0.1,
+                max_items: int = 500_000, cache_dir: str | None = None, max_len: int = 50, seed: int = 2020,
+                eval_split: Split = Split()) -> SequentialData:  # noqa: B008 - frozen: a shared default is safe
+    """A user's click log (``data=clicks``) under the NARM paper's time split (``split="time"``, the code path of
+    DIGINETICA and YOOCHOOSE, cached by content) or RecBole's leave-one-out per session (``"leave_one_out"``)."""
+    file = Path(path).expanduser()
+    word = columns.sequence_word
+
+    def read() -> ClickLog:
+        return read_click_log(file, columns, fmt=fmt, delimiter=delimiter,
+                              column_names=list(column_names) if column_names else None, time_format=time_format)
+
+    if split == "time":
+        def build() -> SessionSplit:
+            log = read()
+            return build_session_split(log.clicks, test_days=test_days, min_item_support=min_item_support,
+                                       fraction=fraction, source=f"{file} ({word}s, split=time, last {test_days} "
+                                       f"day(s) test)", path=file, session_word=word)
+
+        if cache_dir is None:
+            prepared = build()
+        else:
+            require_regular_file(file, "a click log (data.path)")
+            settings = {"columns": [columns.sequence, columns.item, columns.time, columns.order, word],
+                        "format": fmt, "delimiter": delimiter, "column_names": list(column_names or []),
+                        "time_format": time_format, "test_days": test_days, "min_item_support": min_item_support,
+                        "fraction": fraction}
+            prepared = cached_split("clicks", file, settings, build, cache_dir)
+        _check_items(file, prepared.n_items, max_items)
+        data = session_data(prepared, (str(file),), max_len, valid_ratio, seed)
+    else:
+        log = read()
+        clicks = log.clicks
+        data = build_sequential(clicks.session, clicks.item, clicks.order.astype(np.float64), max_len,
+                                f"{file} ({word}s, split=leave_one_out)", eval_split, time_order="exact")
+        _check_items(file, data.n_items - 1, max_items)
+        # the protocol numbered the codes; name the items (and count the sequences) as the file does
+        tokens = np.asarray(["[PAD]", *(str(t) for t in clicks.item_tokens[data.item_tokens[1:].astype(np.int64)])],
+                            dtype=object)
+        data = dataclasses.replace(data, item_tokens=tokens, files=(str(file),))
+    return dataclasses.replace(data, stats={**data.stats, "sequence_word": word})
+
+
+def _check_items(path: Path, n_items: int, max_items: int) -> None:
+    if n_items > max_items:
+        raise DataError(f"{path}: {n_items:,} distinct items once filtered, more than data.max_items={max_items:,}: "
+                        "the output layer scores every item for every example, so memory and time grow with them; "
+                        "expected fewer (raise data.min_item_support to drop rare items) or a higher "
+                        "data.max_items.")

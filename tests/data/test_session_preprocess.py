@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from narm_lightning.data import session_preprocess
+from narm_lightning.data import session_preprocess, session_split
 from narm_lightning.data.session_preprocess import (
     load_raw_split,
     preprocess_diginetica,
     preprocess_yoochoose,
-    python2_dict_order,
 )
+from narm_lightning.data.session_split import python2_dict_order
 from narm_lightning.data.sessions import SessionSplit
 from narm_lightning.errors import DataError
 from tests.helpers import SHARED_DATA, need_shared
@@ -80,7 +80,7 @@ def test_python2_dict_order_small_table() -> None:
     # Below the first resize (8 slots, 5 keys) CPython 2.7 puts "1".."5" at hash & 7; their hashes
     # end in distinct low bits, so the order is simply by (hash & 7).
     keys = ["1", "2", "3", "4", "5"]
-    slots = [session_preprocess._python2_str_hash(k) & 7 for k in keys]
+    slots = [session_split._python2_str_hash(k) & 7 for k in keys]
     assert len(set(slots)) == 5
     assert python2_dict_order(keys).tolist() == np.argsort(np.argsort(slots)).tolist()
 

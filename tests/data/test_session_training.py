@@ -119,9 +119,10 @@ def test_a_valid_ratio_that_rounds_to_no_examples_is_refused() -> None:
 
     from narm_lightning.data.protocol import build_session_examples
 
-    seqs, lens, targets = np.ones((10, 3), dtype=np.int64), np.ones(10, dtype=np.int64), np.ones(10, dtype=np.int64)
+    prefixes = (np.ones(12, dtype=np.int64), np.arange(10), np.full(10, 3))  # ten windows of three ones
+    targets = np.ones(10, dtype=np.int64)
     tokens = np.asarray(["[PAD]", "1"], dtype=object)
     with pytest.raises(DataError, match=r"data.valid_ratio=0.01 leaves 0 of 10 training examples"):
-        build_session_examples(seqs, lens, targets, seqs, lens, targets, 2, tokens, 0.01, 0, "toy")
-    none_held = build_session_examples(seqs, lens, targets, seqs, lens, targets, 2, tokens, 0.0, 0, "toy")
+        build_session_examples(prefixes, targets, prefixes, targets, 2, tokens, 0.01, 0, 50, "toy")
+    none_held = build_session_examples(prefixes, targets, prefixes, targets, 2, tokens, 0.0, 0, 50, "toy")
     assert (len(none_held.train), len(none_held.valid)) == (10, 0)
