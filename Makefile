@@ -11,7 +11,7 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294
 
 
 .PHONY: mutate mutate-results
-.PHONY: install recbole-venv recbole-sampled recbole-rows bench-recbole postgres train test test-slow lint docs study-hyper-test study-hyper-test-status study-hyper-test-save bench bench-gpu bench-sessions bench-serving bench-hugepages clean
+.PHONY: install recbole-venv recbole-sampled recbole-rows bench-recbole postgres train test test-slow lint docs study-hyper-test study-hyper-test-status study-hyper-test-save bench bench-clicks bench-gpu bench-sessions bench-serving bench-hugepages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,9 @@ bench:  ## speed report (bench/out/report.{json,md}) + an entry in bench/HISTORY
 
 bench-recbole: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1 vs our defaults vs our exact path, ml-100k epoch, alternating processes -> bench/out/recbole.md + HISTORY
 	$(PY) bench/bench_recbole.py $(ARGS)
+
+bench-clicks:  ## a YOOCHOOSE-size click log (made once in bench/out/, 1.35 GB) through data=clicks: read/split/cache seconds, peak RSS, training memory
+	$(PY) bench/bench_clicks.py $(ARGS)
 
 bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, eval and GPU memory, bf16 vs fp32 on one GPU
 	$(PY) bench/bench.py --epochs 3 --no-serving --variant gpu-bf16=trainer=gpu --variant gpu-fp32=trainer=gpu,trainer.precision=32-true --note "GPU check: trainer=gpu, bf16-mixed vs fp32" $(ARGS)

@@ -476,6 +476,15 @@ def collect_accuracy(dirs: list[Path]) -> dict[str, Any]:
     return summarise_accuracy(runs)
 
 
+def measure_clicks(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/bench_clicks.py in its own processes (each step's peak RSS is its own); --quick: a 1 M-click log."""
+    out = args.out / "clicks.json"
+    extra = ["--clicks", "1000000", "--log", str(args.out / "clicks-1m.csv")] if args.quick else []
+    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_clicks.py"), "--out", str(out), *extra], check=True,
+                   stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"### {report['date']} — {report['git']} — load {report['load_before']} -> {report['load_after']}", ""]
     if report.get("note"):
@@ -539,6 +548,19 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{first['n_items']:,} items (with padding); data loaded in {first['load_s']} s")
     else:
         lines.append(f"\nDIGINETICA: {dig}")
+    c = report.get("clicks")
+    if isinstance(c, dict):
+        p = c["preprocess"]
+        lines.append(f"\nClick log (`data=clicks`, {p['clicks']:,} clicks, {p['sessions']:,} sessions, "
+                     f"{c['log_mib']:,} MiB CSV, `bench/bench_clicks.py`): read, filtered, split and cached in "
+                     f"{c['first']['seconds']} s, peak RSS {c['first']['peak_rss_mib']:,} MiB; from the cache "
+                     f"{c['cached']['seconds']} s; {c['examples']['train']:,} train / "
+                     f"{c['examples']['valid']:,} valid / {c['examples']['test']:,} test examples, "
+                     f"{c['examples']['items']:,} items; RSS over the first 20 training batches "
+                     f"{c['train_20_batches']['rss_mib_batch_1']:,} -> "
+                     f"{c['train_20_batches']['rss_mib_batch_20']:,} MiB")
+    elif c:
+        lines.append(f"\nClick log: {c}")
     return "\n".join(lines) + "\n"
 
 
@@ -575,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throughput-epochs", type=int, default=3, help="epochs per throughput process (>= 2)")
     p.add_argument("--diginetica-batches", type=int, default=40,
                    help="DIGINETICA train batches timed per epoch (the epoch time is scaled from them)")
+    p.add_argument("--clicks", action=argparse.BooleanOptionalAction, default=True,
+                   help="a YOOCHOOSE-size click log through data=clicks (bench/bench_clicks.py; --quick: 1 M clicks)")
     p.add_argument("--note", default="", help="one line saying what changed, for bench/HISTORY.md")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     p.add_argument("--no-history", action="store_true", help="do not append to bench/HISTORY.md")
@@ -595,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     report["speed"] = {} if args.accuracy_only else measure(args, variants)
     report["diginetica"] = sessions(args, variants) if args.diginetica else "not run (--no-diginetica)"
     report["serving"] = measure_serving(quick=args.quick) if args.serving else None
+    report["clicks"] = measure_clicks(args) if args.clicks else "not run (--no-clicks)"
     report["throughput"] = sweep_throughput(args) if args.throughput and not args.accuracy_only else None
     if args.accuracy or args.accuracy_only:
         report["accuracy"] = accuracy(args, variants, args.out)

@@ -17,8 +17,8 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
     overrides = [a for a in tiny_overrides(tiny_root) if not a.startswith("trainer.enable_progress_bar")]
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
-         "--out", str(out), "--no-diginetica", "--variant", "plain=", "--variant", "bucket=data.bucket_batches=2",
-         *overrides],
+         "--out", str(out), "--no-diginetica", "--no-clicks", "--variant", "plain=", "--variant",
+         "bucket=data.bucket_batches=2", *overrides],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,7 +46,7 @@ def test_bench_reports_why_diginetica_was_skipped(tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
-         "--out", str(out), "--accuracy-only", "--seeds", "0", "--no-serving", f"data.root={tmp_path}",
+         "--out", str(out), "--accuracy-only", "--seeds", "0", "--no-serving", "--no-clicks", f"data.root={tmp_path}",
          "data.extra_roots=[]"],
         capture_output=True, text=True, timeout=300,
     )
@@ -217,3 +217,21 @@ def test_bench_recbole_alternates_processes_and_reports_every_epoch(tiny_root, t
 
     for system in report["systems"].values():  # the caller's setting never reached ours; its own did
         assert all(run["glibc_tunables"] == ":".join(RECOMMENDED_TUNABLES) for run in system["runs"])
+
+
+def test_the_click_log_bench_makes_its_log_and_measures_each_step(tmp_path) -> None:
+    """bench_clicks.py: the generated log has the clicks and sessions asked for, and the report carries what the
+    load path returned (the examples) beside the measured seconds and memory."""
+    log, out = tmp_path / "clicks.csv", tmp_path / "clicks.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_clicks.py"), "--clicks", "40000", "--log",
+                           str(log), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = log.read_text().splitlines()
+    assert lines[0] == "session_id,item_id,timestamp" and len(lines) == 40_001
+    assert len({line.split(",")[0] for line in lines[1:]}) == 40_000 * 28 // 100
+    report = json.loads(out.read_text())
+    assert report["preprocess"]["clicks"] == 40_000 and report["preprocess"]["sessions"] == 11_200
+    examples = report["examples"]
+    assert examples["train"] + examples["valid"] > examples["test"] > 0
+    assert report["first"]["seconds"] > 0 and report["first"]["peak_rss_mib"] > 0
+    assert report["cached"]["peak_rss_mib"] > 0 and report["train_20_batches"]["rss_mib_batch_20"] > 0
