@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 LIGHTNING_NOISE = (
     "💡 Tip:",                                    # adverts for Lightning's cloud products
     "GPU available:", "TPU available:",           # device lines: the run's precision line says what runs
+    "Using bfloat16 Automatic Mixed Precision", "Using 16bit Automatic Mixed Precision",  # ours says it too
     "Restoring states from the checkpoint path",  # each test of best.ckpt
     "Loaded model weights from the checkpoint",
 )
@@ -30,6 +31,8 @@ WARNING_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     # a resumed run writes into its own checkpoints/ on purpose; a new run never gets a used folder (refused)
     r"Checkpoint directory .* exists and is not empty",
+    # a small dataset's epoch is shorter than the step-logging interval: epoch metrics are logged all the same
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 BAR_WIDTH = 100
 

@@ -538,7 +538,7 @@ def describe_run(cfg: DictConfig, stats: dict[str, Any], n_params: int) -> str:
     return (f"{cfg.data.dataset}: {read}{users}{stats['n_items']:,} items{inter}; examples train "
             f"{stats['n_train']:,} / valid {stats['n_valid']:,} / test {stats['n_test']:,}, mean history "
             f"{stats['avg_seq_len']:.1f}. "
-            f"NARM: {n_params:,} parameters.")
+            f"NARM: {n_params:,} parameters, precision {resolve_precision(cfg.trainer)}.")
 
 
 def build_callbacks(plan: RunPlan, validating: bool, state: RunState) -> RunCallbacks:

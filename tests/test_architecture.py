@@ -76,7 +76,8 @@ def test_the_model_knows_nothing_of_lightning_or_hydra() -> None:
 
 
 def test_readers_know_nothing_of_models_lightning_or_hydra() -> None:
-    for reader in ("data/atomic.py", "data/sessions.py", "data/session_preprocess.py", "data/download.py"):
+    for reader in ("data/atomic.py", "data/sessions.py", "data/session_preprocess.py", "data/download.py",
+                   "data/clicks.py", "data/session_split.py"):
         imported = _imports(PACKAGE / reader, top_level_only=False)
         assert not {"pytorch_lightning", "hydra", "omegaconf"} & {m.split(".")[0] for m in imported}, reader
         assert not {"narm_lightning.model", "narm_lightning.module", "narm_lightning.training"} & imported, reader

@@ -16,7 +16,8 @@ import termios
 from tests.helpers import REPO, tiny_overrides
 
 NOISE = ("💡 Tip", "litlogger", "LeafSpec", "GPU available", "TPU available", "ExperimentalWarning",
-         "Loaded model weights", "wandb: Run data is saved locally")
+         "Loaded model weights", "wandb: Run data is saved locally", "Automatic Mixed Precision",
+         "is smaller than the logging interval")
 
 
 def _run(script: str, *args: str, cwd) -> str:
@@ -67,7 +68,7 @@ def test_a_training_run_reads_cleanly(tiny_root, tmp_path) -> None:
                                                                                   "logger="))]
     out = _run_on_terminal("train.py", *args, "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert re.search(r"tiny: 40 users, 30 items, 480 interactions; examples train 360 / valid 40 / test 40, "
-                     r"mean history \d+\.\d\. NARM: [\d,]+ parameters\.", out)
+                     r"mean history \d+\.\d\. NARM: [\d,]+ parameters, precision (bf16-mixed|32-true)\.", out)
     for noise in NOISE:
         assert noise not in out, noise
     bars = [seg for line in out.splitlines() for seg in line.split("\r") if "it/s" in seg or "s/it" in seg]

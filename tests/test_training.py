@@ -114,7 +114,14 @@ def test_evaluation_scores_one_eval_batch_block_at_a_time(tiny_root, monkeypatch
 def test_the_pipeline_builders_each_work_alone(tiny_root, tmp_path) -> None:
     """``train`` is plan -> data -> module -> callbacks -> loggers -> trainer -> fit -> test -> results."""
     from narm_lightning.checkpointing import RunState
-    from narm_lightning.training import build_callbacks, build_trainer, describe_run, plan_run, read_data
+    from narm_lightning.training import (
+        build_callbacks,
+        build_trainer,
+        describe_run,
+        plan_run,
+        read_data,
+        resolve_precision,
+    )
 
     cfg = compose_train(tiny_overrides(tiny_root, "epochs=1"))
     plan = plan_run(cfg, tmp_path / "run")
@@ -123,7 +130,7 @@ def test_the_pipeline_builders_each_work_alone(tiny_root, tmp_path) -> None:
     assert len(fingerprint) == 64 and fingerprint == data.fingerprint()
     line = describe_run(cfg, data.stats, 12_345)
     assert line.startswith("tiny: 40 users, 30 items, 480 interactions; examples train 360 / valid 40 / test 40")
-    assert line.endswith("NARM: 12,345 parameters.")
+    assert line.endswith(f"NARM: 12,345 parameters, precision {resolve_precision(cfg.trainer)}.")
     callbacks = build_callbacks(plan, validating=True, state=RunState())
     assert callbacks.best is not None and callbacks.best.monitor == "valid/mrr@10"
     refit = build_callbacks(plan, validating=False, state=RunState())
