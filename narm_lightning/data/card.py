@@ -53,7 +53,8 @@ def protocol_card(cfg: DictConfig, data: SequentialData, fingerprint: str, valid
         "format": str(d.format),
         "split": split,
         "order": "TO",  # time order (RecBole's only order for sequential models)
-        "group_by": (eval_args["group_by"] if "RS" in split else "user") if atomic else "session",
+        "group_by": ("user" if d.user_field else "session") if clicks else (
+            (eval_args["group_by"] if "RS" in split else "user") if atomic else "session"),
         # full: every item ranked (the padding id never); uniN / popN: the target among N fixed candidates
         "mode": eval_args["mode"] if atomic else "full",
         "extra_test_modes": list(cfg.get("extra_test_modes") or []),

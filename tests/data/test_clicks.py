@@ -282,6 +282,11 @@ def test_one_command_from_a_csv_to_a_trained_model(tmp_path) -> None:
     log = (runs[0] / "train.log").read_text()
     assert "read 180 clicks in 60 sessions on 8 items; dropped 0 sessions of one click" in log
     assert len(list((tmp_path / "cache").glob("clicks-*.npz"))) == 1
+    import json
+
+    card = json.loads((runs[0] / "results.json").read_text())["protocol"]
+    assert card["group_by"] == "session" and card["preprocessing"]["test_days"] == 1
+    assert card["files"][0]["path"].endswith("shop clicks.csv")
 
 
 def test_a_bad_log_on_the_command_line_is_one_paragraph_and_leaves_nothing(tmp_path) -> None:
