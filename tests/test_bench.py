@@ -12,6 +12,7 @@ from narm_lightning.training import train
 from tests.helpers import REPO, bench_script, compose_train, tiny_overrides
 
 
+@pytest.mark.slow  # a whole benchmark in child processes: make test-slow (the default suite stays under 10 min)
 def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) -> None:
     out = tmp_path / "out"
     overrides = [a for a in tiny_overrides(tiny_root) if not a.startswith("trainer.enable_progress_bar")]
@@ -167,6 +168,7 @@ def test_hugepage_bench_sets_only_the_hugetlb_tunable_per_child() -> None:
     assert hp.child_env("with", {})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
 
 
+@pytest.mark.slow  # a whole benchmark in child processes: make test-slow (the default suite stays under 10 min)
 def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
@@ -186,6 +188,7 @@ def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> N
     assert without["minor_faults_per_step"] >= 0 and with_["minor_faults_per_step"] >= 0
 
 
+@pytest.mark.slow  # a whole benchmark in child processes: make test-slow (the default suite stays under 10 min)
 def test_bench_recbole_alternates_processes_and_reports_every_epoch(tiny_root, tmp_path) -> None:
     """Our two systems on the tiny fixture (RecBole's venv is not part of the test suite): processes alternate
     round by round, each started as users start it (``train.py``, none of our environment variables), every
@@ -219,6 +222,7 @@ def test_bench_recbole_alternates_processes_and_reports_every_epoch(tiny_root, t
         assert all(run["glibc_tunables"] == ":".join(RECOMMENDED_TUNABLES) for run in system["runs"])
 
 
+@pytest.mark.slow  # a whole benchmark in child processes: make test-slow (the default suite stays under 10 min)
 def test_the_click_log_bench_makes_its_log_and_measures_each_step(tmp_path) -> None:
     """bench_clicks.py: the generated log has the clicks and sessions asked for, and the report carries what the
     load path returned (the examples) beside the measured seconds and memory."""
