@@ -6,7 +6,7 @@ RECBOLE_VENV ?= .venv-recbole
 TORCH_SPEC ?= torch==2.13.0
 # glibc: huge pages for big tensors, and big blocks from a heap that is never trimmed, so a step's tensors reuse
 # memory already faulted in instead of mmap + page faults every step (ml-100k epoch ~1.3x faster, DIGINETICA
-# steps 1.5-1.7x where THP is 'madvise'; docs/performance.md; narm_lightning/hostcheck.py says the same)
+# steps 1.5-1.7x where THP is 'madvise'; docs/performance.md; narm_lightning/training/hostcheck.py says the same)
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184
 
 
@@ -141,11 +141,11 @@ RECBOLE_RUN = PYTHONPATH=bench/recbole/stubs TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 
 recbole-sampled: $(RECBOLE_VENV)/bin/python  ## RecBole's own uni100/pop100 figures for the shared checkpoint over 10 seeds -> bench/recbole/sampled_reference.json
 	$(RECBOLE_RUN) bench/recbole/sampled_check.py $(ARGS)
 
-recbole-rows: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1's own ml-100k rows (digests) and its figures for the shared checkpoint -> tests/reference/recbole_ml100k_rows.json
+recbole-rows: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1's own ml-100k rows (digests) and its figures for the shared checkpoint -> tests/recbole/reference/recbole_ml100k_rows.json
 	$(RECBOLE_RUN) bench/recbole/rows_reference.py $(ARGS)
 
 docs:  ## regenerate docs/keys.md (every key, default and help) from the schema, docs/recbole-keys.md from recbole/keys.py
-	$(PY) -m narm_lightning.help > docs/keys.md
+	$(PY) -m narm_lightning.cli.help > docs/keys.md
 	$(PY) -m narm_lightning.recbole.keys > docs/recbole-keys.md
 
 lint:

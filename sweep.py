@@ -4,7 +4,7 @@ Each trial is one ``train(cfg)`` run; its ``best_valid_score`` (the valid_metric
 same command again to continue the study. ``--params-file=hyper.test`` takes RecBole's search-space file.
 """
 
-from narm_lightning.entry import sweep_main
+from narm_lightning.cli.entry import sweep_main
 
 if __name__ == "__main__":
     sweep_main()

@@ -1,6 +1,6 @@
 """Train NARM: ``python train.py [key=value ...]`` (the same as ``narm-train``; ``--help`` lists the main keys)."""
 
-from narm_lightning.entry import train_main
+from narm_lightning.cli.entry import train_main
 
 if __name__ == "__main__":
     train_main()

@@ -52,12 +52,12 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from narm_lightning import CONF_DIR  # noqa: E402
-from narm_lightning.config import validate  # noqa: E402
+from narm_lightning.config.validation import validate  # noqa: E402
 from narm_lightning.data.protocol import SequentialData  # noqa: E402
 from narm_lightning.errors import DataError  # noqa: E402
-from narm_lightning.metrics import RankMetrics  # noqa: E402
-from narm_lightning.model import NARM  # noqa: E402
-from narm_lightning.training import (  # noqa: E402
+from narm_lightning.model.metrics import RankMetrics  # noqa: E402
+from narm_lightning.model.narm import NARM  # noqa: E402
+from narm_lightning.training.run import (  # noqa: E402
     build_datamodule,
     build_module,
     load_data,

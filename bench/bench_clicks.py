@@ -40,7 +40,7 @@ sys.path.insert(0, {root!r})
 import torch
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.sources import click_columns, load_clicks
-from narm_lightning.model import NARM
+from narm_lightning.model.narm import NARM
 data = load_clicks({log!r}, click_columns("session_id", "item_id", "timestamp", None, False), test_days=1,
                    cache_dir={cache!r})
 model = NARM(data.n_items)

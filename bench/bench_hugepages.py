@@ -3,7 +3,7 @@
 A NARM step allocates ``batch x n_items`` score and gradient blocks (88 MiB each at 512 x 43,098, the
 DIGINETICA shape). Where transparent huge pages are ``madvise``, glibc's big blocks are faulted in 4 KiB at a
 time unless the process starts with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (see
-``narm_lightning/hostcheck.py``). A tunable is read only at process start, so each setting runs in its own
+``narm_lightning/training/hostcheck.py``). A tunable is read only at process start, so each setting runs in its own
 child process; the settings alternate over ``--rounds`` so a noisy shared machine hurts them alike.
 
 Each child times a bare forward + CE over all items + backward + Adam step of the paper-sized NARM on
@@ -27,8 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from narm_lightning.hostcheck import HUGETLB_TUNABLE, thp_mode  # noqa: E402
 from narm_lightning.io import write_text_atomic  # noqa: E402
+from narm_lightning.training.hostcheck import HUGETLB_TUNABLE, thp_mode  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 SETTINGS = ("without", "with")  # the hugetlb tunable, in each child's GLIBC_TUNABLES
@@ -50,7 +50,7 @@ def step_times(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from narm_lightning.model import NARM
+    from narm_lightning.model.narm import NARM
 
     torch.manual_seed(0)
     if args.threads:

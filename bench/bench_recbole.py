@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from narm_lightning.hostcheck import cpu_flags, cpu_model  # noqa: E402
+from narm_lightning.training.hostcheck import cpu_flags, cpu_model  # noqa: E402
 
 RECBOLE_PY = ROOT / ".venv-recbole" / "bin" / "python"
 SYSTEMS = {

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from narm_lightning.io import write_text_atomic  # noqa: E402
-from narm_lightning.model import NARM  # noqa: E402
+from narm_lightning.model.narm import NARM  # noqa: E402
 from narm_lightning.serving.recommender import (
     Recommender,  # noqa: E402
     ScoringModel,  # noqa: E402

@@ -38,7 +38,7 @@ PUBLISHED = {
 
 def _run(dataset: str, overrides: list[str], queue: mp.Queue) -> None:
     """One benchmark in a fresh process, so peak RSS (recorded by ``train`` in its results) is this dataset's."""
-    from narm_lightning.training import train
+    from narm_lightning.training.run import train
     from tests.helpers import compose_train
 
     cfg = compose_train([f"experiment=narm_paper_{dataset}", "logger=none", *overrides])

@@ -6,6 +6,6 @@ from narm_lightning.serving import Recommendation, Recommender
 __all__ = ["Recommendation", "Recommender"]
 
 if __name__ == "__main__":
-    from narm_lightning.entry import recommend_main
+    from narm_lightning.cli.entry import recommend_main
 
     recommend_main()

@@ -26,7 +26,7 @@ def compose_train(overrides: list[str] | None = None, config_name: str = "train"
 def tiny_overrides(root: Path, *extra: str, gru_impl: str = "torch") -> list[str]:
     """A fast run on the ``tiny_root`` fixture: no progress bars, no loggers; ``nn.GRU`` unless a test asks for
     the fused GRU (``gru_impl="auto"``, the default of real runs): compiling its kernels costs each new process a
-    few seconds, which most tests do not test. ``tests/test_gru.py``, the RecBole checkpoint, exact resume after
+    few seconds, which most tests do not test. ``tests/model/test_gru.py``, the RecBole checkpoint, exact resume after
     SIGKILL, SIGINT and DDP run it."""
     return [
         f"model.gru_impl={gru_impl}",

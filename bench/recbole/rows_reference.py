@@ -4,10 +4,11 @@
 RecBole builds NARM's examples from the atomic file (leave-one-out, time order); this writes, for each of train,
 valid and test, the number of rows and the SHA-256 of its rows as text, one line a row (``history item
 tokens<TAB>target item token``; our examples do not keep the user), sorted so that the digest does not depend on
-the row order. ``tests/test_recbole_rows.py`` computes the same digests from our rows: equal digests mean not one
-row differs. Digests only: nothing of the data is committed. Then RecBole evaluates the shared NARM checkpoint on
-those valid and test rows with all eleven metrics at several K, printed as RecBole prints them (4 decimals), for
-``tests/test_recbole_rows.py`` to compare with ours. Needs RecBole's venv and ../shared/data.
+the row order. ``tests/recbole/test_recbole_rows.py`` computes the same digests from our rows: equal digests mean
+not one row differs. Digests only: nothing of the data is committed. Then RecBole evaluates the shared NARM
+checkpoint on those valid and test rows with all eleven metrics at several K, printed as RecBole prints them (4
+decimals), for ``tests/recbole/test_recbole_rows.py`` to compare with ours. Needs RecBole's venv and
+../shared/data.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def digest(lines: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-path", default="../shared/data")
-    parser.add_argument("--out", default="tests/reference/recbole_ml100k_rows.json")
+    parser.add_argument("--out", default="tests/recbole/reference/recbole_ml100k_rows.json")
     parser.add_argument("--checkpoint", default="../shared/data/recbole-checkpoint/NARM-ml-100k-seed2020.pth")
     parser.add_argument("--dump", help="also write every row to this folder (<split>.tsv), for a diff by hand")
     args = parser.parse_args()

@@ -4,7 +4,7 @@
 
 RecBole redraws uni100 / pop100 negatives at every evaluation, so one figure is one draw: this evaluates the
 checkpoint's weights on ml-100k's valid and test users (leave-one-out, time order) under each mode for seeds
-0..N-1 and writes every seed's metrics. tests/test_candidates.py compares the mean of ours over as many
+0..N-1 and writes every seed's metrics. tests/data/test_candidates.py compares the mean of ours over as many
 candidate seeds with this file's mean (both are means of N draws: the check is within their sampling noise).
 Needs RecBole's venv and ../shared/data. The checkpoint's weights are read with this project's restricted
 loader (``narm_lightning.recbole.checkpoint``, torch and the standard library only): RecBole pickles its

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from narm_lightning.config.schema import EVAL_MODE
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.errors import DataError
 from narm_lightning.io import write_bytes_atomic
-from narm_lightning.negatives import PopularityNegativeSampler, UniformNegativeSampler
-from narm_lightning.schema import EVAL_MODE
+from narm_lightning.model.negatives import PopularityNegativeSampler, UniformNegativeSampler
 
 FILE_NAME = "eval_candidates.npz"
 FORMAT = "narm-lightning eval candidates 1"

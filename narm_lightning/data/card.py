@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from narm_lightning.config.schema import SEQUENTIAL_EVAL_ARGS
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.io import sha256_file
-from narm_lightning.schema import SEQUENTIAL_EVAL_ARGS
 
 SELECTION_SPLIT = "valid"  # the only split a model is ever selected or early-stopped on
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from narm_lightning.config.schema import TIME_ORDERS
 from narm_lightning.errors import DataError
-from narm_lightning.schema import TIME_ORDERS
 
 
 @dataclass(frozen=True)

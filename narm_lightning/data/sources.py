@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from narm_lightning.config.schema import RAW_DATASETS
 from narm_lightning.data.atomic import read_atomic
 from narm_lightning.data.clicks import ClickColumns, ClickLog, read_click_log
 from narm_lightning.data.download import fetch_ml100k, find_in_roots
@@ -25,7 +26,6 @@ from narm_lightning.data.session_split import build_session_split
 from narm_lightning.data.sessions import SessionSplit, read_pickle_split, read_text_split
 from narm_lightning.errors import DataError
 from narm_lightning.io import require_regular_file
-from narm_lightning.schema import RAW_DATASETS
 
 RAW_FILES = dict(zip(RAW_DATASETS, ("train-item-views.csv", "yoochoose-clicks.dat"), strict=True))  # in <raw_folder>/
 

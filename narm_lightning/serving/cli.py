@@ -19,11 +19,11 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from narm_lightning import CONF_DIR
-from narm_lightning.cli import composition_error, run_or_exit
+from narm_lightning.cli.exits import composition_error, run_or_exit
+from narm_lightning.cli.help import print_help_if_asked, serving_sections
+from narm_lightning.config.schema import SERVING_FORMATS, ExportConfig, RecommendConfig, schema_problems
 from narm_lightning.errors import ConfigError, DataError
-from narm_lightning.help import print_help_if_asked, serving_sections
 from narm_lightning.io import atomic_open
-from narm_lightning.schema import SERVING_FORMATS, ExportConfig, RecommendConfig, schema_problems
 from narm_lightning.serving.recommender import Recommendation, Recommender
 
 FORMATS = SERVING_FORMATS

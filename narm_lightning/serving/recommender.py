@@ -19,7 +19,7 @@ from torch import nn
 
 from narm_lightning.errors import ConfigError, DataError, first_line
 from narm_lightning.io import require_regular_file
-from narm_lightning.model import NARM
+from narm_lightning.model.narm import NARM
 from narm_lightning.safe_load import load_torch_checkpoint
 
 DEFAULT_MAX_LEN = 50  # RecBole's MAX_ITEM_LIST_LENGTH; used when a checkpoint predates hyper_parameters["data"]

@@ -12,7 +12,7 @@ Semantics a user can rely on:
   the pruner and the plots see one whole curve. Otherwise it starts over.
 * Each trial is a Hydra job (own job dir, own composed config) with the sampled params as overrides plus
   ``++optuna.storage=...``, ``++optuna.study_name=...``, ``++optuna.trial_id=<storage id>`` so the job can
-  report intermediate values for pruning (``narm_lightning.pruning``).
+  report intermediate values for pruning (``narm_lightning.sweeping.pruning``).
 * A job that raises ``optuna.TrialPruned`` -> PRUNED. Any other exception, or a return value that is not
   a finite float -> FAILED with the message in the trial's user attr ``error``; the sweep goes on until
   failed trials exceed ``max_failure_rate * n_trials``, then it stops with ``SweepAbortedError``.
@@ -40,7 +40,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.exceptions import ExperimentalWarning
 
-from narm_lightning.cli import composition_error, fail
+from narm_lightning.cli.exits import composition_error, fail
 from narm_lightning.errors import ConfigError, NarmError, RunInterrupted, TrialFailed
 from narm_lightning.sweeping import report
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space

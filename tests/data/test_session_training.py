@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from narm_lightning.config import validate
+from narm_lightning.config.validation import validate
 from narm_lightning.errors import DataError
-from narm_lightning.training import load_data
+from narm_lightning.training.run import load_data
 from tests.helpers import REPO, compose_train
 
 
@@ -76,7 +76,7 @@ def _sample_root(shared_data, tmp_path):
 
 def test_valid_ratio_zero_trains_on_every_example_and_tests_the_last_epoch(shared_data, tmp_path) -> None:
     """The refit after a study: no hold-out, no validation loop, the last epoch's weights are tested."""
-    from narm_lightning.training import train
+    from narm_lightning.training.run import train
 
     args = _sample_root(shared_data, tmp_path)
     cfg = compose_train([*args, "data.valid_ratio=0", "epochs=3"])

@@ -11,7 +11,7 @@ import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from narm_lightning.pruning import TrialReporter, callback_from_config
+from narm_lightning.sweeping.pruning import TrialReporter, callback_from_config
 from narm_lightning.sweeping.study import PRUNER_ATTR
 
 

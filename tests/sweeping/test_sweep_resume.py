@@ -1,7 +1,7 @@
 """A stopped trial's re-run: a clean copy of the grid point, and the run it continues when its folder allows.
 
 The end-to-end path (a real sweep stopped by SIGTERM, rerun, the trial continued in its folder) is in
-``tests/test_signals.py``.
+``tests/system/test_signals.py``.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> float:
     write_results(value)
     if not cfg.curve:
         return value
-    from narm_lightning.pruning import TrialReporter  # only here: it imports torch (seconds per process)
+    from narm_lightning.sweeping.pruning import TrialReporter  # only here: it imports torch (seconds per process)
 
     reporter = TrialReporter.from_config(cfg.optuna)
     if reporter is not None:

@@ -1,0 +1,80 @@
+"""The command-line programs: ``narm-train`` and ``narm-sweep`` (``python train.py`` / ``python sweep.py -m`` in a
+checkout call the same functions). Hydra finds the shipped configs beside this module (``conf/``, package
+data), so the programs work from any folder; ``--help`` prints ``hydra.help`` of ``conf/train.yaml`` /
+``conf/sweep.yaml``. ``narm-recommend`` is ``serving.cli.main``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from narm_lightning import CONF_DIR
+from narm_lightning.cli.command_line import quote_group_numbers
+from narm_lightning.cli.exits import run_hydra_app, run_or_exit
+from narm_lightning.cli.help import print_help_if_asked, sweep_sections, train_sections
+from narm_lightning.errors import NarmError, TrialFailed
+from narm_lightning.training.checkpointing import resume_argv
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")  # the shipped configs
+def _train_app(cfg: DictConfig) -> float:
+    from narm_lightning.training.run import train  # heavy (torch, Lightning): not needed for --help
+
+    return run_or_exit(train, cfg)["best_valid_score"]
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="sweep", version_base="1.3")
+def _sweep_app(cfg: DictConfig) -> dict[str, object]:
+    """One trial: train and return the score the sweeper optimizes."""
+    from narm_lightning.training.run import train
+
+    try:
+        result = train(cfg)
+    except NarmError as exc:
+        # A clean one-paragraph message (no traceback) in the log and in trials.csv's error column.
+        log.error("%s: %s", type(exc).__name__, exc)
+        raise TrialFailed(exc) from None
+    # the objective, and the test metrics RecBole's run_hyper.py prints for each parameter set (console, trials.csv)
+    return {"objective": float(result["best_valid_score"]),
+            "report": {f"test {name}": value for name, value in (result.get("test") or {}).items()}}
+
+
+TRAIN_EXAMPLES = [
+    "narm-train                                   # NARM on ml-100k with RecBole's defaults",
+    "narm-train model.hidden_size=256 learning_rate=0.0005 seed=1",
+    "narm-train experiment=narm_paper_diginetica logger=csv",
+    "narm-train init_from=saved/NARM-ml-100k.pth epochs=0   # evaluate RecBole weights",
+    "narm-train config_file=recbole.yaml          # a RecBole config file, command line wins",
+    "narm-train resume=outputs/ml-100k/<run>      # continue a stopped run",
+]
+SWEEP_EXAMPLES = [
+    "narm-sweep -m                                # RecBole's NARM hyper.test grid (30 points)",
+    "narm-sweep -m learning_rate=0.01,0.001 n_layers=1,2",
+    "narm-sweep -m --params-file=hyper.test hydra/sweeper/sampler=tpe hydra.sweeper.n_trials=50",
+    "narm-sweep -m ...same command again...       # resumes the study",
+]
+
+
+def train_main() -> None:
+    """``narm-train [key=value ...]``; ``resume=<run dir>`` replays that run's overrides into that folder."""
+    print_help_if_asked(sys.argv, "narm-train", train_sections, TRAIN_EXAMPLES)
+    # @hydra.main reads its command line from sys.argv and has no public parameter for another one, so the
+    # replayed overrides are handed over there (here only, in the program's own entry point).
+    sys.argv = run_or_exit(resume_argv, quote_group_numbers(sys.argv))
+    run_hydra_app(_train_app, "narm-train")
+
+
+def sweep_main() -> None:
+    """``narm-sweep -m [overrides]``; ``--params-file=hyper.test`` takes RecBole's search-space file."""
+    from narm_lightning.recbole.hyper import expand_params_file_arg
+
+    print_help_if_asked(sys.argv, "narm-sweep", lambda: sweep_sections() + train_sections(), SWEEP_EXAMPLES)
+    sys.argv = quote_group_numbers(run_or_exit(expand_params_file_arg, sys.argv), sweeps=False)
+    # a sweep stopped by SIGTERM/SIGINT exits 143/130, its unfinished trials FAILED
+    run_hydra_app(_sweep_app, "narm-sweep")

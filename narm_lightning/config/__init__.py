@@ -1,0 +1,1 @@
+"""Configuration: the schema (every key, its default, help and rule), validation, YAML files read."""

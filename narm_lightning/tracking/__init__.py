@@ -1,0 +1,1 @@
+"""Experiment tracking: Lightning loggers and Weights & Biases runs and sweep summaries."""

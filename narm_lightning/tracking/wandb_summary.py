@@ -1,0 +1,166 @@
+"""The sweep's own W&B run: the study's progress, every trial's curve and the trials table, beside the trials' runs
+in one group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from narm_lightning.sweeping.confirm import CSV_FILE as CONFIRM_CSV
+from narm_lightning.sweeping.report import CURVES_FILE
+from narm_lightning.tracking.wandb_runs import finish_run, open_run
+
+
+def table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every key of every row, in order of first appearance (pruned trials may lack some values)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def log_sweep_summary(
+    study_name: str,
+    trials_table_rows: Sequence[Mapping[str, Any]],
+    wandb_cfg: Mapping[str, Any],
+    sweep_dir: str | Path,
+    summary: Mapping[str, Any] | None = None,
+    curves: Sequence[tuple[int, int, float]] = (),
+    objective_name: str = "objective",
+    confirm_rows: Sequence[Mapping[str, Any]] = (),
+    direction: str = "maximize",
+    params: Sequence[str] = (),
+) -> str:
+    """Log one finished ``sweep-summary`` run grouped with the trials (group = ``study_name``); returns its id.
+
+    What a user reads, as W&B's own charts (no HTML: Optuna's plots inline 4.8 MB of plotly.js each, and they
+    open offline from the sweep folder): one history row per trial, stepped by ``trial`` (its value, the best
+    value so far, each numeric parameter), so the run's panels are the study's progress and each parameter
+    against the trial; one row per epoch, stepped by ``epoch``, with each trial's reported value
+    (``curve/trial-N``: every trial's valid curve in one panel section). The trials table and the confirm table
+    go into the run's summary, not its history, so no panel charts a table's size.
+
+    ``trials_table_rows``: one dict per trial (number, state, value, each param...); ``params``: which of its keys
+    are the searched parameters. ``wandb_cfg``: the
+    ``logger.wandb`` options; its ``name``/``group`` are per-trial and ignored here. ``curves``: the trials'
+    reported ``(number, step, value)``.
+    """
+    import wandb
+
+    options = {k: v for k, v in wandb_cfg.items() if k not in ("name", "group")}
+    run = open_run(options, Path(sweep_dir), job_type="sweep-summary", name=f"{study_name}-summary",
+                   group=study_name, tags=["sweep-summary"], config={"study_name": study_name})
+    state = "failed"
+    try:
+        run.define_metric("trial")
+        run.define_metric("trial/*", step_metric="trial")
+        run.define_metric("epoch")
+        run.define_metric("curve/*", step_metric="epoch")
+        for row in trial_history(trials_table_rows, objective_name, direction, params):
+            run.log(row)
+        for row in curve_history(curves):
+            run.log(row)
+        columns = table_columns(trials_table_rows)
+        run.summary["trials"] = wandb.Table(columns=columns,
+                                            data=[[_cell(row.get(c)) for c in columns] for row in trials_table_rows])
+        if confirm_rows:
+            columns = table_columns(confirm_rows)
+            run.summary["confirm"] = wandb.Table(
+                columns=columns, data=[[_cell(_number(r.get(c))) for c in columns] for r in confirm_rows])
+        run.summary.update({"n_trials": len(trials_table_rows), **dict(summary or {})})
+        state = "complete"
+    finally:
+        run_id = run.id
+        finish_run(run, state)
+    return run_id
+
+
+def trial_history(rows: Sequence[Mapping[str, Any]], objective_name: str, direction: str,
+                  params: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One row per trial in number order: ``trial``, ``trial/<objective>`` (complete trials), ``trial/best so far``
+    and ``trial/<param>`` for each numeric parameter (a categorical's option names cannot be charted)."""
+    better = max if direction == "maximize" else min
+    best: float | None = None
+    out = []
+    for row in sorted(rows, key=lambda r: int(_number(r["number"]))):
+        entry: dict[str, Any] = {"trial": int(_number(row["number"]))}
+        value = _number(row.get("value"))
+        if str(row.get("state", "")).lower() == "complete" and isinstance(value, (int, float)):
+            entry[f"trial/{objective_name}"] = value
+            best = value if best is None else better(best, value)
+        if best is not None:
+            entry[f"trial/best {objective_name} so far"] = best
+        for key in params:
+            number = _number(row.get(key))
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                entry[f"trial/{key}"] = number
+        out.append(entry)
+    return out
+
+
+def curve_history(curves: Sequence[tuple[int, int, float]]) -> list[dict[str, Any]]:
+    """One row per epoch: ``epoch`` and ``curve/trial-N`` for every trial that reported a value at it."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for number, step, value in curves:
+        by_step.setdefault(int(step), {"epoch": int(step)})[f"curve/trial-{int(number)}"] = float(value)
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file the sweeper wrote ([] when it wrote none)."""
+    import csv
+
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _number(value: Any) -> Any:
+    """CSV cells are text: numbers become numbers again (the W&B table sorts and plots them)."""
+    if isinstance(value, str):
+        try:
+            return int(value) if value.lstrip("-").isdigit() else float(value) if value else None
+        except ValueError:
+            return value
+    return value
+
+
+def _cell(value: Any) -> Any:
+    """Table cells must be one type per column: scalars stay, anything else (lists, dicts) becomes text."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+class SweepSummaryCallback(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/sweep.yaml): after the sweep, one W&B summary run.
+
+    It reads what the sweeper wrote into the sweep folder (``trials.csv``, ``optimization_results.yaml``,
+    the HTML plots), so the sweeper itself stays free of W&B; nothing is logged when ``logger`` has no
+    ``wandb`` entry.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import yaml
+
+        wandb_cfg = OmegaConf.select(config, "logger.wandb", default=None)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        results_file = sweep_dir / "optimization_results.yaml"
+        if wandb_cfg is None or not results_file.exists():
+            return
+        results = yaml.safe_load(results_file.read_text(encoding="utf-8")) or {}
+        rows = _read_csv(sweep_dir / "trials.csv")
+        curves = [(int(r["number"]), int(r["step"]), float(r["value"])) for r in _read_csv(sweep_dir / CURVES_FILE)]
+        summary = {k: results.get(k) for k in ("best_trial", "best_value", "direction")}
+        summary.update({f"best_params.{k}": v for k, v in (results.get("best_params") or {}).items()})
+        objective = OmegaConf.select(config, "hydra.sweeper.objective_name", default=None) or "objective"
+        confirm_rows = _read_csv(sweep_dir / CONFIRM_CSV)
+        columns = list(rows[0]) if rows else []
+        # trials.csv: number, state, then the searched parameters, then value (report.trials_csv)
+        params = columns[columns.index("state") + 1:columns.index("value")] if "value" in columns else []
+        log_sweep_summary(str(results.get("name")), rows, OmegaConf.to_container(wandb_cfg, resolve=True),
+                          sweep_dir, summary, curves, str(objective), confirm_rows,
+                          str(results.get("direction") or "maximize"), params)

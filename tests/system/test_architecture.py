@@ -1,0 +1,153 @@
+"""The layout's promises, checked on the source: no import circles, the pure model and the readers know nothing
+of Lightning or Hydra, serving imports nothing of training, the entry scripts stay thin."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.helpers import REPO
+
+PACKAGE = REPO / "narm_lightning"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, top_level_only: bool) -> set[str]:
+    """Modules ``path`` imports (module level only when asked: imports inside functions are deferred)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def _graph(top_level_only: bool = True) -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in _imports(path, top_level_only) if m in modules and m != name}
+            for name, path in modules.items()}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import circles of a module graph (depth-first search; each as the modules around it)."""
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return cycles
+
+
+def test_the_circle_finder_finds_circles() -> None:
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles() -> None:
+    graph = _graph()
+    assert len(graph) > 30 and sum(map(len, graph.values())) > 50
+    assert find_cycles(graph) == []
+
+
+def _third_party(path: Path) -> set[str]:
+    return {m.split(".")[0] for m in _imports(path, top_level_only=False)}
+
+
+def _closure(module: str) -> set[str]:
+    """Every package module ``module`` reaches through imports (any level: a deferred import is still one)."""
+    graph = _graph(top_level_only=False)
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _modules(folder: str, *, but: tuple[str, ...] = ()) -> list[str]:
+    return sorted(_module_name(p) for p in (PACKAGE / folder).glob("*.py") if p.name not in (*but, "__init__.py"))
+
+
+def test_the_model_knows_nothing_of_lightning_or_hydra() -> None:
+    """model/ is plain torch; only its LightningModule (module.py) meets Lightning."""
+    for module in _modules("model", but=("module.py",)):
+        path = PACKAGE / (module.removeprefix("narm_lightning.").replace(".", "/") + ".py")
+        assert not {"pytorch_lightning", "lightning", "hydra", "omegaconf"} & _third_party(path), module
+
+
+def test_the_model_reaches_no_data_sweeping_training_or_tracking_code() -> None:
+    for module in _modules("model", but=("module.py",)):
+        reached = {m for m in _closure(module) if m.startswith(("narm_lightning.data", "narm_lightning.sweeping",
+                                                                 "narm_lightning.training", "narm_lightning.tracking",
+                                                                 "narm_lightning.cli"))}
+        assert not reached, (module, reached)
+
+
+def test_the_schema_knows_nothing_of_torch_or_the_readers() -> None:
+    """The declarations (schema, interval strings, YAML reading) are read by --help and the sweeper plugin: no torch,
+    no numpy, nothing of data/, model/ or training/, followed through every import."""
+    for module in ("narm_lightning.config.schema", "narm_lightning.config.intervals", "narm_lightning.config.keys",
+                   "narm_lightning.config.yaml_files"):
+        path = PACKAGE / (module.removeprefix("narm_lightning.").replace(".", "/") + ".py")
+        assert not {"torch", "numpy", "pytorch_lightning"} & _third_party(path), module
+        reached = {m for m in _closure(module) if m.startswith(("narm_lightning.data", "narm_lightning.model",
+                                                                 "narm_lightning.training", "narm_lightning.sweeping"))}
+        assert not reached, (module, reached)
+
+
+def test_training_callbacks_know_nothing_of_sweeping() -> None:
+    """The run's parts other than the run itself (run.py, which hands a trial its pruning callback)."""
+    for module in _modules("training", but=("run.py", "__init__.py")):
+        reached = {m for m in _closure(module) if m.startswith("narm_lightning.sweeping")}
+        assert not reached, (module, reached)
+
+
+def test_readers_know_nothing_of_models_lightning_or_hydra() -> None:
+    for reader in ("data/atomic.py", "data/sessions.py", "data/session_preprocess.py", "data/download.py",
+                   "data/clicks.py", "data/session_split.py"):
+        imported = _imports(PACKAGE / reader, top_level_only=False)
+        assert not {"pytorch_lightning", "hydra", "omegaconf"} & {m.split(".")[0] for m in imported}, reader
+        reached = _closure(_module_name(PACKAGE / reader))
+        assert not {m for m in reached if m.startswith(("narm_lightning.model", "narm_lightning.training"))}, reader
+
+
+def test_serving_imports_nothing_of_training() -> None:
+    for path in (PACKAGE / "serving").glob("*.py"):
+        imported = _imports(path, top_level_only=False)
+        assert not {m for m in imported if m.startswith(("narm_lightning.training", "narm_lightning.model.module",
+                                                           "narm_lightning.sweeping"))}, path.name
+        assert "pytorch_lightning" not in {m.split(".")[0] for m in imported}, path.name
+
+
+def test_each_concept_has_its_subpackage() -> None:
+    """The top level holds subpackages and the few modules every layer shares (errors, files)."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__.py", "errors.py", "io.py", "recommend.py", "safe_load.py"], top
+    assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} >= {
+        "cli", "config", "model", "data", "training", "tracking", "sweeping", "recbole", "serving"}
+
+
+def test_the_entry_scripts_stay_thin() -> None:
+    for script in ("train.py", "sweep.py"):
+        code = [ln for ln in (REPO / script).read_text().splitlines() if ln.strip() and not ln.startswith(("#", '"'))]
+        assert len(code) <= 6, script
