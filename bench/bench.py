@@ -52,6 +52,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from narm_lightning import CONF_DIR  # noqa: E402
+from narm_lightning.config.schema import register  # noqa: E402
 from narm_lightning.config.validation import validate  # noqa: E402
 from narm_lightning.data.protocol import SequentialData  # noqa: E402
 from narm_lightning.errors import DataError  # noqa: E402
@@ -70,6 +71,7 @@ HISTORY = ROOT / "bench" / "HISTORY.md"
 
 
 def compose_cfg(overrides: list[str]) -> DictConfig:
+    register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     validate(cfg)

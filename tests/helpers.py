@@ -12,6 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from narm_lightning.config.schema import register
+
 REPO = Path(__file__).resolve().parents[1]  # the checkout: train.py, sweep.py, bench/
 # ../shared/data beside the checkout; NARM_SHARED_DATA names it from elsewhere (make mutate runs a copy of the tree)
 SHARED_DATA = Path(os.environ.get("NARM_SHARED_DATA") or REPO / ".." / "shared" / "data").resolve()
@@ -19,6 +21,7 @@ CONF_DIR = REPO / "narm_lightning" / "conf"
 
 
 def compose_train(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides or [])
 

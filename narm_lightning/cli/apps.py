@@ -16,6 +16,7 @@ from narm_lightning import CONF_DIR
 from narm_lightning.cli.command_line import quote_group_numbers
 from narm_lightning.cli.exits import run_hydra_app, run_or_exit
 from narm_lightning.cli.help import print_help_if_asked, sweep_sections, train_sections
+from narm_lightning.config.schema import register
 from narm_lightning.errors import NarmError, TrialFailed
 from narm_lightning.training.checkpointing import resume_argv
 
@@ -67,6 +68,7 @@ def train_main() -> None:
     # @hydra.main reads its command line from sys.argv and has no public parameter for another one, so the
     # replayed overrides are handed over there (here only, in the program's own entry point).
     sys.argv = run_or_exit(resume_argv, quote_group_numbers(sys.argv))
+    register()  # the schemas into Hydra's ConfigStore: the shipped YAML includes them
     run_hydra_app(_train_app, "narm-train")
 
 
@@ -77,4 +79,5 @@ def sweep_main() -> None:
     print_help_if_asked(sys.argv, "narm-sweep", lambda: sweep_sections() + train_sections(), SWEEP_EXAMPLES)
     sys.argv = quote_group_numbers(run_or_exit(expand_params_file_arg, sys.argv), sweeps=False)
     # a sweep stopped by SIGTERM/SIGINT exits 143/130, its unfinished trials FAILED
+    register()
     run_hydra_app(_sweep_app, "narm-sweep")

@@ -14,20 +14,16 @@ from typing import Any
 import yaml
 
 from narm_lightning import CONF_DIR
+from narm_lightning.config.rules import BOOLEAN, Key, keys_of, nested_schemas
 from narm_lightning.config.schema import (
-    BOOLEAN,
     LOGGERS,
     AtomicDataConfig,
     ClicksDataConfig,
     DataConfig,
-    ExportConfig,
-    Key,
-    RecommendConfig,
     SessionDataConfig,
     TrainConfig,
-    keys_of,
-    nested_schemas,
 )
+from narm_lightning.config.serving import ExportConfig, RecommendConfig
 
 _GROUP = re.compile(r"^  - (?P<group>[\w/]+): (?P<option>\S+)\s*#\s*(?P<help>.*)$")
 Row = tuple[str, str, str]  # (key, default as typed on a command line, one-line help)

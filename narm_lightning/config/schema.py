@@ -14,16 +14,28 @@ sweeper plugin read it.
 
 from __future__ import annotations
 
-import copy
-import math
-import re
-import types
-import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from narm_lightning.config.eval_args import eval_mode_ok
 from narm_lightning.config.intervals import parse_intervals
+from narm_lightning.config.rules import (
+    BOOLEAN,
+    REQUIRED,
+    TEXT,
+    Rule,
+    defaults_of,
+    integer,
+    is_int,
+    is_list,
+    is_number,
+    is_text,
+    key,
+    number,
+    one_of,
+)
+from narm_lightning.config.serving import ExportConfig, RecommendConfig
 
 # The choices, each written once; the modules that implement them import them from here.
 # learner name -> torch.optim class
@@ -49,63 +61,10 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp")
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 WANDB_MODES = ("online", "offline", "disabled")
-REQUIRED = "???"  # OmegaConf's mark of a value each option must set
 MAX_SEED = 2**32 - 1  # numpy.random.seed's upper bound (torch accepts more, NumPy does not)
 
 
 # ---- rules: what a valid value is, as one phrase and one predicate -------------------------------------------
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def is_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def is_list(value: Any) -> bool:
-    """A YAML/OmegaConf list (``ListConfig`` is a ``Sequence``), never a string."""
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
-
-
-@dataclass(frozen=True)
-class Rule:
-    """``expect`` completes "<key> is <value>; expected ..."; ``choices`` are listed by ``--help``."""
-
-    expect: str
-    ok: Callable[[Any], bool]
-    choices: tuple[Any, ...] = ()
-
-
-def integer(minimum: int = 1, maximum: int | None = None, expect: str | None = None) -> Rule:
-    words = {1: "a positive integer", 0: "an integer >= 0"}.get(minimum, f"an integer >= {minimum}")
-    if maximum is not None:
-        words = f"an integer in [{minimum}, {maximum}]"
-    return Rule(expect or words, lambda v: is_int(v) and v >= minimum and (maximum is None or v <= maximum))
-
-
-def number(above: float | None = None, at_least: float | None = None, below: float | None = None,
-           expect: str = "a number") -> Rule:
-    def ok(v: Any) -> bool:
-        return (is_number(v) and (above is None or v > above) and (at_least is None or v >= at_least)
-                and (below is None or v < below))
-    return Rule(expect, ok)
-
-
-def one_of(choices: Sequence[Any], *, fold_case: bool = False) -> Rule:
-    shown = ", ".join("null" if c is None else str(c) for c in choices)
-    if fold_case:
-        return Rule(f"one of {shown}", lambda v: isinstance(v, str) and v.lower() in choices, tuple(choices))
-    return Rule(f"one of {shown}", lambda v: any(v == c and type(v) is type(c) for c in choices), tuple(choices))
-
-
-BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool), (True, False))
-TEXT = Rule("a non-empty string", is_text)
 
 
 def _plain_name(value: Any) -> bool:
@@ -133,14 +92,6 @@ def _metrics(value: Any) -> bool:
 
 
 LIMIT = Rule("null, a positive number of batches or a fraction in (0, 1]", _limit)
-
-
-def key(default: Any, help: str, rule: Rule | None = None, *, hidden: bool = False) -> Any:  # noqa: A002
-    """One config key: its default, its one-line help and (beyond its type) its rule."""
-    meta = {"help": help, "rule": rule, "hidden": hidden}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 # ---- the schema -------------------------------------------------------------------------------------------------
@@ -402,63 +353,6 @@ class TensorBoardLoggerConfig:
 LOGGERS: dict[str, type] = {"wandb": WandbConfig, "csv": CsvLoggerConfig, "tensorboard": TensorBoardLoggerConfig}
 
 
-# RecBole 1.2.1's sequential eval_args (recbole/properties/quick_start_config/sequential.yaml + group_by), what
-# eval_args: null means and what a partial eval_args on the command line is filled from
-SEQUENTIAL_EVAL_ARGS = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}
-# what RecBole fills a config file's partial eval_args from (Config._set_default_parameters): its file replaces
-# the sequential block whole, so a file without `order` means RO there
-RECBOLE_EVAL_FILL = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"}
-
-
-def eval_args_problems(value: Any) -> list[str]:
-    """What is wrong with an ``eval_args`` (filled), one phrase a key; empty when this project can honour it."""
-    if value is None:
-        return []
-    if not isinstance(value, Mapping) or not set(value) <= set(SEQUENTIAL_EVAL_ARGS):
-        return [f"eval_args is {value!r}; expected null or a mapping of split, order, group_by, mode"]
-    args = {**SEQUENTIAL_EVAL_ARGS, **value}
-    problems = []
-    split = args["split"]
-    mode, ratios = next(iter(split.items())) if isinstance(split, Mapping) and len(split) == 1 else (None, None)
-    if not ((mode == "LS" and ratios in ("valid_and_test", "test_only"))
-            or (mode == "RS" and is_list(ratios) and len(ratios) == 3 and all(is_number(r) and r >= 0 for r in ratios)
-                and ratios[0] > 0 and ratios[2] > 0)):
-        problems.append(f"eval_args.split is {split!r}; expected {{LS: valid_and_test}}, {{LS: test_only}} or {{RS: "
-                        "[a, b, c]} with a, c > 0 and b >= 0 (valid_only would leave no test split; TS, the time "
-                        "split, is not supported here)")
-    if args["order"] != "TO":
-        problems.append(f"eval_args.order is {args['order']!r}; expected TO: RecBole 1.2.1 refuses RO for sequential "
-                        "models (\"The ordering args for sequential recommendation has to be 'TO'\"), and a RecBole "
-                        "file whose eval_args leaves out order means RO there: add order: TO")
-    if args["group_by"] not in ("user", None, "none"):
-        problems.append(f"eval_args.group_by is {args['group_by']!r}; expected user or null")
-    mode = args["mode"]
-    modes = list(mode.values()) if isinstance(mode, Mapping) else [mode]
-    if (isinstance(mode, Mapping) and set(mode) != {"valid", "test"}) or not all(map(eval_mode_ok, modes)):
-        problems.append(f"eval_args.mode is {mode!r}; expected full, uniN or popN (N candidates drawn uniformly or "
-                        "by popularity, e.g. uni100), or {valid: <mode>, test: <mode>} (labeled is for "
-                        "point-wise models)")
-    elif mode_of(mode, "valid") != "full" or mode_of(mode, "test") != "full":
-        if isinstance(split, Mapping) and "RS" in split:
-            problems.append(f"eval_args.mode {mode!r} with split {split!r}: sampled candidates need the "
-                            "leave-one-out split (LS); under RS RecBole scores all of a user's held-out examples in "
-                            "one row, each from its own history, which is no next-item protocol")
-    return problems
-
-
-EVAL_MODE = re.compile(r"^(uni|pop)([1-9][0-9]{0,5})$")
-
-
-def eval_mode_ok(mode: Any) -> bool:
-    """``full``, or RecBole's sampled modes ``uniN`` / ``popN`` (N candidates besides the target)."""
-    return mode == "full" or (isinstance(mode, str) and EVAL_MODE.match(mode) is not None)
-
-
-def mode_of(mode: Any, split: str) -> str:
-    """One split's mode of ``eval_args.mode`` (a string for both, or ``{valid: .., test: ..}``)."""
-    return str(mode[split]) if isinstance(mode, Mapping) else str(mode)
-
-
 @dataclass
 class TrainConfig:
     """Top-level keys of training (names follow RecBole's); ``model``, ``data``, ``trainer`` and ``logger``
@@ -531,20 +425,6 @@ REGISTERED: dict[str, type] = {
 }
 
 
-def defaults_of(schema: type) -> dict[str, Any]:
-    """The schema's defaults as a plain mapping (``???`` for a key each option must set)."""
-    out = {}
-    for f in fields(schema):
-        if f.default is not MISSING:
-            value = f.default
-        elif f.default_factory is not MISSING:
-            value = f.default_factory()
-        else:
-            value = "???"
-        out[f.name] = asdict(value) if is_dataclass(value) else value
-    return out
-
-
 def register() -> None:
     """Put the schemas into Hydra's ConfigStore (idempotent); imported modules call it before composing."""
     from hydra.core.config_store import ConfigStore
@@ -560,149 +440,10 @@ def register() -> None:
 
 # ---- serving -----------------------------------------------------------------------------------------------------
 
-SERVING_FORMATS = ("tsv", "jsonl")
-EXPORT_FORMATS = ("torchscript", "onnx")
-
-
-@dataclass
-class RecommendConfig:
-    """Top-K recommendations: ``narm-recommend ckpt=<run>/checkpoints/best.ckpt [key=value ...]``."""
-
-    ckpt: str | None = key(None, "a training checkpoint (best.ckpt / last.ckpt); or use export_dir", TEXT)
-    export_dir: str | None = key(None, "a folder written by `narm-recommend export` instead of ckpt", TEXT)
-    sessions: Any = key(None, "inline sessions, e.g. '[\"242 302\",\"51\"]' (each string: item ids separated by "
-                        "spaces)", Rule("null or a list of sessions, e.g. '[\"242 302\",\"51\"]'",
-                                        lambda v: v is None or is_list(v)))
-    input: str | None = key(None, "file with one session a line, read lazily in chunks of batch_size lines; - (or "
-                             "/dev/stdin) reads standard input", TEXT)
-    output: str | None = key(None, "where to write (atomically: temp file, renamed at the end); null prints to "
-                             "stdout", TEXT)
-    format: str = key("tsv", "tsv: line<TAB>items<TAB>scores<TAB>unknown<TAB>source (space-separated); jsonl: one "
-                      "object a line",
-                      one_of(SERVING_FORMATS))
-    k: int = key(20, "how many items to recommend per session", integer())
-    exclude_seen: bool = key(False, "true: never recommend an item already in the session", BOOLEAN)
-    strict: bool = key(False, "true: an unknown item id is an error; false: it is reported and the rest is used",
-                       BOOLEAN)
-    batch_size: int = key(256, "sessions scored together (bounds memory: batch_size x n_items scores)", integer())
-    num_threads: int | None = key(None, "torch CPU threads; null keeps torch's default", integer())
-
-
-@dataclass
-class ExportConfig:
-    """Export the scoring model: ``narm-recommend export ckpt=<best.ckpt> dir=<folder>``."""
-
-    ckpt: str | None = key(None, "the training checkpoint to export (best.ckpt / last.ckpt)", TEXT)
-    dir: str | None = key(None, "output folder: model.ts (and model.onnx), item_ids.json, meta.json, weights.pt",
-                          TEXT)
-    formats: list[str] = key(["torchscript"], "any of: torchscript, onnx (onnx needs pip install "
-                             "'narm-lightning[onnx]')",
-                             Rule(f"a non-empty list drawn from {', '.join(EXPORT_FORMATS)}",
-                                  lambda v: is_list(v) and len(v) > 0 and all(x in EXPORT_FORMATS for x in v),
-                                  EXPORT_FORMATS))
-    k: int = key(20, "default K recorded in meta.json for serving systems", integer())
-
 
 # ---- reading the schema ------------------------------------------------------------------------------------------
 
 
-def _optional(annotation: Any) -> tuple[bool, Any]:
-    """``(True, X)`` for ``X | None``; ``(False, annotation)`` otherwise."""
-    args = typing.get_args(annotation)
-    if (typing.get_origin(annotation) in (typing.Union, types.UnionType)) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return True, rest[0] if len(rest) == 1 else Any
-    return False, annotation
-
-
-_TYPES: dict[Any, tuple[str, Callable[[Any], bool]]] = {
-    int: ("an integer", is_int),
-    float: ("a number", is_number),
-    str: ("a string", lambda v: isinstance(v, str)),
-    bool: ("true or false", lambda v: isinstance(v, bool)),
-}
-
-
-def _type_check(annotation: Any) -> tuple[str, Callable[[Any], bool]] | None:
-    if annotation in _TYPES:
-        return _TYPES[annotation]
-    if typing.get_origin(annotation) is list:
-        (item,) = typing.get_args(annotation)
-        words, ok = _TYPES[item]
-        return f"a list of {words.split(' ', 1)[1]}s", lambda v: is_list(v) and all(ok(x) for x in v)
-    return None  # Any, or a nested schema
-
-
-@dataclass(frozen=True)
-class Key:
-    """One declared key, as ``--help`` and the checks read it."""
-
-    name: str
-    default: Any
-    help: str
-    rule: Rule | None
-    optional: bool
-    annotation: Any
-    hidden: bool
-
-    def problem(self, value: Any) -> str | None:
-        """``None`` when ``value`` is valid, else what was expected."""
-        if value is None and self.optional:
-            return None
-        checked = _type_check(self.annotation)
-        expect = self.rule.expect if self.rule else (checked[0] if checked else "")
-        if self.optional and not expect.startswith("null") and not (self.rule and None in self.rule.choices):
-            expect = f"null or {expect}"
-        if checked and not checked[1](value):
-            return expect
-        if self.rule and not self.rule.ok(value):
-            return expect
-        return None
-
-
-def keys_of(schema: type) -> Iterator[Key]:
-    """The keys of one schema class, in declaration order (nested schemas not expanded)."""
-    hints = typing.get_type_hints(schema)
-    for f in fields(schema):
-        if is_dataclass(hints[f.name]) or not f.metadata:
-            continue
-        optional, annotation = _optional(hints[f.name])
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else "???")
-        yield Key(f.name, default, f.metadata["help"], f.metadata["rule"], optional, annotation,
-                  f.metadata["hidden"])
-
-
-def nested_schemas(schema: type) -> Iterator[tuple[str, type]]:
-    """``(field name, schema)`` of the schemas nested in ``schema`` (TrainConfig's model, trainer, optuna)."""
-    hints = typing.get_type_hints(schema)
-    for f in fields(schema):
-        if is_dataclass(hints[f.name]):
-            yield f.name, hints[f.name]
-
-
-def schema_problems(node: Any, schema: type, prefix: str = "") -> list[str]:
-    """What the schema says of each key of ``node`` (type, range, choices), one sentence a key."""
-    problems = []
-    for key in keys_of(schema):
-        value = node.get(key.name) if isinstance(node, Mapping) else None
-        expected = key.problem(value)
-        if expected:
-            problems.append(f"{prefix}{key.name} is {value!r}; expected {expected}")
-    for name, nested in nested_schemas(schema):
-        problems += schema_problems(node.get(name) or {}, nested, f"{prefix}{name}.")
-    return problems
-
-
-def undeclared_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
-    """The keys of ``node`` that ``schema`` does not declare (a ``+key`` nothing reads), nested schemas followed."""
-    if not isinstance(node, Mapping):
-        return []
-    declared = {f.name for f in fields(schema)}
-    extra = [f"{prefix}{name}" for name in node if name not in declared]
-    for name, nested in nested_schemas(schema):
-        extra += undeclared_keys(node.get(name) or {}, nested, f"{prefix}{name}.")
-    return extra
 
 
 def data_schema(data: Any) -> type:
@@ -719,6 +460,3 @@ def file_stem(path: Any) -> str:
 
     stem = PurePath(str(path)).stem.strip()
     return stem if stem not in ("", ".", "..") else "clicks"
-
-
-register()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from narm_lightning.config.schema import EVAL_MODE
+from narm_lightning.config.eval_args import EVAL_MODE
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.errors import DataError
 from narm_lightning.io import write_bytes_atomic

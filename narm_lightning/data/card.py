@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from narm_lightning.config.schema import SEQUENTIAL_EVAL_ARGS
+from narm_lightning.config.eval_args import SEQUENTIAL_EVAL_ARGS
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.io import sha256_file
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-from narm_lightning.config.schema import ACCURACY_METRICS, METRICS  # the choices live in the schema
+from narm_lightning.config.schema import ACCURACY_METRICS, METRICS
 
 BEYOND_ACCURACY = tuple(m for m in METRICS if m not in ACCURACY_METRICS)
 

@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from narm_lightning import CONF_DIR
-from narm_lightning.config.schema import RECBOLE_EVAL_FILL
+from narm_lightning.config.eval_args import RECBOLE_EVAL_FILL
 from narm_lightning.config.yaml_files import load_yaml_data
 from narm_lightning.errors import ConfigError
 from narm_lightning.io import read_text_lines

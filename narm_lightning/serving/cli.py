@@ -21,7 +21,8 @@ from omegaconf import DictConfig, ListConfig
 from narm_lightning import CONF_DIR
 from narm_lightning.cli.exits import composition_error, run_or_exit
 from narm_lightning.cli.help import print_help_if_asked, serving_sections
-from narm_lightning.config.schema import SERVING_FORMATS, ExportConfig, RecommendConfig, schema_problems
+from narm_lightning.config.rules import schema_problems
+from narm_lightning.config.serving import SERVING_FORMATS, ExportConfig, RecommendConfig
 from narm_lightning.errors import ConfigError, DataError
 from narm_lightning.io import atomic_open
 from narm_lightning.serving.recommender import Recommendation, Recommender
@@ -42,6 +43,9 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from narm_lightning.config.schema import register
+
+    register()  # the schemas into Hydra's ConfigStore: the shipped YAML includes them
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name=name, overrides=overrides)

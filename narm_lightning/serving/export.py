@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from narm_lightning.config.schema import EXPORT_FORMATS
+from narm_lightning.config.serving import EXPORT_FORMATS
 from narm_lightning.errors import ConfigError, first_line
 from narm_lightning.io import atomic_path, fsync_path, write_bytes_atomic, write_json_atomic
 from narm_lightning.serving.recommender import ScoringModel, build_model, load_checkpoint, max_len_of

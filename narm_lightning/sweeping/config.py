@@ -13,7 +13,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from narm_lightning.config.schema import key
+from narm_lightning.config.rules import key
 
 # Hydra only instantiates plugin classes defined under the hydra_plugins package: the shim.
 SWEEPER_TARGET = "hydra_plugins.narm_optuna_sweeper.narm_optuna_sweeper.OptunaSweeper"

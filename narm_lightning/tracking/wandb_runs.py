@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from narm_lightning.config.schema import WANDB_MODES, WandbConfig, keys_of
+from narm_lightning.config.rules import keys_of
+from narm_lightning.config.schema import WANDB_MODES, WandbConfig
 from narm_lightning.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from narm_lightning.cli.entry import hand_sigterm_to_lightning
-from narm_lightning.config.schema import mode_of
+from narm_lightning.config.eval_args import mode_of
 from narm_lightning.config.validation import data_problems, negative_sampling, parse_metric_name, validate
 from narm_lightning.data.candidates import FILE_NAME as CANDIDATES_FILE
 from narm_lightning.data.candidates import Mode, member

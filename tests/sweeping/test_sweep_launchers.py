@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from narm_lightning import CONF_DIR
+from narm_lightning.config.schema import register
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]' to test it")
 
@@ -39,6 +40,7 @@ def test_slurm_launcher_config_makes_the_intended_sbatch_script(
 
     monkeypatch.chdir(tmp_path)  # the launcher creates the (relative) sweep dir
     overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.setup=[module load cuda]"]
+    register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     node = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
