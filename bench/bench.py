@@ -58,14 +58,10 @@ from narm_lightning.data.protocol import SequentialData  # noqa: E402
 from narm_lightning.errors import DataError  # noqa: E402
 from narm_lightning.model.metrics import RankMetrics  # noqa: E402
 from narm_lightning.model.narm import NARM  # noqa: E402
-from narm_lightning.training.run import (  # noqa: E402
-    build_datamodule,
-    build_module,
-    load_data,
-    peak_rss_mib,
-    resolve_precision,
-    train,
-)
+from narm_lightning.training.builders import build_datamodule, build_module, load_data  # noqa: E402
+from narm_lightning.training.hostcheck import resolve_precision  # noqa: E402
+from narm_lightning.training.results import peak_rss_mib  # noqa: E402
+from narm_lightning.training.run import train  # noqa: E402
 
 HISTORY = ROOT / "bench" / "HISTORY.md"
 

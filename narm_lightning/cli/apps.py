@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")  # the shipped configs
 def _train_app(cfg: DictConfig) -> float:
-    from narm_lightning.training.run import train  # heavy (torch, Lightning): not needed for --help
+    from narm_lightning.training.run import train
 
     return run_or_exit(train, cfg)["best_valid_score"]
 

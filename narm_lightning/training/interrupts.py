@@ -10,11 +10,20 @@ command. A second Ctrl-C before that boundary interrupts at once, as usual.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from narm_lightning.errors import RunInterrupted
+from narm_lightning.training.checkpointing import (
+    LAST_CHECKPOINT,
+)
 
 
 class DeferredInterrupt(pl.Callback):
@@ -47,3 +56,32 @@ class DeferredInterrupt(pl.Callback):
 
     on_train_batch_end = on_validation_batch_end = on_test_batch_end = _check
     on_train_epoch_end = on_validation_epoch_end = _check
+
+
+@contextlib.contextmanager
+def stopped_by_signals(trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
+    """Lightning's ways of stopping on a signal, as one ``RunInterrupted`` that says how to resume.
+
+    On SIGTERM Lightning ends the loop with ``SIGTERMException``, a ``SystemExit`` with no code (exit 0:
+    "done" to a scheduler); on Ctrl-C it calls ``sys.exit(1)``. Both keep the last finished epoch in
+    ``last.ckpt``, written atomically.
+    """
+    try:
+        yield
+    except SIGTERMException:
+        raise _interrupted("SIGTERM", trainer, run_dir) from None
+    except SystemExit:
+        if trainer.interrupted:  # Lightning's KeyboardInterrupt handler
+            raise _interrupted("SIGINT", trainer, run_dir) from None
+        raise
+
+
+def _interrupted(name: str, trainer: pl.Trainer, run_dir: Path) -> RunInterrupted:
+    last = run_dir / LAST_CHECKPOINT
+    where = f"during epoch {trainer.current_epoch}" if trainer.state.fn == "fit" else "while testing"
+    if last.is_file():
+        how = (f"{last} holds every finished epoch; resume with:\n  python train.py resume={run_dir}")
+    else:
+        how = "no epoch had finished, so there is nothing to resume: run the command again."
+    return RunInterrupted(name, 128 + getattr(signal, name), f"stopped by {name} {where}; {how}",
+                          run_dir=run_dir.resolve() if last.is_file() else None)

@@ -117,7 +117,7 @@ def test_gpu_style_devices_on_the_cpu_are_refused_before_lightning_would_fail(de
 ])
 def test_accepted_trainer_values_reach_the_trainer(override, attribute, expected, tmp_path) -> None:
     """Accepted by the checks and handed to Lightning as given (not only "no error")."""
-    from narm_lightning.training.run import build_trainer
+    from narm_lightning.training.builders import build_trainer
 
     cfg = compose_train([override, "logger=none", "trainer.enable_progress_bar=false"])
     validate(cfg)
@@ -138,7 +138,7 @@ def test_a_bad_config_reads_no_data_and_writes_nothing(tmp_path) -> None:
 def test_precision_auto_follows_the_hardware(monkeypatch) -> None:
     from omegaconf import OmegaConf
 
-    from narm_lightning.training import run as training
+    from narm_lightning.training import hostcheck as training
 
     assert training.cpu_has_native_bf16("processor: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
     assert training.cpu_has_native_bf16("flags : fpu avx512_bf16\n")

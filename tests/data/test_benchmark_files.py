@@ -10,7 +10,8 @@ import pytest
 from narm_lightning.config.validation import config_problems
 from narm_lightning.errors import DataError
 from narm_lightning.recbole.config import apply_recbole_config
-from narm_lightning.training.run import load_data, train
+from narm_lightning.training.builders import load_data
+from narm_lightning.training.run import train
 from tests.helpers import compose_train
 
 HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token"

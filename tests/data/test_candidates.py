@@ -15,7 +15,8 @@ from narm_lightning.config.validation import config_problems
 from narm_lightning.data.candidates import FILE_NAME, Mode, draw, load, save, score_on_candidates
 from narm_lightning.errors import DataError
 from narm_lightning.model.metrics import RankMetrics
-from narm_lightning.training.run import load_data, train
+from narm_lightning.training.builders import load_data
+from narm_lightning.training.run import train
 from tests.helpers import SHARED_DATA, compose_train, need_shared, tiny_overrides
 
 SHARED = SHARED_DATA
@@ -135,7 +136,7 @@ def test_uni100_and_pop100_agree_with_recbole_within_sampling_noise() -> None:
     of their difference. A different distribution (the target among the draws, the padding id, popularity
     counted on another set) moves these means by many standard errors."""
     from narm_lightning.data.candidates import prepare
-    from narm_lightning.training.run import build_module, load_data, load_initial_weights
+    from narm_lightning.training.builders import build_module, load_data, load_initial_weights
 
     need_shared(SHARED / "recbole-checkpoint")
     reference = json.loads(REFERENCE.read_text())  # committed: RecBole's own draws (make recbole-sampled)

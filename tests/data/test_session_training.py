@@ -10,7 +10,7 @@ import pytest
 
 from narm_lightning.config.validation import validate
 from narm_lightning.errors import DataError
-from narm_lightning.training.run import load_data
+from narm_lightning.training.builders import load_data
 from tests.helpers import REPO, compose_train
 
 

@@ -5,7 +5,7 @@ import pytest
 from narm_lightning.config.validation import validate
 from narm_lightning.errors import ConfigError
 from narm_lightning.recbole.config import apply_recbole_config, map_recbole_config, read_recbole_file
-from narm_lightning.training.run import with_recbole_config_file
+from narm_lightning.training.plan import with_recbole_config_file
 from tests.helpers import compose_train
 
 RECBOLE_YAML = """\

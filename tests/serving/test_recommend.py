@@ -19,7 +19,8 @@ from narm_lightning.serving import export as export_module
 from narm_lightning.serving.cli import compose_config, main, recommend_command
 from narm_lightning.serving.export import export
 from narm_lightning.serving.recommender import Recommender
-from narm_lightning.training.run import build_module, train
+from narm_lightning.training.builders import build_module
+from narm_lightning.training.run import train
 from tests.conftest import write_inter
 from tests.helpers import compose_train, tiny_overrides
 from tests.system.test_fuzz_readers import no_hang

@@ -24,8 +24,8 @@ from narm_lightning.model.narm import NARM
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 from narm_lightning.safe_load import load_plain_pickle, load_torch_checkpoint
 from narm_lightning.serving.recommender import Recommender
+from narm_lightning.training.builders import load_initial_weights
 from narm_lightning.training.checkpointing import AtomicCheckpointIO
-from narm_lightning.training.run import load_initial_weights
 from tests.helpers import REPO, tiny_overrides
 
 

@@ -28,14 +28,15 @@ def test_advice_only_for_madvise_without_the_tunable() -> None:
 
 
 def test_a_cpu_run_logs_the_advice_on_a_madvise_host(tiny_root, tmp_path, monkeypatch, caplog) -> None:
+    from narm_lightning.training import hostcheck
     from narm_lightning.training import run as training
     from tests.helpers import compose_train, tiny_overrides
 
-    monkeypatch.setattr(training, "thp_mode", lambda: "madvise")
-    monkeypatch.setattr(training, "_host_warned", False)
+    monkeypatch.setattr(hostcheck, "thp_mode", lambda: "madvise")
+    monkeypatch.setattr(hostcheck, "_host_warned", False)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     for run in ("first", "second"):  # a sweep runs many trials in one process: the advice comes once
-        with caplog.at_level("WARNING", logger="narm_lightning.training.run"):
+        with caplog.at_level("WARNING", logger="narm_lightning.training.hostcheck"):
             training.train(compose_train(tiny_overrides(tiny_root, "epochs=1", "trainer.limit_train_batches=2")),
                            output_dir=tmp_path / run)
     advice = [r.getMessage() for r in caplog.records if HUGETLB_TUNABLE in r.getMessage()]

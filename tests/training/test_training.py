@@ -86,7 +86,7 @@ def test_evaluation_scores_one_eval_batch_block_at_a_time(tiny_root, monkeypatch
     import pytorch_lightning as pl
 
     from narm_lightning.model.metrics import RankMetrics
-    from narm_lightning.training.run import build_datamodule, build_module, load_data
+    from narm_lightning.training.builders import build_datamodule, build_module, load_data
 
     cfg = compose_train(tiny_overrides(tiny_root, "eval_batch_size=16", f"metrics={metrics}"))
     data = load_data(cfg)
@@ -113,15 +113,12 @@ def test_evaluation_scores_one_eval_batch_block_at_a_time(tiny_root, monkeypatch
 
 def test_the_pipeline_builders_each_work_alone(tiny_root, tmp_path) -> None:
     """``train`` is plan -> data -> module -> callbacks -> loggers -> trainer -> fit -> test -> results."""
+    from narm_lightning.training.builders import build_callbacks, build_trainer
     from narm_lightning.training.checkpointing import RunState
-    from narm_lightning.training.run import (
-        build_callbacks,
-        build_trainer,
-        describe_run,
-        plan_run,
-        read_data,
-        resolve_precision,
-    )
+    from narm_lightning.training.hostcheck import resolve_precision
+    from narm_lightning.training.plan import plan_run
+    from narm_lightning.training.results import describe_run
+    from narm_lightning.training.run import read_data
 
     cfg = compose_train(tiny_overrides(tiny_root, "epochs=1"))
     plan = plan_run(cfg, tmp_path / "run")
@@ -150,7 +147,8 @@ def test_the_tensorboard_logger_writes_event_files(tiny_root, tmp_path) -> None:
 
 def test_recboles_clip_grad_norm_and_metric_decimal_place(tmp_path) -> None:
     from narm_lightning.recbole.config import map_recbole_config
-    from narm_lightning.training.run import build_trainer, format_results
+    from narm_lightning.training.builders import build_trainer
+    from narm_lightning.training.results import format_results
 
     trainer = build_trainer(compose_train(["clip_grad_norm={max_norm:5}", "logger=none"]), [], [], tmp_path, True)
     assert trainer.gradient_clip_val == 5 and trainer.gradient_clip_algorithm == "norm"
@@ -198,7 +196,7 @@ def test_a_recbole_file_eval_args_is_filled_the_way_recbole_fills_it(tmp_path) -
     defaults, so a file with only `split` means order RO, which RecBole refuses for NARM: refused here too."""
     from narm_lightning.config.validation import validate
     from narm_lightning.errors import ConfigError
-    from narm_lightning.training.run import with_recbole_config_file
+    from narm_lightning.training.plan import with_recbole_config_file
 
     path = tmp_path / "r.yaml"
     path.write_text("eval_args:\n  split: {RS: [8, 1, 1]}\n")
