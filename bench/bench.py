@@ -59,7 +59,7 @@ from narm_lightning.errors import DataError  # noqa: E402
 from narm_lightning.model.metrics import RankMetrics  # noqa: E402
 from narm_lightning.model.narm import NARM  # noqa: E402
 from narm_lightning.training.builders import build_datamodule, build_module, load_data  # noqa: E402
-from narm_lightning.training.hostcheck import resolve_precision  # noqa: E402
+from narm_lightning.training.precision import resolve_precision  # noqa: E402
 from narm_lightning.training.results import peak_rss_mib  # noqa: E402
 from narm_lightning.training.run import train  # noqa: E402
 

@@ -41,9 +41,9 @@ from narm_lightning.training.checkpointing import (
 )
 from narm_lightning.training.console import CompactProgressBar, quiet_third_party
 from narm_lightning.training.epoch_log import EpochLog, bar_shown
-from narm_lightning.training.hostcheck import resolve_precision
 from narm_lightning.training.interrupts import DeferredInterrupt
 from narm_lightning.training.plan import RunPlan, failure_reason
+from narm_lightning.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from narm_lightning.training.hostcheck import resolve_precision
+from narm_lightning.training.precision import resolve_precision
 
 
 def peak_rss_mib() -> float | None:

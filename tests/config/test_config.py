@@ -138,7 +138,7 @@ def test_a_bad_config_reads_no_data_and_writes_nothing(tmp_path) -> None:
 def test_precision_auto_follows_the_hardware(monkeypatch) -> None:
     from omegaconf import OmegaConf
 
-    from narm_lightning.training import hostcheck as training
+    from narm_lightning.training import precision as training
 
     assert training.cpu_has_native_bf16("processor: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
     assert training.cpu_has_native_bf16("flags : fpu avx512_bf16\n")

@@ -151,3 +151,12 @@ def test_the_entry_scripts_stay_thin() -> None:
     for script in ("train.py", "sweep.py"):
         code = [ln for ln in (REPO / script).read_text().splitlines() if ln.strip() and not ln.startswith(("#", '"'))]
         assert len(code) <= 6, script
+
+
+def test_what_the_first_frame_imports_is_light() -> None:
+    """cli/entry.py runs before torch is imported (Ctrl-C there is one line, exit 130): it and the host check it
+    reads import no torch, numpy or Lightning, at any level."""
+    for path in (PACKAGE / "cli" / "entry.py", PACKAGE / "training" / "hostcheck.py"):
+        top = {m.split(".")[0] for m in _imports(path, top_level_only=True)}
+        assert not {"torch", "numpy", "pytorch_lightning"} & top, path.name
+    assert not {"torch", "numpy", "pytorch_lightning"} & _third_party(PACKAGE / "training" / "hostcheck.py")

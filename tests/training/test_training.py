@@ -115,8 +115,8 @@ def test_the_pipeline_builders_each_work_alone(tiny_root, tmp_path) -> None:
     """``train`` is plan -> data -> module -> callbacks -> loggers -> trainer -> fit -> test -> results."""
     from narm_lightning.training.builders import build_callbacks, build_trainer
     from narm_lightning.training.checkpointing import RunState
-    from narm_lightning.training.hostcheck import resolve_precision
     from narm_lightning.training.plan import plan_run
+    from narm_lightning.training.precision import resolve_precision
     from narm_lightning.training.results import describe_run
     from narm_lightning.training.run import read_data
 
