@@ -25,10 +25,8 @@ import hashlib
 import json
 import logging
 import math
-import statistics
 import time
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +39,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.exceptions import ExperimentalWarning
 
 from narm_lightning.cli.exits import composition_error, fail
-from narm_lightning.errors import ConfigError, NarmError, RunInterrupted, TrialFailed
+from narm_lightning.errors import ConfigError, NarmError, RunInterrupted
 from narm_lightning.sweeping import report
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
 from narm_lightning.sweeping.study import (
-    ERROR_ATTR,
     PRUNER_ATTR,
-    REPORT_ATTR,
     RESUME_REFUSED_ATTR,
     RUN_DIR_ATTR,
     WORKER_ATTR,
@@ -70,12 +66,22 @@ from narm_lightning.sweeping.study import (
     this_worker,
     trial_ids,
 )
+from narm_lightning.sweeping.trials import (
+    MAX_ERROR_CHARS,
+    Progress,
+    SeedsResult,
+    as_minutes,
+    fail_own_running_trials,
+    fail_trial,
+    jsonable,
+    refused_resume,
+    tell_trial,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_TRIALS = 30  # n_trials: null with a sampler other than the grid
 
 IDENTITY_SECTION = "optuna"  # config section the trial identity is written to
-_MAX_ERROR_CHARS = 2000
 # console lines a study's log is read by (bench/study_status.py: the confirm step's time per sitting)
 SITTING_STARTS = ("resuming study ", "new study ")
 CONFIRM_STEP_LINE = "Confirm step: "
@@ -461,7 +467,7 @@ class OptunaSweeperImpl:
             self._validate_batch(batch)
         except Exception as exc:
             for trial in trials:
-                _fail(study, trial, f"invalid overrides: {exc}")
+                fail_trial(study, trial, f"invalid overrides: {exc}")
             raise ConfigError(f"hydra.sweeper.params: a trial's overrides do not compose: {exc}") from exc
         for trial in trials:  # the fixed overrides were told once, at the start; values as the user typed them
             log.info("Trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in trial.params.items()))
@@ -469,7 +475,7 @@ class OptunaSweeperImpl:
             returns = self._launch(batch)
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
             for trial, trial_id in zip(trials, ids):  # nor be lost: the next run of the command runs them again
-                _fail(study, trial, f"interrupted: {exc}".strip())
+                fail_trial(study, trial, f"interrupted: {exc}".strip())
                 requeue(study, self._db, trial_id, max_retry=None)  # a stop is not the trial's failure
             log.warning("Trial(s) %s stopped: queued to run again when this command is rerun%s.",
                         ", ".join(str(t.number) for t in trials),
@@ -479,14 +485,14 @@ class OptunaSweeperImpl:
             group = identity_overrides(storage_url, study_name, 0)[:2]  # study, not trial: the W&B group
             returns = self._other_seeds(settings, group, returns, seeds)
         for trial, trial_id, ret, resume in zip(trials, ids, returns, resumes):
-            refused = _refused_resume(ret) if resume else None
+            refused = refused_resume(ret) if resume else None
             if refused is not None:  # e.g. the config gained a key since: the run cannot go on, the point can
                 trial.set_user_attr(RESUME_REFUSED_ATTR, True)
-                _fail(study, trial, f"could not continue the stopped run: {refused}")
+                fail_trial(study, trial, f"could not continue the stopped run: {refused}")
                 requeue(study, self._db, trial_id, max_retry=None)
                 log.warning("Trial %d could not continue the stopped run: queued to start over.", trial.number)
                 continue
-            _tell(study, trial, ret)
+            tell_trial(study, trial, ret)
             if self._progress is not None:
                 log.info("%s", self._progress.line(study, trial.number))
 
@@ -581,28 +587,28 @@ class OptunaSweeperImpl:
                 raise
             returns = list(returns)
             for i, folder in enumerate(folders):
-                if folder and _refused_resume(returns[i]) is not None:  # the run cannot go on: start it over
+                if folder and refused_resume(returns[i]) is not None:  # the run cannot go on: start it over
                     log.warning("Confirm %s seed %d could not continue its stopped run: it starts over.",
                                 chunk[i][0].label, chunk[i][1])
                     study.set_user_attr(stopped_key(chunk[i][0].label, chunk[i][1]), None)
                     returns[i] = self._launch([batch[i][:-1]])[0]
                     folders[i] = None
             for done, ((c, seed), ret, folder) in enumerate(zip(chunk, returns, folders), start=start + 1):
-                record: dict[str, Any] = {"params": {k: _jsonable(v) for k, v in c.params.items()}}
+                record: dict[str, Any] = {"params": {k: jsonable(v) for k, v in c.params.items()}}
                 try:
                     _ = ret.return_value  # re-raises a failed job's exception
                     run_dir = folder or ret.hydra_cfg.hydra.runtime.output_dir  # a continued run: its first folder
                     record["metrics"] = read_metrics(run_dir, self.results_file, self.results_key)
                     record["folder"] = str(run_dir)
                 except Exception as exc:  # noqa: BLE001 - a failed run is recorded and shown, the rest goes on
-                    record["error"] = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+                    record["error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
                     log.warning("Confirm %s seed %d FAILED: %s", c.label, seed, record["error"])
                 study.set_user_attr(attr_key(c.label, seed), record)
                 eta = (time.monotonic() - started) / done * (len(jobs) - done)
                 outcome = (", ".join(f"{k} {v:.4g}" for k, v in list(record["metrics"].items())[:3])
                            if "metrics" in record else "FAILED")
                 log.info("confirm %d/%d %s seed %d: %s%s", done, len(jobs), c.label, seed, outcome,
-                         f", ETA {_minutes(eta)}" if done < len(jobs) else "")
+                         f", ETA {as_minutes(eta)}" if done < len(jobs) else "")
         self._confirm_report(study, sweep_dir)
 
     def _stopped_confirm_run(self, study: Any, key: str) -> Path | None:
@@ -628,71 +634,11 @@ class OptunaSweeperImpl:
             write_text_atomic(sweep_dir / CSV_FILE, to_csv(rows, params))
 
 
-class SeedsResult:
-    """One trial trained with several seeds, as a Hydra ``JobReturn`` look-alike for ``_tell``: the mean of the
-    seeds' objectives (all must complete; the std and each value are kept as trial user attrs)."""
-
-    def __init__(self, returns: list[Any], seeds: list[int]) -> None:
-        from hydra.core.utils import JobStatus
-
-        self.returns, self.seeds = returns, seeds
-        self.hydra_cfg = returns[0].hydra_cfg
-        failed = next((r for r in returns if r.status != JobStatus.COMPLETED), None)
-        self.status = JobStatus.COMPLETED if failed is None else failed.status
-        self._failed = failed
-
-    @property
-    def return_value(self) -> Any:
-        if self._failed is not None:
-            return self._failed.return_value  # re-raises that seed's exception
-        return [r.return_value for r in self.returns]
-
-
-def _refused_resume(ret: Any) -> NarmError | None:
-    """The error of a job that was to continue a stopped run and was refused before training (the app raises
-    a ``NarmError``: its config or data differ from the run's, its folder is damaged); None otherwise."""
-    from hydra.core.utils import JobStatus
-
-    if ret.status == JobStatus.COMPLETED:
-        return None
-    try:
-        ret.return_value  # noqa: B018 - re-raises the job's exception
-    except TrialFailed as exc:  # the app's NarmError, wrapped for the log
-        return exc.error
-    except NarmError as exc:
-        return exc
-    except BaseException:  # noqa: BLE001 - any other failure is the trial's own, told as usual
-        return None
-    return None
-
-
 def _from_composition(exc: BaseException) -> bool:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     return isinstance(exc, (HydraException, OmegaConfBaseException))
-
-
-def _objective_and_report(value: Any) -> tuple[Any, dict[str, float]]:
-    """A task returns its objective (a float), or ``{"objective": float, "report": {name: number}}``: the report
-    (e.g. the run's test metrics, which RecBole's run_hyper.py prints for each parameter set) is shown in the
-    trial's console line and trials.csv, never optimized."""
-    if isinstance(value, Mapping) and "objective" in value:
-        report = value.get("report") or {}
-        numbers = {str(k): float(v) for k, v in report.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)} if isinstance(report, Mapping) else {}
-        return value["objective"], numbers
-    return value, {}
-
-
-def _mean_report(reports: list[dict[str, float]]) -> dict[str, float]:
-    """The seeds' reports, each name's mean over the seeds that reported it."""
-    names = dict.fromkeys(k for r in reports for k in r)
-    return {k: statistics.fmean(r[k] for r in reports if k in r) for k in names}
-
-
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
 def next_job_index(sweep_dir: Path) -> int:
@@ -727,122 +673,3 @@ def _to_dict(node: Any, key: str) -> dict[str, Any]:
     raise ConfigError(f"{key} must be a mapping, got {type(node).__name__}: {node!r}")
 
 
-class Progress:
-    """One line per finished trial: its place in the study, params, result, duration and the ETA.
-
-    A trial's duration counts the attempts it re-ran (stopped ones it continued or started over): what the point
-    cost. The ETA is the mean duration of this process's trials times the slots left, over ``n_jobs``.
-    """
-
-    def __init__(self, target: int, finished_at_start: int, n_jobs: int) -> None:
-        self.target, self.n_jobs = target, n_jobs
-        self.durations: list[float] = []
-        self.finished = finished_at_start
-
-    def line(self, study: Any, number: int) -> str:
-        trials = study.trials
-        trial = trials[number]
-        self.finished += 1
-        seconds = sum(_seconds(trials[n]) for n in [*trial.system_attrs.get("retry_history", []), number])
-        self.durations.append(seconds)
-        params = " ".join(f"{k}={v}" for k, v in trial.params.items())
-        spread = (f" ± {trial.user_attrs['value_std']:.2g} over {len(trial.user_attrs.get('seed_values', {}))} seeds"
-                  if "value_std" in trial.user_attrs else "")
-        if trial.state.name == "PRUNED":  # Optuna gives a pruned trial its last reported value: say it was pruned
-            steps = trial.intermediate_values
-            outcome = "PRUNED" + (f" at step {max(steps)} (value {steps[max(steps)]:.4g})" if steps else "")
-        elif trial.value is not None:
-            report = trial.user_attrs.get(REPORT_ATTR) or {}
-            outcome = f"value {trial.value:.4g}{spread}" + "".join(f", {k} {v:.4g}" for k, v in report.items())
-        else:
-            outcome = trial.state.name + (f" ({trial.user_attrs[ERROR_ATTR][:80]})"
-                                          if ERROR_ATTR in trial.user_attrs else "")
-        left = max(self.target - self.finished, 0)
-        eta = sum(self.durations) / len(self.durations) * left / self.n_jobs
-        return (f"trial {self.finished}/{self.target} {params}: {outcome}, {_minutes(seconds)}"
-                + (f", ETA {_minutes(eta)}" if left else ""))
-
-
-def _seconds(trial: Any) -> float:
-    """How long one trial (attempt) ran; 0 if it never started or has not ended."""
-    if trial.datetime_complete and trial.datetime_start:
-        return (trial.datetime_complete - trial.datetime_start).total_seconds()
-    return 0.0
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-
-
-def fail_own_running_trials(study: Any, storage: Any, message: str) -> None:
-    """FAIL this process's RUNNING trials (best effort: the storage may be what failed)."""
-    from optuna.trial import Trial, TrialState
-
-    me = this_worker()
-    try:
-        mine = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get(WORKER_ATTR) == me]
-        for trial_id in trial_ids(storage, study, mine):
-            _fail(study, Trial(study, trial_id), message)
-    except Exception as exc:  # noqa: BLE001 - the original error matters more; a rerun detects the rest
-        log.warning("Could not fail this worker's running trials: %s", exc)
-
-
-def _fail(study: Any, trial: Any, message: str) -> None:
-    message = message[:_MAX_ERROR_CHARS]
-    log.warning("Trial %d FAILED: %s", trial.number, message)
-    trial.set_user_attr(ERROR_ATTR, message)
-    study.tell(trial, state=_state("FAIL"))
-
-
-def _state(name: str) -> Any:
-    from optuna.trial import TrialState
-
-    return TrialState[name]
-
-
-def _tell(study: Any, trial: Any, ret: Any) -> None:
-    """Turn one Hydra JobReturn into COMPLETE / PRUNED / FAILED."""
-    import optuna
-    from hydra.core.utils import JobStatus
-
-    output_dir = getattr(getattr(getattr(ret, "hydra_cfg", None), "hydra", None), "runtime", None)
-    if output_dir is not None and RUN_DIR_ATTR not in trial.user_attrs:  # a continued run is in its first folder
-        trial.set_user_attr(RUN_DIR_ATTR, str(output_dir.output_dir))
-    try:
-        value = ret.return_value  # Hydra re-raises a failed job's exception here
-    except Exception as exc:  # noqa: BLE001 - any exception of a trial is its failure, told to the study
-        value = exc
-    if ret.status != JobStatus.COMPLETED:
-        if isinstance(value, optuna.TrialPruned):
-            log.info("Trial %d PRUNED: %s", trial.number, value)
-            study.tell(trial, state=_state("PRUNED"))
-            return
-        _fail(study, trial, f"{type(value).__name__}: {value}")
-        return
-    if isinstance(ret, SeedsResult):  # the trial's objective: the mean over its seeds
-        split = [_objective_and_report(v) for v in value]
-        try:
-            values = [float(v) for v, _ in split]
-        except (TypeError, ValueError):
-            _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
-            return
-        trial.set_user_attr("seed_values", dict(zip(map(str, ret.seeds), values)))
-        trial.set_user_attr("value_std", statistics.stdev(values))
-        value, report = statistics.fmean(values), _mean_report([r for _, r in split])
-    else:
-        value, report = _objective_and_report(value)
-    if report:
-        trial.set_user_attr(REPORT_ATTR, report)
-    if isinstance(value, bool) or value is None:
-        _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
-        return
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        _fail(study, trial, f"the task returned {value!r}; it must return the objective as a float")
-        return
-    if not math.isfinite(number):
-        _fail(study, trial, f"the task returned a non-finite objective ({number})")
-        return
-    study.tell(trial, number)

@@ -186,7 +186,7 @@ def test_a_continued_trials_progress_line_counts_the_attempts_it_continued() -> 
 
     from optuna.distributions import FloatDistribution
 
-    from narm_lightning.sweeping.sweeper import Progress
+    from narm_lightning.sweeping.trials import Progress
 
     start = dt.datetime(2026, 12, 6, 18, 0)
     dist = {"x": FloatDistribution(0, 1)}

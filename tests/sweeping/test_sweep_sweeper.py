@@ -430,10 +430,10 @@ def test_a_damaged_study_database_is_one_paragraph(run_toy: RunToy, tmp_path: Pa
 def test_a_task_may_report_numbers_beside_its_objective() -> None:
     """``{"objective": v, "report": {...}}``: v is told to the study; the report's numbers (not bools, not text)
     are kept, and over several seeds each name's mean over the seeds that reported it."""
-    from narm_lightning.sweeping.sweeper import _mean_report, _objective_and_report
+    from narm_lightning.sweeping.trials import mean_report, objective_and_report
 
-    assert _objective_and_report(0.5) == (0.5, {})
-    assert _objective_and_report({"objective": 0.5, "report": {"test mrr@10": 0.25, "flag": True, "name": "x",
+    assert objective_and_report(0.5) == (0.5, {})
+    assert objective_and_report({"objective": 0.5, "report": {"test mrr@10": 0.25, "flag": True, "name": "x",
                                                                "n": 3}}) == (0.5, {"test mrr@10": 0.25, "n": 3.0})
-    assert _objective_and_report({"value": 1}) == ({"value": 1}, {})  # no objective: the task's own mapping
-    assert _mean_report([{"a": 1.0, "b": 2.0}, {"a": 3.0}]) == {"a": 2.0, "b": 2.0}
+    assert objective_and_report({"value": 1}) == ({"value": 1}, {})  # no objective: the task's own mapping
+    assert mean_report([{"a": 1.0, "b": 2.0}, {"a": 3.0}]) == {"a": 2.0, "b": 2.0}
