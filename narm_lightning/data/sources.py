@@ -21,9 +21,11 @@ from narm_lightning.data.protocol import (
     build_sequential,
     build_session_examples,
 )
-from narm_lightning.data.session_preprocess import cached_split, load_raw_split
+from narm_lightning.data.session_files import read_pickle_split, read_text_split
+from narm_lightning.data.session_preprocess import load_raw_split
 from narm_lightning.data.session_split import build_session_split
-from narm_lightning.data.sessions import SessionSplit, read_pickle_split, read_text_split
+from narm_lightning.data.sessions import SessionSplit
+from narm_lightning.data.split_cache import cached_split
 from narm_lightning.errors import DataError
 from narm_lightning.io import require_regular_file
 

@@ -10,11 +10,7 @@ import numpy as np
 import pytest
 
 from narm_lightning.data import session_preprocess, session_split
-from narm_lightning.data.session_preprocess import (
-    load_raw_split,
-    preprocess_diginetica,
-    preprocess_yoochoose,
-)
+from narm_lightning.data.session_preprocess import load_raw_split, preprocess_diginetica, preprocess_yoochoose
 from narm_lightning.data.session_split import python2_dict_order
 from narm_lightning.data.sessions import SessionSplit
 from narm_lightning.errors import DataError

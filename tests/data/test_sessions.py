@@ -11,14 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from narm_lightning.data.sessions import (
-    augment_sessions,
-    pad_prefixes,
-    read_examples_tsv,
-    read_pickle_split,
-    read_session_lines,
-    read_text_split,
-)
+from narm_lightning.data.session_files import read_examples_tsv, read_pickle_split, read_session_lines, read_text_split
+from narm_lightning.data.sessions import augment_sessions, pad_prefixes
 from narm_lightning.errors import DataError
 from narm_lightning.safe_load import load_plain_pickle
 from tests.helpers import SHARED_DATA, need_shared

@@ -124,7 +124,7 @@ def test_training_callbacks_know_nothing_of_sweeping() -> None:
 
 def test_readers_know_nothing_of_models_lightning_or_hydra() -> None:
     for reader in ("data/atomic.py", "data/sessions.py", "data/session_preprocess.py", "data/download.py",
-                   "data/clicks.py", "data/session_split.py"):
+                   "data/clicks.py", "data/session_split.py", "data/session_files.py", "data/split_cache.py"):
         imported = _imports(PACKAGE / reader, top_level_only=False)
         assert not {"pytorch_lightning", "hydra", "omegaconf"} & {m.split(".")[0] for m in imported}, reader
         reached = _closure(_module_name(PACKAGE / reader))

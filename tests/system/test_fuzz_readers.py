@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from narm_lightning.data.atomic import AtomicTable, read_atomic
 from narm_lightning.data.protocol import SequentialData
-from narm_lightning.data.sessions import read_pickle_split, read_text_split
+from narm_lightning.data.session_files import read_pickle_split, read_text_split
 from narm_lightning.data.sources import load_user_sequences
 from narm_lightning.errors import DataError
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict

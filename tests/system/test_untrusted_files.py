@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from narm_lightning.data.sessions import read_pickle_split
+from narm_lightning.data.session_files import read_pickle_split
 from narm_lightning.errors import DataError, NarmError
 from narm_lightning.model.narm import NARM
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
