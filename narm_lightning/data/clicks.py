@@ -25,12 +25,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from narm_lightning.config.schema import CLICK_DELIMITERS
 from narm_lightning.data.session_split import Clicks, encode
 from narm_lightning.errors import DataError
 from narm_lightning.io import require_regular_file
 
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet"}
-DELIMITERS = (",", ";", "\t", "|")
 BLOCK_BYTES = 1 << 24  # CSV blocks: 16 MiB (Arrow parses each on a thread; memory stays a few blocks)
 PARQUET_ROWS = 1 << 20
 MILLISECONDS_FROM = 1e11  # epoch numbers from here on are milliseconds (1e11 s is the year 5138)
@@ -86,13 +86,14 @@ def sniff_delimiter(path: Path, fmt: str) -> str:
             raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); expected a UTF-8 CSV or TSV file, or "
                             "Parquet (data.format=parquet).") from None
         text = sample[:exc.start].decode("utf-8")
-    lines = [line for line in text.splitlines()[:20] if line.strip()]
-    if len(text) == len(sample.decode("utf-8", "ignore")) and len(sample) == 1 << 16 and len(lines) > 1:
-        lines = lines[:-1]  # the last line may be cut by the sample
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(sample) == 1 << 16 and len(lines) > 1:
+        lines = lines[:-1]  # the sample filled up: its last line may be cut
+    lines = lines[:20]
     if fmt == "tsv" and all("\t" in line for line in lines):
         return "\t"
     best, best_count = None, 0
-    for candidate in DELIMITERS:
+    for candidate in CLICK_DELIMITERS:
         counts = {line.count(candidate) for line in lines}
         if len(counts) == 1 and (count := counts.pop()) > best_count:
             best, best_count = candidate, count
@@ -251,9 +252,9 @@ def _times(column: _Column, time_format: str) -> tuple[np.ndarray, np.ndarray]:
         values = np.concatenate([p.to_numpy(zero_copy_only=False) for p in column.parts])
         if pa.types.is_floating(kind) and not np.isfinite(values).all():
             at = int(np.flatnonzero(~np.isfinite(values))[0])
-            raise column.error(column_first(column) + at, f"is {values[at]}", "a time")
+            raise column.error(_first_row(column) + at, f"is {values[at]}", "a time")
         if time_format == "iso":
-            raise column.error(column_first(column), "holds numbers", "ISO dates as data.time_format=iso says "
+            raise column.error(_first_row(column), "holds numbers", "ISO dates as data.time_format=iso says "
                                "(or time_format=auto for epoch numbers)")
         unit = time_format if time_format in ("s", "ms") else (
             "ms" if len(values) and float(np.abs(values).max()) >= MILLISECONDS_FROM else "s")
@@ -265,7 +266,7 @@ def _times(column: _Column, time_format: str) -> tuple[np.ndarray, np.ndarray]:
                     "milliseconds, or ISO 8601 dates and times).")
 
 
-def column_first(column: _Column) -> int:
+def _first_row(column: _Column) -> int:
     return 2 if column.where == "line" else 1
 
 
@@ -288,7 +289,7 @@ def _parse_text_times(column: _Column, time_format: str) -> tuple[np.ndarray, np
             time_format, f"a time in the format {time_format!r}" if "%" in time_format else
             "a time: epoch seconds or milliseconds, or an ISO 8601 date or time (e.g. 2016-05-09 or "
             "2014-04-07T10:51:09.277Z); or set data.time_format")
-        raise column.error(column_first(column) + at, f"is {texts[bad[0]]!r}", expected)
+        raise column.error(_first_row(column) + at, f"is {texts[bad[0]]!r}", expected)
     exact = np.array(parsed, dtype=np.int64)[codes]
     return np.floor_divide(exact, 1_000_000), exact
 

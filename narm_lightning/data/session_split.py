@@ -67,14 +67,14 @@ def encode(values: np.ndarray | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray,
     Arrow's hash table (``pc.dictionary_encode``: first-appearance order, one dictionary across chunks; numpy's
     ``unique`` would sort all rows instead: 8 s for 33 M, against 5 s hashed and 0.2 s for sorted ids).
     """
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(values):
+    if (isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(values)
+            and bool((values[1:] >= values[:-1]).all())):
         change = np.empty(len(values), dtype=bool)
         change[0] = True
         np.not_equal(values[1:], values[:-1], out=change[1:])
-        if bool((values[1:] >= values[:-1]).all()):
-            codes = np.cumsum(change, dtype=np.int32 if len(values) < 2**31 else np.int64)
-            codes -= 1
-            return codes, values[change]
+        codes = np.cumsum(change, dtype=np.int32 if len(values) < 2**31 else np.int64)
+        codes -= 1
+        return codes, values[change]
     encoded = pc.dictionary_encode(values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values))
     if isinstance(encoded, pa.ChunkedArray):
         dictionary = encoded.chunks[0].dictionary if encoded.num_chunks else pa.array([], pa.int64())
@@ -92,13 +92,13 @@ def _group_rows(session: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
     return np.argsort(session, kind="stable")
 
 
-def _order_within(order: np.ndarray, starts_of_rows: np.ndarray, same_session: np.ndarray) -> np.ndarray | None:
+def _order_within(order: np.ndarray, row_session: np.ndarray, same_session: np.ndarray) -> np.ndarray | None:
     """Positions reordering each session's rows by ``order`` (stable); None when they are in order."""
     rising = order[1:] >= order[:-1]
     if bool((rising | ~same_session).all()):
         return None
     by_order = np.argsort(order, kind="stable")
-    return by_order[np.argsort(starts_of_rows[by_order], kind="stable")]
+    return by_order[np.argsort(row_session[by_order], kind="stable")]
 
 
 _U64 = (1 << 64) - 1
