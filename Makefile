@@ -31,8 +31,13 @@ postgres:  ## install Debian's PostgreSQL server for the distributed-sweep tests
 		echo "postgres: installed $$(ls -d /usr/lib/postgresql/*/bin)"; \
 	fi
 
+# this project's developers keep the datasets in ../shared/data (never fetched, never committed): the Makefile's
+# targets search it where it exists; the shipped default searches data.root only, then fetches ml-100k
+SHARED_DATA ?= $(abspath $(wildcard $(CURDIR)/../shared/data))
+DATA_ROOTS := $(if $(SHARED_DATA),data.extra_roots=[$(SHARED_DATA)])
+
 train:  ## train NARM on ml-100k with RecBole's defaults; extra overrides via ARGS="key=value ..."
-	$(PY) train.py $(ARGS)
+	$(PY) train.py $(DATA_ROOTS) $(ARGS)
 
 # tests are mostly process start-ups (train.py, sweeps, DDP): pytest-xdist runs one test process a core (at most
 # 4); each test has its own tmp_path and free ports, each worker its own PostgreSQL server. ARGS="-n 0": one process.
@@ -86,7 +91,7 @@ STUDY_HYPER_TEST = sweep.py -m --params-file=bench/hyper.test hydra.sweeper.stud
 	hydra.sweeper.storage=$(STUDY_STORAGE) \
 	hydra/sweeper/pruner=median hydra.sweeper.pruner.n_startup_trials=5 hydra.sweeper.pruner.n_warmup_steps=10 \
 	hydra.sweeper.confirm_top=$(STUDY_CONFIRM_TOP) hydra.sweeper.confirm_seeds=$(STUDY_CONFIRM_SEEDS) hydra.sweep.dir=$(STUDY_DIR)/sweep \
-	trainer.precision=32-true
+	trainer.precision=32-true $(DATA_ROOTS)
 
 STUDY_STORAGE = sqlite:///$(CURDIR)/$(STUDY_DIR)/study.db
 STUDY_SNAPSHOT = bench/studies-summary/hyper-test-ml-100k.journal

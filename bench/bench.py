@@ -66,10 +66,15 @@ from narm_lightning.training.run import train  # noqa: E402
 HISTORY = ROOT / "bench" / "HISTORY.md"
 
 
+# the developers' datasets beside the checkout (never fetched, never committed); a variant's overrides may name others
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+DATA_ROOTS = [f"data.extra_roots=[{SHARED_DATA}]"] if SHARED_DATA.is_dir() else []
+
+
 def compose_cfg(overrides: list[str]) -> DictConfig:
     register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+        cfg = compose(config_name="train", overrides=[*DATA_ROOTS, *overrides])
     validate(cfg)
     return cfg
 

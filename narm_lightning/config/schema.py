@@ -127,7 +127,8 @@ class DataConfig:
                             _plain_name))
     format: str = key("atomic", "how the dataset is stored")
     root: str = key("data", "where datasets live and where fetched ones are written", TEXT)
-    extra_roots: list[str] = key(["../shared/data"], "read-only folders also searched, in order, before fetching",
+    extra_roots: list[str] = key([], "read-only folders also searched, in order, before fetching (e.g. "
+                                 "[/data/recbole])",
                                  Rule("a list of folders (or [])", lambda v: is_list(v) and all(map(is_text, v))))
     max_item_list_length: int = key(50, "history window of each example (RecBole's MAX_ITEM_LIST_LENGTH)",
                                     integer())

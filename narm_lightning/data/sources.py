@@ -42,8 +42,10 @@ def locate_atomic(dataset: str, root: str, extra_roots: Sequence[str], download:
     if download and dataset in FETCHABLE:
         return FETCHABLE[dataset](root)
     looked = ", ".join(str(Path(r) / dataset / f"{dataset}.inter") for r in [root, *extra_roots])
-    hint = "" if dataset in FETCHABLE else f" Only {', '.join(FETCHABLE)} can be fetched automatically."
-    raise DataError(f"data.dataset={dataset!r}: no atomic file found (looked at {looked}).{hint}")
+    hint = (" data.download=true fetches it." if dataset in FETCHABLE
+            else f" Only {', '.join(FETCHABLE)} can be fetched automatically.")
+    raise DataError(f"data.dataset={dataset!r}: no atomic file found (looked at {looked}). data.root names the folder "
+                    f"of datasets; data.extra_roots=[<folder>, ...] adds read-only folders to search.{hint}")
 
 
 def load_user_sequences(

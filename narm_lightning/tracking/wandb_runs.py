@@ -7,6 +7,8 @@ Shared by the training logger (one run per training) and the sweep (one run per 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,18 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise ConfigError(f"logger.wandb.tags={tags!r} must be a list of strings, e.g. [baseline,ml-100k].")
 
 
+def run_id(name: str | None) -> str | None:
+    """A W&B run id that starts with the run's name (``trial-3-1f0c9a2e``).
+
+    wandb names a run's folder ``offline-run-<time>-<id>`` and ``wandb leet`` lists runs by folder, so an id that
+    carries the name is the only way the list shows ``trial-3`` rather than 8 random characters. The random tail
+    keeps ids unique within a project (W&B's requirement); W&B allows letters, digits, ``-`` and ``_``."""
+    if not name:
+        return None
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:48]
+    return f"{stem}-{secrets.token_hex(4)}" if stem else None
+
+
 def open_run(
     options: Mapping[str, Any],
     default_dir: Path,
@@ -106,6 +120,7 @@ def open_run(
         entity=options.get("entity"),
         group=options.get("group") or group,
         name=options.get("name") or name,
+        id=run_id(options.get("name") or name),
         tags=[*(options.get("tags") or []), *tags],
         job_type=job_type,
         dir=str(run_dir),

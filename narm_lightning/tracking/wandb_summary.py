@@ -164,3 +164,9 @@ class SweepSummaryCallback(Callback):
         log_sweep_summary(str(results.get("name")), rows, OmegaConf.to_container(wandb_cfg, resolve=True),
                           sweep_dir, summary, curves, str(objective), confirm_rows,
                           str(results.get("direction") or "maximize"), params)
+        offline = sorted((sweep_dir / "wandb").glob("offline-run-*"))
+        if offline:
+            # wandb leet lists runs by folder (offline-run-<time>-<run id>): our ids start with the run's name
+            print(f"W&B: the study's {len(offline)} offline runs are in {sweep_dir / 'wandb'}: browse them with "
+                  f"`wandb leet {sweep_dir / 'wandb'}` (f filters by name, e.g. trial-0), upload them with "
+                  f"`wandb sync {sweep_dir / 'wandb'}/offline-run-*`")

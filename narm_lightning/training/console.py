@@ -25,6 +25,7 @@ LIGHTNING_NOISE = (
     "Using bfloat16 Automatic Mixed Precision", "Using 16bit Automatic Mixed Precision",  # ours says it too
     "Restoring states from the checkpoint path",  # each test of best.ckpt
     "Loaded model weights from the checkpoint",
+    "`Trainer.fit` stopped:",                     # epochs reached: the epoch lines and the final table say so
 )
 # Deprecation notes raised inside Lightning itself, not by this project's calls (torch 2.13 vs PL 2.6).
 WARNING_NOISE = (

@@ -74,6 +74,11 @@ def test_each_trial_is_its_own_wandb_run_plus_one_summary_run(tiny_root, tmp_pat
     trials = sorted((r for r in runs if r.job_type == "train"), key=lambda r: r.name)
     summary = [r for r in runs if r.job_type == "sweep-summary"]
     assert [r.name for r in trials] == ["trial-0", "trial-1"]
+    # wandb leet lists runs by folder, offline-run-<time>-<run id>: the id starts with the run's name
+    folders = sorted(p.name for p in (sweep_dir / "wandb").glob("offline-run-*"))
+    assert [f.split("-", 3)[-1][:8] for f in folders] == ["trial-0-", "trial-1-", "wb-summa"], folders
+    assert all(r.run_id.startswith(f"{r.name}-") and len(r.run_id) == len(r.name) + 9 for r in runs)
+    assert "3 offline runs are in multirun/wb/wandb: browse them with `wandb leet multirun/wb/wandb`" in proc.stdout
     assert all(r.group == "wb" and "complete" in r.tags and r.exit_code == 0 for r in trials)
     assert len(summary) == 1 and summary[0].group == "wb" and summary[0].exit_code == 0
     rows = list(csv.DictReader((tmp_path / "multirun" / "wb" / "trials.csv").open()))

@@ -167,3 +167,19 @@ def test_a_hyper_test_file_may_sweep_list_values_no_option_names(tiny_root, tmp_
                                                                "model.dropout_probs=[0.3,0.3]"]
     runs = sorted((tmp_path / "multirun" / "l").glob("*/.hydra/config.yaml"))
     assert sorted(yaml.safe_load(r.read_text())["model"]["dropout_probs"] for r in runs) == [[0.1, 0.2], [0.3, 0.3]]
+
+
+def test_the_shipped_config_searches_no_folder_of_this_checkout(tmp_path) -> None:
+    """``data.extra_roots`` is empty by default: ``../shared/data`` is this project's developers' folder (the
+    Makefile passes it), not a place every user's working folder has. A planted ``../shared/data`` beside the
+    working folder is not read; the message names ``data.root`` and the key that adds folders."""
+    planted = tmp_path / "shared" / "data" / "ml-100k"
+    planted.mkdir(parents=True)
+    (planted / "ml-100k.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\nu\ti\t1\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = _run("train.py", "data.download=false", "logger=none", cwd=work)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    said = " ".join(proc.stderr.split())
+    assert "(looked at data/ml-100k/ml-100k.inter)" in said and "data.extra_roots=[<folder>, ...] adds" in said
+    assert "shared" not in said and not (work / "outputs").exists()

@@ -17,7 +17,7 @@ from tests.helpers import REPO, tiny_overrides
 
 NOISE = ("💡 Tip", "litlogger", "LeafSpec", "GPU available", "TPU available", "ExperimentalWarning",
          "Loaded model weights", "wandb: Run data is saved locally", "Automatic Mixed Precision",
-         "is smaller than the logging interval")
+         "is smaller than the logging interval", "`Trainer.fit` stopped")
 
 
 def _run(script: str, *args: str, cwd) -> str:
