@@ -73,6 +73,7 @@ from narm_lightning.sweeping.trials import (
     as_minutes,
     fail_own_running_trials,
     fail_trial,
+    job_value,
     jsonable,
     refused_resume,
     tell_trial,
@@ -596,7 +597,7 @@ class OptunaSweeperImpl:
             for done, ((c, seed), ret, folder) in enumerate(zip(chunk, returns, folders), start=start + 1):
                 record: dict[str, Any] = {"params": {k: jsonable(v) for k, v in c.params.items()}}
                 try:
-                    _ = ret.return_value  # re-raises a failed job's exception
+                    job_value(ret)  # re-raises a failed job's exception
                     run_dir = folder or ret.hydra_cfg.hydra.runtime.output_dir  # a continued run: its first folder
                     record["metrics"] = read_metrics(run_dir, self.results_file, self.results_key)
                     record["folder"] = str(run_dir)

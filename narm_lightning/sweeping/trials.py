@@ -4,6 +4,8 @@ its ETA."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import statistics
@@ -25,6 +27,14 @@ log = logging.getLogger("narm_lightning.sweeping.sweeper")
 MAX_ERROR_CHARS = 2000  # a failed trial's message kept in the study
 
 
+def job_value(ret: Any) -> Any:
+    """A Hydra job's return value, or its exception raised again. Hydra's ``JobReturn.return_value`` also writes
+    "Error executing job with overrides: [...]" to stderr, every override of the trial on one line (its storage URL
+    included); the trial's own FAILED line says what failed, so that line stays off the console."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return ret.return_value
+
+
 class SeedsResult:
     """One trial trained with several seeds, as a Hydra ``JobReturn`` look-alike for ``tell_trial``: the mean of the
     seeds' objectives (all must complete; the std and each value are kept as trial user attrs)."""
@@ -41,8 +51,8 @@ class SeedsResult:
     @property
     def return_value(self) -> Any:
         if self._failed is not None:
-            return self._failed.return_value  # re-raises that seed's exception
-        return [r.return_value for r in self.returns]
+            return job_value(self._failed)  # re-raises that seed's exception
+        return [job_value(r) for r in self.returns]
 
 
 def refused_resume(ret: Any) -> NarmError | None:
@@ -53,7 +63,7 @@ def refused_resume(ret: Any) -> NarmError | None:
     if ret.status == JobStatus.COMPLETED:
         return None
     try:
-        ret.return_value  # noqa: B018 - re-raises the job's exception
+        job_value(ret)  # re-raises the job's exception
     except TrialFailed as exc:  # the app's NarmError, wrapped for the log
         return exc.error
     except NarmError as exc:
@@ -168,7 +178,7 @@ def tell_trial(study: Any, trial: Any, ret: Any) -> None:
     if output_dir is not None and RUN_DIR_ATTR not in trial.user_attrs:  # a continued run is in its first folder
         trial.set_user_attr(RUN_DIR_ATTR, str(output_dir.output_dir))
     try:
-        value = ret.return_value  # Hydra re-raises a failed job's exception here
+        value = job_value(ret)  # Hydra re-raises a failed job's exception here
     except Exception as exc:  # noqa: BLE001 - any exception of a trial is its failure, told to the study
         value = exc
     if ret.status != JobStatus.COMPLETED:

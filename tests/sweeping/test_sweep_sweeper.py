@@ -72,7 +72,7 @@ def test_two_trial_sweep_writes_results_and_rerun_resumes(
 def test_failed_trial_is_recorded_and_sweep_goes_on(
     run_toy: RunToy, load_toy_study: LoadStudy, tmp_path: Path
 ) -> None:
-    run_toy(
+    proc = run_toy(
         "hydra.sweep.dir=multirun/f",
         "hydra/sweeper/sampler=grid",
         "x=1,2,3",
@@ -80,6 +80,9 @@ def test_failed_trial_is_recorded_and_sweep_goes_on(
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.max_failure_rate=0.34",
     )
+    console = proc.stdout + proc.stderr
+    # the trial's own line says it failed; Hydra's dump of every override (the storage URL too) stays off
+    assert "FAILED: ValueError: toy failure for x=1" in console and "Error executing job" not in console, console
     trials = {t.params["x"]: t for t in load_toy_study().trials}
     assert sorted(trials) == [1, 2, 3]  # grid: every point exactly once
     assert trials[1].state == TrialState.FAIL
