@@ -108,13 +108,20 @@ def _load(tmp_path: Path, name: str):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna' / f'{name}.db'}")
 
 
-def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_root, tmp_path) -> None:
+def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_root, tmp_path, monkeypatch) -> None:
     """The re-queued copy resumes the stopped run in its folder (exact resume), carrying its reported epochs:
-    a study stopped at a session's end loses the epoch in flight, not the trial."""
+    a study stopped at a session's end loses the epoch in flight, not the trial. Its trials.csv row names its own
+    W&B run and CPU, as a trial's that was never stopped."""
+    import csv
+
     import optuna
 
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
     epochs, folder = 12, tmp_path / "multirun" / "continued" / "0"
-    console = _stopped_then_rerun(tmp_path, _tiny_sweep(tiny_root, "continued"), folder / "checkpoints" / "last.ckpt")
+    args = [a for a in _tiny_sweep(tiny_root, "continued", "logger=wandb") if a != "logger=none"]
+    console = _stopped_then_rerun(tmp_path, args, folder / "checkpoints" / "last.ckpt")
     assert "Trial 1 continues trial 0's run from its last checkpoint" in console
     assert "exists and is not empty" not in console  # Lightning's warning: continuing there is the point
     # the trial's own params; the fixed overrides were told once, in the start's "every trial also gets" line
@@ -126,6 +133,10 @@ def test_a_stopped_sweep_trial_continues_its_run_when_the_command_is_rerun(tiny_
     from narm_lightning.training.hostcheck import cpu_description
 
     assert continued.user_attrs["host_cpu"] == cpu_description()  # where it trained: a study's time names it
+    (row,) = [r for r in csv.DictReader((tmp_path / "multirun" / "continued" / "trials.csv").open())
+              if r["state"] == "COMPLETE"]
+    assert row["wandb_run_id"].startswith("trial-1-") and row["host_cpu"] == cpu_description(), row
+    assert row["wandb_run_id"] == continued.user_attrs["wandb_run_id"]
     assert stopped.intermediate_values, "the stopped trial had reported its finished epochs"
     # one whole curve: the stopped attempt's epochs, then the continued run's, every epoch once
     assert sorted(continued.intermediate_values) == list(range(epochs))
