@@ -17,7 +17,7 @@ from narm_lightning.config.schema import register
 REPO = Path(__file__).resolve().parents[1]  # the checkout: train.py, sweep.py, bench/
 # ../shared/data beside the checkout; NARM_SHARED_DATA names it from elsewhere (make mutate runs a copy of the tree)
 SHARED_DATA = Path(os.environ.get("NARM_SHARED_DATA") or REPO / ".." / "shared" / "data").resolve()
-CONF_DIR = REPO / "narm_lightning" / "conf"
+CONF_DIR = REPO / "conf"
 
 
 def compose_train(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

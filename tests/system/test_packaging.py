@@ -43,9 +43,13 @@ def _script(site: Path, name: str, *args: str, cwd: Path) -> subprocess.Complete
 def test_the_wheel_ships_every_config(installed) -> None:
     shipped = {p.relative_to(installed / "narm_lightning" / "conf").as_posix()
                for p in (installed / "narm_lightning" / "conf").rglob("*.yaml")}
-    in_checkout = {p.relative_to(REPO / "narm_lightning" / "conf").as_posix()
-                   for p in (REPO / "narm_lightning" / "conf").rglob("*.yaml")}
+    in_checkout = {p.relative_to(REPO / "conf").as_posix()
+                   for p in (REPO / "conf").rglob("*.yaml")}
     assert shipped == in_checkout and {"train.yaml", "sweep.yaml", "data/ml-100k.yaml"} <= shipped
+    # one tree: conf/ at the top of the checkout is what the wheel carries, byte for byte; the package has no copy
+    assert all((installed / "narm_lightning" / "conf" / n).read_bytes() == (REPO / "conf" / n).read_bytes()
+               for n in shipped)
+    assert not (REPO / "narm_lightning" / "conf").exists()
     assert {"narm-train", "narm-sweep", "narm-recommend"} <= {p.name for p in (installed / "bin").iterdir()}
 
 
