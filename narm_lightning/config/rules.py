@@ -48,10 +48,10 @@ def integer(minimum: int = 1, maximum: int | None = None, expect: str | None = N
 
 
 def number(above: float | None = None, at_least: float | None = None, below: float | None = None,
-           expect: str = "a number") -> Rule:
+           expect: str = "a number", at_most: float | None = None) -> Rule:
     def ok(v: Any) -> bool:
         return (is_number(v) and (above is None or v > above) and (at_least is None or v >= at_least)
-                and (below is None or v < below))
+                and (below is None or v < below) and (at_most is None or v <= at_most))
     return Rule(expect, ok)
 
 

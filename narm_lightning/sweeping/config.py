@@ -13,7 +13,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from narm_lightning.config.rules import key
+from narm_lightning.config.rules import BOOLEAN, TEXT, Rule, integer, is_list, is_text, key, number
 
 # Hydra only instantiates plugin classes defined under the hydra_plugins package: the shim.
 SWEEPER_TARGET = "hydra_plugins.narm_optuna_sweeper.narm_optuna_sweeper.OptunaSweeper"
@@ -90,6 +90,10 @@ class NopPrunerConfig:
 
 
 _DEFAULTS: list[Any] = ["_self_", {"sampler": "tpe"}, {"pruner": "nop"}]  # groups override our None
+DIRECTIONS = ("minimize", "maximize")
+_DIRECTION = Rule("minimize or maximize (one objective: multi-objective studies are not supported)",
+                  lambda v: isinstance(v, str) and v.lower() in DIRECTIONS, DIRECTIONS)
+_NAMES = Rule("a list of key names", lambda v: is_list(v) and all(map(is_text, v)))
 
 
 @dataclass
@@ -101,45 +105,50 @@ class OptunaSweeperConfig:
     defaults: list[Any] = field(default_factory=lambda: list(_DEFAULTS))
     sampler: Any = None  # filled by the hydra/sweeper/sampler group
     pruner: Any = None  # filled by the hydra/sweeper/pruner group
-    direction: str = key("minimize", "minimize or maximize the objective (narm-sweep: maximize valid_metric)")
+    direction: str = key("minimize", "minimize or maximize the objective (narm-sweep: maximize valid_metric)",
+                          _DIRECTION)
     study_name: str | None = key(None, "null: <study_prefix>-<hash of the search space and fixed overrides>, so the "
-                                 "same command resumes its study; a name joins that study on purpose")
-    study_prefix: str | None = key(None, "the start of a derived study name (null: the Hydra job name)")
-    identity_ignore: list[str] = key([], "override keys that never change results: not part of a study's identity")
-    storage: str | None = key(None, "Optuna storage URL (null: sqlite:///<cwd>/optuna/<study_name>.db)")
+                                 "same command resumes its study; a name joins that study on purpose", TEXT)
+    study_prefix: str | None = key(None, "the start of a derived study name (null: the Hydra job name)", TEXT)
+    identity_ignore: list[str] = key([], "override keys that never change results: not part of a study's identity",
+                                  _NAMES)
+    storage: str | None = key(None, "Optuna storage URL (null: sqlite:///<cwd>/optuna/<study_name>.db)", TEXT)
     n_trials: int | None = key(None, "finished trials wanted in the study, across all runs (null: the grid's size, "
-                               "else 30)")
-    n_jobs: int = key(1, "trials asked and launched per batch (the launcher may run them in parallel)")
-    max_failure_rate: float = key(0.25, "stop once failed trials exceed this fraction of n_trials")
+                               "else 30)", integer(1))
+    n_jobs: int = key(1, "trials asked and launched per batch (the launcher may run them in parallel)", integer(1))
+    max_failure_rate: float = key(0.25, "stop once failed trials exceed this fraction of n_trials",
+                                  number(at_least=0, at_most=1, expect="a number in [0, 1]"))
     params: dict[str, str] | None = key(None, "the search space in Hydra's override grammar", hidden=True)
     preset_group: str | None = key(None, "the config group whose options set params (a preset space): a command line "
-                                   "that sweeps a key sweeps only what it names, unless it names this group too")
-    custom_search_space: str | None = key(None, "dotted path of fn(cfg, trial) for conditional params")
+                                   "that sweeps a key sweeps only what it names, unless it names this group too", TEXT)
+    custom_search_space: str | None = key(None, "dotted path of fn(cfg, trial) for conditional params", TEXT)
     config_check: str | None = key(None, "dotted path of fn(cfg) raising on an invalid trial config: run on every "
-                                   "grid point (or each choice and bound) before trial 0")
+                                   "grid point (or each choice and bound) before trial 0", TEXT)
     heartbeat_interval: int | None = key(60, "seconds between heartbeats of running trials (null: none); a trial "
-                                         "without one for grace_period is re-run")
+                                         "without one for grace_period is re-run", integer(1))
     grace_period: int | None = key(None, "seconds without heartbeat before a trial is stale (null: 2 x "
-                                   "heartbeat_interval)")
+                                   "heartbeat_interval)", integer(1))
     plots: bool = key(True, "write Optuna's HTML plots into the sweep dir (plotly.min.js beside them: they open "
-                      "offline)")
-    objective_name: str | None = key(None, "names the objective in plots and tables (null: \"objective\")")
+                      "offline)", BOOLEAN)
+    objective_name: str | None = key(None, "names the objective in plots and tables (null: \"objective\")", TEXT)
     seeds_per_trial: int = key(1, "seeds each trial trains with; its objective is their mean (std kept); >1 makes "
-                               "another study. The first seed reports and prunes, the others run if it completes")
-    seed_key: str = key("seed", "the config key that takes each seed (counted up from its value: 2020, 2021, ...)")
+                               "another study. The first seed reports and prunes, the others run if it completes",
+                               integer(1))
+    seed_key: str = key("seed", "the config key that takes each seed (counted up from its value: 2020, 2021, ...)",
+                         TEXT)
     confirm_top: int = key(0, "after the study: retrain its best confirm_top configs and the default config over "
-                           "confirm_seeds seeds -> confirm.md/.csv, console, W&B (0: no confirm step)")
-    confirm_seeds: int = key(3, "seeds of the confirm step (from seed_key's value up)")
+                           "confirm_seeds seeds -> confirm.md/.csv, console, W&B (0: no confirm step)", integer(0))
+    confirm_seeds: int = key(3, "seeds of the confirm step (from seed_key's value up)", integer(1))
     confirm_baseline: bool = key(True, "confirm the default config too (no searched parameter set): the paired "
-                                 "test compares each config with it")
-    results_file: str = key("results.json", "the JSON file each confirm run writes into its folder")
-    results_key: str = key("test", "the mapping of metrics in results_file that the confirm table reports")
+                                 "test compares each config with it", BOOLEAN)
+    results_file: str = key("results.json", "the JSON file each confirm run writes into its folder", TEXT)
+    results_key: str = key("test", "the mapping of metrics in results_file that the confirm table reports", TEXT)
     resume_key: str | None = key("resume", "the app's key that continues a run from its folder: a stopped trial's "
-                                 "re-run continues its run there (null: re-runs start over)")
+                                 "re-run continues its run there (null: re-runs start over)", TEXT)
     study_dir: str | None = key(None, "the sweep's folder, {study} replaced by the study name: every rerun continues "
-                                "in it (null, or hydra.sweep.dir on the command line: hydra.sweep.dir)")
+                                "in it (null, or hydra.sweep.dir on the command line: hydra.sweep.dir)", TEXT)
     resume_file: str = key("checkpoints/last.ckpt", "the file, in a stopped trial's folder, that makes its run "
-                           "continuable (a folder with results_file is finished: its re-run starts over)")
+                           "continuable (a folder with results_file is finished: its re-run starts over)", TEXT)
 
 
 SAMPLERS: dict[str, type] = {"tpe": TPESamplerConfig, "random": RandomSamplerConfig, "grid": GridSamplerConfig,

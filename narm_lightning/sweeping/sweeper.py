@@ -39,8 +39,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.exceptions import ExperimentalWarning
 
 from narm_lightning.cli.exits import composition_error, fail
+from narm_lightning.config.rules import keys_of, schema_problems
 from narm_lightning.errors import ConfigError, NarmError, RunInterrupted
 from narm_lightning.sweeping import report
+from narm_lightning.sweeping.config import OptunaSweeperConfig
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
 from narm_lightning.sweeping.study import (
     PRUNER_ATTR,
@@ -109,77 +111,33 @@ def identity_overrides(storage: str, study_name: str, trial_id: int) -> list[str
 class OptunaSweeperImpl:
     """All sweeper logic; the Hydra plugin class in ``hydra_plugins`` only delegates here."""
 
-    def __init__(
-        self,
-        sampler: Any,
-        pruner: Any,
-        direction: str = "minimize",
-        study_name: str | None = None,
-        study_prefix: str | None = None,
-        identity_ignore: Any = None,
-        storage: str | None = None,
-        n_trials: int | None = None,
-        n_jobs: int = 1,
-        max_failure_rate: float = 0.25,
-        params: Any = None,
-        preset_group: str | None = None,
-        custom_search_space: str | None = None,
-        config_check: str | None = None,
-        heartbeat_interval: int | None = 60,
-        grace_period: int | None = None,
-        plots: bool = True,
-        objective_name: str | None = None,
-        seeds_per_trial: int = 1,
-        seed_key: str = "seed",
-        confirm_top: int = 0,
-        confirm_seeds: int = 3,
-        confirm_baseline: bool = True,
-        results_file: str = "results.json",
-        results_key: str = "test",
-        resume_key: str | None = "resume",
-        resume_file: str = "checkpoints/last.ckpt",
-        study_dir: str | None = None,
-    ) -> None:
+    def __init__(self, sampler: Any, pruner: Any, **settings: Any) -> None:
+        """``hydra.sweeper``'s keys: each one's type, default, range and help are declared once, in
+        ``sweeping/config.py`` (``OptunaSweeperConfig``), and checked here as the app's keys are checked."""
+        declared = {k.name: k.default for k in keys_of(OptunaSweeperConfig)}
+        unknown = sorted(set(settings) - set(declared))
+        if unknown:
+            raise ConfigError(f"hydra.sweeper has unknown key(s) {unknown}; expected some of {sorted(declared)}.")
+        v = {**declared, **settings}
+        problems = schema_problems(v, OptunaSweeperConfig, "hydra.sweeper.")
+        if problems:
+            raise ConfigError("; ".join(problems) + ".")
         self.sampler_cfg = _to_dict(sampler, "hydra.sweeper.sampler")
         self.pruner_cfg = _to_dict(pruner, "hydra.sweeper.pruner")
-        self.direction = str(direction).lower()
-        if self.direction not in ("minimize", "maximize"):
-            raise ConfigError(
-                f"hydra.sweeper.direction must be 'minimize' or 'maximize', got '{direction}'. "
-                f"Only single-objective studies are supported."
-            )
-        if n_trials is not None and n_trials < 1:
-            raise ConfigError(f"hydra.sweeper.n_trials must be >= 1 or null, got {n_trials}.")
-        if n_jobs < 1:
-            raise ConfigError(f"hydra.sweeper.n_jobs must be >= 1, got {n_jobs}.")
-        for name, value, least in (("seeds_per_trial", seeds_per_trial, 1), ("confirm_top", confirm_top, 0),
-                                   ("confirm_seeds", confirm_seeds, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ConfigError(f"hydra.sweeper.{name} is {value!r}; expected an integer >= {least}.")
-        if not 0.0 <= max_failure_rate <= 1.0:
-            raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate}.")
-        self.study_name = study_name
-        self.study_prefix = study_prefix
-        self.identity_ignore = tuple(str(k) for k in (identity_ignore or ()))
-        self.storage = storage
-        self.n_trials = None if n_trials is None else int(n_trials)
-        self.n_jobs = int(n_jobs)
-        self.max_failure_rate = float(max_failure_rate)
-        self.params = _to_dict(params, "hydra.sweeper.params") if params is not None else {}
-        self.preset_group = preset_group
-        self.custom_search_space = custom_search_space
-        self.config_check = config_check
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
-        self.plots = bool(plots)
-        self.objective_name = objective_name
-        self.seeds_per_trial = seeds_per_trial
-        self.seed_key = str(seed_key)
-        self.confirm_top, self.confirm_seeds, self.confirm_baseline = confirm_top, confirm_seeds, bool(confirm_baseline)
-        self.results_file, self.results_key = str(results_file), str(results_key)
-        self.resume_key = None if resume_key is None else str(resume_key)
-        self.resume_file = str(resume_file)
-        self.study_dir = None if study_dir is None else str(study_dir)
+        self.direction = str(v["direction"]).lower()
+        self.study_name, self.study_prefix, self.storage = v["study_name"], v["study_prefix"], v["storage"]
+        self.identity_ignore = tuple(str(k) for k in v["identity_ignore"])
+        self.n_trials, self.n_jobs, self.max_failure_rate = v["n_trials"], v["n_jobs"], float(v["max_failure_rate"])
+        self.params = _to_dict(v["params"], "hydra.sweeper.params") if v["params"] is not None else {}
+        self.preset_group, self.custom_search_space = v["preset_group"], v["custom_search_space"]
+        self.config_check = v["config_check"]
+        self.heartbeat_interval, self.grace_period = v["heartbeat_interval"], v["grace_period"]
+        self.plots, self.objective_name = v["plots"], v["objective_name"]
+        self.seeds_per_trial, self.seed_key = v["seeds_per_trial"], v["seed_key"]
+        self.confirm_top, self.confirm_seeds = v["confirm_top"], v["confirm_seeds"]
+        self.confirm_baseline = v["confirm_baseline"]
+        self.results_file, self.results_key = v["results_file"], v["results_key"]
+        self.resume_key, self.resume_file, self.study_dir = v["resume_key"], v["resume_file"], v["study_dir"]
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None

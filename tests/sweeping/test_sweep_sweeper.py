@@ -170,11 +170,39 @@ def test_stale_running_trial_is_failed_and_its_slot_rerun(
         ({"direction": "up"}, "hydra.sweeper.direction"),
         ({"n_trials": 0}, "hydra.sweeper.n_trials"),
         ({"max_failure_rate": 2.0}, "hydra.sweeper.max_failure_rate"),
+        ({"direction": ["minimize", "maximize"]}, r"direction is \['minimize', 'maximize'\]; expected minimize or "
+         r"maximize \(one objective: multi-objective studies are not supported\)"),
+        ({"n_trials": 0}, r"hydra.sweeper.n_trials is 0; expected null or a positive integer\."),
+        ({"n_jobs": 0}, "hydra.sweeper.n_jobs is 0; expected a positive integer"),
+        ({"max_failure_rate": -0.1}, r"max_failure_rate is -0.1; expected a number in \[0, 1\]"),
+        ({"seeds_per_trial": True}, "seeds_per_trial is True; expected a positive integer"),
+        ({"confirm_top": -1}, "confirm_top is -1; expected an integer >= 0"),
+        ({"confirm_seeds": 0}, "confirm_seeds is 0; expected a positive integer"),
+        ({"heartbeat_interval": 0}, "heartbeat_interval is 0; expected null or a positive integer"),
+        ({"plots": "yes"}, "plots is 'yes'; expected true or false"),
+        ({"identity_ignore": "seed"}, "identity_ignore is 'seed'; expected a list of key names"),
+        ({"seed_key": ""}, "seed_key is ''; expected a non-empty string"),
+        ({"n_jobs": 0, "confirm_top": -1}, "n_jobs is 0; expected a positive integer; hydra.sweeper.confirm_top"),
+        ({"n_trails": 3}, r"hydra.sweeper has unknown key\(s\) \['n_trails'\]; expected some of \["),
     ],
 )
 def test_bad_sweeper_config_raises_config_error(kwargs: dict[str, object], match: str) -> None:
+    """The sweeper's keys are checked as the app's are: by the rules declared once in sweeping/config.py."""
     with pytest.raises(ConfigError, match=match):
         OptunaSweeperImpl(sampler={"_target_": "optuna.samplers.TPESampler"}, pruner=None, **kwargs)
+
+
+def test_every_sweeper_key_is_declared_with_a_rule_and_the_defaults_pass_them() -> None:
+    from narm_lightning.config.rules import keys_of, schema_problems
+    from narm_lightning.sweeping.config import OptunaSweeperConfig
+
+    keys = list(keys_of(OptunaSweeperConfig))
+    assert [k.name for k in keys if k.rule is None] == ["params"]  # the search space: the space's own grammar
+    assert schema_problems({k.name: k.default for k in keys}, OptunaSweeperConfig) == []
+    sweeper = OptunaSweeperImpl(sampler={"_target_": "optuna.samplers.TPESampler"}, pruner=None)
+    assert (sweeper.direction, sweeper.n_trials, sweeper.n_jobs, sweeper.max_failure_rate, sweeper.seed_key) == (
+        "minimize", None, 1, 0.25, "seed")
+    assert OptunaSweeperImpl(sampler={}, pruner=None, direction="MAXIMIZE").direction == "maximize"
 
 
 def test_grid_with_interval_and_unknown_sampler_fail_clearly() -> None:
