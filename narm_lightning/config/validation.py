@@ -8,7 +8,7 @@ type, range and choices; ``cross_field_problems`` adds the rules between keys. A
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -79,71 +79,134 @@ def _unread(key: str) -> str:
 
 
 def cross_field_problems(cfg: DictConfig) -> list[str]:
-    """The rules that tie several keys together (each key alone is checked by the schema)."""
-    problems: list[str] = []
-    m, d, t = cfg.model, cfg.data, cfg.trainer
+    """The rules that tie several keys together (each key alone is checked by the schema), each one named below."""
+    return [problem for rule in CROSS_FIELD_RULES for problem in rule(cfg)]
+
+
+def _loss_and_negatives(cfg: DictConfig) -> list[str]:
+    """CE scores every item and takes no negatives; BPR needs them (RecBole's train_neg_sample_args)."""
     try:
         neg = negative_sampling(cfg.get("train_neg_sample_args"))
     except ConfigError as exc:
-        problems.append(str(exc).rstrip("."))
-    else:
-        if m.get("loss_type") == "CE" and neg is not None:
-            problems.append("model.loss_type is 'CE' with train_neg_sample_args set; CE uses every item, so "
-                            "set train_neg_sample_args=null (or use model.loss_type=BPR)")
-        if m.get("loss_type") == "BPR" and neg is None:
-            problems.append("model.loss_type is 'BPR' but train_neg_sample_args is null; BPR needs negatives: "
-                            "train_neg_sample_args={distribution:uniform,sample_num:1}")
+        return [str(exc).rstrip(".")]
+    loss = cfg.model.get("loss_type")
+    if loss == "CE" and neg is not None:
+        return ["model.loss_type is 'CE' with train_neg_sample_args set; CE uses every item, so "
+                "set train_neg_sample_args=null (or use model.loss_type=BPR)"]
+    if loss == "BPR" and neg is None:
+        return ["model.loss_type is 'BPR' but train_neg_sample_args is null; BPR needs negatives: "
+                "train_neg_sample_args={distribution:uniform,sample_num:1}"]
+    return []
+
+
+def _epochs_and_eval_step(cfg: DictConfig) -> list[str]:
+    """No training only to evaluate given weights; at least one validated epoch to choose the best model from."""
     epochs, eval_step = cfg.get("epochs"), cfg.get("eval_step")
     if epochs == 0 and is_int(epochs) and not cfg.get("init_from"):
-        problems.append("epochs is 0 without init_from; expected a positive integer (or 0 together with init_from, "
-                        "to evaluate those weights only)")
+        return ["epochs is 0 without init_from; expected a positive integer (or 0 together with init_from, "
+                "to evaluate those weights only)"]
     if is_int(eval_step) and is_int(epochs) and 0 < epochs < eval_step:
-        problems.append(f"eval_step is {eval_step} but epochs is {epochs}: no epoch would be validated, so no best "
-                        f"model could be chosen; expected eval_step <= epochs")
-    problems += _valid_metric_problems(cfg)
+        return [f"eval_step is {eval_step} but epochs is {epochs}: no epoch would be validated, so no best "
+                f"model could be chosen; expected eval_step <= epochs"]
+    return []
+
+
+def _plain_eval_args(cfg: DictConfig) -> Any:
     eval_args = cfg.get("eval_args")
-    plain = OmegaConf.to_container(eval_args) if isinstance(eval_args, (DictConfig, ListConfig)) else eval_args
-    eval_problems = eval_args_problems(plain)
-    problems += eval_problems
-    filled = {**SEQUENTIAL_EVAL_ARGS, **plain} if isinstance(plain, Mapping) else SEQUENTIAL_EVAL_ARGS
-    split = (plain or {}).get("split") if isinstance(plain, Mapping) else None
+    return OmegaConf.to_container(eval_args) if isinstance(eval_args, (DictConfig, ListConfig)) else eval_args
+
+
+def _eval_args_problems(cfg: DictConfig) -> list[str]:
+    """``eval_args`` as RecBole reads it (config/eval_args.py)."""
+    return eval_args_problems(_plain_eval_args(cfg))
+
+
+def _a_sweep_validates(cfg: DictConfig) -> list[str]:
+    """A trial's objective is its best valid_metric: a sweep needs validation examples."""
+    if cfg.optuna.get("trial_id") is None:
+        return []
+    plain = _plain_eval_args(cfg)
+    split = plain.get("split") if isinstance(plain, Mapping) else None
     no_valid = split in ({"LS": "test_only"},) or (isinstance(split, Mapping) and "RS" in split
                                                    and is_list(split["RS"]) and len(split["RS"]) == 3
                                                    and split["RS"][1] == 0)
-    if no_valid and cfg.optuna.get("trial_id") is not None:
-        problems.append(f"eval_args.split is {split!r} in a sweep; expected a split with validation examples: a "
-                        "trial's objective is its best valid_metric")
-    if plain is not None and d.get("format") != "atomic":
-        problems.append(f"eval_args is {plain!r} with data.format {d.get('format')!r}; expected null: a session "
-                        "dataset has its own test file and validates on data.valid_ratio of its training examples")
-    extra = cfg.get("extra_test_modes")
-    modes = [] if eval_problems else [mode_of(filled["mode"], s) for s in ("valid", "test")]
-    sampled = [m for m in modes + (list(extra) if is_list(extra) else []) if m != "full"] or eval_problems
-    if d.get("eval_candidates") is not None and not sampled:
-        problems.append(f"data.eval_candidates is {d.eval_candidates!r} but no split is scored on sampled candidates; "
-                        "expected eval_args.mode or extra_test_modes with uniN / popN (or eval_candidates=null)")
-    if d.get("benchmark_filename") and any(v is not None for v in active_filters(d).values()):
-        problems.append(f"data.benchmark_filename is {list(d.benchmark_filename)} with interaction filters "
-                        f"({', '.join(k for k, v in active_filters(d).items() if v is not None)}); expected none: "
-                        "benchmark files are examples already, and RecBole filters nothing in them")
-    if d.get("format") != "atomic" and d.get("valid_ratio") == 0 and cfg.optuna.get("trial_id") is not None:
+    problems = [f"eval_args.split is {split!r} in a sweep; expected a split with validation examples: a "
+                "trial's objective is its best valid_metric"] if no_valid else []
+    if cfg.data.get("format") != "atomic" and cfg.data.get("valid_ratio") == 0:
         problems.append("data.valid_ratio is 0; expected above 0 in a sweep: a trial's objective is its best "
                         "valid_metric, so it needs validation examples")
+    return problems
+
+
+def _eval_args_only_for_atomic(cfg: DictConfig) -> list[str]:
+    """A session dataset brings its own test file: RecBole's split settings do not apply."""
+    plain, d = _plain_eval_args(cfg), cfg.data
+    if plain is not None and d.get("format") != "atomic":
+        return [f"eval_args is {plain!r} with data.format {d.get('format')!r}; expected null: a session "
+                "dataset has its own test file and validates on data.valid_ratio of its training examples"]
+    return []
+
+
+def _candidates_are_scored(cfg: DictConfig) -> list[str]:
+    """A file of sampled candidates is read only where some split is scored on sampled candidates."""
+    d = cfg.data
+    if d.get("eval_candidates") is None:
+        return []
+    plain = _plain_eval_args(cfg)
+    broken = bool(eval_args_problems(plain))
+    filled = {**SEQUENTIAL_EVAL_ARGS, **plain} if isinstance(plain, Mapping) else SEQUENTIAL_EVAL_ARGS
+    modes = [] if broken else [mode_of(filled["mode"], s) for s in ("valid", "test")]
+    extra = cfg.get("extra_test_modes")
+    if [m for m in modes + (list(extra) if is_list(extra) else []) if m != "full"] or broken:
+        return []
+    return [f"data.eval_candidates is {d.eval_candidates!r} but no split is scored on sampled candidates; "
+            "expected eval_args.mode or extra_test_modes with uniN / popN (or eval_candidates=null)"]
+
+
+def _benchmark_files_unfiltered(cfg: DictConfig) -> list[str]:
+    """Benchmark files are examples already: RecBole filters nothing in them, so neither do we."""
+    d = cfg.data
+    if d.get("benchmark_filename") and any(v is not None for v in active_filters(d).values()):
+        return [f"data.benchmark_filename is {list(d.benchmark_filename)} with interaction filters "
+                f"({', '.join(k for k, v in active_filters(d).items() if v is not None)}); expected none: "
+                "benchmark files are examples already, and RecBole filters nothing in them"]
+    return []
+
+
+def _one_grouping_column(cfg: DictConfig) -> list[str]:
+    """A click log groups its clicks by a session column or by a user column, never both, never neither."""
+    d = cfg.data
     if "path" in d and (d.get("session_field") is None) == (d.get("user_field") is None):
-        problems.append(f"data.session_field is {d.get('session_field')!r} and data.user_field is "
-                        f"{d.get('user_field')!r}; expected exactly one of them: the column that groups the clicks "
-                        "into sequences (a session id, or a user id with data.session_field=null)")
-    fields = [d.get(key) for key in ("user_id_field", "item_id_field", "time_field") if key in d]
+        return [f"data.session_field is {d.get('session_field')!r} and data.user_field is "
+                f"{d.get('user_field')!r}; expected exactly one of them: the column that groups the clicks "
+                "into sequences (a session id, or a user id with data.session_field=null)"]
+    return []
+
+
+def _distinct_atomic_columns(cfg: DictConfig) -> list[str]:
+    """The user, item and time columns of an atomic file are three columns."""
+    fields = [cfg.data.get(key) for key in ("user_id_field", "item_id_field", "time_field") if key in cfg.data]
     if len(set(map(str, fields))) < len(fields):
-        problems.append(f"data.user_id_field, data.item_id_field and data.time_field are {', '.join(map(repr, fields))}"
-                        "; expected three different columns of the atomic file")
-    accelerator = str(t.get("accelerator"))
+        return [f"data.user_id_field, data.item_id_field and data.time_field are {', '.join(map(repr, fields))}"
+                "; expected three different columns of the atomic file"]
+    return []
+
+
+def _accelerator_present(cfg: DictConfig) -> list[str]:
+    """The accelerator asked for exists on this machine."""
+    accelerator = str(cfg.trainer.get("accelerator"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        problems.append(f"trainer.accelerator is {accelerator!r} but this machine has no CUDA device torch can use "
-                        "(torch.cuda.is_available() is False); expected cpu or auto here (trainer=cpu)")
+        return [f"trainer.accelerator is {accelerator!r} but this machine has no CUDA device torch can use "
+                "(torch.cuda.is_available() is False); expected cpu or auto here (trainer=cpu)"]
     if accelerator == "mps" and not torch.backends.mps.is_available():
-        problems.append("trainer.accelerator is 'mps' but this machine has no Apple GPU torch can use; expected cpu")
-    devices = t.get("devices")
+        return ["trainer.accelerator is 'mps' but this machine has no Apple GPU torch can use; expected cpu"]
+    return []
+
+
+def _devices_and_nodes(cfg: DictConfig) -> list[str]:
+    """Lightning's rules: CPU devices are a count of processes; several machines need a multi-process strategy."""
+    t, problems = cfg.trainer, []
+    accelerator, devices = str(t.get("accelerator")), t.get("devices")
     cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if cpu and not (devices == "auto" or (is_int(devices) and devices > 0)):  # Lightning's CPU rule
         problems.append(f"trainer.devices is {devices!r} on the CPU; expected a positive number of processes (or "
@@ -201,3 +264,11 @@ def validate(cfg: DictConfig) -> None:
     wandb = (cfg.get("logger") or {}).get("wandb")
     if wandb is not None:  # the environment, not the config: online W&B without a key (a sweep checks it up front)
         check_credentials(wandb)
+
+
+# every rule between keys, in the order their problems are listed (each named for what it keeps true)
+CROSS_FIELD_RULES: tuple[Callable[[DictConfig], list[str]], ...] = (
+    _loss_and_negatives, _epochs_and_eval_step, _valid_metric_problems, _eval_args_problems, _a_sweep_validates,
+    _eval_args_only_for_atomic, _candidates_are_scored, _benchmark_files_unfiltered, _one_grouping_column,
+    _distinct_atomic_columns, _accelerator_present, _devices_and_nodes,
+)
