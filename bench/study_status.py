@@ -97,7 +97,8 @@ def confirm_hours(console: str) -> tuple[float, int]:
     study-hyper-test`` appends every sitting to it): in each sitting, from the sweeper's "Confirm step:" line to
     the sitting's last stamped line. Why the log: confirm runs are not Optuna trials, so the study holds no times
     for them, and a stopped run's folder is continued from another folder in a later sitting."""
-    from narm_lightning.sweeping.sweeper import CONFIRM_STEP_LINE, SITTING_STARTS
+    from narm_lightning.sweeping.confirm_step import CONFIRM_STEP_LINE
+    from narm_lightning.sweeping.sweeper import SITTING_STARTS
 
     total, sittings, start, last = 0.0, 0, None, None
 

@@ -27,32 +27,31 @@ import logging
 import math
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Quote, QuotedString
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import ExperimentalWarning
 
-from narm_lightning.cli.exits import composition_error, fail
+from narm_lightning.cli.exits import fail
 from narm_lightning.config.rules import keys_of, schema_problems
 from narm_lightning.errors import ConfigError, NarmError, RunInterrupted
 from narm_lightning.sweeping import report
 from narm_lightning.sweeping.config import OptunaSweeperConfig
+from narm_lightning.sweeping.confirm_step import ConfirmStep
+from narm_lightning.sweeping.jobs import identity_overrides
+from narm_lightning.sweeping.samplers import GRID_TARGET, build_sampler, to_dict
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
 from narm_lightning.sweeping.study import (
     PRUNER_ATTR,
     RESUME_REFUSED_ATTR,
-    RUN_DIR_ATTR,
     WORKER_ATTR,
     Heartbeat,
     TrialCounts,
     check_same_space,
-    continuable,
     count_trials,
     default_storage_url,
     fail_dead_workers_trials,
@@ -63,53 +62,32 @@ from narm_lightning.sweeping.study import (
     pruner_spec,
     redact_url,
     requeue,
-    resumable_run,
     study_lock,
     this_worker,
     trial_ids,
 )
 from narm_lightning.sweeping.trials import (
-    MAX_ERROR_CHARS,
     Progress,
-    SeedsResult,
-    as_minutes,
     fail_own_running_trials,
     fail_trial,
-    job_value,
-    jsonable,
     refused_resume,
     tell_trial,
 )
 
 log = logging.getLogger(__name__)
 DEFAULT_TRIALS = 30  # n_trials: null with a sampler other than the grid
-
-IDENTITY_SECTION = "optuna"  # config section the trial identity is written to
-# console lines a study's log is read by (bench/study_status.py: the confirm step's time per sitting)
+# the first words of a sitting's first line (bench/study_status.py reads a study's console log by them)
 SITTING_STARTS = ("resuming study ", "new study ")
-CONFIRM_STEP_LINE = "Confirm step: "
-_GRID_TARGET = "optuna.samplers.GridSampler"
 
 
 class SweepAbortedError(NarmError):
     """Too many trials failed (``max_failure_rate``): continuing would waste compute on a broken setup."""
 
 
-def _quoted(text: str) -> str:
-    return QuotedString(text=text, quote=Quote.single).with_quotes()
-
-
-def identity_overrides(storage: str, study_name: str, trial_id: int) -> list[str]:
-    """Overrides telling a job which trial it is (``++`` so apps without the section still compose)."""
-    return [
-        f"++{IDENTITY_SECTION}.storage={_quoted(storage)}",
-        f"++{IDENTITY_SECTION}.study_name={_quoted(study_name)}",
-        f"++{IDENTITY_SECTION}.trial_id={trial_id}",
-    ]
-
-
-class OptunaSweeperImpl:
-    """All sweeper logic; the Hydra plugin class in ``hydra_plugins`` only delegates here."""
+class OptunaSweeperImpl(ConfirmStep):
+    """The sweep: ask a batch, launch it, tell the study, until ``n_trials`` are finished; then the confirm step.
+    The Hydra plugin class in ``hydra_plugins`` only delegates here; each trial's job is made by ``jobs.TrialJobs``
+    and the confirm step is ``confirm_step.ConfirmStep``, both parts of this class."""
 
     def __init__(self, sampler: Any, pruner: Any, **settings: Any) -> None:
         """``hydra.sweeper``'s keys: each one's type, default, range and help are declared once, in
@@ -122,13 +100,13 @@ class OptunaSweeperImpl:
         problems = schema_problems(v, OptunaSweeperConfig, "hydra.sweeper.")
         if problems:
             raise ConfigError("; ".join(problems) + ".")
-        self.sampler_cfg = _to_dict(sampler, "hydra.sweeper.sampler")
-        self.pruner_cfg = _to_dict(pruner, "hydra.sweeper.pruner")
+        self.sampler_cfg = to_dict(sampler, "hydra.sweeper.sampler")
+        self.pruner_cfg = to_dict(pruner, "hydra.sweeper.pruner")
         self.direction = str(v["direction"]).lower()
         self.study_name, self.study_prefix, self.storage = v["study_name"], v["study_prefix"], v["storage"]
         self.identity_ignore = tuple(str(k) for k in v["identity_ignore"])
         self.n_trials, self.n_jobs, self.max_failure_rate = v["n_trials"], v["n_jobs"], float(v["max_failure_rate"])
-        self.params = _to_dict(v["params"], "hydra.sweeper.params") if v["params"] is not None else {}
+        self.params = to_dict(v["params"], "hydra.sweeper.params") if v["params"] is not None else {}
         self.preset_group, self.custom_search_space = v["preset_group"], v["custom_search_space"]
         self.config_check = v["config_check"]
         self.heartbeat_interval, self.grace_period = v["heartbeat_interval"], v["grace_period"]
@@ -162,27 +140,6 @@ class OptunaSweeperImpl:
         )
 
     # ---------------------------------------------------------------- building blocks
-    def _build_sampler(self, space: SearchSpace) -> Any:
-        """Instantiate the configured sampler; the grid gets the search space."""
-        target = str(self.sampler_cfg.get("_target_", ""))
-        if not target.startswith("optuna.samplers."):
-            raise ConfigError(
-                f"hydra.sweeper.sampler._target_ must be a class in optuna.samplers, got '{target}'. "
-                f"Pick one with hydra/sweeper/sampler=tpe|random|grid|cmaes."
-            )
-        if target == _GRID_TARGET:
-            if self.custom_search_space:
-                raise ConfigError(
-                    "hydra.sweeper.custom_search_space cannot be combined with the grid sampler."
-                )
-            kwargs = {k: v for k, v in self.sampler_cfg.items() if k != "_target_"}
-            return _grid_sampler_class()(search_space=space.grid(), **kwargs)
-        try:
-            return instantiate(self.sampler_cfg)
-        except Exception as exc:
-            hint = " (the cmaes sampler needs the 'cmaes' package)" if "CmaEs" in target else ""
-            raise ConfigError(f"hydra.sweeper.sampler: cannot build '{target}'{hint}: {exc}") from exc
-
     def _resolve_names(self, identity: dict[str, Any]) -> tuple[str, str]:
         """study_name and storage URL (default: SQLite under the original cwd).
 
@@ -231,38 +188,6 @@ class OptunaSweeperImpl:
             get_method(self.custom_search_space)(self.config, trial)
         return trial
 
-    def _config_groups(self, params: dict[str, Any]) -> frozenset[str]:
-        """The swept keys that name config groups (their values are option names, not numbers)."""
-        assert self.hydra_context is not None
-        loader = self.hydra_context.config_loader
-        return frozenset(k for k in params if loader.get_group_options(k))
-
-    def _check_space(self, space: SearchSpace) -> None:
-        """Compose (and check with ``config_check``) a trial config for every grid point, or each param's
-        choices and bounds, before any study exists: a misspelled key or a bad value is one paragraph now,
-        not a traceback after trial 0 started."""
-        assert self.hydra_context is not None and self.config is not None
-        check = get_method(self.config_check) if self.config_check else None
-        groups = self._config_groups(dict(space.distributions))
-        points = space.check_points(groups)
-        for params in points:
-            overrides = [*space.fixed_overrides, *params_to_overrides(params, groups),
-                         *identity_overrides("check", "check", 0)]
-            try:
-                cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
-                                                                         sweep_overrides=overrides)
-                if check is not None:
-                    check(cfg)
-            except Exception as exc:  # noqa: BLE001 - Hydra's and the app's errors alike: one paragraph
-                shown = " ".join(f"{k}={v}" for k, v in params.items()) or "the fixed overrides"
-                # Hydra's own advice for an unknown key ("use +key=...") would add a key nothing reads: the same
-                # "did you mean" as a fixed key's typo instead
-                detail = str(composition_error(exc, "narm-sweep")) if _from_composition(exc) else " ".join(
-                    str(exc).split())
-                raise ConfigError(f"hydra.sweeper: a trial of this search space would not run ({shown}): "
-                                  f"{detail} Nothing was started; fix the key or value and run again.") from None
-        log.debug("Checked %d trial configs before the study.", len(points))
-
     def _search_space(self, arguments: list[str], parser: OverridesParser) -> SearchSpace:
         """What the study sweeps. A command line that sweeps any key sweeps what it names and nothing else (what a
         Hydra user expects of ``-m lr=0.01,0.001``); the configured ``params`` (a preset: RecBole's hyper.test by
@@ -274,41 +199,6 @@ class OptunaSweeperImpl:
         if own.distributions and not named:
             return own
         return parse_search_space(self.params, rest, parser)
-
-    def _study_dir(self, study_name: str) -> Path:
-        """The sweep's folder: ``study_dir`` named after the study, so every rerun of the command continues in the
-        folder of the trials before (trials.csv, plots and W&B runs of the whole study in one place), unless the
-        command line gives ``hydra.sweep.dir`` itself. The launcher and every job read the same folder."""
-        assert self.config is not None
-        given = any(str(o).lstrip("+~").split("=", 1)[0] == "hydra.sweep.dir"
-                    for o in self.config.hydra.overrides.hydra)
-        if self.study_dir and not given:
-            folder = self.study_dir.replace("{study}", study_name)
-            with read_write(self.config.hydra), open_dict(self.config.hydra):
-                self.config.hydra.sweep.dir = folder
-            self._job_overrides = [f"hydra.sweep.dir={_quoted(folder)}"]
-        return Path(str(self.config.hydra.sweep.dir))
-
-    def _launch(self, batch: list[list[str]]) -> Any:
-        """Hydra's launcher on ``batch``, each job told the study's folder (the jobs compose their own config).
-
-        Job folders are numbered on from the highest in the sweep folder and made under the study's lock, so
-        workers that share a study folder (and every rerun) never give two jobs one folder."""
-        assert self.config is not None
-        folder = Path(str(self.config.hydra.sweep.dir))
-        with study_lock(self._storage_url):
-            first = next_job_index(folder)
-            for i in range(len(batch)):
-                (folder / str(first + i)).mkdir(parents=True, exist_ok=True)
-        return self.launcher.launch([[*o, *self._job_overrides] for o in batch], initial_job_idx=first)
-
-    def _validate_batch(self, batch: list[list[str]]) -> None:
-        """Compose each trial's config now, so a bad override fails loudly before any training starts."""
-        assert self.hydra_context is not None and self.config is not None
-        for overrides in batch:
-            self.hydra_context.config_loader.load_sweep_config(
-                master_config=self.config, sweep_overrides=list(overrides)
-            )
 
     # ---------------------------------------------------------------- the sweep
     def sweep(self, arguments: list[str]) -> list[Any]:
@@ -331,9 +221,9 @@ class OptunaSweeperImpl:
                 "hydra.sweeper.params: nothing to search. Give params in hydra.sweeper.params or sweep "
                 "overrides on the command line (e.g. 'lr=interval(1e-4,1e-1)')."
             )
-        sampler = self._build_sampler(space)
+        sampler = build_sampler(self.sampler_cfg, space, self.custom_search_space)
         self._check_space(space)
-        is_grid = str(self.sampler_cfg.get("_target_")) == _GRID_TARGET
+        is_grid = str(self.sampler_cfg.get("_target_")) == GRID_TARGET
         spec = pruner_spec(self.pruner_cfg)
         from narm_lightning.sweeping.study import build_pruner
 
@@ -454,181 +344,3 @@ class OptunaSweeperImpl:
             tell_trial(study, trial, ret)
             if self._progress is not None:
                 log.info("%s", self._progress.line(study, trial.number))
-
-    def _resume_overrides(self, study: Any, trial: Any, trial_id: int) -> list[str]:
-        """``[<resume_key>=<folder>]`` when ``trial`` re-runs a stopped one whose run can go on (else ``[]``):
-        the predecessor's intermediate values are copied first, so the pruner judges the whole curve."""
-        if self.resume_key is None:
-            return []
-        run = resumable_run(study, self._db.get_trial(trial_id), self.resume_file, self.results_file)
-        if run is None:
-            return []
-        for step, value in sorted(run.intermediate_values.items()):
-            trial.report(value, step)
-        trial.set_user_attr(RUN_DIR_ATTR, str(run.folder))  # a stop before the run records it keeps the folder
-        steps = len(run.intermediate_values)
-        done = f" ({steps} value{'s' * (steps != 1)} reported before the stop)" if steps else ""
-        log.info("Trial %d continues trial %d's run from its last checkpoint%s: %s", trial.number, run.previous,
-                 done, run.folder)
-        return [f"{self.resume_key}={_quoted(str(run.folder))}"]
-
-    # ---------------------------------------------------------------- seeds and the confirm step
-    def _seeds(self, n: int) -> list[int]:
-        """``n`` seeds from the config's own (``seed_key``): 2020, 2021, 2022 for RecBole's default 2020."""
-        assert self.config is not None
-        base = OmegaConf.select(self.config, self.seed_key, default=None)
-        if not isinstance(base, int) or isinstance(base, bool):
-            raise ConfigError(f"hydra.sweeper.seed_key is {self.seed_key!r}, whose value in the config is {base!r}; "
-                              "expected the key of an integer seed (seeds_per_trial and the confirm step count "
-                              "from it).")
-        return [base + i for i in range(n)]
-
-    def _other_seeds(self, settings: list[list[str]], group: list[str], first: list[Any], seeds: list[Any]
-                     ) -> list[Any]:
-        """Seeds 2..k of every trial whose first seed completed (a pruned or failed first seed decides the
-        trial: no more training is spent on it); each trial's result becomes :class:`SeedsResult`. These jobs
-        carry no trial id: the first seed alone reports to the pruner."""
-        from hydra.core.utils import JobStatus
-
-        todo = [i for i, ret in enumerate(first) if ret.status == JobStatus.COMPLETED]
-        more_batch = [[*settings[i], f"{self.seed_key}={seed}", *group] for i in todo for seed in seeds[1:]]
-        more = self._launch(more_batch) if more_batch else []
-        out = list(first)
-        per = len(seeds) - 1
-        for n, i in enumerate(todo):
-            out[i] = SeedsResult([first[i], *more[n * per : (n + 1) * per]], seeds)
-        return out
-
-    def _confirm_plan(self, study: Any) -> tuple[list[Any], list[int]]:
-        from narm_lightning.sweeping.confirm import candidates
-
-        return candidates(study, self.confirm_top, self.confirm_baseline), self._seeds(self.confirm_seeds)
-
-    def _confirm_jobs_left(self, study: Any) -> int:
-        from narm_lightning.sweeping.confirm import stored
-
-        if not self.confirm_top:
-            return 0
-        chosen, seeds = self._confirm_plan(study)
-        done = stored(study)
-        return sum((c.label, s) not in done for c in chosen for s in seeds)
-
-    def _confirm(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, sweep_dir: Path) -> None:
-        """Retrain the top configs and the default over ``confirm_seeds`` seeds, each result stored in the
-        study as it ends (a rerun resumes), then the table: sweep folder, console (W&B via the callback)."""
-        from narm_lightning.sweeping.confirm import attr_key, read_metrics, stopped_key, stored
-
-        chosen, seeds = self._confirm_plan(study)
-        done = stored(study)
-        jobs = [(c, s) for c in chosen for s in seeds if (c.label, s) not in done]
-        if jobs:
-            log.info(CONFIRM_STEP_LINE + "%d configs (%s) x %d seeds; %d runs left.", len(chosen),
-                     ", ".join(c.label for c in chosen), len(seeds), len(jobs))
-        started = time.monotonic()
-        for start in range(0, len(jobs), self.n_jobs):
-            chunk = jobs[start : start + self.n_jobs]
-            folders = [self._stopped_confirm_run(study, stopped_key(c.label, seed)) for c, seed in chunk]
-            batch = [[*space.fixed_overrides, *params_to_overrides(c.params, self._config_groups(c.params)),
-                      f"{self.seed_key}={seed}", *identity_overrides(storage_url, study_name, 0)[:2],
-                      *([f"{self.resume_key}={_quoted(str(folder))}"] if folder else [])]
-                     for (c, seed), folder in zip(chunk, folders)]
-            for (c, seed), folder in zip(chunk, folders):
-                if folder:
-                    log.info("Confirm %s seed %d continues its stopped run from its last checkpoint: %s",
-                             c.label, seed, folder)
-            try:
-                returns = self._launch(batch)
-            except RunInterrupted as exc:  # one job at a time: the stopped run is that job's, continued next time
-                if len(chunk) == 1 and exc.run_dir is not None and self.resume_key:
-                    study.set_user_attr(stopped_key(chunk[0][0].label, chunk[0][1]), str(exc.run_dir))
-                    log.warning("Confirm %s seed %d stopped: the rerun of this command continues it from its last "
-                                "finished epoch.", chunk[0][0].label, chunk[0][1])
-                raise
-            returns = list(returns)
-            for i, folder in enumerate(folders):
-                if folder and refused_resume(returns[i]) is not None:  # the run cannot go on: start it over
-                    log.warning("Confirm %s seed %d could not continue its stopped run: it starts over.",
-                                chunk[i][0].label, chunk[i][1])
-                    study.set_user_attr(stopped_key(chunk[i][0].label, chunk[i][1]), None)
-                    returns[i] = self._launch([batch[i][:-1]])[0]
-                    folders[i] = None
-            for done, ((c, seed), ret, folder) in enumerate(zip(chunk, returns, folders), start=start + 1):
-                record: dict[str, Any] = {"params": {k: jsonable(v) for k, v in c.params.items()}}
-                try:
-                    job_value(ret)  # re-raises a failed job's exception
-                    run_dir = folder or ret.hydra_cfg.hydra.runtime.output_dir  # a continued run: its first folder
-                    record["metrics"] = read_metrics(run_dir, self.results_file, self.results_key)
-                    record["folder"] = str(run_dir)
-                except Exception as exc:  # noqa: BLE001 - a failed run is recorded and shown, the rest goes on
-                    record["error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-                    log.warning("Confirm %s seed %d FAILED: %s", c.label, seed, record["error"])
-                study.set_user_attr(attr_key(c.label, seed), record)
-                eta = (time.monotonic() - started) / done * (len(jobs) - done)
-                outcome = (", ".join(f"{k} {v:.4g}" for k, v in list(record["metrics"].items())[:3])
-                           if "metrics" in record else "FAILED")
-                log.info("confirm %d/%d %s seed %d: %s%s", done, len(jobs), c.label, seed, outcome,
-                         f", ETA {as_minutes(eta)}" if done < len(jobs) else "")
-        self._confirm_report(study, sweep_dir)
-
-    def _stopped_confirm_run(self, study: Any, key: str) -> Path | None:
-        """The folder of this confirm job's stopped run, when it can go on (else None: it starts over)."""
-        folder = study.user_attrs.get(key)
-        if self.resume_key is None or not continuable(folder, self.resume_file, self.results_file):
-            return None
-        return Path(str(folder))
-
-    def _confirm_report(self, study: Any, sweep_dir: Path | None) -> None:
-        """The confirm table on the console, and into ``sweep_dir`` (``confirm.md``, ``confirm.csv``) if given."""
-        from narm_lightning.io import write_text_atomic
-        from narm_lightning.sweeping.confirm import CSV_FILE, MARKDOWN_FILE, stored, summarize, to_csv, to_markdown
-
-        chosen, seeds = self._confirm_plan(study)
-        results = {k: v for k, v in stored(study).items() if k[1] in seeds}
-        rows = summarize(results, [c.label for c in chosen])
-        params = {c.label: c.params for c in chosen}
-        table = to_markdown(rows, params, seeds)
-        log.info("Confirm step (%s):\n%s", study.study_name, table)
-        if sweep_dir is not None:
-            write_text_atomic(sweep_dir / MARKDOWN_FILE, table)
-            write_text_atomic(sweep_dir / CSV_FILE, to_csv(rows, params))
-
-
-def _from_composition(exc: BaseException) -> bool:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    return isinstance(exc, (HydraException, OmegaConfBaseException))
-
-
-def next_job_index(sweep_dir: Path) -> int:
-    """One past the highest numbered job folder in ``sweep_dir`` (0 when there is none)."""
-    if not sweep_dir.is_dir():
-        return 0
-    numbers = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(numbers, default=-1) + 1
-
-
-def _grid_sampler_class() -> type:
-    """GridSampler whose ``after_trial`` does not call ``study.stop()`` (illegal outside ``optimize``).
-
-    The sweeper stops by itself: the grid caps ``n_trials`` at the grid size.
-    """
-    from optuna.samplers import GridSampler
-
-    class SweepGridSampler(GridSampler):
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            return None
-
-    return SweepGridSampler
-
-
-def _to_dict(node: Any, key: str) -> dict[str, Any]:
-    if node is None:
-        return {}
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-    if isinstance(node, dict):
-        return dict(node)
-    raise ConfigError(f"{key} must be a mapping, got {type(node).__name__}: {node!r}")
-
-

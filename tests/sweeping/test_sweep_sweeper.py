@@ -207,16 +207,16 @@ def test_every_sweeper_key_is_declared_with_a_rule_and_the_defaults_pass_them() 
 
 def test_grid_with_interval_and_unknown_sampler_fail_clearly() -> None:
     space = parse_search_space({"x": "interval(0,3)"}, [])
-    grid = OptunaSweeperImpl(sampler={"_target_": "optuna.samplers.GridSampler", "seed": 0}, pruner=None)
+    from narm_lightning.sweeping.samplers import build_sampler
+
     with pytest.raises(ConfigError, match="param 'x' is continuous"):
-        grid._build_sampler(space)
-    other = OptunaSweeperImpl(sampler={"_target_": "os.system"}, pruner=None)
+        build_sampler({"_target_": "optuna.samplers.GridSampler", "seed": 0}, space, None)
     with pytest.raises(ConfigError, match="hydra.sweeper.sampler._target_"):
-        other._build_sampler(space)
+        build_sampler({"_target_": "os.system"}, space, None)
 
 
 def test_a_rerun_into_the_same_sweep_dir_numbers_jobs_after_the_existing_ones(tmp_path) -> None:
-    from narm_lightning.sweeping.sweeper import next_job_index
+    from narm_lightning.sweeping.jobs import next_job_index
 
     assert next_job_index(tmp_path / "absent") == 0
     for name in ("0", "1", "7", "wandb", "notes.txt"):
