@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from narm_lightning.cli.exits import composition_error
 from narm_lightning.errors import ConfigError
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides
-from narm_lightning.sweeping.study import RUN_DIR_ATTR, resumable_run, study_lock
+from narm_lightning.sweeping.storage import study_lock
+from narm_lightning.sweeping.study import RUN_DIR_ATTR, resumable_run
 from narm_lightning.sweeping.trials import SeedsResult
 
 log = logging.getLogger("narm_lightning.sweeping.sweeper")  # the sweeper's console lines, one logger

@@ -45,7 +45,9 @@ from narm_lightning.sweeping.confirm_step import ConfirmStep
 from narm_lightning.sweeping.jobs import identity_overrides
 from narm_lightning.sweeping.samplers import GRID_TARGET, build_sampler, to_dict
 from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
+from narm_lightning.sweeping.storage import default_storage_url, make_storage, redact_url, study_lock
 from narm_lightning.sweeping.study import (
+    MAX_STALE_RETRIES,
     PRUNER_ATTR,
     RESUME_REFUSED_ATTR,
     WORKER_ATTR,
@@ -53,16 +55,13 @@ from narm_lightning.sweeping.study import (
     TrialCounts,
     check_same_space,
     count_trials,
-    default_storage_url,
     fail_dead_workers_trials,
     fail_stale_trials,
     heartbeat_enabled,
-    make_storage,
     open_study,
     pruner_spec,
-    redact_url,
     requeue,
-    study_lock,
+    retry_callback,
     this_worker,
     trial_ids,
 )
@@ -233,7 +232,8 @@ class OptunaSweeperImpl(ConfirmStep):
         study_name, storage_url = self._resolve_names(identity)
         self._storage_url = storage_url
         with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
-            storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period)
+            storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period,
+                                                 retry_callback(MAX_STALE_RETRIES))
             study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
             check_same_space(study, identity)
             study.set_user_attr(PRUNER_ATTR, spec)

@@ -15,11 +15,11 @@ from conftest import ROOT, run_parallel_workers, toy_env
 from optuna.trial import TrialState
 
 from narm_lightning.errors import ConfigError
-from narm_lightning.sweeping.study import study_lock
+from narm_lightning.sweeping.storage import study_lock
 
 _HOLD_LOCK = """
 import sys, time
-from narm_lightning.sweeping.study import study_lock
+from narm_lightning.sweeping.storage import study_lock
 with study_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -135,7 +135,7 @@ def test_a_server_that_accepts_but_never_answers_is_a_clear_error_not_a_hang() -
 
 
 def test_the_documented_postgresql_url_uses_the_installed_driver() -> None:
-    from narm_lightning.sweeping.study import with_postgres_driver
+    from narm_lightning.sweeping.storage import with_postgres_driver
 
     assert with_postgres_driver("postgresql://u@h:5432/db") == "postgresql+psycopg2://u@h:5432/db"
     assert with_postgres_driver("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"

@@ -18,7 +18,7 @@ from narm_lightning.data.sources import load_sessions, load_user_sequences
 from narm_lightning.errors import ConfigError, DataError, WriteFailed
 from narm_lightning.recbole.config import read_recbole_file
 from narm_lightning.recbole.hyper import read_hyper_file
-from narm_lightning.sweeping.study import make_storage
+from narm_lightning.sweeping.storage import make_storage
 from narm_lightning.training.run import train
 from tests.conftest import write_inter
 from tests.helpers import REPO, compose_train, tiny_overrides
