@@ -14,15 +14,9 @@ from typing import Any
 import yaml
 
 from narm_lightning import CONF_DIR
+from narm_lightning.config.data_schema import AtomicDataConfig, ClicksDataConfig, DataConfig, SessionDataConfig
 from narm_lightning.config.rules import BOOLEAN, Key, keys_of, nested_schemas
-from narm_lightning.config.schema import (
-    LOGGERS,
-    AtomicDataConfig,
-    ClicksDataConfig,
-    DataConfig,
-    SessionDataConfig,
-    TrainConfig,
-)
+from narm_lightning.config.schema import LOGGERS, TrainConfig
 from narm_lightning.config.serving import ExportConfig, RecommendConfig
 
 _GROUP = re.compile(r"^  - (?P<group>[\w/]+): (?P<option>\S+)\s*#\s*(?P<help>.*)$")
@@ -93,7 +87,7 @@ def train_sections() -> list[str]:
     return [
         *header,
         "", "Config groups (group=option; the default shown):", *_table(groups),
-        "", "Keys (key=value; declared in narm_lightning/config/schema.py):",
+        "", "Keys (key=value; declared in narm_lightning/config/):",
         *_table(schema_rows(TrainConfig) + rows(keys_of(AtomicDataConfig), "data.")),
         "", "Session datasets (data=diginetica, yoochoose1_64, yoochoose1_4) take these data keys instead of the "
         "atomic file's fields:", *_table(session_rows()),
@@ -128,7 +122,7 @@ def serving_sections(names: list[str]) -> list[str]:
     for name in names:
         schema = {"recommend": RecommendConfig, "export": ExportConfig}[name]
         header, _ = header_and_groups(CONF_DIR / f"{name}.yaml")
-        out += [*(out and [""]), *header, "", "Keys (key=value; declared in narm_lightning/config/schema.py):",
+        out += [*(out and [""]), *header, "", "Keys (key=value; declared in narm_lightning/config/):",
                 *_table(rows(keys_of(schema)))]
     return out
 
@@ -161,8 +155,8 @@ def markdown() -> str:
     sweep_values = yaml.safe_load((CONF_DIR / "sweep.yaml").read_text(encoding="utf-8"))["hydra"]["sweeper"]
     parts = [
         "# Every key", "",
-        "Generated from `narm_lightning/config/schema.py` and `narm_lightning/sweeping/config.py` by `make docs` (a "
-        "test fails when it is out of date); `narm-train --help` prints the same.", "",
+        "Generated from `narm_lightning/config/schema.py`, `data_schema.py` and `narm_lightning/sweeping/config.py` "
+        "by `make docs` (a test fails when it is out of date); `narm-train --help` prints the same.", "",
         "## Training (`narm-train`, each sweep trial)", "", *_md(schema_rows(TrainConfig)), "",
         "## Data: an atomic file (`data=ml-100k`)", "", *_md(rows(keys_of(AtomicDataConfig), "data.")), "",
         "## Data: session datasets (`data=diginetica`, `yoochoose1_64`, `yoochoose1_4`), instead of the atomic "

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from narm_lightning.config.data_schema import AtomicDataConfig, ClicksDataConfig, SessionDataConfig
 from narm_lightning.config.rules import keys_of, nested_schemas
-from narm_lightning.config.schema import LOGGERS, AtomicDataConfig, ClicksDataConfig, SessionDataConfig, TrainConfig
+from narm_lightning.config.schema import LOGGERS, TrainConfig
 from narm_lightning.config.serving import ExportConfig, RecommendConfig
 
 DATA_KINDS = {"RecBole atomic datasets (data=ml-100k, or data.format=atomic)": AtomicDataConfig,

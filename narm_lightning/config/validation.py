@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from narm_lightning.config.data_schema import data_schema
 from narm_lightning.config.eval_args import SEQUENTIAL_EVAL_ARGS, eval_args_problems, mode_of
 from narm_lightning.config.rules import is_int, is_list, keys_of, schema_problems, undeclared_keys
-from narm_lightning.config.schema import ACCURACY_METRICS, LOGGERS, TrainConfig, data_schema
+from narm_lightning.config.schema import ACCURACY_METRICS, LOGGERS, TrainConfig
 from narm_lightning.data.card import active_filters
 from narm_lightning.errors import ConfigError
 from narm_lightning.model.negatives import NegativeSampling

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from narm_lightning.config.schema import CLICK_DELIMITERS
+from narm_lightning.config.data_schema import CLICK_DELIMITERS
 from narm_lightning.data.session_split import Clicks, encode
 from narm_lightning.errors import DataError
 from narm_lightning.io import require_regular_file

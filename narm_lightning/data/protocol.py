@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from narm_lightning.config.schema import TIME_ORDERS
+from narm_lightning.config.data_schema import TIME_ORDERS
 from narm_lightning.errors import DataError
 
 

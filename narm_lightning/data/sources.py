@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from narm_lightning.config.schema import RAW_DATASETS
+from narm_lightning.config.data_schema import RAW_DATASETS
 from narm_lightning.data.atomic import read_atomic
 from narm_lightning.data.clicks import ClickColumns, ClickLog, read_click_log
 from narm_lightning.data.download import fetch_ml100k, find_in_roots

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 
 from narm_lightning import CONF_DIR
 from narm_lightning.cli.help import train_sections
+from narm_lightning.config.data_schema import AtomicDataConfig, SessionDataConfig
 from narm_lightning.config.rules import keys_of, nested_schemas, schema_problems
-from narm_lightning.config.schema import LOGGERS, AtomicDataConfig, SessionDataConfig, TrainConfig
+from narm_lightning.config.schema import LOGGERS, TrainConfig
 from narm_lightning.config.validation import config_problems
 from tests.helpers import REPO, compose_train
 

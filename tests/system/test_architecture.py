@@ -106,8 +106,8 @@ def test_the_model_reaches_no_data_sweeping_training_or_tracking_code() -> None:
 def test_the_schema_knows_nothing_of_torch_or_the_readers() -> None:
     """The declarations (schema, interval strings, YAML reading) are read by --help and the sweeper plugin: no torch,
     no numpy, nothing of data/, model/ or training/, followed through every import."""
-    for module in ("narm_lightning.config.schema", "narm_lightning.config.intervals", "narm_lightning.config.keys",
-                   "narm_lightning.config.yaml_files"):
+    for module in ("narm_lightning.config.schema", "narm_lightning.config.data_schema",
+                   "narm_lightning.config.intervals", "narm_lightning.config.keys", "narm_lightning.config.yaml_files"):
         path = PACKAGE / (module.removeprefix("narm_lightning.").replace(".", "/") + ".py")
         assert not {"torch", "numpy", "pytorch_lightning"} & _third_party(path), module
         reached = {m for m in _closure(module) if m.startswith(("narm_lightning.data", "narm_lightning.model",
