@@ -165,102 +165,21 @@ def build_session_split(
     path: Path,
     session_word: str = "session",
 ) -> SessionSplit:
-    """The protocol of the module docstring on ``clicks``; ``path`` and ``session_word`` name the log and its
-    sessions in errors."""
-    n_rows, n_sessions = len(clicks), len(clicks.session_tokens)
-    counts = np.bincount(clicks.session, minlength=n_sessions).astype(np.int64)
-    grouped = _group_rows(clicks.session, counts)
-    ends = np.cumsum(counts)
-    last_row = ends - 1 if grouped is None else grouped[ends - 1]
-    sess_time = clicks.time[last_row]  # the last row in file order
-    items = clicks.item if grouped is None else clicks.item[grouped]
-    if clicks.order is not None:
-        order = clicks.order if grouped is None else clicks.order[grouped]
-        row_session = np.repeat(np.arange(n_sessions), counts)
-        within = _order_within(order, row_session, row_session[1:] == row_session[:-1])
-        del order, row_session
-        if within is not None:
-            items = items[within]
-    del grouped
-
-    if not (counts > 1).any():
-        raise DataError(
-            f"{path}: every {session_word} has one click (e.g. {session_word} {clicks.session_tokens[0]!r} of row 1); "
-            f"a {session_word} needs two clicks or more to predict a next one: is the {session_word} column the "
-            "right one?")
-    keep = np.repeat(counts > 1, counts)
-    support = np.bincount(items[keep], minlength=len(clicks.item_tokens))
-    keep &= (support >= min_item_support)[items]  # a bool per item gathered: 1 byte a click, not 8
-    kept_counts = np.add.reduceat(keep.view(np.int8), chunk_offsets(counts), dtype=np.int64)
-    session_ok = kept_counts >= 2
-    keep &= np.repeat(session_ok, counts)
-    kept_items = items[keep]
-    del items, keep
-    kept_counts = np.where(session_ok, kept_counts, 0).astype(np.int64)
-    kept_starts = chunk_offsets(kept_counts)
-    stats = {"clicks": n_rows, "sessions": n_sessions, "items": len(clicks.item_tokens),
-             "one_click_sessions": int((counts == 1).sum()),
-             "rare_items": int(((support > 0) & (support < min_item_support)).sum()),
-             "sessions_kept": int(session_ok.sum())}
-    if not session_ok.any():
-        raise DataError(
-            f"{path}: filtering left no {session_word}s ({n_rows} clicks read; {session_word}s of length 1, items "
-            f"seen < {min_item_support} times, then {session_word}s shorter than 2 removed); expected a larger "
-            "click log (or a lower data.min_item_support)")
-
-    split_time = int(sess_time[session_ok].max()) - test_days * SECONDS_PER_DAY
-    train_ids = np.flatnonzero(session_ok & (sess_time < split_time))
-    test_ids = np.flatnonzero(session_ok & (sess_time > split_time))
-    if tie_order == "python2":
-        tie = python2_dict_order([str(s) for s in clicks.session_tokens])
-    else:
-        tie = np.arange(n_sessions)  # codes are in order of first appearance
-    train_ids = train_ids[np.lexsort((tie[train_ids], sess_time[train_ids]))]
-    test_ids = test_ids[np.lexsort((tie[test_ids], sess_time[test_ids]))]
-    if len(train_ids) == 0 or len(test_ids) == 0:
-        side = "training" if len(train_ids) == 0 else "test"
-        raise DataError(
-            f"{path}: filtering left no {session_word}s for the {side} side ({len(train_ids)} train / "
-            f"{len(test_ids)} test {session_word}s; test = the last {test_days} day(s)); expected a click log "
-            "spanning more days (or another data.test_days)")
-
-    train_lens = kept_counts[train_ids]
-    train_codes = _gather(kept_items, kept_starts[train_ids], train_lens)
-    # items renumbered 1.. in order of first appearance in the sorted training sessions
-    train_codes, known = encode(train_codes)
-    train_flat = train_codes.astype(np.int64) + 1
-    del train_codes
-    new_id = np.zeros(len(clicks.item_tokens), dtype=np.int64)
-    new_id[known] = np.arange(1, len(known) + 1)
-    item_ids = _with_padding(clicks.item_tokens[known])
-
-    test_lens = kept_counts[test_ids]
-    test_new = new_id[_gather(kept_items, kept_starts[test_ids], test_lens)]
-    seen = test_new > 0
-    test_row_sess = np.repeat(np.arange(len(test_ids)), test_lens)
-    test_lens = np.bincount(test_row_sess[seen], minlength=len(test_ids)).astype(np.int64)
-    test_flat = test_new[seen & (test_lens[test_row_sess] >= 2)]
-    test_lens = test_lens[test_lens >= 2]
-    if len(test_lens) == 0:
-        raise DataError(
-            f"{path}: filtering left no {session_word}s for the test side (no test {session_word} keeps 2 clicks "
-            "on items known from training); expected a larger click log")
-
-    starts, plens, targets, sess_index = augment_flat(train_flat, train_lens)
-    if fraction > 1:
-        n_keep = int(len(targets) / fraction)
-        if n_keep == 0:
-            raise DataError(
-                f"{path}: filtering left no {session_word}s for 1/{fraction} of the training examples "
-                f"({len(targets)} examples in all); expected a larger click log")
-        first_session = int(sess_index[-n_keep])
-        starts, plens, targets = starts[-n_keep:], plens[-n_keep:], targets[-n_keep:]
-        first_item = int(chunk_offsets(train_lens)[first_session])
-        train_flat, train_lens = train_flat[first_item:], train_lens[first_session:]
-        starts = starts - first_item
-    del sess_index
+    """The protocol of the module docstring on ``clicks``, step by step; ``path`` and ``session_word`` name the log
+    and its sessions in errors. Each step is a function of its own, so its temporaries (tens of millions of rows
+    on a YOOCHOOSE-size log) are freed when it returns."""
+    where = _Where(path, session_word)
+    counts = np.bincount(clicks.session, minlength=len(clicks.session_tokens)).astype(np.int64)
+    items, sess_time = _items_in_session_order(clicks, counts)
+    kept = _filtered(items, counts, len(clicks.item_tokens), min_item_support, where, clicks.session_tokens[0])
+    del items
+    train_ids, test_ids = _split_by_time(clicks, kept.session_ok, sess_time, test_days, tie_order, where)
+    train_flat, train_lens, test_flat, test_lens, known = _encoded(kept, train_ids, test_ids, len(clicks.item_tokens),
+                                                                  where)
+    starts, plens, targets, train_flat, train_lens = _training_examples(train_flat, train_lens, fraction, where)
     t_starts, t_plens, t_targets, _ = augment_flat(test_flat, test_lens)
-    stats.update(train_sessions=len(train_lens), test_sessions=len(test_lens), items_kept=len(known))
+    stats = {"clicks": len(clicks), "sessions": len(counts), "items": len(clicks.item_tokens), **kept.stats,
+             "train_sessions": len(train_lens), "test_sessions": len(test_lens), "items_kept": len(known)}
     return SessionSplit(
         train=Ragged(train_flat, starts, plens),
         train_targets=targets.astype(np.int64, copy=False),
@@ -269,9 +188,139 @@ def build_session_split(
         n_items=len(known),
         source=source,
         sessions=Ragged.consecutive(train_flat, train_lens),
-        item_ids=item_ids,
+        item_ids=_with_padding(clicks.item_tokens[known]),
         stats=stats,
     )
+
+
+@dataclass(frozen=True)
+class _Where:
+    """What an error names: the log and the word for its sequences (session, or user)."""
+
+    path: Path
+    word: str
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """The clicks left by the filters: their items, session by session, and how many each session kept."""
+
+    items: np.ndarray
+    counts: np.ndarray  # clicks kept a session (0 for a dropped session)
+    starts: np.ndarray
+    session_ok: np.ndarray
+    stats: dict[str, int]
+
+
+def _items_in_session_order(clicks: Clicks, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each session's items, sessions one after another, in the order of the session's clicks (file order, or
+    ``order``); and each session's time (its last row in file order)."""
+    grouped = _group_rows(clicks.session, counts)
+    ends = np.cumsum(counts)
+    last_row = ends - 1 if grouped is None else grouped[ends - 1]
+    sess_time = clicks.time[last_row]
+    items = clicks.item if grouped is None else clicks.item[grouped]
+    if clicks.order is not None:
+        order = clicks.order if grouped is None else clicks.order[grouped]
+        row_session = np.repeat(np.arange(len(counts)), counts)
+        within = _order_within(order, row_session, row_session[1:] == row_session[:-1])
+        if within is not None:
+            items = items[within]
+    return items, sess_time
+
+
+def _filtered(items: np.ndarray, counts: np.ndarray, n_items: int, min_item_support: int, where: _Where,
+              first_session: object) -> _Kept:
+    """Sessions of one click out, then items seen fewer than ``min_item_support`` times, then sessions left
+    shorter than two."""
+    if not (counts > 1).any():
+        raise DataError(
+            f"{where.path}: every {where.word} has one click (e.g. {where.word} {first_session!r} of row 1); a "
+            f"{where.word} needs two clicks or more to predict a next one: is the {where.word} column the right one?")
+    keep = np.repeat(counts > 1, counts)
+    support = np.bincount(items[keep], minlength=n_items)
+    keep &= (support >= min_item_support)[items]  # a bool per item gathered: 1 byte a click, not 8
+    kept_counts = np.add.reduceat(keep.view(np.int8), chunk_offsets(counts), dtype=np.int64)
+    session_ok = kept_counts >= 2
+    keep &= np.repeat(session_ok, counts)
+    kept_items = items[keep]
+    del keep
+    if not session_ok.any():
+        raise DataError(
+            f"{where.path}: filtering left no {where.word}s ({int(counts.sum())} clicks read; {where.word}s of length "
+            f"1, items seen < {min_item_support} times, then {where.word}s shorter than 2 removed); expected a larger "
+            "click log (or a lower data.min_item_support)")
+    kept_counts = np.where(session_ok, kept_counts, 0).astype(np.int64)
+    stats = {"one_click_sessions": int((counts == 1).sum()),
+             "rare_items": int(((support > 0) & (support < min_item_support)).sum()),
+             "sessions_kept": int(session_ok.sum())}
+    return _Kept(kept_items, kept_counts, chunk_offsets(kept_counts), session_ok, stats)
+
+
+def _split_by_time(clicks: Clicks, session_ok: np.ndarray, sess_time: np.ndarray, test_days: int, tie_order: str,
+                   where: _Where) -> tuple[np.ndarray, np.ndarray]:
+    """The sessions of the last ``test_days`` days are the test side, the others the training side, each sorted by
+    time (ties: first appearance, or Python 2's dict order of the session ids, as SR-GNN's script on Python 2)."""
+    split_time = int(sess_time[session_ok].max()) - test_days * SECONDS_PER_DAY
+    train_ids = np.flatnonzero(session_ok & (sess_time < split_time))
+    test_ids = np.flatnonzero(session_ok & (sess_time > split_time))
+    if tie_order == "python2":
+        tie = python2_dict_order([str(s) for s in clicks.session_tokens])
+    else:
+        tie = np.arange(len(session_ok))  # codes are in order of first appearance
+    train_ids = train_ids[np.lexsort((tie[train_ids], sess_time[train_ids]))]
+    test_ids = test_ids[np.lexsort((tie[test_ids], sess_time[test_ids]))]
+    if len(train_ids) == 0 or len(test_ids) == 0:
+        side = "training" if len(train_ids) == 0 else "test"
+        raise DataError(
+            f"{where.path}: filtering left no {where.word}s for the {side} side ({len(train_ids)} train / "
+            f"{len(test_ids)} test {where.word}s; test = the last {test_days} day(s)); expected a click log "
+            "spanning more days (or another data.test_days)")
+    return train_ids, test_ids
+
+
+def _encoded(kept: _Kept, train_ids: np.ndarray, test_ids: np.ndarray, n_items: int, where: _Where
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Items renumbered 1.. in order of first appearance in the sorted training sessions; test clicks on items
+    unknown to training dropped, then test sessions shorter than two. Flat ids and lengths of each side, and the
+    original codes of the known items."""
+    train_lens = kept.counts[train_ids]
+    train_codes, known = encode(_gather(kept.items, kept.starts[train_ids], train_lens))
+    train_flat = train_codes.astype(np.int64) + 1
+    del train_codes
+    new_id = np.zeros(n_items, dtype=np.int64)
+    new_id[known] = np.arange(1, len(known) + 1)
+    test_lens = kept.counts[test_ids]
+    test_new = new_id[_gather(kept.items, kept.starts[test_ids], test_lens)]
+    seen = test_new > 0
+    test_row_sess = np.repeat(np.arange(len(test_ids)), test_lens)
+    test_lens = np.bincount(test_row_sess[seen], minlength=len(test_ids)).astype(np.int64)
+    test_flat = test_new[seen & (test_lens[test_row_sess] >= 2)]
+    test_lens = test_lens[test_lens >= 2]
+    if len(test_lens) == 0:
+        raise DataError(
+            f"{where.path}: filtering left no {where.word}s for the test side (no test {where.word} keeps 2 clicks "
+            "on items known from training); expected a larger click log")
+    return train_flat, train_lens, test_flat, test_lens, known
+
+
+def _training_examples(train_flat: np.ndarray, train_lens: np.ndarray, fraction: int, where: _Where
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every prefix of every training session an example (windows into ``train_flat``); ``fraction`` > 1 keeps the
+    last 1/fraction of them (YOOCHOOSE 1/4, 1/64), and only the sessions those examples come from."""
+    starts, plens, targets, sess_index = augment_flat(train_flat, train_lens)
+    if fraction > 1:
+        n_keep = int(len(targets) / fraction)
+        if n_keep == 0:
+            raise DataError(
+                f"{where.path}: filtering left no {where.word}s for 1/{fraction} of the training examples "
+                f"({len(targets)} examples in all); expected a larger click log")
+        first_session = int(sess_index[-n_keep])
+        starts, plens, targets = starts[-n_keep:], plens[-n_keep:], targets[-n_keep:]
+        first_item = int(chunk_offsets(train_lens)[first_session])
+        train_flat, train_lens = train_flat[first_item:], train_lens[first_session:]
+        starts = starts - first_item
+    return starts, plens, targets, train_flat, train_lens
 
 
 def _gather(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
