@@ -65,16 +65,16 @@ mutate-results:  ## the surviving mutants of the last make mutate (mutmut show <
 	$(VENV)/bin/mutmut results
 
 bench:  ## speed report (bench/out/report.{json,md}) + an entry in bench/HISTORY.md; ARGS="--quick" for a smoke run
-	$(PY) bench/bench.py $(ARGS)
+	$(PY) -m bench.bench $(ARGS)
 
 bench-recbole: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1 vs our defaults vs our exact path, ml-100k epoch, alternating processes -> bench/out/recbole.md + HISTORY
-	$(PY) bench/bench_recbole.py $(ARGS)
+	$(PY) -m bench.bench_recbole $(ARGS)
 
 bench-clicks:  ## a YOOCHOOSE-size click log (made once in bench/out/, 1.35 GB) through data=clicks: read/split/cache seconds, peak RSS, training memory
-	$(PY) bench/bench_clicks.py $(ARGS)
+	$(PY) -m bench.bench_clicks $(ARGS)
 
 bench-gpu:  ## the GPU check (needs CUDA torch): ml-100k + DIGINETICA epochs, eval and GPU memory, bf16 vs fp32 on one GPU
-	$(PY) bench/bench.py --epochs 3 --no-serving --variant gpu-bf16=trainer=gpu --variant gpu-fp32=trainer=gpu,trainer.precision=32-true --note "GPU check: trainer=gpu, bf16-mixed vs fp32" $(ARGS)
+	$(PY) -m bench.bench --epochs 3 --no-serving --variant gpu-bf16=trainer=gpu --variant gpu-fp32=trainer=gpu,trainer.precision=32-true --note "GPU check: trainer=gpu, bf16-mixed vs fp32" $(ARGS)
 
 # Issue 20: RecBole's NARM hyper.test on ml-100k (30 grid points, each to early stopping; median pruner from the
 # 6th trial, after epoch 10), then the best 3 configs and the default config over seeds 2020-2022 to early
@@ -101,33 +101,33 @@ STUDY_CONSOLE = bench/studies-summary/hyper-test-ml-100k-console.log
 study-hyper-test:  ## issue 20: the hyper.test study on ml-100k + its confirm step (resumable; restores the committed snapshot into a fresh checkout first; console log in $(STUDY_DIR)/)
 	mkdir -p $(STUDY_DIR)
 	@if [ ! -f $(STUDY_DIR)/study.db ] && [ -f $(STUDY_SNAPSHOT) ]; then \
-		$(PY) bench/study_snapshot.py import --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT) \
+		$(PY) -m bench.study.snapshot import --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT) \
 		&& { [ ! -f $(STUDY_CONSOLE) ] || cp $(STUDY_CONSOLE) $(STUDY_DIR)/console.log; }; fi
 	$(PY) $(STUDY_HYPER_TEST) trainer.enable_progress_bar=false $(ARGS) 2>&1 | tee -a $(STUDY_DIR)/console.log
 
 study-hyper-test-status:  ## where issue 20's study stands: every trial, trials/hour, the confirm table (read-only)
-	$(PY) bench/study_status.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE)
+	$(PY) -m bench.study.status --study hyper-test-ml-100k --storage $(STUDY_STORAGE)
 
 study-hyper-test-save:  ## issue 20: the study's text snapshot, status table and pictures (PNG) into bench/studies-summary/, its README section (to commit)
-	$(PY) bench/study_snapshot.py export --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT)
+	$(PY) -m bench.study.snapshot export --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --file $(STUDY_SNAPSHOT)
 	cp $(STUDY_DIR)/console.log $(STUDY_CONSOLE)
 	{ echo "# hyper.test study (issue 20): where it stood, $$(date -u '+%Y-%m-%d %H:%M UTC'), $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"; \
 	  echo; echo "make study-hyper-test-status; the study itself: $(STUDY_SNAPSHOT) (make study-hyper-test restores it)."; echo; \
-	  $(PY) bench/study_status.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE); } > bench/studies-summary/hyper-test-ml-100k.md
-	$(PY) bench/study_figures.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE) \
+	  $(PY) -m bench.study.status --study hyper-test-ml-100k --storage $(STUDY_STORAGE); } > bench/studies-summary/hyper-test-ml-100k.md
+	$(PY) -m bench.study.figures --study hyper-test-ml-100k --storage $(STUDY_STORAGE) \
 		--out bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json
-	$(PY) bench/study_readme.py --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --readme README.md \
+	$(PY) -m bench.study.readme --study hyper-test-ml-100k --storage $(STUDY_STORAGE) --readme README.md \
 		--figures bench/studies-summary/hyper-test-ml-100k --reference bench/studies-summary/recbole-default-ml-100k.json \
 		--confirm-top $(STUDY_CONFIRM_TOP) --confirm-seeds $(STUDY_CONFIRM_SEEDS) --console $(STUDY_CONSOLE)
 
 bench-sessions:  ## the NARM paper's benchmark on DIGINETICA + YOOCHOOSE 1/64 -> bench/out/sessions.md; ARGS="--epochs 3" or ARGS="--collect RUN_DIR..."
-	$(PY) bench/bench_sessions.py $(ARGS)
+	$(PY) -m bench.bench_sessions $(ARGS)
 
 bench-hugepages:  ## CPU step time and page faults with vs without GLIBC_TUNABLES=glibc.malloc.hugetlb=1 -> bench/out/hugepages.{json,md}
-	$(PY) bench/bench_hugepages.py $(ARGS)
+	$(PY) -m bench.bench_hugepages $(ARGS)
 
 bench-serving:  ## recommendations/s at batch size 1 and 256 on CPU -> bench/out/serving.json; ARGS="--ckpt best.ckpt"
-	$(PY) bench/bench_serving.py $(ARGS)
+	$(PY) -m bench.bench_serving $(ARGS)
 
 # RecBole 1.2.1 in a venv of its own (never .venv): the baseline of `make bench-recbole` and the sampled-candidates
 # check. It needs NumPy<2 and friends, a stub `ray` (bench/recbole/stubs on PYTHONPATH) and torch.load without
@@ -144,10 +144,10 @@ recbole-venv: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1 in .venv-recbole (for
 RECBOLE_RUN = PYTHONPATH=bench/recbole/stubs TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(RECBOLE_VENV)/bin/python
 
 recbole-sampled: $(RECBOLE_VENV)/bin/python  ## RecBole's own uni100/pop100 figures for the shared checkpoint over 10 seeds -> bench/recbole/sampled_reference.json
-	$(RECBOLE_RUN) bench/recbole/sampled_check.py $(ARGS)
+	$(RECBOLE_RUN) -m bench.recbole.sampled_check $(ARGS)
 
 recbole-rows: $(RECBOLE_VENV)/bin/python  ## RecBole 1.2.1's own ml-100k rows (digests) and its figures for the shared checkpoint -> tests/recbole/reference/recbole_ml100k_rows.json
-	$(RECBOLE_RUN) bench/recbole/rows_reference.py $(ARGS)
+	$(RECBOLE_RUN) -m bench.recbole.rows_reference $(ARGS)
 
 docs:  ## regenerate docs/keys.md (every key, default and help) from the schema, docs/recbole-keys.md from recbole/keys.py
 	$(PY) -m narm_lightning.cli.help > docs/keys.md

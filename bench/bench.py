@@ -21,7 +21,7 @@ and test seconds, and evaluation's peak memory beside the size of one score bloc
 
 Sweep throughput (``--no-throughput`` to skip): training epochs per hour of the defaults laid out as a sweep
 can run its trials on this machine, one worker with a thread per core against one single-thread worker per
-core (processes at once, ``bench/recbole/epoch_ours.py``); trials per hour scale with it.
+core (processes at once, ``python -m bench.recbole.epoch_ours``); trials per hour scale with it.
 
 ``--accuracy --seeds N`` trains each variant to early stopping on N seeds and reports test MRR/NDCG/Recall@10.
 """
@@ -42,15 +42,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from bench_serving import measure_serving  # noqa: E402  (beside this script: its folder is on sys.path)
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from bench.bench_serving import measure_serving  # noqa: E402
 from narm_lightning import CONF_DIR  # noqa: E402
 from narm_lightning.config.schema import register  # noqa: E402
 from narm_lightning.config.validation import validate  # noqa: E402
@@ -401,14 +400,13 @@ def sweep_throughput(args: argparse.Namespace) -> dict[str, Any]:
     """
     cores = os.cpu_count() or 1
     epochs = max(2, args.throughput_epochs)
-    script = ROOT / "bench" / "recbole" / "epoch_ours.py"
     extra = ["--batches", "6"] if args.quick else []
     out: dict[str, Any] = {"cores": cores, "epochs_per_process": epochs, "layouts": {}}
     for name, threads in ((f"1x{cores}", [cores]), (f"{cores}x1", [1] * cores)):
         started = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, str(script), "--epochs", str(epochs), *extra,
+        procs = [subprocess.Popen([sys.executable, "-m", "bench.recbole.epoch_ours", "--epochs", str(epochs), *extra,
                                    f"trainer.num_threads={t}", *args.overrides],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for t in threads]
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for t in threads]
         results = []
         for proc in procs:
             stdout, stderr = proc.communicate()
@@ -483,7 +481,7 @@ def measure_clicks(args: argparse.Namespace) -> dict[str, Any]:
     """bench/bench_clicks.py in its own processes (each step's peak RSS is its own); --quick: a 1 M-click log."""
     out = args.out / "clicks.json"
     extra = ["--clicks", "1000000", "--log", str(args.out / "clicks-1m.csv")] if args.quick else []
-    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_clicks.py"), "--out", str(out), *extra], check=True,
+    subprocess.run([sys.executable, "-m", "bench.bench_clicks", "--out", str(out), *extra], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
 
@@ -611,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = parse_variants(args.variant, args.overrides)
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": git_rev(),
-        "command": "bench/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m bench.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "load_before": loadavg(),
         "note": args.note,
     }
@@ -639,9 +637,9 @@ def finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
     (args.out / "report.md").write_text(md)
     if not args.no_history:
         if not HISTORY.exists():
-            HISTORY.write_text("# Benchmark history\n\nOne entry per `bench/bench.py` run (newest last); figures are "
-                               "from a shared 2-core machine unless the entry says otherwise: compare variants "
-                               "within an entry, not across entries.\n\n")
+            HISTORY.write_text("# Benchmark history\n\nOne entry per `python -m bench.bench` run (newest last); "
+                               "figures are from a shared 2-core machine unless the entry says otherwise: compare "
+                               "variants within an entry, not across entries.\n\n")
         with HISTORY.open("a") as fh:
             fh.write("\n" + md)
     print(md)

@@ -2,7 +2,7 @@
 the cached second read, and memory over the first training batches (issue 35, point 3).
 
     make bench-clicks                      # makes bench/out/clicks-yoochoose-size.csv once (1.35 GB), then measures
-    python bench/bench_clicks.py --clicks 1000000 --log /tmp/small.csv     # a smaller log
+    python -m bench.bench_clicks --clicks 1000000 --log /tmp/small.csv     # a smaller log
 
 Each step runs in a fresh process (started as ``python -c``), so its peak RSS is its own: ``ru_maxrss`` of the
 child. The log comes from ``bench/make_click_log.py`` (never committed). Targets (the issue's): at most 60 s and
@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LOAD = """
 import json, resource, sys, time
-sys.path.insert(0, {root!r})
 from narm_lightning.data.sources import click_columns, load_clicks
 started = time.perf_counter()
 data = load_clicks({log!r}, click_columns("session_id", "item_id", "timestamp", None, False), test_days=1,
@@ -36,7 +35,6 @@ print(json.dumps({{"seconds": time.perf_counter() - started, "train": len(data.t
 
 TRAIN = """
 import json, resource, sys, time
-sys.path.insert(0, {root!r})
 import torch
 from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.sources import click_columns, load_clicks
@@ -81,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.log.exists():
         args.log.parent.mkdir(parents=True, exist_ok=True)
         size = [] if args.clicks is None else ["--clicks", str(args.clicks), "--sessions", str(args.clicks * 28 // 100)]
-        subprocess.run([sys.executable, str(ROOT / "bench" / "make_click_log.py"), "--out", str(args.log), *size],
+        subprocess.run([sys.executable, "-m", "bench.make_click_log", "--out", str(args.log), *size],
                        check=True)
     report: dict = {"log": str(args.log), "log_mib": round(args.log.stat().st_size / 2**20), "cpus": os.cpu_count(),
                     "load_before": os.getloadavg()[0]}

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from narm_lightning.io import write_text_atomic  # noqa: E402
 from narm_lightning.training.hostcheck import HUGETLB_TUNABLE, thp_mode  # noqa: E402
@@ -78,11 +77,12 @@ def step_times(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_child(setting: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--warmup", str(args.warmup),
+    cmd = [sys.executable, "-m", "bench.bench_hugepages", "--child", "--steps", str(args.steps),
+           "--warmup", str(args.warmup),
            "--n-items", str(args.n_items), "--batch", str(args.batch), "--seq-len", str(args.seq_len),
            "--embedding-size", str(args.embedding_size), "--hidden-size", str(args.hidden_size),
            "--threads", str(args.threads)]
-    proc = subprocess.run(cmd, env=child_env(setting, dict(os.environ)), capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=child_env(setting, dict(os.environ)), cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"bench_hugepages: the '{setting}' child failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from narm_lightning.training.hostcheck import cpu_flags, cpu_model  # noqa: E402
 
@@ -65,7 +64,7 @@ def run_one(system: str, epochs: int, data_path: str, overrides: list[str]) -> d
                "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
         if system == "recbole":  # as its users run it: no glibc tunables (the Makefile exports ours)
             env.pop("GLIBC_TUNABLES", None)
-        cmd = [str(RECBOLE_PY), str(ROOT / "bench" / "recbole" / "epoch_recbole.py"), "--epochs", str(epochs),
+        cmd = [str(RECBOLE_PY), "-m", "bench.recbole.epoch_recbole", "--epochs", str(epochs),
                "--data-path", data_path]
     else:
         return run_ours(system, epochs, data_path, overrides)
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(), "cores": os.cpu_count(), "amx": "amx_bf16" in cpu_flags(),
         "load_before": load_before, "load_after": loadavg(), "rounds": args.rounds, "epochs": args.epochs,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-        "command": "python bench/bench_recbole.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m bench.bench_recbole " + " ".join(argv if argv is not None else sys.argv[1:]),
         "systems": {s: {"mean_epoch_s": statistics.median(statistics.fmean(run["epoch_s"]) for run in runs[s]),
                         "median_epoch_s": statistics.median(x for run in runs[s] for x in steady(run["epoch_s"])),
                         "median_first_epoch_s": statistics.median(run["epoch_s"][0] for run in runs[s]),

@@ -1,6 +1,6 @@
 """Serving throughput on CPU: recommendations per second at batch size 1 and 256, eager and TorchScript.
 
-``python bench/bench_serving.py [--ckpt best.ckpt] [--threads N]`` prints one JSON line and writes it to
+``python -m bench.bench_serving [--ckpt best.ckpt] [--threads N]`` prints one JSON line and writes it to
 ``bench/out/serving.json``. Without ``--ckpt`` it scores with an untrained NARM of ml-100k's shape
 (1,683 item rows, RecBole's default sizes): throughput does not depend on the weights. End to end, as a
 caller sees it: id mapping, padding, scoring all items, top-K and naming the items.
@@ -11,15 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from narm_lightning.io import write_text_atomic  # noqa: E402
 from narm_lightning.model.narm import NARM  # noqa: E402

@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing as mp
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from narm_lightning.io import write_json_atomic, write_text_atomic  # noqa: E402
 

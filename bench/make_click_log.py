@@ -1,7 +1,7 @@
 """A synthetic click log the size of YOOCHOOSE's (33 M clicks, 9 M sessions, 52 k items), never committed.
 
-    python bench/make_click_log.py --out /tmp/clicks.csv            # the full size, ISO times as YOOCHOOSE's
-    python bench/make_click_log.py --clicks 100000 --out small.parquet
+    python -m bench.make_click_log --out /tmp/clicks.csv            # the full size, ISO times as YOOCHOOSE's
+    python -m bench.make_click_log --clicks 100000 --out small.parquet
 
 ``make bench-clicks`` makes it (once) and times reading it through ``data=clicks``. Shaped like the real log:
 sessions start uniformly over ``--days`` days in id order (YOOCHOOSE's file is sorted by session, then time),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -71,9 +72,11 @@ def autograd_node_names(tensor: torch.Tensor) -> set[str]:
 
 
 def bench_script(name: str) -> ModuleType:
-    """``bench/<name>.py`` loaded as a module (the bench scripts are files, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``bench.<name>`` (``bench/`` is a package of the checkout: ``python -m bench.<name>``), imported."""
+    return importlib.import_module(f"bench.{name}")
+
+
+def bench_command(name: str, *args: str) -> list[str]:
+    """``python -m bench.<name> args``, as the Makefile runs it: run it with ``cwd=REPO`` (or the checkout on
+    ``PYTHONPATH``)."""
+    return [sys.executable, "-m", f"bench.{name}", *args]

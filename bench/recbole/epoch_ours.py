@@ -1,6 +1,6 @@
 """One process of ``make bench-recbole``: this project's training epoch on ml-100k through the real Trainer.
 
-    python bench/recbole/epoch_ours.py --epochs 1 [hydra overrides...]
+    python -m bench.recbole.epoch_ours --epochs 1 [hydra overrides...]
 
 The same measurement as ``make bench`` (``bench.py``'s ``Variant.run_epoch``: a Lightning ``fit`` of one
 epoch, validation off, the epoch's wall seconds from its start and end hooks), in a process of its own so it
@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def main() -> None:
@@ -28,7 +23,7 @@ def main() -> None:
     started = time.perf_counter()
     import torch
 
-    from bench import Variant, resolve_precision
+    from bench.bench import Variant, resolve_precision
 
     variant = Variant("ours", list(args.overrides), {}, args.batches)
     if variant.cfg.trainer.num_threads:  # as train.py does (Variant builds its Trainer directly)

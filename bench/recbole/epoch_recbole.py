@@ -1,6 +1,6 @@
 """One process of ``make bench-recbole``: RecBole 1.2.1's training epoch on ml-100k, the seed's example.
 
-    (in .venv-recbole) python bench/recbole/epoch_recbole.py --epochs 1 --data-path ../shared/data
+    (in .venv-recbole) python -m bench.recbole.epoch_recbole --epochs 1 --data-path ../shared/data
 
 ``run_recbole(model='NARM', dataset='ml-100k', config_dict={'train_neg_sample_args': None})`` minus what is
 not a training epoch: the dataset, dataloaders, model and trainer are built as run_recbole builds them, then

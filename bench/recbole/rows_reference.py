@@ -72,7 +72,6 @@ def main() -> None:
     from recbole.model.sequential_recommender import NARM
     from recbole.trainer import Trainer
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from narm_lightning.recbole.checkpoint import load_recbole_state_dict  # no file read here runs code
 
     config = Config(model="NARM", dataset="ml-100k", config_dict={

@@ -42,7 +42,6 @@ def main() -> None:
     from recbole.trainer import Trainer
     from recbole.utils import init_seed
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from narm_lightning.recbole.checkpoint import load_recbole_state_dict
 
     state = load_recbole_state_dict(checkpoint)

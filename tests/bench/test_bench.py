@@ -4,12 +4,11 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 
 import pytest
 
 from narm_lightning.training.run import train
-from tests.helpers import REPO, bench_script, compose_train, tiny_overrides
+from tests.helpers import REPO, bench_command, bench_script, compose_train, tiny_overrides
 
 
 @pytest.mark.slow  # a whole benchmark in child processes: make test-slow (the default suite stays under 10 min)
@@ -17,10 +16,10 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
     out = tmp_path / "out"
     overrides = [a for a in tiny_overrides(tiny_root) if not a.startswith("trainer.enable_progress_bar")]
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
+        [*bench_command("bench"), "--quick", "--epochs", "1", "--no-history",
          "--out", str(out), "--no-diginetica", "--no-clicks", "--variant", "plain=", "--variant",
          "bucket=data.bucket_batches=2", *overrides],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -46,10 +45,10 @@ def test_bench_quick_runs_end_to_end_on_the_tiny_fixture(tiny_root, tmp_path) ->
 def test_bench_reports_why_diginetica_was_skipped(tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
+        [*bench_command("bench"), "--quick", "--epochs", "1", "--no-history",
          "--out", str(out), "--accuracy-only", "--seeds", "0", "--no-serving", "--no-clicks", f"data.root={tmp_path}",
          "data.extra_roots=[]"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -61,10 +60,10 @@ def test_bench_reports_why_diginetica_was_skipped(tmp_path) -> None:
 def test_bench_quick_times_diginetica_training_and_evaluation(shared_data, tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--epochs", "1", "--no-history",
+        [*bench_command("bench"), "--quick", "--epochs", "1", "--no-history",
          "--out", str(out), "--accuracy-only", "--seeds", "0", "--no-serving", "trainer.enable_progress_bar=false",
          "logger=none"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads((out / "report.json").read_text())["diginetica"]["default"]
@@ -87,9 +86,9 @@ def test_collect_summarises_seed_runs_from_several_folders(tmp_path) -> None:
     (tmp_path / "b" / "accuracy" / "fast" / "seed2022").mkdir()  # unfinished: no results.json, left out
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench.py"), "--collect", str(tmp_path / "a"),
+        [*bench_command("bench"), "--collect", str(tmp_path / "a"),
          str(tmp_path / "b"), "--no-history", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     acc = json.loads((out / "report.json").read_text())["accuracy"]
@@ -106,9 +105,8 @@ def test_session_table_from_finished_train_runs(tiny_root, tmp_path) -> None:
     (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("dataset: tiny",
                                                                                 "dataset: diginetica"))
     out = tmp_path / "out"
-    script = str(REPO / "bench" / "bench_sessions.py")
-    proc = subprocess.run([sys.executable, script, "--collect", str(run), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(bench_command("bench_sessions", "--collect", str(run), "--out", str(out)),
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads((out / "sessions.json").read_text())["rows"][0]
     assert row["dataset"] == "diginetica" and row["epochs"] == 2 and row["refit"] is False
@@ -120,8 +118,8 @@ def test_session_table_from_finished_train_runs(tiny_root, tmp_path) -> None:
 
     (run / "results.json").unlink()  # an unfinished run: one clear line, no table written over the old one
     before = table
-    proc = subprocess.run([sys.executable, script, "--collect", str(run), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(bench_command("bench_sessions", "--collect", str(run), "--out", str(out)),
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 1 and "results.json not found" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "sessions.md").read_text() == before
 
@@ -172,9 +170,10 @@ def test_hugepage_bench_sets_only_the_hugetlb_tunable_per_child() -> None:
 def test_hugepage_bench_times_both_settings_in_separate_processes(tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_hugepages.py"), "--steps", "3", "--warmup", "1",
+        [*bench_command("bench_hugepages"), "--steps", "3", "--warmup", "1",
          "--rounds", "1", "--n-items", "4000", "--batch", "64", "--threads", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "hugepages.json").read_text())
@@ -198,9 +197,9 @@ def test_bench_recbole_alternates_processes_and_reports_every_epoch(tiny_root, t
     overrides = [a for a in tiny_overrides(tiny_root) if not a.startswith(("trainer.enable_progress_bar", "logger"))]
     env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1", "NARM_KEEP_ENV": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_recbole.py"), "--systems", "ours-default,ours-exact",
+        [*bench_command("bench_recbole"), "--systems", "ours-default,ours-exact",
          "--rounds", "2", "--no-history", "--out", str(out), *overrides, "logger=none"],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("round ")]
@@ -227,8 +226,8 @@ def test_the_click_log_bench_makes_its_log_and_measures_each_step(tmp_path) -> N
     """bench_clicks.py: the generated log has the clicks and sessions asked for, and the report carries what the
     load path returned (the examples) beside the measured seconds and memory."""
     log, out = tmp_path / "clicks.csv", tmp_path / "clicks.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_clicks.py"), "--clicks", "40000", "--log",
-                           str(log), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*bench_command("bench_clicks"), "--clicks", "40000", "--log",
+                           str(log), "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = log.read_text().splitlines()
     assert lines[0] == "session_id,item_id,timestamp" and len(lines) == 40_001

@@ -1,4 +1,4 @@
-"""``bench/study_figures.py``: the README's two study pictures from a study's storage, and its refusals."""
+"""``bench/study/figures.py``: the README's two study pictures from a study's storage, and its refusals."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _study(path, confirm: bool) -> str:
 
 
 def test_history_and_confirm_pictures_are_written_as_png(tmp_path, capsys) -> None:
-    module = bench_script("study_figures")
+    module = bench_script("study.figures")
     storage = _study(tmp_path / "s.db", confirm=True)
     reference = tmp_path / "ref.json"
     reference.write_text(json.dumps({"label": "RecBole", "metrics": {"mrr@10": 0.0409}}))
@@ -55,7 +55,7 @@ def test_history_and_confirm_pictures_are_written_as_png(tmp_path, capsys) -> No
 
 
 def test_without_confirm_results_only_the_history_is_drawn(tmp_path, capsys) -> None:
-    module = bench_script("study_figures")
+    module = bench_script("study.figures")
     storage = _study(tmp_path / "s.db", confirm=False)
     assert module.main(["--study", "s", "--storage", storage, "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s-history.png").is_file() and not (tmp_path / "s-confirm.png").exists()
@@ -64,7 +64,7 @@ def test_without_confirm_results_only_the_history_is_drawn(tmp_path, capsys) -> 
 
 @pytest.mark.parametrize("case", ["no database", "no study", "bad reference"])
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, case) -> None:
-    module = bench_script("study_figures")
+    module = bench_script("study.figures")
     storage = _study(tmp_path / "s.db", confirm=False)
     reference = tmp_path / "ref.json"
     reference.write_text('{"metrics": {"mrr@10": "high"}}')

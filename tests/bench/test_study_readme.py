@@ -1,29 +1,28 @@
-"""``bench/study_readme.py``: the README's study section comes from the study (status, every grid point, the
+"""``bench/study/readme.py``: the README's study section comes from the study (status, every grid point, the
 confirm table with the goal's verdict), replaces only what lies between its markers, and refuses bad input."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
-import sys
 
 import optuna
 import pytest
 
 from narm_lightning.sweeping.confirm import attr_key
 from tests.bench.test_study_status import SPACE, _study
-from tests.helpers import REPO, bench_script
+from tests.helpers import REPO, bench_command, bench_script
 
 REFERENCE = {"label": "RecBole 1.2.1 default (3 seeds)", "source": "issue 20",
              "metrics": {"mrr@10": 0.0409, "ndcg@10": 0.0606, "recall@10": 0.1266}}
+BENCH_ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # python -m bench.study.readme from another folder
 NOW = dt.datetime(2026, 12, 6, 20, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture()
 def readme_module():
-    sys.path.insert(0, str(REPO / "bench"))  # it imports study_status and study_figures beside it
-    yield bench_script("study_readme")
-    sys.path.remove(str(REPO / "bench"))
+    return bench_script("study.readme")
 
 
 def _confirm(study, label: str, params: dict, mrr: list[float]) -> None:
@@ -93,28 +92,28 @@ def test_only_the_marked_section_is_replaced_and_a_readme_without_markers_is_ref
     reference = tmp_path / "ref.json"
     reference.write_text('{"label": "RecBole", "metrics": {"mrr@10": 0.04}}')
     readme = tmp_path / "README.md"
-    module = bench_script("study_readme")
+    module = bench_script("study.readme")
     readme.write_text(f"# top\n\n{module.MARK_START}\nold text\n{module.MARK_END}\n\n## after\n")
-    args = [sys.executable, str(REPO / "bench" / "study_readme.py"), "--study", "s", "--storage", storage,
+    args = [*bench_command("study.readme"), "--study", "s", "--storage", storage,
             "--readme", str(readme), "--reference", str(reference)]
-    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=BENCH_ENV)
     assert done.returncode == 0, done.stderr
     text = readme.read_text()
     assert text.startswith(f"# top\n\n{module.MARK_START}\n## What tuning buys") and text.endswith(
         f"{module.MARK_END}\n\n## after\n")
     assert "old text" not in text
     readme.write_text("# no markers\n")
-    refused = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    refused = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=BENCH_ENV)
     assert refused.returncode == 2 and "the README needs the lines" in refused.stderr
     assert "Traceback" not in refused.stderr and readme.read_text() == "# no markers\n"
-    missing = subprocess.run([*args[:5], f"sqlite:///{tmp_path / 'nope.db'}", *args[6:]], capture_output=True,
-                             text=True, cwd=tmp_path)
+    missing = subprocess.run([*args[:6], f"sqlite:///{tmp_path / 'nope.db'}", *args[7:]], capture_output=True,
+                             text=True, cwd=tmp_path, env=BENCH_ENV)
     assert missing.returncode == 2 and "no such database file" in missing.stderr
     assert not (tmp_path / "nope.db").exists()
 
 
 def test_the_readme_carries_the_markers() -> None:
-    module = bench_script("study_readme")
+    module = bench_script("study.readme")
     text = (REPO / "README.md").read_text()
     assert text.count(module.MARK_START) == 1 and text.count(module.MARK_END) == 1
 
@@ -147,7 +146,7 @@ Traceback (most recent call last):
 
 
 def test_the_confirm_steps_time_is_read_per_sitting_from_the_console_log(tmp_path, readme_module) -> None:
-    import study_status
+    from bench.study import status as study_status
 
     hours, sittings = study_status.confirm_hours(CONSOLE)  # 20:30-21:15 and 23:00:01-23:30:01, not the gap
     assert (round(hours * 60, 2), sittings) == (75.0, 2)

@@ -1,4 +1,4 @@
-"""``bench/study_snapshot.py``: a persistent study to a text file and back, trial for trial."""
+"""``bench/study/snapshot.py``: a persistent study to a text file and back, trial for trial."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _fields(study: optuna.Study) -> list[tuple]:
 
 def test_export_then_import_gives_the_same_study_and_refuses_to_overwrite(tmp_path, capsys) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    snapshot = bench_script("study_snapshot")
+    snapshot = bench_script("study.snapshot")
     source = f"sqlite:///{tmp_path / 'a.db'}"
     original = _study(source)
     journal = tmp_path / "summary" / "s.journal"
@@ -50,7 +50,7 @@ def test_export_then_import_gives_the_same_study_and_refuses_to_overwrite(tmp_pa
 
 @pytest.mark.parametrize("action", ["export", "import"])
 def test_a_missing_study_or_snapshot_is_refused(tmp_path, capsys, action) -> None:
-    snapshot = bench_script("study_snapshot")
+    snapshot = bench_script("study.snapshot")
     args = [action, "--study", "nope", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--file",
             str(tmp_path / "none.journal")]
     assert snapshot.main(args) == 2

@@ -1,17 +1,16 @@
-"""``bench/study_status.py``: the grid one line per point (best first, pruned or not, not run yet), stopped
+"""``bench/study/status.py``: the grid one line per point (best first, pruned or not, not run yet), stopped
 and re-run trials standing for their point once."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from narm_lightning.sweeping.study import requeue
-from tests.helpers import REPO, bench_script
+from tests.helpers import REPO, bench_command, bench_script
 
 SPACE = {"lr": CategoricalDistribution([0.01, 0.001]), "layers": CategoricalDistribution([1, 2])}
 
@@ -49,7 +48,7 @@ def _study(storage: str) -> optuna.Study:
 def test_the_grid_table_has_one_line_per_point_best_first(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     _study(storage)
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "study_status.py"), "--study", "s", "--storage",
+    out = subprocess.run([*bench_command("study.status"), "--study", "s", "--storage",
                           storage], capture_output=True, text=True, check=True, cwd=REPO).stdout
     grid = out[out.index("Grid:"):].splitlines()
     assert grid[0] == "Grid: 3 of 4 points done (2 complete, 1 pruned), best first:"
@@ -64,7 +63,7 @@ def test_the_grid_table_has_one_line_per_point_best_first(tmp_path) -> None:
 def test_a_space_that_is_not_a_categorical_grid_has_no_grid_table(tmp_path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'f.db'}", direction="maximize")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    module = bench_script("study_status")
+    module = bench_script("study.status")
     trials = study.get_trials()
     assert module.grid_points(trials, set()) == []
 
@@ -75,7 +74,7 @@ def test_a_running_point_shows_its_last_value(tmp_path) -> None:
     trial = study.ask(SPACE)
     trial.report(0.0123, 0)
     trial.report(0.0175, 1)  # still RUNNING
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "study_status.py"), "--study", "r", "--storage",
+    out = subprocess.run([*bench_command("study.status"), "--study", "r", "--storage",
                           storage], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert f"| running | 0.0175 (last) | 2 | {trial.number} |" in out
     assert "Grid: 0 of 4 points done" in out

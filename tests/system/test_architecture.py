@@ -4,6 +4,7 @@ of Lightning or Hydra, serving imports nothing of training, the entry scripts st
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.helpers import REPO
@@ -160,3 +161,16 @@ def test_what_the_first_frame_imports_is_light() -> None:
         top = {m.split(".")[0] for m in _imports(path, top_level_only=True)}
         assert not {"torch", "numpy", "pytorch_lightning"} & top, path.name
     assert not {"torch", "numpy", "pytorch_lightning"} & _third_party(PACKAGE / "training" / "hostcheck.py")
+
+
+def test_the_benchmarks_run_as_modules_of_the_checkout_without_path_edits() -> None:
+    """``bench/`` is a package run as ``python -m bench.<name>`` (issue 34): no script edits ``sys.path`` to reach
+    the package or its neighbours, and the package never imports ``bench``."""
+    bench = PACKAGE.parent / "bench"
+    scripts = sorted(bench.rglob("*.py"))
+    assert len(scripts) > 10 and (bench / "__init__.py").is_file() and (bench / "study" / "__init__.py").is_file()
+    edits = [str(p.relative_to(bench)) for p in scripts if re.search(r"sys\.path\.(insert|append)", p.read_text())]
+    assert not edits, edits
+    reaching = [p.name for p in PACKAGE.rglob("*.py") if re.search(r"^\s*(from|import) bench\b", p.read_text(), re.M)]
+    assert not reaching, reaching
+

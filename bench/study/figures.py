@@ -6,7 +6,7 @@
   dots and its mean with the 95% Student-t interval (the confirm table's numbers), and a reference line (RecBole's
   own default, read from ``--reference``).
 
-    python bench/study_figures.py --study hyper-test-ml-100k --storage sqlite:///... --out DIR/NAME
+    python -m bench.study.figures --study hyper-test-ml-100k --storage sqlite:///... --out DIR/NAME
         [--reference bench/studies-summary/recbole-default-ml-100k.json] [--metrics mrr@10 ndcg@10 recall@10]
 
 Read-only on the storage. Optuna's own plots are HTML (plotly; the sweep writes them) or matplotlib drafts that
@@ -22,8 +22,6 @@ import math
 import sys
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 METRICS = ("mrr@10", "ndcg@10", "recall@10")
 

@@ -14,11 +14,7 @@ import datetime as dt
 import itertools
 import json
 import re
-import sys
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def grid_points(trials: list[Any], stale: set[int]) -> list[tuple[dict[str, Any], Any]]:

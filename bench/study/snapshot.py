@@ -1,7 +1,7 @@
 """A persistent study as a text file, and back: so a study that outlasts a session resumes on a fresh checkout.
 
-    python bench/study_snapshot.py export --study NAME --storage sqlite:///.../study.db --file SNAPSHOT.journal
-    python bench/study_snapshot.py import --study NAME --storage sqlite:///.../study.db --file SNAPSHOT.journal
+    python -m bench.study.snapshot export --study NAME --storage sqlite:///.../study.db --file SNAPSHOT.journal
+    python -m bench.study.snapshot import --study NAME --storage sqlite:///.../study.db --file SNAPSHOT.journal
 
 The storage itself (SQLite) is a binary run output and stays out of git; the snapshot is Optuna's own journal
 format (one JSON operation a line: the study's attributes, every trial's params, states, intermediate and final

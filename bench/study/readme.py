@@ -1,7 +1,7 @@
 """Issue 20's README section, written from the study itself: where the hyper.test study stands (or what it
 found), every grid point, the confirm table beside RecBole's own default, the pictures and how to rerun it.
 
-    python bench/study_readme.py --storage sqlite:///bench/studies/hyper-test-ml-100k/study.db [--readme README.md]
+    python -m bench.study.readme --storage sqlite:///bench/studies/hyper-test-ml-100k/study.db [--readme README.md]
 
 Replaces what lies between the two marker lines in the README (``MARK_START`` / ``MARK_END``), so each
 ``make study-hyper-test-save`` brings the section up to date and no figure in it is typed by hand. A README
@@ -17,10 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_status, study_figures
-
-MARK_START = "<!-- hyper-test study: written by `make study-hyper-test-save` (bench/study_readme.py); edit that -->"
+MARK_START = "<!-- hyper-test study: written by `make study-hyper-test-save` (bench/study/readme.py); edit that -->"
 MARK_END = "<!-- end of the hyper-test study section -->"
 GOAL = 1.20  # issue 20: the best config's test MRR@10 at least 20% above RecBole's default
 METRICS = ("mrr@10", "ndcg@10", "recall@10")
@@ -32,8 +29,7 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
     confirm_top and confirm_seeds (the study records neither, and the confirm step's size is said before its
     first result); ``console`` the study's console log, where the confirm step's time is read."""
 
-    import study_status as status
-
+    from bench.study import status
     from narm_lightning.sweeping.confirm import DEFAULT_LABEL, candidates, stored, summarize, to_markdown
     from narm_lightning.sweeping.study import stale_trial_numbers
 
@@ -137,7 +133,7 @@ def section(study: Any, reference: dict[str, Any], figures: str, top: int, now: 
 
 def _confirm_time(console: str | None, grid_hours: float, seeds: list[int], done: bool) -> str:
     """The confirm step's time and the whole study's, from the console log (the study holds no confirm times)."""
-    import study_status as status
+    from bench.study import status
 
     if not seeds:
         return ""
@@ -203,7 +199,7 @@ def _drop_columns(lines: list[str], names: list[str], shown: list[str]) -> list[
 
 def replace_section(readme: str, body: str) -> str:
     """``readme`` with what lies between the markers replaced by ``body``."""
-    from study_figures import FigureError
+    from bench.study.figures import FigureError
 
     if readme.count(MARK_START) != 1 or readme.count(MARK_END) != 1 or readme.index(MARK_START) > readme.index(
             MARK_END):
@@ -215,7 +211,8 @@ def replace_section(readme: str, body: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import optuna
-    from study_figures import FigureError, load_reference, open_study
+
+    from bench.study.figures import FigureError, load_reference, open_study
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="hyper-test-ml-100k")

@@ -1,0 +1,2 @@
+"""The hyper-test study's tools: status, figures, the README section, the committed snapshot (``python -m
+bench.study.<name>``)."""
