@@ -34,6 +34,9 @@ Allowed = Mapping[tuple[str, str], Any]
 
 # What torch's own files need to rebuild tensors: the zip format's storages are resolved by torch before
 # find_class is asked (names containing "Storage"), so only these rebuilders and containers remain.
+# Private API: the rebuilders are the names torch writes into its pickles (torch.save), so an allow-list of what a
+# file may name must hold them; torch's public weights_only loader allows the same ones. tests/system/
+# test_private_apis.py fails when torch renames them.
 TORCH_REBUILDERS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,

@@ -106,7 +106,10 @@ class _Kernels:
         """Dynamo's limit on variants of one function (8) raised while the kernels run, not process-wide (it is
         the user's process): each step's views differ in storage offset (0 for the first step), inference
         steps in their number of rows, and tests and sweeps add dtypes and hidden sizes; past the limit dynamo
-        would stop compiling them."""
+        would stop compiling them.
+
+        Private API: torch has no public setting for this limit (``torch.compiler`` exposes none; its docs point
+        to ``torch._dynamo.config``). ``tests/system/test_private_apis.py`` fails when the name changes."""
         return torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
 
     def __call__(self, name: str, *args: torch.Tensor | None) -> Any:

@@ -38,6 +38,9 @@ class TrialReporter:
         study = optuna.load_study(study_name=study_name, storage=storage)
         pruner = build_pruner(study.user_attrs.get(PRUNER_ATTR))
         self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+        # Optuna has no public way to reach a trial asked by another process (here: the sweeper) but building
+        # its Trial from the storage id; report() and should_prune() on it are public. tests/system/
+        # test_private_apis.py fails when that constructor changes.
         self.trial = optuna.trial.Trial(self.study, int(trial_id))
 
     @classmethod

@@ -169,6 +169,18 @@ def retry_callback(max_retry: int | None) -> Any:
     return callback
 
 
+def retry_history(trial: optuna.trial.FrozenTrial) -> list[int]:
+    """The numbers of the attempts this re-queued trial repeats, oldest first (empty for a first attempt), through
+    Optuna's public reader (``RetryFailedTrialCallback.retry_history``, experimental since Optuna 3: its note kept
+    off the console)."""
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return list(RetryFailedTrialCallback.retry_history(trial))
+
+
 @dataclass(frozen=True)
 class ResumableRun:
     """A re-queued trial's predecessor whose run can go on: its folder and the values it reported."""
@@ -187,7 +199,7 @@ def resumable_run(study: optuna.Study, trial: optuna.trial.FrozenTrial, resume_f
     trial failed after it, so the point starts over), and must not have been refused by the app already
     (``RESUME_REFUSED_ATTR``). A study restored on another machine has the folders of none: it starts over.
     """
-    history = trial.system_attrs.get("retry_history") or []
+    history = retry_history(trial)
     if not history:
         return None
     previous = study.get_trials(deepcopy=False)[int(history[-1])]
@@ -239,7 +251,7 @@ def stale_trial_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     """Numbers of trials that went stale and were re-queued (their slot is re-run, so they don't count)."""
     numbers: set[int] = set()
     for trial in trials:
-        numbers.update(trial.system_attrs.get("retry_history", []))
+        numbers.update(retry_history(trial))
     return numbers
 
 

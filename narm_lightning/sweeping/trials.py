@@ -18,6 +18,7 @@ from narm_lightning.sweeping.study import (
     REPORT_ATTR,
     RUN_DIR_ATTR,
     WORKER_ATTR,
+    retry_history,
     this_worker,
     trial_ids,
 )
@@ -111,7 +112,7 @@ class Progress:
         trials = study.trials
         trial = trials[number]
         self.finished += 1
-        seconds = sum(trial_seconds(trials[n]) for n in [*trial.system_attrs.get("retry_history", []), number])
+        seconds = sum(trial_seconds(trials[n]) for n in [*retry_history(trial), number])
         self.durations.append(seconds)
         params = " ".join(f"{k}={v}" for k, v in trial.params.items())
         spread = (f" ± {trial.user_attrs['value_std']:.2g} over {len(trial.user_attrs.get('seed_values', {}))} seeds"
@@ -151,7 +152,7 @@ def fail_own_running_trials(study: Any, storage: Any, message: str) -> None:
         mine = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 if t.user_attrs.get(WORKER_ATTR) == me]
         for trial_id in trial_ids(storage, study, mine):
-            fail_trial(study, Trial(study, trial_id), message)
+            fail_trial(study, Trial(study, trial_id), message)  # Trial(study, id): see sweeping/pruning.py
     except Exception as exc:  # noqa: BLE001 - the original error matters more; a rerun detects the rest
         log.warning("Could not fail this worker's running trials: %s", exc)
 
