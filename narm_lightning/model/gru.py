@@ -17,7 +17,9 @@ library ships a fused CPU GRU cell with a backward. What this one does (``model.
   embedding table inside the step's kernel; fp32.
 
 The kernels are compiled by ``torch.compile`` (inductor's C++ backend) on first use, a few seconds once a
-process, cached on disk after that; where that cannot work (no C++ compiler) the same functions run eagerly,
+process, cached on disk after that (inductor's own cache; and a marker that this host's vector ISA passed
+inductor's probe, which otherwise starts 10 Python processes in each of ours: ``isa_probe_marker``); where that
+cannot work (no C++ compiler) the same functions run eagerly,
 with one warning. ``model.gru_impl: auto`` picks fused on CPU and ``nn.GRU`` elsewhere (cuDNN on
 a GPU is faster than anything here). Called without a gradient, the layer itself is ``nn.GRU``'s own forward.
 
@@ -28,8 +30,12 @@ RecBole state dicts load unchanged and ``model.gru_impl`` can be switched on a t
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,6 +106,7 @@ class _Kernels:
         self.functions = dict(functions)
         self.compiled: dict[str, Callable[..., Any]] = {}
         self.failed = False
+        self.probe_known: bool | None = None  # this host's ISA probe passed before (read once, at first compile)
 
     @staticmethod
     def limits() -> Any:
@@ -115,22 +122,60 @@ class _Kernels:
     def __call__(self, name: str, *args: torch.Tensor | None) -> Any:
         if self.failed:
             return self.functions[name](*args)
+        if self.probe_known is None:
+            self.probe_known = isa_probe_marker().exists()
         if name not in self.compiled:
             # dynamic=None: one specialised kernel for the first shape, one shape-generic kernel if the shape
             # changes (an epoch's last batch, an inference step's rows); fullgraph: a graph break would be a bug.
             # use_decompose_tanh: tanh as 2 / (1 + exp(-2x)) - 1, one exp instead of Sleef's tanh: the step's
             # kernels are bound by their transcendental functions (measured: forward 0.57 -> 0.33 ms, backward
-            # 0.80 -> 0.59 ms at B=2048, H=128; absolute error ~1e-7 in fp32, 1e-16 in fp64)
-            self.compiled[name] = torch.compile(self.functions[name], fullgraph=True,
-                                                options={"cpp.use_decompose_tanh": True})
+            # 0.80 -> 0.59 ms at B=2048, H=128; absolute error ~1e-7 in fp32, 1e-16 in fp64).
+            # vec_isa_ok: inductor proves each vector ISA of the CPU's flags by compiling a probe and loading it in
+            # 10 fresh Python processes, ~1.4 s of every process's first epoch; once that passed on this host
+            # (same torch, CPU flags and compiler: isa_probe_marker), later processes skip it
+            options: dict[str, Any] = {"cpp.use_decompose_tanh": True}
+            if self.probe_known:
+                options["cpp.vec_isa_ok"] = True
+            self.compiled[name] = torch.compile(self.functions[name], fullgraph=True, options=options)
         try:
-            return self.compiled[name](*args)
+            result = self.compiled[name](*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure: same math, eagerly
+            if self.probe_known:  # maybe the host changed under the marker: probe as torch does, once more
+                isa_probe_marker().unlink(missing_ok=True)
+                self.probe_known, self.compiled = False, {}
+                return self(name, *args)
             self.failed = True
             log.warning("model.gru_impl=fused: torch.compile could not build the GRU's kernels (%s: %s); running "
                         "them eagerly (correct, slower). Inductor needs a C++ compiler (g++) on PATH.",
                         type(error).__name__, str(error).splitlines()[0] if str(error) else "")
             return self.functions[name](*args)
+        if not self.probe_known:
+            _write_marker(isa_probe_marker())
+            self.probe_known = True  # written or not, this process has probed
+        return result
+
+
+def isa_probe_marker() -> Path:
+    """Where a process records that inductor's probe of this host's vector ISA passed: a file under the user's
+    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), keyed by what the probe depends on (torch's version, the
+    CPU's flags, the C++ compiler), so another torch, CPU or compiler probes again."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or ""
+    key = hashlib.sha256("\n".join([torch.__version__, flags, compiler]).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "narm-lightning" / f"inductor-isa-{key}.ok"
+
+
+def _write_marker(path: Path) -> None:
+    """Best effort: a cache folder that cannot be written only means the next process probes again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"inductor's vector-ISA probe passed with torch {torch.__version__}\n", encoding="utf-8")
+    except OSError:
+        pass
 
 
 KERNELS = _Kernels({"gru_forward": _step_forward, "gru_forward_rows": _step_forward_rows,

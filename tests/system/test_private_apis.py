@@ -97,7 +97,16 @@ def test_every_private_name_the_package_uses_is_listed_here() -> None:
     for path in PACKAGE.rglob("*.py"):
         code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
         found |= {m.group(0) for m in re.finditer(
-            r"\b(?:torch|hydra|optuna|omegaconf|pytorch_lightning)(?:\.\w+)*?\._(?!target_|recursive_)\w+(?:\.\w+)*",
+            r"\b(?:torch|hydra|optuna|omegaconf|pytorch_lightning)(?:\.\w+)*?\._(?!target_|recursive_|_)\w+(?:\.\w+)*",
             code)}
     used = {name.rsplit(".", 1)[0] if name.startswith("torch._utils._") else name for name in found}
     assert {u for u in used if not any(u.startswith(a) for a in allowed)} == set(), used
+
+
+def test_inductor_still_takes_the_options_the_fused_gru_compiles_with() -> None:
+    """model/gru.py passes ``cpp.use_decompose_tanh`` and ``cpp.vec_isa_ok`` through torch.compile's public
+    ``options`` (inductor's config names): a renamed option would be refused at the first compile, or ignored."""
+    import torch._inductor
+
+    options = set(torch._inductor.list_options())
+    assert {"cpp.use_decompose_tanh", "cpp.vec_isa_ok"} <= options
