@@ -158,30 +158,3 @@ def augment_ragged(sessions: Ragged) -> tuple[Ragged, np.ndarray]:
     """:func:`augment_sessions` on sessions laid end to end: the prefixes are windows of the same flat array."""
     starts, plens, targets, _ = augment_flat(sessions.flat, sessions.lengths)
     return Ragged(sessions.flat, starts, plens), targets
-
-
-def pad_prefixes(prefixes: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad prefixes to a [N, W] int64 matrix keeping the LAST max_len items of each (W: the longest kept).
-
-    Left-aligned like RecBole's ``item_seq``: the oldest kept item is in column 0 and zeros pad the
-    right. ``lens`` are the kept lengths (min(len, max_len)), as RecBole's ``item_length``.
-    """
-    if max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len}")
-    flat, lengths = flatten(prefixes)
-    kept = np.minimum(lengths, max_len)
-    # as wide as the longest kept prefix: a max_len far beyond the data must not cost memory (results equal)
-    seqs = np.zeros((len(lengths), max(int(kept.max()), 1) if len(kept) else 1), dtype=np.int64)
-    rows = np.repeat(np.arange(len(lengths), dtype=np.int64), kept)
-    cols = within_group_index(kept)
-    src = np.repeat(chunk_offsets(lengths) + lengths - kept, kept) + cols
-    seqs[rows, cols] = flat[src]
-    return seqs, kept
-
-
-# ----------------------------------------------------------------------------- file helpers
-
-
-# ----------------------------------------------------------------------------- pickles
-
-

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from narm_lightning.data.session_files import read_examples_tsv, read_pickle_split, read_session_lines, read_text_split
-from narm_lightning.data.sessions import augment_sessions, pad_prefixes
+from narm_lightning.data.sessions import augment_sessions
 from narm_lightning.errors import DataError
 from narm_lightning.safe_load import load_plain_pickle
 from tests.helpers import SHARED_DATA, need_shared
@@ -61,24 +61,6 @@ def test_augment_empty() -> None:
     assert prefixes == [] and targets.shape == (0,)
 
 
-def test_pad_keeps_last_max_len_left_aligned() -> None:
-    prefixes = [np.array([1, 2, 3, 4, 5]), np.array([7]), np.array([8, 9, 10])]
-    seqs, lens = pad_prefixes(prefixes, 3)
-    assert seqs.dtype == np.int64 and lens.dtype == np.int64
-    assert seqs.tolist() == [[3, 4, 5], [7, 0, 0], [8, 9, 10]]
-    assert lens.tolist() == [3, 1, 3]
-
-
-def test_pad_matches_naive() -> None:
-    rng = np.random.default_rng(1)
-    prefixes = [rng.integers(1, 100, size=int(n)) for n in rng.integers(1, 20, size=200)]
-    seqs, lens = pad_prefixes(prefixes, 7)
-    for row, n, p in zip(seqs, lens, prefixes, strict=True):
-        kept = p[-7:].tolist()
-        assert n == len(kept)
-        assert row.tolist() == kept + [0] * (7 - len(kept))
-
-
 # ----------------------------------------------------------------------------- text reader
 
 
@@ -88,8 +70,7 @@ def test_shared_diginetica_counts() -> None:
     assert split.n_test == 60_858
     assert split.n_items == 43_097
     assert len(split.train_sessions) == 186_670
-    seqs, lens = pad_prefixes(split.train_prefixes, 50)
-    assert seqs.shape == (719_470, 50) and int(lens.min()) == 1
+    assert sum(map(len, split.train_prefixes)) > 0 and min(map(len, split.train_prefixes)) == 1
 
 
 def test_shared_yoochoose1_64_counts() -> None:
@@ -255,16 +236,8 @@ def test_wrong_pickle_structure(tmp_path: Path, obj: object, message: str) -> No
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.lists(st.lists(st.integers(1, 30), min_size=1, max_size=9), max_size=12),
-    st.integers(1, 6),
-)
-def test_augment_and_pad_properties(sessions: list[list[int]], max_len: int) -> None:
+@given(st.lists(st.lists(st.integers(1, 30), min_size=1, max_size=9), max_size=12))
+def test_augment_properties(sessions: list[list[int]]) -> None:
     prefixes, targets = augment_sessions([np.array(s, dtype=np.int64) for s in sessions])
     naive = [(s[:-i], s[-i]) for s in sessions for i in range(1, len(s))]
     assert list(zip(as_lists(prefixes), targets.tolist(), strict=True)) == naive
-    seqs, lens = pad_prefixes(prefixes, max_len)
-    width = max((min(len(p), max_len) for p, _ in naive), default=1)  # no column past the longest kept prefix
-    assert seqs.shape == (len(naive), width)
-    for row, n, (prefix, _) in zip(seqs.tolist(), lens.tolist(), naive, strict=True):
-        assert row == prefix[-max_len:] + [0] * (width - n)

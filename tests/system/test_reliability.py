@@ -93,14 +93,14 @@ ALLOWED = {
     # '[0.25,0.5]' strings in RecBole files: yaml.load with RecBoleYamlLoader, a SafeLoader subclass (asserted below)
     ("narm_lightning/recbole/config.py", "_normalise", "yaml.load"),
     # samplers/pruners: _target_ is checked to be a class of optuna.samplers / optuna.pruners first
-    ("narm_lightning/sweeping/sweeper.py", "_build_sampler", "hydra.utils.instantiate"),
+    ("narm_lightning/sweeping/samplers.py", "build_sampler", "hydra.utils.instantiate"),
     ("narm_lightning/sweeping/study.py", "build_pruner", "hydra.utils.instantiate"),
     # narm-train restarts itself once with glibc's heap tunables: the same interpreter and command line it was
     # started with (sys.executable, sys.orig_argv), nothing from a file or a config
     ("narm_lightning/cli/entry.py", "with_heap_tunables", "os.execv"),
-    # hydra.sweeper.custom_search_space: the user's own function, named in their sweep config (a documented
-    # key of hydra-optuna-sweeper); nothing from data files or trial values
-    ("narm_lightning/sweeping/sweeper.py", "_check_space", "hydra.utils.get_method"),
+    # hydra.sweeper.config_check: the user's own function, named in their sweep config; nothing from data files
+    # or trial values
+    ("narm_lightning/sweeping/jobs.py", "_check_space", "hydra.utils.get_method"),
 }
 FORBIDDEN = {
     "eval", "exec", "compile", "__import__", "builtins.eval", "builtins.exec", "builtins.compile",
