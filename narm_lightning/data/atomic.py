@@ -79,34 +79,35 @@ def read_atomic(path: str | Path, fields: dict[str, str]) -> AtomicTable:
             raise DataError(f"{path}, line {lineno}: {len(row)} columns; expected {n_cols} as in the header{hint}.")
     if not rows:
         raise DataError(f"{path}: has a header but no rows.")
-    columns: dict[str, np.ndarray] = {}
-    for name, kind in fields.items():
-        col = [row[index[name]] for row in rows]
-        if kind == "float":
-            try:
-                columns[name] = np.asarray(col, dtype=np.float64)
-            except ValueError:  # find the first bad value; numpy and Python disagree on a few spellings
-                values = []
-                for lineno, value in zip(line_numbers, col, strict=True):
-                    try:
-                        values.append(float(value))
-                    except ValueError:
-                        raise DataError(
-                            f"{path}, line {lineno}: field {name!r} is {value!r}; expected a number."
-                        ) from None
-                columns[name] = np.asarray(values, dtype=np.float64)
-            if not np.isfinite(columns[name]).all():
-                bad = line_numbers[int(np.flatnonzero(~np.isfinite(columns[name]))[0])]
-                raise DataError(f"{path}, line {bad}: field {name!r} is not a finite number.")
-        elif kind == "token_seq":  # an empty sequence is allowed by the format; the caller decides
-            seqs = np.empty(len(col), dtype=object)  # filled one by one: numpy would make equal lengths a 2-D array
-            for i, value in enumerate(col):
-                seqs[i] = tuple(value.split(" ")) if value else ()
-            columns[name] = seqs
-        else:
-            empty = [ln for ln, v in zip(line_numbers, col, strict=True) if not v]
-            if empty:
-                raise DataError(f"{path}, line {empty[0]}: field {name!r} is empty; expected a token.")
-            # objects, not a fixed-width str array: numpy would size every cell for the longest token
-            columns[name] = np.asarray(col, dtype=object)
+    columns = {name: _column(path, name, kind, [row[index[name]] for row in rows], line_numbers)
+               for name, kind in fields.items()}
     return AtomicTable(path=path, columns=columns)
+
+
+def _column(path: Path, name: str, kind: str, col: list[str], line_numbers: list[int]) -> np.ndarray:
+    """One field's values as its type says: float64 numbers (finite), token tuples, or tokens (non-empty)."""
+    if kind == "float":
+        try:
+            values = np.asarray(col, dtype=np.float64)
+        except ValueError:  # find the first bad value; numpy and Python disagree on a few spellings
+            parsed = []
+            for lineno, value in zip(line_numbers, col, strict=True):
+                try:
+                    parsed.append(float(value))
+                except ValueError:
+                    raise DataError(f"{path}, line {lineno}: field {name!r} is {value!r}; expected a number.") from None
+            values = np.asarray(parsed, dtype=np.float64)
+        if not np.isfinite(values).all():
+            bad = line_numbers[int(np.flatnonzero(~np.isfinite(values))[0])]
+            raise DataError(f"{path}, line {bad}: field {name!r} is not a finite number.")
+        return values
+    if kind == "token_seq":  # an empty sequence is allowed by the format; the caller decides
+        seqs = np.empty(len(col), dtype=object)  # filled one by one: numpy would make equal lengths a 2-D array
+        for i, value in enumerate(col):
+            seqs[i] = tuple(value.split(" ")) if value else ()
+        return seqs
+    empty = [ln for ln, v in zip(line_numbers, col, strict=True) if not v]
+    if empty:
+        raise DataError(f"{path}, line {empty[0]}: field {name!r} is empty; expected a token.")
+    # objects, not a fixed-width str array: numpy would size every cell for the longest token
+    return np.asarray(col, dtype=object)

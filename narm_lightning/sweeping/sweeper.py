@@ -225,24 +225,7 @@ class OptunaSweeperImpl(ConfirmStep):
         sampler = build_sampler(self.sampler_cfg, space, self.custom_search_space)
         self._check_space(space)
         is_grid = str(self.sampler_cfg.get("_target_")) == GRID_TARGET
-        spec = pruner_spec(self.pruner_cfg)
-        from narm_lightning.sweeping.study import build_pruner
-
-        identity = space.identity(self.identity_ignore)
-        if self.seeds_per_trial > 1:  # the objective is another quantity (a mean over seeds): another study
-            identity["seeds_per_trial"] = self.seeds_per_trial
-        study_name, storage_url = self._resolve_names(identity)
-        self._storage_url = storage_url
-        with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
-            storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period,
-                                                 retry_callback(MAX_STALE_RETRIES))
-            study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
-            check_same_space(study, identity)
-            study.set_user_attr(PRUNER_ATTR, spec)
-            if self.objective_name:  # plots name their axis after it instead of "Objective Value"
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ExperimentalWarning)
-                    study.set_metric_names([str(self.objective_name)])
+        study, study_name, storage_url = self._open(space, sampler)
         target = self._target_trials(space, is_grid)
         finished = count_trials(study).finished
         sampler_name = "grid" if is_grid else str(self.sampler_cfg.get("_target_", "")).rsplit(".", 1)[-1]
@@ -275,6 +258,29 @@ class OptunaSweeperImpl(ConfirmStep):
         if self.confirm_top:
             self._confirm(study, space, storage_url, study_name, sweep_dir)
         return [study]
+
+    def _open(self, space: SearchSpace, sampler: Any) -> tuple[Any, str, str]:
+        """The study of this search space (created, or joined: same direction and compatible space), its name and
+        its storage URL; the pruner's settings stored in it for the trials' own pruners."""
+        from narm_lightning.sweeping.study import build_pruner
+
+        spec = pruner_spec(self.pruner_cfg)
+        identity = space.identity(self.identity_ignore)
+        if self.seeds_per_trial > 1:  # the objective is another quantity (a mean over seeds): another study
+            identity["seeds_per_trial"] = self.seeds_per_trial
+        study_name, storage_url = self._resolve_names(identity)
+        self._storage_url = storage_url
+        with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
+            storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period,
+                                              retry_callback(MAX_STALE_RETRIES))
+            study = open_study(storage, study_name, self.direction, sampler, build_pruner(spec))
+            check_same_space(study, identity)
+            study.set_user_attr(PRUNER_ATTR, spec)
+            if self.objective_name:  # plots name their axis after it instead of "Objective Value"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    study.set_metric_names([str(self.objective_name)])
+        return study, study_name, storage_url
 
     def _loop(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, target: int) -> None:
         while True:
