@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -132,7 +133,7 @@ class _Kernels:
             # 0.80 -> 0.59 ms at B=2048, H=128; absolute error ~1e-7 in fp32, 1e-16 in fp64).
             # vec_isa_ok: inductor proves each vector ISA of the CPU's flags by compiling a probe and loading it in
             # 10 fresh Python processes, ~1.4 s of every process's first epoch; once that passed on this host
-            # (same torch, CPU flags and compiler: isa_probe_marker), later processes skip it
+            # (same torch, CPU capability and compiler: isa_probe_marker), later processes skip it
             options: dict[str, Any] = {"cpp.use_decompose_tanh": True}
             if self.probe_known:
                 options["cpp.vec_isa_ok"] = True
@@ -158,13 +159,11 @@ class _Kernels:
 def isa_probe_marker() -> Path:
     """Where a process records that inductor's probe of this host's vector ISA passed: a file under the user's
     cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), keyed by what the probe depends on (torch's version, the
-    CPU's flags, the C++ compiler), so another torch, CPU or compiler probes again."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
+    vector ISA torch runs on this CPU, the C++ compiler), so another torch, CPU kind or compiler probes again.
+    Which ISAs inductor then uses still comes from the CPU's own flags: the marker only skips the probe."""
+    capability = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or ""
-    key = hashlib.sha256("\n".join([torch.__version__, flags, compiler]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([torch.__version__, capability, compiler]).encode()).hexdigest()[:16]
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return root / "narm-lightning" / f"inductor-isa-{key}.ok"
 

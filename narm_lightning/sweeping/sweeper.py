@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TRIALS = 30  # n_trials: null with a sampler other than the grid
 # the first words of a sitting's first line (bench/study_status.py reads a study's console log by them)
 SITTING_STARTS = ("resuming study ", "new study ")
+# Private name: Hydra's basic launcher logs its job dumps under its module's name and has no public verbosity
+# switch; tests/system/test_private_apis.py fails when the module moves (the dumps would come back unnoticed)
+LAUNCHER_LOGGER = "hydra._internal.core_plugins.basic_launcher"
 
 
 class SweepAbortedError(NarmError):
@@ -131,9 +134,7 @@ class OptunaSweeperImpl(ConfirmStep):
         # lines ("A new study created in RDB") and the basic launcher's job dumps (every override again,
         # the trial identity included) would only repeat them.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # Private name: Hydra's basic launcher logs under its module's name and has no public verbosity switch;
-        # tests/system/test_private_apis.py fails when the module moves (the dumps would come back unnoticed)
-        logging.getLogger("hydra._internal.core_plugins.basic_launcher").setLevel(logging.WARNING)
+        logging.getLogger(LAUNCHER_LOGGER).setLevel(logging.WARNING)
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(

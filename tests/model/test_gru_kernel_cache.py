@@ -1,5 +1,5 @@
 """The fused GRU's kernels skip inductor's per-process vector-ISA probe (~1.4 s of every process's first epoch)
-once it passed on this host: a marker file keyed by torch, CPU flags and compiler (issue 36, first epoch)."""
+once it passed on this host: a marker file keyed by torch, CPU capability and compiler (issue 36, first epoch)."""
 
 from __future__ import annotations
 
@@ -57,8 +57,13 @@ def test_a_marker_that_no_longer_holds_is_dropped_and_the_kernels_probe_again(ca
     assert marker.exists()  # the retry probed and passed: recorded again
 
 
-def test_the_marker_is_keyed_by_torch_cpu_flags_and_compiler(cache, monkeypatch) -> None:
+def test_the_marker_is_keyed_by_torch_cpu_capability_and_compiler(cache, monkeypatch) -> None:
     here = gru.isa_probe_marker()
+    assert gru.isa_probe_marker() == here
+    capability = torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: f"not {capability}")
+    assert gru.isa_probe_marker() != here
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setenv("CXX", "/opt/other/g++")
     assert gru.isa_probe_marker() != here
     monkeypatch.delenv("CXX")

@@ -45,8 +45,10 @@ def test_torch_still_pickles_tensors_through_the_rebuilders_safe_load_allows(tmp
 
 def test_hydras_basic_launcher_still_logs_under_the_name_the_sweeper_quiets() -> None:
     """sweeping/sweeper.py quiets ``hydra._internal.core_plugins.basic_launcher``'s logger (its job dumps)."""
-    module = importlib.import_module("hydra._internal.core_plugins.basic_launcher")
-    assert module.log.name == "hydra._internal.core_plugins.basic_launcher"
+    from narm_lightning.sweeping.sweeper import LAUNCHER_LOGGER
+
+    module = importlib.import_module(LAUNCHER_LOGGER)
+    assert module.log.name == LAUNCHER_LOGGER
     assert isinstance(module.log, logging.Logger)
 
 
