@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
@@ -19,6 +21,9 @@ from narm_lightning.cli.help import print_help_if_asked, sweep_sections, train_s
 from narm_lightning.config.schema import register
 from narm_lightning.errors import NarmError, TrialFailed
 from narm_lightning.training.checkpointing import resume_argv
+
+if TYPE_CHECKING:
+    from narm_lightning.training.run import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +37,39 @@ def _train_app(cfg: DictConfig) -> float:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="sweep", version_base="1.3")
 def _sweep_app(cfg: DictConfig) -> dict[str, object]:
-    """One trial: train and return the score the sweeper optimizes."""
-    from narm_lightning.training.run import train
+    """One trial, as a Hydra job of the sweep."""
+    return run_trial(cfg)
 
+
+def run_trial(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, object]:
+    """One trial: train, and return what the sweeper records (``sweeping/trials.py`` says the shape): the score it
+    optimizes, the test metrics RecBole's run_hyper.py prints for each parameter set (console, trials.csv), the
+    results (the confirm step's table) and the trial's W&B run and CPU, which a failed, pruned or stopped run
+    carries on its exception."""
+    from narm_lightning.sweeping.trials import with_attrs
+    from narm_lightning.training.run import RunRecord, train
+
+    record = RunRecord()
     try:
-        result = train(cfg)
+        result = train(cfg, output_dir, record=record)
     except NarmError as exc:
         # A clean one-paragraph message (no traceback) in the log and in trials.csv's error column.
         log.error("%s: %s", type(exc).__name__, exc)
-        raise TrialFailed(exc) from None
-    # the objective, and the test metrics RecBole's run_hyper.py prints for each parameter set (console, trials.csv)
+        raise with_attrs(TrialFailed(exc), _trial_attrs(record)) from None
+    except BaseException as exc:
+        with_attrs(exc, _trial_attrs(record))
+        raise
     return {"objective": float(result["best_valid_score"]),
-            "report": {f"test {name}": value for name, value in (result.get("test") or {}).items()}}
+            "report": {f"test {name}": value for name, value in (result.get("test") or {}).items()},
+            "results": result, "attrs": _trial_attrs(record)}
+
+
+def _trial_attrs(record: RunRecord) -> dict[str, str]:
+    """The trial's W&B run and the CPU it trained on (a study's trials/hour names it)."""
+    from narm_lightning.sweeping.study import HOST_ATTR, WANDB_RUN_ATTR
+    from narm_lightning.training.hostcheck import cpu_description
+
+    return {HOST_ATTR: cpu_description(), **({WANDB_RUN_ATTR: record.wandb_run_id} if record.wandb_run_id else {})}
 
 
 TRAIN_EXAMPLES = [

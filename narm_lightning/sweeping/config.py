@@ -94,6 +94,7 @@ DIRECTIONS = ("minimize", "maximize")
 _DIRECTION = Rule("minimize or maximize (one objective: multi-objective studies are not supported)",
                   lambda v: isinstance(v, str) and v.lower() in DIRECTIONS, DIRECTIONS)
 _NAMES = Rule("a list of key names", lambda v: is_list(v) and all(map(is_text, v)))
+_PATHS = Rule("a list of dotted paths", lambda v: is_list(v) and all(map(is_text, v)))
 
 
 @dataclass
@@ -141,12 +142,17 @@ class OptunaSweeperConfig:
     confirm_seeds: int = key(3, "seeds of the confirm step (from seed_key's value up)", integer(1))
     confirm_baseline: bool = key(True, "confirm the default config too (no searched parameter set): the paired "
                                  "test compares each config with it", BOOLEAN)
-    results_file: str = key("results.json", "the JSON file each confirm run writes into its folder", TEXT)
-    results_key: str = key("test", "the mapping of metrics in results_file that the confirm table reports", TEXT)
+    results_file: str = key("results.json", "the file a finished run leaves in its folder (a stopped trial's folder "
+                            "with it is finished: its re-run starts over)", TEXT)
+    results_key: str = key("test", "the mapping of metrics in each confirm job's returned results that the confirm "
+                           "table reports", TEXT)
     resume_key: str | None = key("resume", "the app's key that continues a run from its folder: a stopped trial's "
                                  "re-run continues its run there (null: re-runs start over)", TEXT)
     study_dir: str | None = key(None, "the sweep's folder, {study} replaced by the study name: every rerun continues "
                                 "in it (null, or hydra.sweep.dir on the command line: hydra.sweep.dir)", TEXT)
+    report_hooks: list[str] = key([], "dotted paths of fn(report, cfg), each called with the study's report "
+                                  "(sweeping/report.py StudyReport) once its files are written (narm-sweep: the W&B "
+                                  "summary run)", _PATHS)
     resume_file: str = key("checkpoints/last.ckpt", "the file, in a stopped trial's folder, that makes its run "
                            "continuable (a folder with results_file is finished: its re-run starts over)", TEXT)
 

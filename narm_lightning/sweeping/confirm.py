@@ -6,19 +6,16 @@ as the configs differ, so a winner is only a winner once it is retrained. Each (
 are stored in the study as soon as it ends (a user attr), so an interrupted confirm resumes where it stopped.
 The statistics: mean, sample std, a 95% Student-t interval of the mean, and a paired t-test against the
 default config over the seeds both have (same seed: same data order and initial weights, so pairing removes
-the seed's share of the spread). Knows nothing of NARM: the app writes a JSON file of metrics per job.
+the seed's share of the spread). Knows nothing of NARM: each job returns its metrics (``job_metrics``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 CONFIRM_ATTR = "confirm"  # study user attr prefix: confirm:<label>:<seed> -> {"params", "metrics"} or {"error"}
@@ -74,13 +71,13 @@ def stored(study: Any) -> dict[tuple[str, int], dict[str, Any]]:
     return out
 
 
-def read_metrics(output_dir: str | Path, results_file: str, results_key: str) -> dict[str, float]:
-    """The numeric metrics a finished job wrote: ``<output_dir>/<results_file>[results_key]``."""
-    path = Path(output_dir) / results_file
-    data = json.loads(path.read_text(encoding="utf-8"))
-    section = data.get(results_key) if isinstance(data, Mapping) else None
+def job_metrics(value: Any, results_key: str) -> dict[str, float]:
+    """The numeric metrics a confirm job returned: ``value["results"][results_key]`` (``trials.py`` says the shape
+    of a job's return)."""
+    results = value.get("results") if isinstance(value, Mapping) else None
+    section = results.get(results_key) if isinstance(results, Mapping) else None
     if not isinstance(section, Mapping):
-        raise ValueError(f"{path} has no mapping under {results_key!r}")
+        raise ValueError(f"the task returned no mapping of metrics under results.{results_key} (got {value!r:.200})")
     return {str(k): float(v) for k, v in section.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -145,17 +142,22 @@ def _f(value: float | None, digits: int = 4) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+CSV_COLUMNS = ["config", "params", "metric", "n", "mean", "std", "ci95_low", "ci95_high", "diff_vs_default",
+               "rel_diff_vs_default", "p_value_paired", "n_paired"]
+
+
+def table(rows: Sequence[Row], params: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The confirm table's rows as confirm.csv has them (``CSV_COLUMNS``; None for an empty cell)."""
+    return [dict(zip(CSV_COLUMNS, [r.label, json.dumps(params.get(r.label, {}), sort_keys=True, default=str),
+                                   r.metric, r.n, r.mean, r.std, r.ci_low, r.ci_high, r.diff, r.rel_diff, r.p_value,
+                                   r.n_paired]))
+            for r in rows]
+
+
 def to_csv(rows: Sequence[Row], params: Mapping[str, Mapping[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["config", "params", "metric", "n", "mean", "std", "ci95_low", "ci95_high", "diff_vs_default",
-                     "rel_diff_vs_default", "p_value_paired", "n_paired"])
-    for r in rows:
-        writer.writerow([r.label, json.dumps(params.get(r.label, {}), sort_keys=True, default=str), r.metric, r.n,
-                         r.mean, r.std, r.ci_low, r.ci_high, "" if r.diff is None else r.diff,
-                         "" if r.rel_diff is None else r.rel_diff, "" if r.p_value is None else r.p_value,
-                         r.n_paired])
-    return buffer.getvalue()
+    from narm_lightning.sweeping.report import as_csv
+
+    return as_csv(table(rows, params), CSV_COLUMNS)
 
 
 def to_markdown(rows: Sequence[Row], params: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) -> str:

@@ -45,10 +45,12 @@ class ConfirmStep(TrialJobs):
         done = stored(study)
         return sum((c.label, s) not in done for c in chosen for s in seeds)
 
-    def _confirm(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, sweep_dir: Path) -> None:
+    def _confirm(self, study: Any, space: SearchSpace, storage_url: str, study_name: str, sweep_dir: Path
+                 ) -> list[dict[str, Any]]:
         """Retrain the top configs and the default over ``confirm_seeds`` seeds, each result stored in the
-        study as it ends (a rerun resumes), then the table: sweep folder, console (W&B via the callback)."""
-        from narm_lightning.sweeping.confirm import attr_key, read_metrics, stopped_key, stored
+        study as it ends (a rerun resumes), then the table: sweep folder, console; returned for the report hooks
+        (W&B)."""
+        from narm_lightning.sweeping.confirm import attr_key, job_metrics, stopped_key, stored
 
         chosen, seeds = self._confirm_plan(study)
         done = stored(study)
@@ -87,9 +89,9 @@ class ConfirmStep(TrialJobs):
             for done, ((c, seed), ret, folder) in enumerate(zip(chunk, returns, folders), start=start + 1):
                 record: dict[str, Any] = {"params": {k: jsonable(v) for k, v in c.params.items()}}
                 try:
-                    job_value(ret)  # re-raises a failed job's exception
+                    value = job_value(ret)  # re-raises a failed job's exception
                     run_dir = folder or ret.hydra_cfg.hydra.runtime.output_dir  # a continued run: its first folder
-                    record["metrics"] = read_metrics(run_dir, self.results_file, self.results_key)
+                    record["metrics"] = job_metrics(value, self.results_key)
                     record["folder"] = str(run_dir)
                 except Exception as exc:  # noqa: BLE001 - a failed run is recorded and shown, the rest goes on
                     record["error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
@@ -100,7 +102,7 @@ class ConfirmStep(TrialJobs):
                            if "metrics" in record else "FAILED")
                 log.info("confirm %d/%d %s seed %d: %s%s", done, len(jobs), c.label, seed, outcome,
                          f", ETA {as_minutes(eta)}" if done < len(jobs) else "")
-        self._confirm_report(study, sweep_dir)
+        return self._confirm_report(study, sweep_dir)
 
     def _stopped_confirm_run(self, study: Any, key: str) -> Path | None:
         """The folder of this confirm job's stopped run, when it can go on (else None: it starts over)."""
@@ -109,17 +111,27 @@ class ConfirmStep(TrialJobs):
             return None
         return Path(str(folder))
 
-    def _confirm_report(self, study: Any, sweep_dir: Path | None) -> None:
-        """The confirm table on the console, and into ``sweep_dir`` (``confirm.md``, ``confirm.csv``) if given."""
+    def _confirm_report(self, study: Any, sweep_dir: Path | None) -> list[dict[str, Any]]:
+        """The confirm table on the console, and into ``sweep_dir`` (``confirm.md``, ``confirm.csv``) if given;
+        its rows, as confirm.csv has them."""
         from narm_lightning.io import write_text_atomic
-        from narm_lightning.sweeping.confirm import CSV_FILE, MARKDOWN_FILE, stored, summarize, to_csv, to_markdown
+        from narm_lightning.sweeping.confirm import (
+            CSV_FILE,
+            MARKDOWN_FILE,
+            stored,
+            summarize,
+            table,
+            to_csv,
+            to_markdown,
+        )
 
         chosen, seeds = self._confirm_plan(study)
         results = {k: v for k, v in stored(study).items() if k[1] in seeds}
         rows = summarize(results, [c.label for c in chosen])
         params = {c.label: c.params for c in chosen}
-        table = to_markdown(rows, params, seeds)
-        log.info("Confirm step (%s):\n%s", study.study_name, table)
+        markdown = to_markdown(rows, params, seeds)
+        log.info("Confirm step (%s):\n%s", study.study_name, markdown)
         if sweep_dir is not None:
-            write_text_atomic(sweep_dir / MARKDOWN_FILE, table)
+            write_text_atomic(sweep_dir / MARKDOWN_FILE, markdown)
             write_text_atomic(sweep_dir / CSV_FILE, to_csv(rows, params))
+        return table(rows, params)

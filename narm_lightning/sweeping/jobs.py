@@ -24,6 +24,7 @@ from narm_lightning.sweeping.trials import SeedsResult
 
 log = logging.getLogger("narm_lightning.sweeping.sweeper")  # the sweeper's console lines, one logger
 IDENTITY_SECTION = "optuna"  # config section the trial identity is written to
+JOB_SUBDIR = "${hydra.job.num}"  # each job's folder in the sweep's: its number (Hydra's default, pinned)
 
 
 def quoted(text: str) -> str:
@@ -116,18 +117,32 @@ class TrialJobs:
             self._job_overrides = [f"hydra.sweep.dir={quoted(folder)}"]
         return Path(str(self.config.hydra.sweep.dir))
 
-    def _launch(self, batch: list[list[str]]) -> Any:
+    def _launch(self, batch: list[list[str]], trials: list[Any] | None = None) -> Any:
         """Hydra's launcher on ``batch``, each job told the study's folder (the jobs compose their own config).
 
         Job folders are numbered on from the highest in the sweep folder and made under the study's lock, so
-        workers that share a study folder (and every rerun) never give two jobs one folder."""
+        workers that share a study folder (and every rerun) never give two jobs one folder. Each of ``trials``
+        (one a job) gets its job's folder recorded before it starts, unless it continues a run in another: a
+        stopped trial's re-run finds the run there, however its job ended."""
         assert self.config is not None
         folder = Path(str(self.config.hydra.sweep.dir))
         with study_lock(self._storage_url):
             first = next_job_index(folder)
             for i in range(len(batch)):
                 (folder / str(first + i)).mkdir(parents=True, exist_ok=True)
+        for i, trial in enumerate(trials or []):
+            if RUN_DIR_ATTR not in trial.user_attrs:
+                trial.set_user_attr(RUN_DIR_ATTR, str((folder / str(first + i)).resolve()))
         return self.launcher.launch([[*o, *self._job_overrides] for o in batch], initial_job_idx=first)
+
+    def _check_job_folders(self) -> None:
+        """The sweeper names each job's folder by its number (``_launch``): Hydra's ``hydra.sweep.subdir`` must
+        say the same, or trials.csv and a stopped trial's re-run would look for its run in the wrong folder."""
+        assert self.config is not None
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        if subdir != JOB_SUBDIR:
+            raise ConfigError(f"hydra.sweep.subdir is {subdir!r}; the sweeper numbers each trial's folder in the "
+                              f"study's folder, so it must be {JOB_SUBDIR!r} (Hydra's default). Drop the override.")
 
     def _validate_batch(self, batch: list[list[str]]) -> None:
         """Compose each trial's config now, so a bad override fails loudly before any training starts."""

@@ -5,6 +5,10 @@ The sweeper passes the trial identity as overrides of the config section ``optun
 then nothing here does anything. The pruner is rebuilt from the study (the sweeper stores its config as
 the study user attr ``narm_sweeper.pruner``), so the job prunes with exactly the sweep's settings.
 
+It reports intermediate values (Optuna's protocol for pruning: the pruner compares them across trials) and writes
+nothing else: what the trial leaves for the study (its W&B run, its CPU) travels back with the job's return value or
+its exception, and the sweeper records it (``trials.py``).
+
 Lightning 2.6: ``OptunaPruningCallback`` raises ``optuna.TrialPruned`` from ``on_validation_end``.
 Lightning's ``_call_and_handle_interrupt`` tears the trainer down and re-raises it out of ``fit``, so the
 job ends with ``TrialPruned`` and the sweeper records the trial as PRUNED. Pass ``raise_on_prune=False`` to
@@ -15,16 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import optuna
 import pytorch_lightning as pl
 
 from narm_lightning.errors import ConfigError
-from narm_lightning.sweeping.study import HOST_ATTR, RUN_DIR_ATTR, WANDB_RUN_ATTR
-from narm_lightning.tracking.loggers import WandbRunLogger
-from narm_lightning.training.hostcheck import cpu_description
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,12 @@ class TrialReporter:
     """Reports values of one running trial to its study and raises ``optuna.TrialPruned`` when told to."""
 
     def __init__(self, storage: str, study_name: str, trial_id: int) -> None:
+        from narm_lightning.sweeping.storage import make_storage
         from narm_lightning.sweeping.study import PRUNER_ATTR, build_pruner
 
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        pruner = build_pruner(study.user_attrs.get(PRUNER_ATTR))
-        self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+        db = make_storage(storage, None, None)  # one connection; the sweeper beats the trial's heartbeat
+        spec = db.get_study_user_attrs(db.get_study_id_from_name(study_name)).get(PRUNER_ATTR)
+        self.study = optuna.load_study(study_name=study_name, storage=db, pruner=build_pruner(spec))
         # Optuna has no public way to reach a trial asked by another process (here: the sweeper) but building
         # its Trial from the storage id; report() and should_prune() on it are public. tests/system/
         # test_private_apis.py fails when that constructor changes.
@@ -74,17 +75,6 @@ class OptunaPruningCallback(pl.Callback):
         self.reporter = reporter
         self.raise_on_prune = raise_on_prune
         self.pruned: optuna.TrialPruned | None = None
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Record the run's folder on the trial (a stopped trial's re-run continues it there), the CPU it
-        trains on (a study's trials/hour names it) and its W&B run id (``trials.csv`` links each trial to it)."""
-        if not trainer.is_global_zero:
-            return
-        self.reporter.trial.set_user_attr(RUN_DIR_ATTR, str(Path(trainer.default_root_dir).resolve()))
-        self.reporter.trial.set_user_attr(HOST_ATTR, cpu_description())
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbRunLogger) and logger.version:
-                self.reporter.trial.set_user_attr(WANDB_RUN_ATTR, logger.version)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # on_validation_end (not *_epoch_end): epoch metrics are in callback_metrics only by now.

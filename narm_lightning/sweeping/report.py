@@ -1,8 +1,9 @@
 """What a finished sweep leaves behind: results YAML, trials CSV, Optuna HTML plots, a console summary.
 
-``write_results`` is the single "sweep finished" step; extend it (e.g. W&B summary run) rather than
-adding ad-hoc writes elsewhere. Every file is written atomically (temp file + ``os.replace``) because
-several workers may write the same sweep dir.
+``write_results`` is the single "sweep finished" step: it reads the study once into a ``StudyReport``, writes the
+files from it and returns it; the sweeper hands the same report (the confirm table added) to each of its
+``report_hooks`` (narm-sweep: the W&B summary run), so nothing re-reads the files just written. Every file is
+written atomically (temp file + ``os.replace``) because several workers may write the same sweep dir.
 """
 
 from __future__ import annotations
@@ -11,13 +12,22 @@ import csv
 import io
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from narm_lightning.io import write_text_atomic
-from narm_lightning.sweeping.study import ERROR_ATTR, HOST_ATTR, REPORT_ATTR, count_trials, stale_trial_numbers
+from narm_lightning.sweeping.study import (
+    ERROR_ATTR,
+    HOST_ATTR,
+    REPORT_ATTR,
+    RUN_DIR_ATTR,
+    WANDB_RUN_ATTR,
+    count_trials,
+    stale_trial_numbers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +75,25 @@ def _best_trial(study: Any) -> Any:
         return None
 
 
-def trials_csv(study: Any) -> str:
-    """One row per trial: number, state, one column per param, value, duration_s, its run folder, W&B run and
-    CPU (when the app records them), error."""
+@dataclass
+class StudyReport:
+    """A finished sweep's results, read from the study once: the files are written from it and each report hook
+    receives it. Rows are typed (None where trials.csv has an empty cell)."""
+
+    study_name: str
+    direction: str  # "maximize" or "minimize"
+    objective_name: str  # what the plots and tables call the objective
+    sweep_dir: Path
+    summary: dict[str, Any]  # optimization_results.yaml
+    params: list[str]  # the searched parameters: columns of ``trials`` after number and state
+    trials: list[dict[str, Any]]  # trials.csv, one dict a trial, its columns in order
+    curves: list[tuple[int, int, float]]  # curves.csv: (trial number, step, value)
+    confirm: list[dict[str, Any]] = field(default_factory=list)  # confirm.csv, when the confirm step ran
+
+
+def trial_rows(study: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """The searched parameters, and one row per trial: number, state, one column per param, value, what the task
+    reported, duration_s, its run folder, W&B run and CPU (when the app returns them), error."""
     trials = study.get_trials(deepcopy=False)
     stale = stale_trial_numbers(trials)
     names: list[str] = []
@@ -75,42 +101,59 @@ def trials_csv(study: Any) -> str:
     for trial in trials:
         names.extend(name for name in trial.params if name not in names)
         reported.extend(name for name in trial.user_attrs.get(REPORT_ATTR) or {} if name not in reported)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["number", "state", *names, "value", *reported, "duration_s", "folder", "wandb_run_id", "host_cpu",
-                     "error"])
+    rows = []
     for trial in trials:
+        attrs = trial.user_attrs
         duration = trial.duration.total_seconds() if trial.duration is not None else None
         # a trial re-run after a stop used to inherit its predecessor's error: shown only on a failed trial
-        error = trial.user_attrs.get(ERROR_ATTR, "") if trial.state.name == "FAIL" else ""
+        error = attrs.get(ERROR_ATTR, "") if trial.state.name == "FAIL" else ""
         if trial.number in stale and not error:
             error = "stale: its worker stopped sending heartbeats; re-run as a new trial"
-        writer.writerow(
-            [
-                trial.number,
-                trial.state.name,
-                *[_scalar(trial.params.get(name, "")) for name in names],
-                "" if trial.value is None else trial.value,
-                *[(trial.user_attrs.get(REPORT_ATTR) or {}).get(name, "") for name in reported],
-                "" if duration is None else f"{duration:.3f}",
-                trial.user_attrs.get("output_dir", ""),
-                trial.user_attrs.get("wandb_run_id", ""),  # set by the app's trial (narm: pruning.py)
-                trial.user_attrs.get(HOST_ATTR, ""),  # likewise: where it trained, beside its duration
-                error,
-            ]
-        )
-    return buffer.getvalue()
+        rows.append({
+            "number": trial.number,
+            "state": trial.state.name,
+            **{name: _scalar(trial.params[name]) if name in trial.params else None for name in names},
+            "value": trial.value,
+            **{name: (attrs.get(REPORT_ATTR) or {}).get(name) for name in reported},
+            "duration_s": None if duration is None else round(duration, 3),
+            "folder": attrs.get(RUN_DIR_ATTR),
+            "wandb_run_id": attrs.get(WANDB_RUN_ATTR),
+            "host_cpu": attrs.get(HOST_ATTR),  # where it trained, beside its duration
+            "error": error or None,
+        })
+    return names, rows
 
 
-def curves_csv(study: Any) -> str:
-    """The learning curves the trials reported (``trial.report(value, step)``), one row a value."""
+def as_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """``rows`` as CSV text: a header of ``columns`` (default: the first row's keys), None as an empty cell."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["number", "step", "value"])
-    for trial in study.get_trials(deepcopy=False):
-        for step, value in sorted(trial.intermediate_values.items()):
-            writer.writerow([trial.number, step, value])
+    columns = columns if columns is not None else list(rows[0]) if rows else []
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
     return buffer.getvalue()
+
+
+TRIAL_COLUMNS = ["number", "state", "value", "duration_s", "folder", "wandb_run_id", "host_cpu", "error"]
+
+
+def trials_csv(study: Any, rows: list[dict[str, Any]] | None = None) -> str:
+    """trials.csv: ``rows`` (default: the study's ``trial_rows``), durations with 3 decimals."""
+    rows = trial_rows(study)[1] if rows is None else rows
+    shown = [{**r, "duration_s": None if r["duration_s"] is None else f"{r['duration_s']:.3f}"} for r in rows]
+    return as_csv(shown, None if rows else TRIAL_COLUMNS)
+
+
+def curve_points(study: Any) -> list[tuple[int, int, float]]:
+    """The learning curves the trials reported (``trial.report(value, step)``): (number, step, value)."""
+    return [(trial.number, step, value) for trial in study.get_trials(deepcopy=False)
+            for step, value in sorted(trial.intermediate_values.items())]
+
+
+def curves_csv(points: list[tuple[int, int, float]]) -> str:
+    """curves.csv: one row a reported value."""
+    return as_csv([{"number": n, "step": s, "value": v} for n, s, v in points], ["number", "step", "value"])
 
 
 PLOTLY_JS = "plotly.min.js"  # shipped once beside the plots: they open offline, without a CDN
@@ -194,14 +237,19 @@ def recolor_lines(figure: Any, scale: str = "Viridis") -> None:
 
 
 def write_results(
-    study: Any, sweep_dir: str | os.PathLike[str], target: int | None = None, plots: bool = True
-) -> dict[str, Any]:
-    """The "sweep finished" step: results YAML, trials CSV, plots, and the best trial on the console."""
+    study: Any, sweep_dir: str | os.PathLike[str], target: int | None = None, plots: bool = True,
+    objective_name: str | None = None,
+) -> StudyReport:
+    """The "sweep finished" step: results YAML, trials CSV, curves, plots, and the best trial on the console;
+    returns the report they were written from."""
     sweep_dir = Path(sweep_dir)
     results = summary(study, target)
+    params, rows = trial_rows(study)
+    done = StudyReport(study.study_name, results["direction"], objective_name or "objective", sweep_dir, results,
+                       params, rows, curve_points(study))
     write_text_atomic(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
-    write_text_atomic(sweep_dir / TRIALS_FILE, trials_csv(study))
-    write_text_atomic(sweep_dir / CURVES_FILE, curves_csv(study))
+    write_text_atomic(sweep_dir / TRIALS_FILE, trials_csv(study, rows))
+    write_text_atomic(sweep_dir / CURVES_FILE, curves_csv(done.curves))
     if plots:
         write_plots(study, sweep_dir)
     n = results["n_trials"]
@@ -224,4 +272,4 @@ def write_results(
             results["best_value"],
             results["best_params"],
         )
-    return results
+    return done

@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 PRUNER_ATTR = "narm_sweeper.pruner"
 ERROR_ATTR = "error"
 WORKER_ATTR = "worker"  # "<host>:<pid>" of the sweep process that asked for a trial
-RUN_DIR_ATTR = "output_dir"  # the trial's run folder: the app records it as the run starts, else the sweeper
-WANDB_RUN_ATTR = "wandb_run_id"  # a trial's W&B run (set by the app's trial: narm's pruning.py), for trials.csv
-HOST_ATTR = "host_cpu"  # where the trial's run trained ("<model>, <n> cores[, AMX]"), recorded by the app
+RUN_DIR_ATTR = "output_dir"  # the trial's run folder, recorded by the sweeper as its job starts (jobs._launch)
+WANDB_RUN_ATTR = "wandb_run_id"  # a trial's W&B run, returned by its job (trials.JOB_ATTRS), for trials.csv
+HOST_ATTR = "host_cpu"  # where the trial's run trained ("<model>, <n> cores[, AMX]"), returned by its job
 REPORT_ATTR = "report"  # what the task reported beside its objective ({"test mrr@10": 0.04, ...}): console, trials.csv
 RESUME_REFUSED_ATTR = "resume_refused"  # this attempt's app refused to continue the stopped run: start over
 # what one attempt at a grid point recorded: a re-queued copy must not inherit its predecessor's error or folder

@@ -16,7 +16,9 @@ Semantics a user can rely on:
 * A job that raises ``optuna.TrialPruned`` -> PRUNED. Any other exception, or a return value that is not
   a finite float -> FAILED with the message in the trial's user attr ``error``; the sweep goes on until
   failed trials exceed ``max_failure_rate * n_trials``, then it stops with ``SweepAbortedError``.
-* When the sweep ends (normally or aborted), ``report.write_results`` writes the result files.
+* When the sweep ends (normally or aborted), ``report.write_results`` writes the result files; a sweep that
+  ends normally then hands the same report (the confirm table added) to each of ``report_hooks``.
+* A trial's results travel one way: the job returns them and the sweeper records them (``trials.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import math
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -38,7 +41,7 @@ from optuna.exceptions import ExperimentalWarning
 
 from narm_lightning.cli.exits import fail
 from narm_lightning.config.rules import keys_of, schema_problems
-from narm_lightning.errors import ConfigError, NarmError, RunInterrupted
+from narm_lightning.errors import ConfigError, NarmError, RunInterrupted, first_line
 from narm_lightning.sweeping import report
 from narm_lightning.sweeping.config import OptunaSweeperConfig
 from narm_lightning.sweeping.confirm_step import ConfirmStep
@@ -50,6 +53,7 @@ from narm_lightning.sweeping.study import (
     MAX_STALE_RETRIES,
     PRUNER_ATTR,
     RESUME_REFUSED_ATTR,
+    RUN_DIR_ATTR,
     WORKER_ATTR,
     Heartbeat,
     TrialCounts,
@@ -67,9 +71,12 @@ from narm_lightning.sweeping.study import (
 )
 from narm_lightning.sweeping.trials import (
     Progress,
+    attrs_problem,
     fail_own_running_trials,
     fail_trial,
+    record_attrs,
     refused_resume,
+    returned_attrs,
     tell_trial,
 )
 
@@ -118,6 +125,7 @@ class OptunaSweeperImpl(ConfirmStep):
         self.confirm_baseline = v["confirm_baseline"]
         self.results_file, self.results_key = v["results_file"], v["results_key"]
         self.resume_key, self.resume_file, self.study_dir = v["resume_key"], v["resume_file"], v["study_dir"]
+        self.report_hooks = [str(h) for h in v["report_hooks"]]
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
@@ -163,6 +171,18 @@ class OptunaSweeperImpl(ConfirmStep):
             log.info("The grid has %d points: n_trials %d capped to %d.", size, self.n_trials, size)
             return size
         return self.n_trials
+
+    def _report_hooks(self) -> list[Any]:
+        """``report_hooks`` imported before any trial starts: a misspelled one is one paragraph now, not a traceback
+        after the study ran."""
+        hooks = []
+        for path in self.report_hooks:
+            try:
+                hooks.append(get_method(path))
+            except Exception as exc:  # noqa: BLE001 - Hydra's import errors vary: one paragraph whatever the cause
+                raise ConfigError(f"hydra.sweeper.report_hooks: {path!r} is no function that can be imported "
+                                  f"({first_line(exc)}). Nothing was started.") from None
+        return hooks
 
     def _grace_seconds(self) -> float:
         """How long a RUNNING trial may go without its owner recorded: the heartbeat grace period."""
@@ -225,6 +245,8 @@ class OptunaSweeperImpl(ConfirmStep):
             )
         sampler = build_sampler(self.sampler_cfg, space, self.custom_search_space)
         self._check_space(space)
+        self._check_job_folders()
+        hooks = self._report_hooks()
         is_grid = str(self.sampler_cfg.get("_target_")) == GRID_TARGET
         study, study_name, storage_url = self._open(space, sampler)
         target = self._target_trials(space, is_grid)
@@ -255,9 +277,12 @@ class OptunaSweeperImpl(ConfirmStep):
             fail_own_running_trials(study, self._db, f"the sweep process stopped ({type(exc).__name__}: {exc})")
             raise
         finally:
-            report.write_results(study, sweep_dir, target=target, plots=self.plots)
+            done = report.write_results(study, sweep_dir, target=target, plots=self.plots,
+                                        objective_name=self.objective_name)
         if self.confirm_top:
-            self._confirm(study, space, storage_url, study_name, sweep_dir)
+            done.confirm = self._confirm(study, space, storage_url, study_name, sweep_dir)
+        for hook in hooks:
+            hook(done, self.config)
         return [study]
 
     def _open(self, space: SearchSpace, sampler: Any) -> tuple[Any, str, str]:
@@ -330,8 +355,9 @@ class OptunaSweeperImpl(ConfirmStep):
         for trial in trials:  # the fixed overrides were told once, at the start; values as the user typed them
             log.info("Trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in trial.params.items()))
         try:
-            returns = self._launch(batch)
+            returns = self._launch(batch, trials)
         except (RunInterrupted, KeyboardInterrupt) as exc:  # the worker stops; its trials must not stay RUNNING
+            self._record_stopped(trials, exc)
             for trial, trial_id in zip(trials, ids):  # nor be lost: the next run of the command runs them again
                 fail_trial(study, trial, f"interrupted: {exc}".strip())
                 requeue(study, self._db, trial_id, max_retry=None)  # a stop is not the trial's failure
@@ -353,3 +379,14 @@ class OptunaSweeperImpl(ConfirmStep):
             tell_trial(study, trial, ret)
             if self._progress is not None:
                 log.info("%s", self._progress.line(study, trial.number))
+
+    @staticmethod
+    def _record_stopped(trials: list[Any], exc: BaseException) -> None:
+        """The attrs a stopped job carried, on its trial: the batch's one, or the one whose run folder it names."""
+        attrs = returned_attrs(exc)
+        folder = getattr(exc, "run_dir", None)
+        mine = trials if len(trials) == 1 else [
+            t for t in trials if folder is not None and t.user_attrs.get(RUN_DIR_ATTR) == str(Path(folder).resolve())]
+        if attrs and not attrs_problem(attrs):
+            for trial in mine:
+                record_attrs(trial, attrs)

@@ -1,6 +1,17 @@
 """A trial's bookkeeping, apart from the ask/tell loop: its result told to the study (one objective, or the mean
 over seeds, with the run's test figures as a report), a failed or stale trial failed, and the progress line with
-its ETA."""
+its ETA.
+
+A trial's results travel one way: the job returns them (its value, or the exception it ended with, carrying the
+same ``attrs``) and the sweeper records them; no job writes a trial attribute (the in-trial pruning agent only
+reports intermediate values, Optuna's protocol for pruning). What a task may return:
+
+* a float: the objective; or a mapping with
+* ``objective`` (a float), ``report`` (``{name: number}``: shown in the trial's console line and trials.csv, never
+  optimized), ``results`` (what the run found: the confirm step tabulates ``results[results_key]``) and ``attrs``
+  (``{name: text}`` of ``JOB_ATTRS``: recorded on the trial, e.g. its W&B run and the CPU it trained on).
+
+A job that fails, is pruned or is stopped carries its ``attrs`` on its exception (``with_attrs``)."""
 
 from __future__ import annotations
 
@@ -15,8 +26,9 @@ from typing import Any
 from narm_lightning.errors import NarmError, TrialFailed
 from narm_lightning.sweeping.study import (
     ERROR_ATTR,
+    HOST_ATTR,
     REPORT_ATTR,
-    RUN_DIR_ATTR,
+    WANDB_RUN_ATTR,
     WORKER_ATTR,
     retry_history,
     this_worker,
@@ -26,6 +38,8 @@ from narm_lightning.sweeping.study import (
 # the sweeper's logger: a trial's FAILED / PRUNED lines read as the loop's own
 log = logging.getLogger("narm_lightning.sweeping.sweeper")
 MAX_ERROR_CHARS = 2000  # a failed trial's message kept in the study
+JOB_ATTRS = (WANDB_RUN_ATTR, HOST_ATTR)  # the trial attributes a job may return (trials.csv has a column for each)
+ATTRS = "attrs"  # the key of a job's returned mapping, and the attribute of its exception, that carries them
 
 
 def job_value(ret: Any) -> Any:
@@ -84,6 +98,34 @@ def objective_and_report(value: Any) -> tuple[Any, dict[str, float]]:
                    if isinstance(v, (int, float)) and not isinstance(v, bool)} if isinstance(report, Mapping) else {}
         return value["objective"], numbers
     return value, {}
+
+
+def with_attrs(exc: BaseException, attrs: Mapping[str, str]) -> BaseException:
+    """``exc`` carrying its job's ``attrs`` to the sweeper (a failed, pruned or stopped trial is recorded too)."""
+    setattr(exc, ATTRS, dict(attrs))
+    return exc
+
+
+def returned_attrs(value: Any) -> dict[str, str]:
+    """The ``attrs`` a job returned, or carried on its exception ({} when none)."""
+    attrs = value.get(ATTRS) if isinstance(value, Mapping) else getattr(value, ATTRS, None)
+    return dict(attrs) if isinstance(attrs, Mapping) else {}
+
+
+def attrs_problem(attrs: Mapping[str, Any]) -> str | None:
+    """Why a job's ``attrs`` cannot be recorded (None when they can): names outside ``JOB_ATTRS`` would overwrite
+    the sweeper's own bookkeeping (its error, worker or folder)."""
+    unknown = sorted(set(attrs) - set(JOB_ATTRS))
+    if unknown:
+        return f"the task returned attrs {unknown}; a task may return some of {list(JOB_ATTRS)}"
+    return None
+
+
+def record_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
+    """Record a job's ``attrs`` on its trial: the sweeper is their only writer."""
+    for name, value in attrs.items():
+        if value not in (None, ""):
+            trial.set_user_attr(name, str(value))
 
 
 def mean_report(reports: list[dict[str, float]]) -> dict[str, float]:
@@ -170,18 +212,27 @@ def trial_state(name: str) -> Any:
     return TrialState[name]
 
 
+def outcome(ret: Any) -> Any:
+    """A Hydra job's return value, or the exception it ended with."""
+    try:
+        return job_value(ret)  # Hydra re-raises a failed job's exception here
+    except Exception as exc:  # noqa: BLE001 - any exception of a trial is its failure, told to the study
+        return exc
+
+
 def tell_trial(study: Any, trial: Any, ret: Any) -> None:
-    """Turn one Hydra JobReturn into COMPLETE / PRUNED / FAILED."""
+    """Turn one Hydra JobReturn into COMPLETE / PRUNED / FAILED, with the attrs the job returned recorded (those of
+    the first seed, which trains as the trial)."""
     import optuna
     from hydra.core.utils import JobStatus
 
-    output_dir = getattr(getattr(getattr(ret, "hydra_cfg", None), "hydra", None), "runtime", None)
-    if output_dir is not None and RUN_DIR_ATTR not in trial.user_attrs:  # a continued run is in its first folder
-        trial.set_user_attr(RUN_DIR_ATTR, str(output_dir.output_dir))
-    try:
-        value = job_value(ret)  # Hydra re-raises a failed job's exception here
-    except Exception as exc:  # noqa: BLE001 - any exception of a trial is its failure, told to the study
-        value = exc
+    value = outcome(ret)
+    attrs = returned_attrs(outcome(ret.returns[0]) if isinstance(ret, SeedsResult) else value)
+    problem = attrs_problem(attrs)
+    if problem:
+        fail_trial(study, trial, problem)
+        return
+    record_attrs(trial, attrs)
     if ret.status != JobStatus.COMPLETED:
         if isinstance(value, optuna.TrialPruned):
             log.info("Trial %d PRUNED: %s", trial.number, value)

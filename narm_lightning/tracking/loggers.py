@@ -155,3 +155,8 @@ def finish_loggers(loggers: Sequence[Logger], state: str) -> None:
                 errors.append(exc)
     if errors:
         raise errors[0]
+
+
+def wandb_run_id(loggers: list[Logger]) -> str | None:
+    """The id of the W&B run among ``loggers`` (None when there is none, or it was never opened)."""
+    return next((lg.version for lg in loggers if isinstance(lg, WandbRunLogger) and lg.version), None)

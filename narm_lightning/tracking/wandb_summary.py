@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from narm_lightning.sweeping.confirm import CSV_FILE as CONFIRM_CSV
-from narm_lightning.sweeping.report import CURVES_FILE
 from narm_lightning.tracking.wandb_runs import finish_run, open_run
+
+if TYPE_CHECKING:
+    from narm_lightning.sweeping.report import StudyReport
 
 
 def table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -110,18 +110,8 @@ def curve_history(curves: Sequence[tuple[int, int, float]]) -> list[dict[str, An
     return [by_step[step] for step in sorted(by_step)]
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV file the sweeper wrote ([] when it wrote none)."""
-    import csv
-
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _number(value: Any) -> Any:
-    """CSV cells are text: numbers become numbers again (the W&B table sorts and plots them)."""
+    """Numbers written as text (a categorical's option "128") become numbers (the W&B table sorts and plots them)."""
     if isinstance(value, str):
         try:
             return int(value) if value.lstrip("-").isdigit() else float(value) if value else None
@@ -135,38 +125,22 @@ def _cell(value: Any) -> Any:
     return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
-class SweepSummaryCallback(Callback):
-    """Hydra callback (``hydra.callbacks`` in conf/sweep.yaml): after the sweep, one W&B summary run.
-
-    It reads what the sweeper wrote into the sweep folder (``trials.csv``, ``optimization_results.yaml``,
-    the HTML plots), so the sweeper itself stays free of W&B; nothing is logged when ``logger`` has no
-    ``wandb`` entry.
-    """
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        import yaml
-
-        wandb_cfg = OmegaConf.select(config, "logger.wandb", default=None)
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        results_file = sweep_dir / "optimization_results.yaml"
-        if wandb_cfg is None or not results_file.exists():
-            return
-        results = yaml.safe_load(results_file.read_text(encoding="utf-8")) or {}
-        rows = _read_csv(sweep_dir / "trials.csv")
-        curves = [(int(r["number"]), int(r["step"]), float(r["value"])) for r in _read_csv(sweep_dir / CURVES_FILE)]
-        summary = {k: results.get(k) for k in ("best_trial", "best_value", "direction")}
-        summary.update({f"best_params.{k}": v for k, v in (results.get("best_params") or {}).items()})
-        objective = OmegaConf.select(config, "hydra.sweeper.objective_name", default=None) or "objective"
-        confirm_rows = _read_csv(sweep_dir / CONFIRM_CSV)
-        columns = list(rows[0]) if rows else []
-        # trials.csv: number, state, then the searched parameters, then value (report.trials_csv)
-        params = columns[columns.index("state") + 1:columns.index("value")] if "value" in columns else []
-        log_sweep_summary(str(results.get("name")), rows, OmegaConf.to_container(wandb_cfg, resolve=True),
-                          sweep_dir, summary, curves, str(objective), confirm_rows,
-                          str(results.get("direction") or "maximize"), params)
-        offline = sorted((sweep_dir / "wandb").glob("offline-run-*"))
-        if offline:
-            # wandb leet lists runs by folder (offline-run-<time>-<run id>): our ids start with the run's name
-            print(f"W&B: the study's {len(offline)} offline runs are in {sweep_dir / 'wandb'}: browse them with "
-                  f"`wandb leet {sweep_dir / 'wandb'}` (f filters by name, e.g. trial-0), upload them with "
-                  f"`wandb sync {sweep_dir / 'wandb'}/offline-run-*`")
+def log_study_report(report: StudyReport, config: DictConfig) -> None:
+    """narm-sweep's report hook (``hydra.sweeper.report_hooks`` in conf/sweep.yaml): after the sweep, one W&B
+    summary run made from the sweeper's report (the rows it wrote to trials.csv, curves.csv and confirm.csv), so
+    the sweeper itself stays free of W&B; nothing is logged when ``logger`` has no ``wandb`` entry."""
+    wandb_cfg = OmegaConf.select(config, "logger.wandb", default=None)
+    if wandb_cfg is None:
+        return
+    results = report.summary
+    summary = {k: results.get(k) for k in ("best_trial", "best_value", "direction")}
+    summary.update({f"best_params.{k}": v for k, v in (results.get("best_params") or {}).items()})
+    sweep_dir = report.sweep_dir
+    log_sweep_summary(report.study_name, report.trials, OmegaConf.to_container(wandb_cfg, resolve=True), sweep_dir,
+                      summary, report.curves, report.objective_name, report.confirm, report.direction, report.params)
+    offline = sorted((sweep_dir / "wandb").glob("offline-run-*"))
+    if offline:
+        # wandb leet lists runs by folder (offline-run-<time>-<run id>): our ids start with the run's name
+        print(f"W&B: the study's {len(offline)} offline runs are in {sweep_dir / 'wandb'}: browse them with "
+              f"`wandb leet {sweep_dir / 'wandb'}` (f filters by name, e.g. trial-0), upload them with "
+              f"`wandb sync {sweep_dir / 'wandb'}/offline-run-*`")

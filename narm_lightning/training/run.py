@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from narm_lightning.data.datamodule import SequentialDataModule
 from narm_lightning.data.protocol import SequentialData
 from narm_lightning.io import write_json_atomic, write_text_atomic
 from narm_lightning.model.module import NARMModule, best_epoch
-from narm_lightning.tracking.loggers import finish_loggers, log_results
+from narm_lightning.tracking.loggers import finish_loggers, log_results, wandb_run_id
 from narm_lightning.tracking.wandb_runs import state_of
 from narm_lightning.training.builders import (
     RunCallbacks,
@@ -50,20 +51,30 @@ from narm_lightning.training.runlock import release_run_dirs
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+@dataclass
+class RunRecord:
+    """What a caller learns of a run however it ends (a sweep records it on the trial: failed and pruned too)."""
+
+    wandb_run_id: str | None = None  # the run's W&B run, once it was opened
+
+
+def train(cfg: DictConfig, output_dir: str | Path | None = None, record: RunRecord | None = None) -> dict[str, Any]:
     """Train NARM as ``cfg`` says; write ``results.json`` and the best checkpoint into the run folder.
 
     Returns the results dict; ``best_valid_score`` is the sweep objective. The W&B run is finished whatever
     happens (tagged complete, pruned on ``optuna.TrialPruned``, failed otherwise), so the next run in this
-    process starts clean.
+    process starts clean; ``record``, if given, is filled in before it is.
     """
     loggers: list[pl.loggers.Logger] = []
+    record = record if record is not None else RunRecord()
     try:
         results = _train(cfg, output_dir, loggers)
     except BaseException as exc:
+        record.wandb_run_id = wandb_run_id(loggers)
         finish_loggers(loggers, state_of(exc))
         raise
     else:
+        record.wandb_run_id = wandb_run_id(loggers)
         finish_loggers(loggers, "complete")
     finally:
         release_run_dirs()  # after the W&B run's last write; a sweep's next trial in this process writes another folder

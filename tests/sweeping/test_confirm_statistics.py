@@ -183,14 +183,11 @@ def test_the_configs_to_confirm_are_the_best_distinct_ones_in_the_studys_directi
         assert [c.label for c in candidates(study, top=1, baseline=False)] == [chosen[1].label]
 
 
-def test_a_jobs_metrics_are_its_numbers_and_a_bad_file_says_so(tmp_path) -> None:
-    import json
+def test_a_jobs_metrics_are_its_numbers_and_a_bad_return_says_so() -> None:
+    from narm_lightning.sweeping.confirm import job_metrics
 
-    from narm_lightning.sweeping.confirm import read_metrics
-
-    (tmp_path / "results.json").write_text(json.dumps({"test": {"mrr@10": 0.05, "n": 3, "ok": True, "name": "x"}}))
-    assert read_metrics(tmp_path, "results.json", "test") == {"mrr@10": 0.05, "n": 3.0}
-    for doc in ([1, 2], {"test": [1]}, {"other": {}}):
-        (tmp_path / "results.json").write_text(json.dumps(doc))
-        with pytest.raises(ValueError, match=r"results\.json has no mapping under 'test'"):
-            read_metrics(tmp_path, "results.json", "test")
+    returned = {"objective": 0.1, "results": {"test": {"mrr@10": 0.05, "n": 3, "ok": True, "name": "x"}}}
+    assert job_metrics(returned, "test") == {"mrr@10": 0.05, "n": 3.0}
+    for value in (0.5, [1, 2], {"results": [1]}, {"results": {"test": [1]}}, {"results": {"other": {}}}):
+        with pytest.raises(ValueError, match=r"the task returned no mapping of metrics under results\.test"):
+            job_metrics(value, "test")

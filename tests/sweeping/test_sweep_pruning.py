@@ -65,6 +65,7 @@ def test_callback_prunes_a_real_trainer_and_the_job_raises_trial_pruned(tmp_path
     assert trainer.current_epoch == 0  # stopped after the first real validation (sanity check skipped)
     frozen = study.trials[-1]
     assert frozen.intermediate_values == {0: 1000.0} and frozen.state == TrialState.RUNNING  # sweeper tells
+    assert frozen.user_attrs == {}, "the job writes no trial attribute: the sweeper records what it hands back"
 
 
 def test_no_reporter_when_training_by_hand() -> None:

@@ -145,7 +145,6 @@ def test_trials_csv_shows_an_error_only_on_a_failed_trial() -> None:
 def test_a_confirm_run_whose_stopped_run_is_refused_starts_over_at_once(tmp_path: Path) -> None:
     """The app refuses to continue a stopped confirm run (its config no longer matches): that job is launched
     again without ``resume=`` in the same sitting, and the table gets the fresh run's metrics."""
-    import json
     from types import SimpleNamespace
 
     from hydra.core.utils import JobReturn, JobStatus
@@ -157,7 +156,6 @@ def test_a_confirm_run_whose_stopped_run_is_refused_starts_over_at_once(tmp_path
 
     stopped, fresh = _run_folder(tmp_path), tmp_path / "sweep" / "1"
     fresh.mkdir(parents=True)
-    (fresh / RESULTS).write_text(json.dumps({"test": {"mrr@10": 0.05}}))
     launched: list[list[str]] = []
 
     def launch(batch: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -165,7 +163,8 @@ def test_a_confirm_run_whose_stopped_run_is_refused_starts_over_at_once(tmp_path
         if any(o.startswith("resume=") for o in batch[0]):
             return [JobReturn(status=JobStatus.FAILED, _return_value=TrialFailed(ConfigError("config differs")))]
         hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(fresh)}}})
-        return [JobReturn(status=JobStatus.COMPLETED, hydra_cfg=hydra_cfg, _return_value=0.05)]
+        return [JobReturn(status=JobStatus.COMPLETED, hydra_cfg=hydra_cfg,
+                          _return_value={"objective": 0.05, "results": {"test": {"mrr@10": 0.05}}})]
 
     study = optuna.create_study(direction="maximize")
     study.set_user_attr(stopped_key("default", 2020), str(stopped))

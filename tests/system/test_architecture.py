@@ -174,3 +174,30 @@ def test_the_benchmarks_run_as_modules_of_the_checkout_without_path_edits() -> N
     reaching = [p.name for p in PACKAGE.rglob("*.py") if re.search(r"^\s*(from|import) bench\b", p.read_text(), re.M)]
     assert not reaching, reaching
 
+
+
+def _calls(path: Path) -> set[str]:
+    """The names of the functions and methods ``path`` calls (``x.set_user_attr(...)`` -> ``set_user_attr``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            for node in ast.walk(tree) if isinstance(node, ast.Call)}
+
+
+# the modules that run in the sweeper's process: the loop, a trial's job and bookkeeping, the study, the confirm step
+SWEEPER_PROCESS = {"sweeper.py", "jobs.py", "trials.py", "study.py", "confirm_step.py"}
+
+
+def test_only_the_sweeper_writes_trial_and_study_attributes() -> None:
+    """A trial's results travel one way: its job returns them and the sweeper records them. Nothing a job runs
+    (training, its pruning callback, the app) writes an attribute to the study."""
+    writes = {"set_user_attr", "set_trial_user_attr", "set_study_user_attr", "set_system_attr",
+              "set_trial_system_attr", "set_study_system_attr"}
+    writers = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if _calls(p) & writes}
+    assert writers and writers <= {f"sweeping/{name}" for name in SWEEPER_PROCESS}, writers
+
+
+def test_the_wandb_summary_reads_no_file_back() -> None:
+    """The W&B summary is made from the report the sweeper hands its hooks, not from the files it just wrote."""
+    path = PACKAGE / "tracking" / "wandb_summary.py"
+    assert not _calls(path) & {"open", "read_text", "read_bytes", "DictReader", "reader", "safe_load", "load"}
+    assert not _imports(path, top_level_only=False) & {"csv", "yaml", "json"}

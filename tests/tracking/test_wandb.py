@@ -131,6 +131,36 @@ def test_failed_and_pruned_trainings_are_tagged_and_the_next_run_is_separate(
     assert runs[0].run_id != runs[1].run_id
 
 
+def test_a_trial_returns_its_wandb_run_and_cpu_however_it_ends(
+    tiny_root: Path, offline_wandb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper records a trial's W&B run and CPU from what its job hands back: the value of a trial that
+    completes, the exception of one that is pruned or fails (the job itself writes nothing to the study)."""
+    from narm_lightning.cli.apps import run_trial
+    from narm_lightning.errors import TrialFailed
+    from narm_lightning.sweeping.trials import returned_attrs
+    from narm_lightning.training.hostcheck import cpu_description
+
+    wandb_dir = offline_wandb / "w"
+    cfg = compose_train(wandb_overrides(tiny_root, wandb_dir, "epochs=1"))
+    value = run_trial(cfg, offline_wandb / "complete")
+    results = json.loads((offline_wandb / "complete" / "results.json").read_text())
+    assert value["results"]["test"] == results["test"] and value["objective"] == results["best_valid_score"]
+    carried = [returned_attrs(value)]
+    for exc, raised_as in ((optuna.TrialPruned("pruned at epoch 0"), optuna.TrialPruned),
+                           (ConfigError("bad"), TrialFailed)):
+        def fail(self, batch, batch_idx, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(NARMModule, "training_step", fail)
+        with pytest.raises(raised_as) as raised:
+            run_trial(cfg, offline_wandb / type(exc).__name__)
+        carried.append(returned_attrs(raised.value))
+    runs = offline_runs(wandb_dir)
+    assert len(runs) == 3 and len({r.run_id for r in runs}) == 3
+    assert carried == [{"host_cpu": cpu_description(), "wandb_run_id": r.run_id} for r in runs]
+
+
 def test_logger_none_writes_no_wandb_files(tiny_root: Path, offline_wandb: Path) -> None:
     cfg = compose_train(tiny_overrides(tiny_root, "epochs=1"))
     assert dict(cfg.logger) == {}

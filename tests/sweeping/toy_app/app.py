@@ -14,15 +14,9 @@ def toy_noise(cfg: DictConfig) -> float:
     return float(cfg.noise) * ((int(cfg.seed) * 7919) % 10) / 10
 
 
-def write_results(value: float) -> None:
-    """``results.json`` as the NARM app writes it: the confirm step reads its ``test`` metrics."""
-    import json
-    from pathlib import Path
-
-    from hydra.core.hydra_config import HydraConfig
-
-    out = Path(HydraConfig.get().runtime.output_dir) / "results.json"
-    out.write_text(json.dumps({"test": {"loss": value, "double": 2 * value}}))
+def returned(value: float) -> dict[str, object]:
+    """What the NARM app returns: the objective, and results whose ``test`` metrics the confirm step reads."""
+    return {"objective": value, "results": {"test": {"loss": value, "double": 2 * value}}}
 
 
 def rendezvous(folder: str, workers: int) -> None:
@@ -40,7 +34,7 @@ def rendezvous(folder: str, workers: int) -> None:
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | dict[str, object]:
     if cfg.rendezvous:
         rendezvous(cfg.rendezvous, int(cfg.workers))
     if cfg.sleep:
@@ -50,9 +44,8 @@ def main(cfg: DictConfig) -> float:
     if cfg.mode == "nonfinite":
         return math.nan
     value = (float(cfg.x) - 2.0) ** 2 + float(cfg.size.penalty) + float(cfg.y) + toy_noise(cfg)
-    write_results(value)
     if not cfg.curve:
-        return value
+        return returned(value)
     from narm_lightning.sweeping.pruning import TrialReporter  # only here: it imports torch (seconds per process)
 
     reporter = TrialReporter.from_config(cfg.optuna)
@@ -60,7 +53,7 @@ def main(cfg: DictConfig) -> float:
         for step in range(5):
             # Good trials share one descending curve (never pruned); a hopeless one stays flat and high.
             reporter.report(100.0 if cfg.hopeless else 4.0 - step, step)
-    return value
+    return returned(value)
 
 
 if __name__ == "__main__":
