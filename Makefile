@@ -4,10 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECBOLE_VENV ?= .venv-recbole
 TORCH_SPEC ?= torch==2.13.0
-# glibc: huge pages for big tensors, and big blocks from a heap that is never trimmed, so a step's tensors reuse
-# memory already faulted in instead of mmap + page faults every step (ml-100k epoch ~1.3x faster, DIGINETICA
-# steps 1.5-1.7x where THP is 'madvise'; docs/performance.md; narm_lightning/training/hostcheck.py says the same)
-export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184
+# glibc: big blocks from a heap that is never trimmed, so a step's tensors reuse memory already faulted in instead
+# of mmap + page faults every step (ml-100k epoch ~1.3x faster; the programs set the same themselves). No huge
+# pages: their first touch costs every process's first epoch more than they save (docs/performance.md, hostcheck.py)
+export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184
 
 
 .PHONY: mutate mutate-results

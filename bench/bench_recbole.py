@@ -47,6 +47,10 @@ EXTRA_SYSTEMS = {  # before/after checks of one change, selectable with --system
     "ours-default-torch-gru": ["model.gru_impl=torch"],  # nn.GRU instead of the fused GRU
     "ours-default-make-env": [],  # the defaults in the caller's environment (`make train`'s GLIBC_TUNABLES kept)
     "ours-exact-torch-gru": ["experiment=recbole_exact", "model.gru_impl=torch"],
+    "ours-default-no-hugetlb": [],  # the defaults with glibc's huge pages off (the program adds its other tunables)
+}
+SYSTEM_ENV = {  # what a system's process gets in its environment besides the caller's
+    "ours-default-no-hugetlb": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
 }
 
 
@@ -89,6 +93,7 @@ def run_ours(system: str, epochs: int, data_path: str, overrides: list[str]) -> 
 
     keep = system.endswith("-make-env")  # as `make train` starts it: the Makefile's environment kept
     env = dict(os.environ) if keep else {k: v for k, v in os.environ.items() if k not in OUR_ENV}
+    env.update(SYSTEM_ENV.get(system, {}))
     with tempfile.TemporaryDirectory(prefix="bench-recbole-") as tmp:
         cmd = [sys.executable, str(ROOT / "train.py"), f"epochs={epochs}", f"stopping_step={max(epochs, 10)}",
                f"data.extra_roots=[{data_path}]", f"hydra.run.dir={tmp}/run",

@@ -1,14 +1,18 @@
 """Host settings that decide CPU training speed, checked once per run (readers of /sys, no torch).
 
 Why: a NARM training step allocates ``batch x n_items`` score and gradient blocks (88 MiB each at batch 512
-on DIGINETICA). glibc hands blocks over 32 MiB straight to the kernel and back every step; where the kernel
-gives transparent huge pages only on request (``madvise``), each block is faulted in 4 KiB at a time. On the
-2-core CPU this made a CE training step 1.5-1.7x slower (docs/performance.md). glibc's ``glibc.malloc.hugetlb=1``
-tunable asks for huge pages. Even then every step maps and faults its big blocks afresh; with a huge
-``mmap_threshold`` they come from the heap and with a huge ``trim_threshold`` the heap keeps them, so the next
-step reuses memory already in place (ml-100k epoch 20-22 s -> 15-17 s on a 2-core Xeon; either alone does not
-help, ``trim_threshold`` alone was 2x slower). Tunables must be set before the process starts: ``narm-train`` and
-``narm-sweep`` restart themselves with them (``entry.with_heap_tunables``); the advice is for the opted-out.
+on DIGINETICA). glibc hands blocks over 32 MiB straight to the kernel and back every step, so every step faults
+them in afresh; with a huge ``mmap_threshold`` they come from the heap and with a huge ``trim_threshold`` the heap
+keeps them, so the next step reuses memory already in place (ml-100k epoch 20-22 s -> 15-17 s on a 2-core Xeon;
+either alone does not help, ``trim_threshold`` alone was 2x slower). Tunables must be set before the process
+starts: ``narm-train`` and ``narm-sweep`` restart themselves with them (``entry.with_heap_tunables``); the advice
+is for the opted-out.
+
+glibc's huge pages (``glibc.malloc.hugetlb=1``, ``HUGETLB_TUNABLE``) are no longer among them (2026-12-07, issue
+36): with the heap thresholds a steady ml-100k epoch is the same with or without them (11.9 s both), while the
+first epoch of every process paid 2.8 s more (17.7 vs 14.9 s): on the cloud VMs measured, a huge page's first touch
+costs ~1.7 s a GiB (8 GiB touched: 14.0 s against 1.7 s in 4 KiB pages). At DIGINETICA's shape they still save
+7% of a steady step (100 vs 107 ms, ``make bench-hugepages``): docs/performance.md says when to add them.
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ log = logging.getLogger(__name__)
 
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"
-RECOMMENDED_TUNABLES = (HUGETLB_TUNABLE, "glibc.malloc.mmap_threshold=4294967296",
-                        "glibc.malloc.trim_threshold=17179869184")
+RECOMMENDED_TUNABLES = ("glibc.malloc.mmap_threshold=4294967296", "glibc.malloc.trim_threshold=17179869184")
 
 
 def thp_mode(text: str | None = None) -> str | None:
