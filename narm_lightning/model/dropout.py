@@ -5,7 +5,10 @@ float compare each); on NARM's ``[B, T, E]`` embedding tensor that was 15% of a 
 64-bit draw yields 8 (or 4, or 2) mask entries: an element is kept when its ``w``-bit slice of the random
 words is at least ``round(p * 2**w)``, so P(keep) = 1 - p exactly whenever ``p * 2**w`` is an integer
 (``w`` = 8 for 0.25 and 0.5, NARM's defaults; 16 or 32 bits otherwise, within 2**-33 of p for any p). The
-kept values are scaled by ``1 / (1 - p)``, as ``nn.Dropout`` does; evaluation is the identity.
+kept values are scaled by ``1 / (1 - p)``, as ``nn.Dropout`` does; evaluation is the identity. With
+``inplace=True`` (``nn.Dropout``'s flag; NARM's modules set it, their inputs are fresh tensors) the input is
+scaled in place, two passes and no temporary instead of three (``where`` and a product): on CPU the embedding
+dropout's forward and backward fell from 37-39 to 25 ms a batch of 2048 x 50 x 64 (2026-12-07, Intel AMX).
 """
 
 
@@ -53,4 +56,6 @@ class BitDropout(nn.Dropout):
         if self.p == 1:
             return x * 0
         keep = keep_mask(x.shape, self.p, x.device)
+        if self.inplace:  # x * 1 is x and x * 0 is 0 (-0.0 for a negative x, which sums as 0): where's numbers
+            return x.mul_(keep).mul_(1 / (1 - self.p))
         return torch.where(keep, x, 0) * (1 / (1 - self.p))

@@ -42,7 +42,7 @@ class NARM(nn.Module):
         self.hidden_size = hidden_size
         self.n_layers = n_layers
         self.item_embedding = nn.Embedding(n_items, embedding_size, padding_idx=0)
-        self.emb_dropout = BitDropout(dropout_probs[0])
+        self.emb_dropout = BitDropout(dropout_probs[0], inplace=True)  # its input: the lookup's fresh output
         # nn.GRU's parameters and names (RecBole state dicts load); its training forward is the fused one where
         # gru_impl says (auto: on CPU only; torch: nn.GRU itself, which TorchScript and ONNX export need)
         self.gru = (nn.GRU(embedding_size, hidden_size, n_layers, bias=False, batch_first=True) if gru_impl == "torch"
@@ -50,7 +50,7 @@ class NARM(nn.Module):
         self.a_1 = nn.Linear(hidden_size, hidden_size, bias=False)
         self.a_2 = nn.Linear(hidden_size, hidden_size, bias=False)
         self.v_t = nn.Linear(hidden_size, 1, bias=False)
-        self.ct_dropout = BitDropout(dropout_probs[1])
+        self.ct_dropout = BitDropout(dropout_probs[1], inplace=True)  # its input: cat's fresh output
         self.b = nn.Linear(2 * hidden_size, embedding_size, bias=False)
         self.reset_parameters()
 

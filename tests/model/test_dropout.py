@@ -57,3 +57,36 @@ def test_eval_p0_p1_and_the_module_is_an_nn_dropout() -> None:
     assert isinstance(model.emb_dropout, nn.Dropout) and isinstance(model.ct_dropout, BitDropout)
     assert model.emb_dropout.p == 0.25 and model.ct_dropout.p == 0.5
     assert not any("dropout" in name for name in model.state_dict())  # state dicts unchanged (RecBole's load)
+
+
+def test_in_place_dropout_gives_the_same_numbers_and_gradients_and_narm_uses_it() -> None:
+    """``inplace=True`` scales the input itself (two passes instead of three): the same values, the same mask from
+    the same seed, the same gradients; NARM's two dropouts use it, and its loss and gradients are those of the
+    out-of-place modules."""
+    x = torch.randn(64, 33)
+    outs, grads = [], []
+    for inplace in (False, True):
+        leaf = x.clone().requires_grad_()
+        torch.manual_seed(3)
+        y = BitDropout(0.25, inplace=inplace)(leaf * 1)  # a fresh tensor, as NARM hands its dropouts
+        y.backward(torch.arange(y.numel(), dtype=y.dtype).view_as(y))
+        outs.append(y.detach())
+        grads.append(leaf.grad)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1]) and (outs[1] == 0).any()
+    fresh = torch.randn(8, 5)
+    BitDropout(0.5, inplace=True)(fresh)
+    assert (fresh == 0).any(), "in place: the input itself is the output"
+
+    model = NARM(30, embedding_size=8, hidden_size=16, gru_impl="torch").train()
+    assert model.emb_dropout.inplace and model.ct_dropout.inplace
+    seq, lengths = torch.randint(1, 30, (6, 7)), torch.tensor([7, 3, 1, 5, 7, 2])
+    results = []
+    for inplace in (True, False):
+        model.emb_dropout.inplace = model.ct_dropout.inplace = inplace
+        model.zero_grad()
+        torch.manual_seed(11)
+        loss = (model(seq, lengths) @ model.item_embedding.weight.t()).logsumexp(1).sum()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
