@@ -206,3 +206,21 @@ def test_a_recbole_file_eval_args_is_filled_the_way_recbole_fills_it(tmp_path) -
     cfg = with_recbole_config_file(compose_train([f"config_file={path}"]))
     validate(cfg)
     assert dict(cfg.eval_args) == {"split": {"RS": [8, 1, 1]}, "order": "TO", "group_by": "none", "mode": "full"}
+
+
+def test_testing_runs_under_the_grad_mode_of_validation(tiny_root, tmp_path, monkeypatch) -> None:
+    """Fit's validation runs under no_grad; testing must too, not under inference_mode: the fused GRU's compiled
+    inference kernel would see tensors of other dispatch keys and be compiled again at test, in every process."""
+    from narm_lightning.model.module import NARMModule
+
+    modes: dict[str, set[tuple[bool, bool]]] = {"validation_step": set(), "test_step": set()}
+    for name in modes:
+        original = getattr(NARMModule, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            modes[_name].add((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(NARMModule, name, spy)
+    train(compose_train(tiny_overrides(tiny_root, "epochs=1")), output_dir=tmp_path / "run")
+    assert modes["validation_step"] == modes["test_step"] == {(False, False)}, modes
