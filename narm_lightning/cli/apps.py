@@ -20,7 +20,7 @@ from narm_lightning.cli.exits import run_hydra_app, run_or_exit
 from narm_lightning.cli.help import print_help_if_asked, sweep_sections, train_sections
 from narm_lightning.config.schema import register
 from narm_lightning.errors import NarmError, TrialFailed
-from narm_lightning.training.checkpointing import resume_argv
+from narm_lightning.training.run_folder import resume_argv
 
 if TYPE_CHECKING:
     from narm_lightning.training.run import RunRecord

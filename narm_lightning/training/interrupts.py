@@ -21,9 +21,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from narm_lightning.errors import RunInterrupted
-from narm_lightning.training.checkpointing import (
-    LAST_CHECKPOINT,
-)
+from narm_lightning.training.run_folder import LAST_CHECKPOINT
 
 
 class DeferredInterrupt(pl.Callback):

@@ -17,12 +17,12 @@ from narm_lightning.errors import ConfigError, DataError, first_line
 from narm_lightning.io import remove_stale_temp_files
 from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
 from narm_lightning.training.checkpointing import (
-    check_fresh_run_dir,
     check_resume_config,
     load_yaml_config,
     read_run_state,
     resume_paths,
 )
+from narm_lightning.training.run_folder import check_fresh_run_dir
 from narm_lightning.training.runlock import lock_run_dir
 
 

@@ -17,13 +17,12 @@ from narm_lightning.training.checkpointing import (
     RESUME_MAY_DIFFER,
     RunCheckpoint,
     RunState,
-    check_fresh_run_dir,
     check_resume_config,
     check_resume_data,
     read_run_state,
     resume_paths,
-    started_over,
 )
+from narm_lightning.training.run_folder import check_fresh_run_dir, started_over
 
 
 def test_a_folder_holds_a_run_once_an_epoch_or_its_results_are_saved(tmp_path: Path) -> None:
@@ -204,13 +203,13 @@ def test_the_current_config_is_compared_resolved(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("value", "plain"), [("'a'", "a"), ('"a"', "a"), ("''", ""), ("'a", "'a"), ("a'", "a'"),
                                               ("XaX", "XaX"), ("a", "a"), ("'", "'")])
 def test_a_saved_value_loses_one_pair_of_matching_quotes(value: str, plain: str) -> None:
-    from narm_lightning.training.checkpointing import _unquoted
+    from narm_lightning.training.run_folder import _unquoted
 
     assert _unquoted(value) == plain
 
 
 def test_declared_hydra_or_optuna_keys_never_replay() -> None:
-    from narm_lightning.training.checkpointing import replayable
+    from narm_lightning.training.run_folder import replayable
 
     keys = frozenset({"optuna.trial_id", "hydra.x", "lr"})
     assert not replayable("optuna.trial_id=3", keys, {}) and not replayable("hydra.x=1", keys, {})
@@ -230,7 +229,7 @@ def test_config_groups_skip_hydras_folder_and_bytecode(tmp_path: Path, monkeypat
 
 def test_saved_overrides_that_are_no_yaml_name_their_file_and_a_folder_without_them_replays_nothing(
         tmp_path: Path, monkeypatch) -> None:
-    from narm_lightning.training.checkpointing import read_saved_overrides, resume_argv
+    from narm_lightning.training.run_folder import read_saved_overrides, resume_argv
     from narm_lightning.training.runlock import release_run_dirs
 
     over = tmp_path / "overrides.yaml"

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from narm_lightning.errors import ConfigError, DataError
-from narm_lightning.training.checkpointing import RunState, config_differences, keep_csv_history, resume_argv
+from narm_lightning.training.checkpointing import RunState, config_differences, keep_csv_history
 from narm_lightning.training.run import train
+from narm_lightning.training.run_folder import resume_argv
 from tests.helpers import REPO, compose_train, tiny_overrides
 
 # small batches make an epoch long enough (~50 steps) that the poller sees each epoch; at this learning rate the
@@ -244,7 +245,8 @@ def test_a_ddp_child_re_runs_the_command_into_its_parents_folder_unlocked(rank, 
 
 def test_a_damaged_saved_overrides_or_config_file_is_one_paragraph_naming_it(tmp_path) -> None:
     """In-process, word for word (the command-line tests of damaged folders run as child processes)."""
-    from narm_lightning.training.checkpointing import load_yaml_config, read_saved_overrides
+    from narm_lightning.training.checkpointing import load_yaml_config
+    from narm_lightning.training.run_folder import read_saved_overrides
 
     over = tmp_path / "overrides.yaml"
     over.write_bytes(b"- a=1\n- b=\xff\n")
@@ -309,7 +311,7 @@ def test_an_overrides_key_is_read_without_prefix_package_or_value(arg: str, key:
 ])
 def test_which_saved_overrides_replay(arg: str, ok: bool) -> None:
     from narm_lightning.cli.command_line import config_groups
-    from narm_lightning.training.checkpointing import replayable
+    from narm_lightning.training.run_folder import replayable
 
     assert replayable(arg, frozenset({"learning_rate", "HYDRA_x"}), config_groups()) is ok
 

@@ -19,7 +19,7 @@ import yaml
 from narm_lightning.cli.command_line import config_groups
 from narm_lightning.config.keys import known_keys
 from narm_lightning.errors import ConfigError
-from narm_lightning.training.checkpointing import replayable
+from narm_lightning.training.run_folder import replayable
 from narm_lightning.training.runlock import lock_run_dir, release_run_dir
 from tests.helpers import REPO, tiny_overrides
 
