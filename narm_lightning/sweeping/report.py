@@ -91,9 +91,9 @@ class StudyReport:
     confirm: list[dict[str, Any]] = field(default_factory=list)  # confirm.csv, when the confirm step ran
 
 
-def trial_rows(study: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """The searched parameters, and one row per trial: number, state, one column per param, value, what the task
-    reported, duration_s, its run folder, W&B run and CPU (when the app returns them), error."""
+def trial_rows(study: Any) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """The searched parameters, the columns, and one row per trial: number, state, one column per param, value,
+    what the task reported, duration_s, its run folder, W&B run and CPU (when the app returns them), error."""
     trials = study.get_trials(deepcopy=False)
     stale = stale_trial_numbers(trials)
     names: list[str] = []
@@ -101,6 +101,8 @@ def trial_rows(study: Any) -> tuple[list[str], list[dict[str, Any]]]:
     for trial in trials:
         names.extend(name for name in trial.params if name not in names)
         reported.extend(name for name in trial.user_attrs.get(REPORT_ATTR) or {} if name not in reported)
+    columns = ["number", "state", *names, "value", *reported, "duration_s", "folder", "wandb_run_id", "host_cpu",
+               "error"]
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
@@ -109,19 +111,19 @@ def trial_rows(study: Any) -> tuple[list[str], list[dict[str, Any]]]:
         error = attrs.get(ERROR_ATTR, "") if trial.state.name == "FAIL" else ""
         if trial.number in stale and not error:
             error = "stale: its worker stopped sending heartbeats; re-run as a new trial"
-        rows.append({
-            "number": trial.number,
-            "state": trial.state.name,
-            **{name: _scalar(trial.params[name]) if name in trial.params else None for name in names},
-            "value": trial.value,
-            **{name: (attrs.get(REPORT_ATTR) or {}).get(name) for name in reported},
-            "duration_s": None if duration is None else round(duration, 3),
-            "folder": attrs.get(RUN_DIR_ATTR),
-            "wandb_run_id": attrs.get(WANDB_RUN_ATTR),
-            "host_cpu": attrs.get(HOST_ATTR),  # where it trained, beside its duration
-            "error": error or None,
-        })
-    return names, rows
+        rows.append(dict(zip(columns, [
+            trial.number,
+            trial.state.name,
+            *[_scalar(trial.params[name]) if name in trial.params else None for name in names],
+            trial.value,
+            *[(attrs.get(REPORT_ATTR) or {}).get(name) for name in reported],
+            None if duration is None else round(duration, 3),
+            attrs.get(RUN_DIR_ATTR),
+            attrs.get(WANDB_RUN_ATTR),
+            attrs.get(HOST_ATTR),  # where it trained, beside its duration
+            error or None,
+        ], strict=True)))
+    return names, columns, rows
 
 
 def as_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -135,14 +137,16 @@ def as_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     return buffer.getvalue()
 
 
-TRIAL_COLUMNS = ["number", "state", "value", "duration_s", "folder", "wandb_run_id", "host_cpu", "error"]
+def trials_csv(study: Any) -> str:
+    """trials.csv of ``study`` (``trial_rows``)."""
+    _, columns, rows = trial_rows(study)
+    return _trials_text(columns, rows)
 
 
-def trials_csv(study: Any, rows: list[dict[str, Any]] | None = None) -> str:
-    """trials.csv: ``rows`` (default: the study's ``trial_rows``), durations with 3 decimals."""
-    rows = trial_rows(study)[1] if rows is None else rows
+def _trials_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    """trials.csv's text: durations with 3 decimals."""
     shown = [{**r, "duration_s": None if r["duration_s"] is None else f"{r['duration_s']:.3f}"} for r in rows]
-    return as_csv(shown, None if rows else TRIAL_COLUMNS)
+    return as_csv(shown, columns)
 
 
 def curve_points(study: Any) -> list[tuple[int, int, float]]:
@@ -244,11 +248,11 @@ def write_results(
     returns the report they were written from."""
     sweep_dir = Path(sweep_dir)
     results = summary(study, target)
-    params, rows = trial_rows(study)
+    params, columns, rows = trial_rows(study)
     done = StudyReport(study.study_name, results["direction"], objective_name or "objective", sweep_dir, results,
                        params, rows, curve_points(study))
     write_text_atomic(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
-    write_text_atomic(sweep_dir / TRIALS_FILE, trials_csv(study, rows))
+    write_text_atomic(sweep_dir / TRIALS_FILE, _trials_text(columns, rows))
     write_text_atomic(sweep_dir / CURVES_FILE, curves_csv(done.curves))
     if plots:
         write_plots(study, sweep_dir)

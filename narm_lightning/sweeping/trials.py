@@ -89,9 +89,9 @@ def refused_resume(ret: Any) -> NarmError | None:
 
 
 def objective_and_report(value: Any) -> tuple[Any, dict[str, float]]:
-    """A task returns its objective (a float), or ``{"objective": float, "report": {name: number}}``: the report
-    (e.g. the run's test metrics, which RecBole's run_hyper.py prints for each parameter set) is shown in the
-    trial's console line and trials.csv, never optimized."""
+    """A task's objective and its report (the module's docstring says what a task returns): the report (e.g. the
+    run's test metrics, which RecBole's run_hyper.py prints for each parameter set) is shown in the trial's console
+    line and trials.csv, never optimized."""
     if isinstance(value, Mapping) and "objective" in value:
         report = value.get("report") or {}
         numbers = {str(k): float(v) for k, v in report.items()

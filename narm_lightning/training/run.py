@@ -67,16 +67,15 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None, record: RunReco
     """
     loggers: list[pl.loggers.Logger] = []
     record = record if record is not None else RunRecord()
+    state = "complete"
     try:
         results = _train(cfg, output_dir, loggers)
     except BaseException as exc:
-        record.wandb_run_id = wandb_run_id(loggers)
-        finish_loggers(loggers, state_of(exc))
+        state = state_of(exc)
         raise
-    else:
-        record.wandb_run_id = wandb_run_id(loggers)
-        finish_loggers(loggers, "complete")
     finally:
+        record.wandb_run_id = wandb_run_id(loggers)  # read before the run is finished
+        finish_loggers(loggers, state)
         release_run_dirs()  # after the W&B run's last write; a sweep's next trial in this process writes another folder
     return results
 
