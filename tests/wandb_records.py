@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2 as pb
 
 BLOCK = 32768
@@ -30,8 +31,8 @@ def read_records(path: Path) -> list[pb.Record]:
             pos += left
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0 and length == 0:
-            break
+        if (kind == 0 and length == 0) or pos + 7 + length > len(data):
+            break  # the end, or a chunk wandb-core is still writing: read what is whole
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (FULL, LAST):
@@ -104,9 +105,15 @@ def offline_runs(root: Path, timeout: float = 30.0) -> list[OfflineRun]:
     """
     deadline = time.monotonic() + timeout
     while True:
+        late = time.monotonic() > deadline
         paths = sorted(p for p in root.rglob("offline-run-*/run-*.wandb") if "latest-run" not in p.parts)
-        runs = sorted((read_run(p) for p in paths), key=lambda r: r.start)
+        try:
+            runs = sorted((read_run(p) for p in paths), key=lambda r: r.start)
+        except DecodeError:
+            if late:
+                raise
+            runs = []  # a record caught half-flushed: read again once it is whole
         # no run yet is not "all complete": wait for one to appear (a finishing writer may not have created it)
-        if (runs and all(r.exit_code is not None for r in runs)) or time.monotonic() > deadline:
+        if (runs and all(r.exit_code is not None for r in runs)) or late:
             return runs
         time.sleep(0.2)
