@@ -7,9 +7,10 @@ library ships a fused CPU GRU cell with a backward. What this one does (``model.
 
 * forward: the input projection of all steps is one GEMM; each step is one GEMM (``h @ W_hh^T``, written into
   a preallocated buffer) and one compiled kernel that reads the two projections and the state and writes the
-  next state (fp32) and its GEMM-dtype copy;
+  next state (fp32) and its GEMM-dtype copy (and, for NARM, a batch-major copy: ``FusedGRU.forward_readers``);
 * backward: per step one compiled kernel that recomputes the gates from the saved projections (cheaper than
-  storing them: it halves the forward's writes) and writes the gate gradients, and one GEMM (``dgh @ W_hh``);
+  storing them: it halves the forward's writes), adds the step's incoming gradients, and writes the gate
+  gradients, and one GEMM (``dgh @ W_hh``);
   the weight gradients and the input gradient are three GEMMs over all steps at once;
 * bf16 autocast: the GEMMs run in bf16 (AMX where the CPU has it); the state and the gate math stay fp32;
 * inference (``forward_by_length``, what NARM's evaluation on CPU runs): rows sorted by length, each step on
@@ -66,14 +67,15 @@ def _gates(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> tuple[torch.T
 
 
 def _step_forward(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor,
-                  h_low_out: torch.Tensor | None) -> None:
-    """h' = (1 - z) * n + z * h into ``h_out`` (state dtype) and, when the GEMMs run in a lower dtype, into
-    ``h_low_out`` (their dtype; None otherwise)."""
+                  h_low_out: torch.Tensor | None, rows_out: torch.Tensor | None = None) -> None:
+    """h' = (1 - z) * n + z * h into ``h_out`` (state dtype), into ``h_low_out`` when the GEMMs run in a lower
+    dtype (their dtype), and into ``rows_out`` (this step of a batch-major output) where given."""
     _, z, n, _ = _gates(gi, gh, h)
     h_next = n + z * (h - n)
     h_out.copy_(h_next)
-    if h_low_out is not None:
-        h_low_out.copy_(h_next)
+    for out in (h_low_out, rows_out):
+        if out is not None:
+            out.copy_(h_next)
 
 
 def _step_forward_rows(table: torch.Tensor, ids: torch.Tensor, gh: torch.Tensor, h: torch.Tensor,
@@ -83,13 +85,18 @@ def _step_forward_rows(table: torch.Tensor, ids: torch.Tensor, gh: torch.Tensor,
     _step_forward(table[ids], gh, h, h_out, None)
 
 
-def _step_backward(dh_carry: torch.Tensor, dh_gemm: torch.Tensor, grad: torch.Tensor, gi: torch.Tensor,
-                   gh: torch.Tensor, h_prev: torch.Tensor, dgi_out: torch.Tensor,
-                   dgh_out: torch.Tensor) -> torch.Tensor:
+def _step_backward(dh_carry: torch.Tensor, dh_gemm: torch.Tensor, grad: torch.Tensor | None,
+                   grad_rows: torch.Tensor | None, gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor,
+                   dgi_out: torch.Tensor, dgh_out: torch.Tensor) -> torch.Tensor:
     """One step back: the state's gradient is the carried part (dh * z of the step after), the GEMM part
-    (dgh @ W_hh of the step after) and the output's own; writes d(pre-activations) on the input side and on
-    the hidden side (the same for r and z, r times it for n) and returns the carry for the step before."""
-    dh = dh_carry + dh_gemm.to(dh_carry.dtype) + grad
+    (dgh @ W_hh of the step after) and the gradients of the step's outputs (``grad`` of the time-major output,
+    ``grad_rows`` of the batch-major one; None where an output has none); writes d(pre-activations) on the
+    input side and on the hidden side (the same for r and z, r times it for n) and returns the carry for the
+    step before."""
+    dh = dh_carry + dh_gemm.to(dh_carry.dtype)
+    for g in (grad, grad_rows):
+        if g is not None:
+            dh = dh + g.to(dh.dtype)
     r, z, n, gh_n = _gates(gi, gh, h_prev)
     dn = dh * (1 - z) * (1 - n * n)
     dz = dh * (h_prev - n) * z * (1 - z)
@@ -138,6 +145,13 @@ class _Kernels:
             if self.probe_known:
                 options["cpp.vec_isa_ok"] = True
             self.compiled[name] = torch.compile(self.functions[name], fullgraph=True, options=options)
+            # one kernel for every batch size from the first call on (an epoch's short last batch, inference's
+            # shrinking rows): the row count is symbolic, the hidden width static, so the kernel vectorises as a
+            # fixed-shape one does (measured: same speed at 2048 rows) and two recompiles a process are saved.
+            # Size 1 would be specialised anyway (dynamo's 0/1 rule): left static.
+            for arg in args:
+                if arg is not None and arg.dim() and arg.size(0) > 1:
+                    torch._dynamo.mark_dynamic(arg, 0)
         try:
             result = self.compiled[name](*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure: same math, eagerly
@@ -181,8 +195,46 @@ KERNELS = _Kernels({"gru_forward": _step_forward, "gru_forward_rows": _step_forw
                     "gru_backward": _step_backward})
 
 
+def _steps_buffer(steps: int, batch: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An empty time-major ``[steps, batch, width]`` whose steps all start past storage offset 0.
+
+    The kernels take any batch size, which makes a view's storage offset symbolic, and dynamo specialises a
+    symbolic 0: a first step at offset 0 would compile every kernel a second time."""
+    return torch.empty(steps + 1, batch, width, dtype=dtype, device=device)[1:]
+
+
+def _rows_buffer(batch: int, steps: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An empty batch-major ``[batch, steps, width]``, contiguous, starting past storage offset 0 (as above)."""
+    flat = torch.empty(batch * steps * width + width, dtype=dtype, device=device)
+    return flat[width:].view(batch, steps, width)
+
+
+def _past_offset_one(grad: torch.Tensor | None, t: int, dim: int) -> torch.Tensor | None:
+    """Step ``t`` of an incoming gradient (``dim``: its time dimension), copied where its view would start at
+    storage offset 0 or 1 (an autograd-made gradient's first step; see ``_steps_buffer``), with the view's
+    strides (a kernel is compiled for those too)."""
+    if grad is None:
+        return None
+    step = grad.select(dim, t)
+    if step.storage_offset() > 1:
+        return step
+    span = sum((size - 1) * stride for size, stride in zip(step.shape, step.stride(), strict=True)) + 1
+    copy = torch.empty(span + 2, dtype=step.dtype, device=step.device).as_strided(step.shape, step.stride(), 2)
+    return copy.copy_(step)
+
+
 class _GRULayer(torch.autograd.Function):
-    """One GRU layer over ``x`` ``[B, T, I]`` from a zero state; returns ``[B, T, H]``.
+    """One GRU layer over a time-major ``x`` ``[T, B, I]`` from a zero state.
+
+    Returns the output time-major ``[T, B, H]`` (``states`` of the recurrence, no copy; in the state dtype, or
+    with ``low_out`` in the GEMMs' dtype), with ``batch_major`` the same numbers again as a batch-major
+    ``[B, T, H]`` tensor of the GEMMs' dtype, and with ``last_index`` ``[B]`` the state after each row's step
+    ``last_index`` (state dtype). Why: NARM reads the output three ways (the attention's gate row by row, its
+    weighted sum as a batched GEMM over each row's steps, the last state). Given one tensor, autograd would add
+    their ``[B, T, H]`` gradients and the layer would transpose and cast it, whole passes over memory (a bf16
+    add of 2048 x 50 x 128 takes 6.7 ms, a step's kernels 1.7 ms); given each reader its own, in the layout it
+    reads, the backward adds their gradients a step at a time inside the step's kernel, and the last state's
+    gradient, a row each, is added to the carry.
 
     Gate order is ``nn.GRU``'s (r, z, n): r = sigmoid(x W_ir + h W_hr), z = sigmoid(x W_iz + h W_hz),
     n = tanh(x W_in + r * (h W_hn)), h' = (1 - z) * n + z * h.
@@ -190,55 +242,76 @@ class _GRULayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,  # type: ignore[override]
-                gemm_dtype: torch.dtype) -> torch.Tensor:
-        batch, steps, inputs = x.shape
+                gemm_dtype: torch.dtype, low_out: bool, batch_major: bool,
+                last_index: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        steps, batch, inputs = x.shape
         hidden = w_hh.size(1)
+        device = x.device
         state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         low = gemm_dtype != state_dtype
         w_ih_g, w_hh_g = w_ih.to(gemm_dtype), w_hh.to(gemm_dtype)
-        x_tm = x.transpose(0, 1).reshape(steps * batch, inputs).to(gemm_dtype)  # time-major rows
-        gi = torch.mm(x_tm, w_ih_g.t()).view(steps, batch, 3 * hidden)
-        gh = torch.empty(steps, batch, 3 * hidden, dtype=gemm_dtype, device=x.device)
-        states = torch.empty(steps + 1, batch, hidden, dtype=state_dtype, device=x.device)  # [0]: h_0 = 0
+        x_rows = x.to(gemm_dtype).reshape(steps * batch, inputs)  # one pass (a cast, or a copy when strided)
+        gi = _steps_buffer(steps, batch, 3 * hidden, gemm_dtype, device)
+        torch.mm(x_rows, w_ih_g.t(), out=gi.view(steps * batch, 3 * hidden))
+        gh = _steps_buffer(steps, batch, 3 * hidden, gemm_dtype, device)
+        states = _steps_buffer(steps + 1, batch, hidden, state_dtype, device)  # [0]: h_0 = 0
         states[0].zero_()
-        states_low = torch.empty(steps + 1, batch, hidden, dtype=gemm_dtype, device=x.device) if low else states
+        states_low = _steps_buffer(steps + 1, batch, hidden, gemm_dtype, device) if low else states
         states_low[0].zero_()
+        rows = _rows_buffer(batch, steps, hidden, gemm_dtype, device) if batch_major else None
         w_hh_t = w_hh_g.t()
         with KERNELS.limits():
             for t in range(steps):
                 torch.mm(states_low[t], w_hh_t, out=gh[t])
-                KERNELS("gru_forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1] if low else None)
-        ctx.save_for_backward(x_tm, w_ih_g, w_hh_g, gi, gh, states, states_low)
+                KERNELS("gru_forward", gi[t], gh[t], states[t], states[t + 1], states_low[t + 1] if low else None,
+                        rows[:, t] if batch_major else None)
+        ctx.save_for_backward(x_rows, w_ih_g, w_hh_g, gi, gh, states, states_low, last_index)
         ctx.shapes = (batch, steps, inputs, hidden)
         ctx.dtypes = (x.dtype, w_ih.dtype, w_hh.dtype)
-        return states[1:].transpose(0, 1).to(x.dtype)
+        ctx.set_materialize_grads(False)  # an output nobody read brings no gradient, and no pass over zeros
+        result = ((states_low if low_out else states)[1:],) + ((rows,) if batch_major else ())
+        if last_index is not None:
+            result += (states[last_index + 1, torch.arange(batch, device=device)],)
+        return result
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x_tm, w_ih_g, w_hh_g, gi, gh, states, states_low = ctx.saved_tensors
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x_rows, w_ih_g, w_hh_g, gi, gh, states, states_low, last_index = ctx.saved_tensors
         batch, steps, inputs, hidden = ctx.shapes
         x_dtype, w_ih_dtype, w_hh_dtype = ctx.dtypes
-        state_dtype, gemm_dtype = states.dtype, gh.dtype
-        grad = grad_out.transpose(0, 1).to(state_dtype).contiguous()  # [T, B, H], contiguous rows per step
-        dgi = torch.empty_like(gh)
-        dgh = torch.empty_like(gh)
-        carry = torch.zeros(batch, hidden, dtype=state_dtype, device=gh.device)
-        from_gemm = torch.zeros(batch, hidden, dtype=gemm_dtype, device=gh.device)
+        state_dtype, gemm_dtype, device = states.dtype, gh.dtype, gh.device
+        grads = list(grads)
+        grad_last = grads.pop() if last_index is not None else None
+        grad, grad_rows = (grads + [None])[:2]
+        # the last state's gradient enters the carry at each row's step: rows grouped by step, once
+        last_rows: dict[int, torch.Tensor] = {}
+        if grad_last is not None:
+            order = torch.argsort(last_index, stable=True)
+            counts = torch.bincount(last_index, minlength=steps).tolist()
+            last_rows = {t: rows for t, rows in enumerate(torch.split(order, counts)) if rows.numel()}
+            grad_last = grad_last.to(state_dtype)
+        dgi = _steps_buffer(steps, batch, 3 * hidden, gemm_dtype, device)
+        dgh = _steps_buffer(steps, batch, 3 * hidden, gemm_dtype, device)
+        carry = torch.zeros(batch, hidden, dtype=state_dtype, device=device)
+        from_gemm = torch.zeros(batch, hidden, dtype=gemm_dtype, device=device)
         with KERNELS.limits():
             for t in range(steps - 1, -1, -1):
-                carry = KERNELS("gru_backward", carry, from_gemm, grad[t], gi[t], gh[t], states[t], dgi[t], dgh[t])
+                if t in last_rows:
+                    carry.index_add_(0, last_rows[t], grad_last.index_select(0, last_rows[t]))
+                carry = KERNELS("gru_backward", carry, from_gemm, _past_offset_one(grad, t, 0),
+                                _past_offset_one(grad_rows, t, 1), gi[t], gh[t], states[t], dgi[t], dgh[t])
                 if t:
                     from_gemm = torch.mm(dgh[t], w_hh_g)
         dgi_rows = dgi.view(steps * batch, 3 * hidden)
         grad_x = grad_w_ih = grad_w_hh = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.mm(dgi_rows, w_ih_g).view(steps, batch, inputs).transpose(0, 1).to(x_dtype)
+            grad_x = torch.mm(dgi_rows, w_ih_g).view(steps, batch, inputs).to(x_dtype)
         if ctx.needs_input_grad[1]:
-            grad_w_ih = torch.mm(dgi_rows.t(), x_tm).to(w_ih_dtype)
+            grad_w_ih = torch.mm(dgi_rows.t(), x_rows).to(w_ih_dtype)
         if ctx.needs_input_grad[2]:
             h_prev = states_low[:-1].reshape(steps * batch, hidden)
             grad_w_hh = torch.mm(dgh.view(steps * batch, 3 * hidden).t(), h_prev).to(w_hh_dtype)
-        return grad_x, grad_w_ih, grad_w_hh, None
+        return grad_x, grad_w_ih, grad_w_hh, None, None, None, None
 
 
 class FusedGRU(nn.GRU):
@@ -254,17 +327,47 @@ class FusedGRU(nn.GRU):
         self.cpu_only = cpu_only
 
     def forward(self, x: torch.Tensor, hx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        if hx is not None or x.dim() != 3 or not needs_grad or (self.cpu_only and x.device.type != "cpu"):
+        if hx is not None or not self._fused(x):
             return super().forward(x, hx)
         gemm_dtype = _compute_dtype(x)
-        last = []
+        x_tm, last = x.transpose(0, 1), []
         with torch.autocast(x.device.type, enabled=False):
             for layer in range(self.num_layers):
-                x = _GRULayer.apply(x, getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}"),
-                                    gemm_dtype)
-                last.append(x[:, -1])
-        return x, torch.stack(last)
+                x_tm, = _GRULayer.apply(x_tm, *self._weights(layer), gemm_dtype, False, False, None)
+                x_tm = x_tm.to(x.dtype)
+                last.append(x_tm[-1])
+        return x_tm.transpose(0, 1), torch.stack(last)
+
+    def forward_readers(self, x: torch.Tensor, last_index: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For a model that reads the last layer's output three ways, from a time-major input ``[T, B, I]``:
+        (the output time-major ``[T, B, H]``, the same numbers batch-major ``[B, T, H]``, the states after each
+        row's step ``last_index[b]`` ``[B, H]``).
+
+        Where the fused path runs, the two outputs are separate tensors in the GEMMs' dtype (bf16 under
+        autocast: what the readers' GEMMs would cast them to) and the backward sums the three readers'
+        gradients inside its step kernel (``_GRULayer``); elsewhere they are views of ``nn.GRU``'s one output,
+        and the states gathered from it.
+        """
+        if not self._fused(x):
+            out, _ = super().forward(x.transpose(0, 1))
+            gather = last_index.view(-1, 1, 1).expand(-1, 1, out.size(-1))
+            return out.transpose(0, 1), out, out.gather(1, gather).squeeze(1)
+        gemm_dtype = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            for layer in range(self.num_layers - 1):
+                x, = _GRULayer.apply(x, *self._weights(layer), gemm_dtype, True, False, None)
+            out, rows, last = _GRULayer.apply(x, *self._weights(self.num_layers - 1), gemm_dtype, True, True,
+                                              last_index)
+        return out, rows, last
+
+    def _fused(self, x: torch.Tensor) -> bool:
+        """The fused path: a batched input with a gradient to compute, on CPU where ``cpu_only``."""
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return x.dim() == 3 and needs_grad and not (self.cpu_only and x.device.type != "cpu")
+
+    def _weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
 
     @torch.no_grad()
     def forward_by_length(self, x: torch.Tensor, lengths: torch.Tensor,

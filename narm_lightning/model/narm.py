@@ -67,11 +67,20 @@ class NARM(nn.Module):
         ``len - 1`` and the attention mask zeroes padded positions. So batches may be trimmed to their
         longest row without changing any score.
         """
+        last = (item_seq_len - 1).clamp(min=0)
         if not torch.jit.is_scripting():  # (TorchScript compiles none of this block: serving scripts nn.GRU's path)
             if self._by_length(item_seq):
                 return self._infer(item_seq, item_seq_len)
+            if isinstance(self.gru, FusedGRU):  # time-major, a tensor for each reader: FusedGRU.forward_readers
+                x = self.emb_dropout(self.item_embedding(item_seq.t()))
+                gate_in, sum_in, c_global = self.gru.forward_readers(x, last)
+                return self._attend(gate_in, sum_in, c_global, item_seq, time_major=True)
         gru_out, _ = self.gru(self.emb_dropout(self.item_embedding(item_seq)))
-        return self._attend(gru_out, item_seq, item_seq_len)
+        return self._attend(gru_out, gru_out, self._last_state(gru_out, last), item_seq, time_major=False)
+
+    def _last_state(self, gru_out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The global encoder: the GRU's output at each row's last item ``[B, H]``."""
+        return gru_out.gather(1, last.view(-1, 1, 1).expand(-1, 1, gru_out.size(-1))).squeeze(1)
 
     def _by_length(self, item_seq: torch.Tensor) -> bool:
         """Inference (eval mode, no gradient) on CPU through the fused GRU (``gru_impl`` auto or fused) takes
@@ -87,21 +96,26 @@ class NARM(nn.Module):
         # to its last non-zero id or its length, whichever is later
         positions = torch.arange(1, item_seq.size(1) + 1, device=item_seq.device)
         run = torch.maximum(item_seq_len, (item_seq.gt(0) * positions).amax(1))
-        return self._attend(self.gru.forward_by_length(item_seq, run, table=self.item_embedding.weight),
-                            item_seq, item_seq_len)
+        gru_out = self.gru.forward_by_length(item_seq, run, table=self.item_embedding.weight)
+        last = (item_seq_len - 1).clamp(min=0)
+        return self._attend(gru_out, gru_out, self._last_state(gru_out, last), item_seq, time_major=False)
 
-    def _attend(self, gru_out: torch.Tensor, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """The global encoder (the GRU's output at each row's last item), the local one (attention over the
-        steps) and the bilinear decoder's B, from the GRU's output ``[B, T, H]``."""
-        last = (item_seq_len - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, gru_out.size(-1))
-        c_global = gru_out.gather(1, last).squeeze(1)
+    def _attend(self, gate_in: torch.Tensor, sum_in: torch.Tensor, c_global: torch.Tensor, item_seq: torch.Tensor,
+                time_major: bool) -> torch.Tensor:
+        """The local encoder (attention over the steps) and the bilinear decoder's B, from the GRU's output as the
+        attention's gate reads it (``[B, T, H]``, or ``[T, B, H]`` when ``time_major``: the gate is computed row
+        by row, in either order) and as its weighted sum reads it (``[B, T, H]``), and the global encoder
+        ``c_global`` ``[B, H]``."""
         # RecBole's attention: no softmax, sigmoid gate, padded positions weigh exactly 0. RecBole masks the
         # [B, T, H] gate before v_t; v_t is linear, so masking its [B, T, 1] output is the same number, 128x fewer
         # multiplications. In place: neither a_1's output nor the sum is needed by autograd (sigmoid keeps its
         # own output): two fewer [B, T, H] tensors. The weighted sum over steps is one batched GEMM.
-        alpha = self.v_t(self.a_1(gru_out).add_(self.a_2(c_global).unsqueeze(1)).sigmoid_())
-        alpha = alpha * item_seq.gt(0).unsqueeze(-1).to(alpha.dtype)
-        c_local = torch.bmm(alpha.transpose(1, 2), gru_out.to(alpha.dtype)).squeeze(1)
+        query = self.a_2(c_global).unsqueeze(0 if time_major else 1)
+        alpha = self.v_t(self.a_1(gate_in).add_(query).sigmoid_()).squeeze(-1)
+        if time_major:
+            alpha = alpha.t()
+        alpha = alpha * item_seq.gt(0).to(alpha.dtype)
+        c_local = torch.bmm(alpha.unsqueeze(1), sum_in.to(alpha.dtype)).squeeze(1)
         return self.b(self.ct_dropout(torch.cat([c_local, c_global], dim=1)))
 
     def full_scores(self, session: torch.Tensor) -> torch.Tensor:

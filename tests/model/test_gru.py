@@ -57,6 +57,63 @@ def test_bf16_autocast_stays_near_the_fp32_reference(shape) -> None:
         assert (a - b).abs().max() / scale < 0.03
 
 
+def _reader_grads(module: nn.Module, x: torch.Tensor, last_index: torch.Tensor, grads: list[torch.Tensor | None],
+                  autocast: bool = False) -> list[torch.Tensor]:
+    """The three readers of ``forward_readers`` (nn.GRU: its output twice and a gather), each with its own
+    upstream gradient (None: that reader is not used)."""
+    x = x.clone().requires_grad_()
+    module.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        if isinstance(module, FusedGRU):  # time-major in, time-major first output
+            outputs = module.forward_readers(x.transpose(0, 1), last_index)
+        else:
+            out, _ = module(x)
+            outputs = (out.transpose(0, 1), out,
+                       out.gather(1, last_index.view(-1, 1, 1).expand(-1, 1, out.size(-1))).squeeze(1))
+    sum(((o.double() * g).sum() for o, g in zip(outputs, grads, strict=True) if g is not None),
+        torch.zeros((), dtype=torch.float64)).backward()
+    return [*(o.detach().double() for o in outputs), x.grad.double(), *(p.grad.double() for p in module.parameters())]
+
+
+@pytest.mark.parametrize("shape,dtype,tol,used", [
+    *((shape, torch.float64, 1e-12, (True, True, True)) for shape in SHAPES),
+    (SHAPES[3], torch.float32, 2e-5, (True, True, True)), (SHAPES[0], torch.float64, 1e-12, (True, False, True)),
+    (SHAPES[3], torch.float64, 1e-12, (False, True, False))])
+def test_each_reader_gets_nn_grus_numbers_and_its_own_gradient(shape, dtype, tol, used) -> None:
+    """``forward_readers``: both outputs and the states at ``last_index`` equal nn.GRU's output and its gather;
+    the input and weight gradients equal nn.GRU's under three different upstream gradients (summed inside the
+    step kernel, the last state's added at each row's step), also where a reader is unused (no gradient)."""
+    reference, fused, x = _pair(shape, dtype)
+    batch, steps, _, hidden, _ = shape
+    last_index = torch.randint(0, steps, (batch,))
+    last_index[0] = steps - 1  # the first step back and the last one hold a row
+    last_index[-1] = 0
+    grads = [torch.randn(steps, batch, hidden, dtype=torch.float64) if used[0] else None,
+             torch.randn(batch, steps, hidden, dtype=torch.float64) if used[1] else None,
+             torch.randn(batch, hidden, dtype=torch.float64) if used[2] else None]
+    expected, got = _reader_grads(reference, x, last_index, grads), _reader_grads(fused, x, last_index, grads)
+    for a, b in zip(expected, got, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=tol), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("shape", SHAPES[3:])
+def test_readers_under_bf16_autocast_are_bf16_copies_and_stay_near_fp32(shape) -> None:
+    """Under bf16 autocast both outputs are bf16 (what the readers' GEMMs would cast them to), the last state is
+    fp32, and values and gradients stay within bf16's resolution of nn.GRU's fp32 result."""
+    reference, fused, x = _pair(shape, torch.float32)
+    batch, steps, _, hidden, _ = shape
+    last_index = torch.randint(0, steps, (batch,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, out2, last = fused.forward_readers(x.transpose(0, 1).clone().requires_grad_(), last_index)
+    assert (out.dtype, out2.dtype, last.dtype) == (torch.bfloat16, torch.bfloat16, torch.float32)
+    assert out.is_contiguous() and out2.is_contiguous() and torch.equal(out.transpose(0, 1), out2)
+    grads = [torch.randn(steps, batch, hidden, dtype=torch.float64), torch.randn(batch, steps, hidden,
+             dtype=torch.float64), torch.randn(batch, hidden, dtype=torch.float64)]
+    expected = _reader_grads(reference, x, last_index, grads, autocast=True)
+    for a, b in zip(expected, _reader_grads(fused, x, last_index, grads, autocast=True), strict=True):
+        assert (a - b).abs().max() / a.abs().max().clamp(min=1e-6) < 0.03
+
+
 def test_the_switch_keeps_parameter_names_and_a_recbole_state_dict_loads_into_each() -> None:
     models = {impl: NARM(50, 8, 16, 2, gru_impl=impl) for impl in ("torch", "fused")}
     names = {impl: list(m.state_dict()) for impl, m in models.items()}
@@ -190,14 +247,15 @@ def test_compiled_step_kernels_equal_the_same_functions_run_eagerly(low: bool) -
         kernels = gru_module._Kernels(gru_module.KERNELS.functions)
         kernels.failed = mode == "eager"
         h_out, h_low = torch.empty(batch, hidden), torch.empty(batch, hidden, dtype=gemm)
+        y = torch.empty(batch, 2, hidden, dtype=gemm)  # a step of a batch-major [B, T, H]
         dgi, dgh = torch.empty_like(gi), torch.empty_like(gh)
         with kernels.limits():  # as the layer calls them
-            kernels("gru_forward", gi, gh, h, h_out, h_low if low else None)
+            kernels("gru_forward", gi, gh, h, h_out, h_low if low else None, y[:, 1])
             carry = kernels("gru_backward", torch.randn(batch, hidden, generator=torch.Generator().manual_seed(1)),
-                            torch.ones(batch, hidden, dtype=gemm), torch.full((batch, hidden), 0.5), gi, gh, h,
-                            dgi, dgh)
+                            torch.ones(batch, hidden, dtype=gemm), torch.full((batch, hidden), 0.5),
+                            torch.full((batch, hidden), -0.25, dtype=gemm), gi, gh, h, dgi, dgh)
         assert kernels.failed == (mode == "eager")  # compiled: it did not fall back
-        outs[mode] = [h_out, h_low.float() if low else h_out, dgi.float(), dgh.float(), carry]
+        outs[mode] = [h_out, h_low.float() if low else h_out, y[:, 1].float(), dgi.float(), dgh.float(), carry]
     tol = 2e-2 if low else 1e-5  # bf16 outputs: one rounding of an 8-bit mantissa apart at most
     for a, b in zip(outs["compiled"], outs["eager"], strict=True):
         assert torch.allclose(a, b, rtol=tol, atol=tol), (a - b).abs().max()
