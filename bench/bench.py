@@ -582,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", default=[],
                    help="name=override,override (repeat to compare; default: one variant with the defaults)")
     p.add_argument("--accuracy", action="store_true", help="also train each variant to early stopping per seed")
-    p.add_argument("--accuracy-only", action="store_true", help="only the accuracy runs")
+    p.add_argument("--accuracy-only", action="store_true",
+                   help="no ml-100k timing or sweep throughput; DIGINETICA, serving and clicks still run unless "
+                        "--no-diginetica --no-serving --no-clicks (then: the accuracy runs alone)")
     p.add_argument("--seeds", type=int, default=3, help="seeds for --accuracy (first-seed, first-seed + 1, ...)")
     p.add_argument("--first-seed", type=int, default=2020, help="first accuracy seed (split seeds over processes)")
     p.add_argument("--collect", type=Path, nargs="+", default=None,

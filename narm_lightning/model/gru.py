@@ -148,7 +148,9 @@ class _Kernels:
             # one kernel for every batch size from the first call on (an epoch's short last batch, inference's
             # shrinking rows): the row count is symbolic, the hidden width static, so the kernel vectorises as a
             # fixed-shape one does (measured: same speed at 2048 rows) and two recompiles a process are saved.
-            # Size 1 would be specialised anyway (dynamo's 0/1 rule): left static.
+            # Size 1 would be specialised anyway (dynamo's 0/1 rule): left static. Private API: torch.compiler has
+            # no public way to mark one dimension dynamic (its docs point to torch._dynamo.mark_dynamic);
+            # tests/system/test_private_apis.py fails when it stops doing this.
             for arg in args:
                 if arg is not None and arg.dim() and arg.size(0) > 1:
                     torch._dynamo.mark_dynamic(arg, 0)

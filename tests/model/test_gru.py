@@ -299,3 +299,28 @@ def test_many_variants_of_a_kernel_stay_compiled() -> None:
             for a, b in zip(_grads(reference, x, grad), _grads(fused, x, grad), strict=True):
                 assert torch.allclose(a, b, rtol=0, atol=2e-5)
     assert not gru_module.KERNELS.failed
+
+
+def test_each_step_kernel_compiles_once_for_every_batch_size_and_length(monkeypatch) -> None:
+    """Compiling is most of a process's first-epoch overhead: a training step's two kernels take any batch size
+    (an epoch's short last batch) and any number of steps (bucketed batch widths) without compiling again, and
+    no step's views start at storage offset 0 or 1 (dynamo would specialise it and compile the kernel twice)."""
+    graphs: list[str] = []
+    real_compile = torch.compile
+
+    def counting_compile(fn, **kwargs):
+        def backend(graph, example_inputs):
+            graphs.append(fn.__name__)
+            return graph.forward
+        return real_compile(fn, backend=backend, fullgraph=True)
+
+    monkeypatch.setattr(gru_module, "KERNELS", gru_module._Kernels(gru_module.KERNELS.functions))
+    monkeypatch.setattr(gru_module.torch, "compile", counting_compile)
+    torch.manual_seed(0)
+    model = NARM(40, 8, 16, 1)
+    for batch, steps in ((6, 7), (4, 3), (9, 5), (6, 7)):
+        seq = torch.randint(1, 40, (batch, steps))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.full_scores(model(seq, torch.randint(1, steps + 1, (batch,)))).logsumexp(1).mean()
+        loss.backward()
+    assert sorted(graphs) == ["_step_backward", "_step_forward"], graphs

@@ -90,11 +90,29 @@ def test_optunas_grid_sampler_still_stops_the_study_where_the_sweeper_must_not()
     grid_sampler_class()({"x": [0]}).after_trial(study, trial, optuna.trial.TrialState.COMPLETE, [0.0])
 
 
+def test_dynamos_mark_dynamic_still_makes_one_graph_for_every_size_of_the_marked_dimension() -> None:
+    """model/gru.py: ``torch._dynamo.mark_dynamic`` (no public equivalent in ``torch.compiler``) marks the step
+    kernels' row count dynamic at their first call, so an epoch's short last batch compiles nothing more."""
+    graphs = []
+
+    def backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    double = torch.compile(lambda x: x * 2, backend=backend, fullgraph=True)
+    first = torch.randn(8, 4)
+    torch._dynamo.mark_dynamic(first, 0)
+    for x in (first, torch.randn(5, 4), torch.randn(3, 4)):
+        assert torch.equal(double(x), x * 2)
+    assert len(graphs) == 1
+
+
 def test_every_private_name_the_package_uses_is_listed_here() -> None:
     """A new ``torch._x`` / ``hydra._internal`` / ``optuna...Trial(`` in the package must come with its test above."""
     import re
 
-    allowed = {"torch._dynamo.config", "torch._utils", "hydra._internal.core_plugins.basic_launcher"}
+    allowed = {"torch._dynamo.config", "torch._dynamo.mark_dynamic", "torch._utils",
+               "hydra._internal.core_plugins.basic_launcher"}
     found = set()
     for path in PACKAGE.rglob("*.py"):
         code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
