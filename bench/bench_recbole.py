@@ -47,10 +47,10 @@ EXTRA_SYSTEMS = {  # before/after checks of one change, selectable with --system
     "ours-default-torch-gru": ["model.gru_impl=torch"],  # nn.GRU instead of the fused GRU
     "ours-default-make-env": [],  # the defaults in the caller's environment (`make train`'s GLIBC_TUNABLES kept)
     "ours-exact-torch-gru": ["experiment=recbole_exact", "model.gru_impl=torch"],
-    "ours-default-no-hugetlb": [],  # the defaults with glibc's huge pages off (the program adds its other tunables)
+    "ours-default-hugetlb": [],  # the defaults with glibc's huge pages on (the program adds its heap tunables)
 }
 SYSTEM_ENV = {  # what a system's process gets in its environment besides the caller's
-    "ours-default-no-hugetlb": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
+    "ours-default-hugetlb": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
 }
 
 
