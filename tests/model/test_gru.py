@@ -316,6 +316,7 @@ def test_each_step_kernel_compiles_once_for_every_batch_size_and_length(monkeypa
 
     monkeypatch.setattr(gru_module, "KERNELS", gru_module._Kernels(gru_module.KERNELS.functions))
     monkeypatch.setattr(gru_module.torch, "compile", counting_compile)
+    torch.compiler.reset()  # as in a fresh process: dynamo keeps what earlier tests compiled, per function
     torch.manual_seed(0)
     model = NARM(40, 8, 16, 1)
     for batch, steps in ((6, 7), (4, 3), (9, 5), (6, 7)):
