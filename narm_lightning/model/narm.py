@@ -67,20 +67,20 @@ class NARM(nn.Module):
         ``len - 1`` and the attention mask zeroes padded positions. So batches may be trimmed to their
         longest row without changing any score.
         """
-        last = (item_seq_len - 1).clamp(min=0)
         if not torch.jit.is_scripting():  # (TorchScript compiles none of this block: serving scripts nn.GRU's path)
             if self._by_length(item_seq):
                 return self._infer(item_seq, item_seq_len)
             if isinstance(self.gru, FusedGRU):  # time-major, a tensor for each reader: FusedGRU.forward_readers
                 x = self.emb_dropout(self.item_embedding(item_seq.t()))
-                gate_in, sum_in, c_global = self.gru.forward_readers(x, last)
+                gate_in, sum_in, c_global = self.gru.forward_readers(x, (item_seq_len - 1).clamp(min=0))
                 return self._attend(gate_in, sum_in, c_global, item_seq, time_major=True)
         gru_out, _ = self.gru(self.emb_dropout(self.item_embedding(item_seq)))
-        return self._attend(gru_out, gru_out, self._last_state(gru_out, last), item_seq, time_major=False)
+        return self._attend(gru_out, gru_out, self._last_state(gru_out, item_seq_len), item_seq, time_major=False)
 
-    def _last_state(self, gru_out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """The global encoder: the GRU's output at each row's last item ``[B, H]``."""
-        return gru_out.gather(1, last.view(-1, 1, 1).expand(-1, 1, gru_out.size(-1))).squeeze(1)
+    def _last_state(self, gru_out: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """The global encoder: the GRU's output ``[B, T, H]`` at each row's last item ``[B, H]``."""
+        last = (item_seq_len - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, gru_out.size(-1))
+        return gru_out.gather(1, last).squeeze(1)
 
     def _by_length(self, item_seq: torch.Tensor) -> bool:
         """Inference (eval mode, no gradient) on CPU through the fused GRU (``gru_impl`` auto or fused) takes
@@ -97,8 +97,7 @@ class NARM(nn.Module):
         positions = torch.arange(1, item_seq.size(1) + 1, device=item_seq.device)
         run = torch.maximum(item_seq_len, (item_seq.gt(0) * positions).amax(1))
         gru_out = self.gru.forward_by_length(item_seq, run, table=self.item_embedding.weight)
-        last = (item_seq_len - 1).clamp(min=0)
-        return self._attend(gru_out, gru_out, self._last_state(gru_out, last), item_seq, time_major=False)
+        return self._attend(gru_out, gru_out, self._last_state(gru_out, item_seq_len), item_seq, time_major=False)
 
     def _attend(self, gate_in: torch.Tensor, sum_in: torch.Tensor, c_global: torch.Tensor, item_seq: torch.Tensor,
                 time_major: bool) -> torch.Tensor:
