@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
 
 from narm_lightning import CONF_DIR
 from narm_lightning.cli.command_line import quote_group_numbers
+from narm_lightning.cli.entry import raise_if_stopped
 from narm_lightning.cli.exits import run_hydra_app, run_or_exit
 from narm_lightning.cli.help import print_help_if_asked, sweep_sections, train_sections
 from narm_lightning.config.schema import register
@@ -30,9 +32,15 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")  # the shipped configs
 def _train_app(cfg: DictConfig) -> float:
-    from narm_lightning.training.run import train
+    from narm_lightning.training.run import train  # torch and Lightning: seconds
 
-    return run_or_exit(train, cfg)["best_valid_score"]
+    return run_or_exit(_after_imports, train, cfg)["best_valid_score"]
+
+
+def _after_imports(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
+    """A signal that came while torch and Lightning were importing ends the run before it begins."""
+    raise_if_stopped()
+    return train(cfg)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="sweep", version_base="1.3")

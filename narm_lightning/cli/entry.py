@@ -21,6 +21,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 
 @contextlib.contextmanager
@@ -43,12 +44,50 @@ def clean_exits() -> Iterator[None]:
         sys.exit(128 + signal.SIGPIPE)
 
 
-def _terminated(signum: int, frame: object) -> None:
+_deferred: set[int] = set()  # signals that came while a module was importing, raised once the import returns
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM / SIGINT before training: end the run as ``RunInterrupted`` (its entry point removes the run folder
+    it began; the default action killed the process and left ``.hydra/``), but never inside an import.
+
+    Why: an exception raised in a module's import-time code is taken for that module's own failure by whatever
+    imports it. Measured (SIGTERM at 25 ms steps over a run's start): numpy's lazy ``__getattr__`` re-imported a
+    half-made module into a ``RecursionError``, pybind11 and a C extension refused a second load
+    (``ImportError``), each exit 1 with a traceback; and one run under load lost the signal entirely and trained
+    on. So inside an import the signal is only noted, and ``raise_if_stopped`` raises it where the import has
+    returned; a second signal while one is noted stops at once.
+    """
+    if signum not in _deferred and _inside_import(frame):
+        _deferred.add(signum)
+        return
+    raise _interruption(signum)
+
+
+def _inside_import(frame: FrameType | None) -> bool:
+    """True when importlib's machinery is on the stack (a module's body, an extension's init, a lazy import)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib."):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interruption(signum: int) -> BaseException:
     from narm_lightning.errors import RunInterrupted
 
-    raise RunInterrupted("SIGTERM", 128 + signal.SIGTERM,
-                         "stopped by SIGTERM before any epoch was saved; nothing to resume: run the command again.",
-                         begun=_hydra_output_dir())
+    name = signal.Signals(signum).name
+    return RunInterrupted(name, 128 + signum,
+                          f"stopped by {name} before any epoch was saved; nothing to resume: run the command again.",
+                          begun=_hydra_output_dir())
+
+
+def raise_if_stopped() -> None:
+    """Where a heavy import has returned: a signal noted during it ends the run here."""
+    if _deferred:
+        signum = min(_deferred)
+        _deferred.clear()
+        raise _interruption(signum)
 
 
 def _hydra_output_dir() -> Path | None:
@@ -61,17 +100,22 @@ def _hydra_output_dir() -> Path | None:
     return single_run_dir()
 
 
-def stop_on_sigterm_until_lightning() -> None:
-    """SIGTERM before training starts (importing, composing, reading data) ends the run as ``RunInterrupted``, so its
-    entry point removes the run folder it began (the default action killed the process and left ``.hydra/``)."""
-    signal.signal(signal.SIGTERM, _terminated)
+def stop_on_signals_until_lightning() -> None:
+    """SIGTERM and Ctrl-C before training starts (importing, composing, reading data) end the run through
+    ``_stopped``."""
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)
 
 
-def hand_sigterm_to_lightning() -> None:
-    """Back to the default before ``Trainer.fit``: Lightning installs its own handler (a graceful stop after the
-    step) and would also call ours, which stops at once."""
-    if signal.getsignal(signal.SIGTERM) is _terminated:
+def hand_signals_to_lightning() -> None:
+    """Before ``Trainer.fit``: a signal noted during the last imports ends the run now; then the defaults come
+    back, since Lightning installs its own SIGTERM handler (a graceful stop after the step) and would also call
+    ours, which stops at once, and ``training.interrupts`` takes Ctrl-C the same way."""
+    raise_if_stopped()
+    if signal.getsignal(signal.SIGTERM) is _stopped:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is _stopped:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 KEEP_ENV = "NARM_KEEP_ENV"  # =1: never restart with the heap tunables (a debugger, a profiler, a wrapper's own)
@@ -100,10 +144,11 @@ def with_heap_tunables() -> None:
 def train_main() -> None:
     """``narm-train`` / ``python train.py``."""
     with_heap_tunables()
-    stop_on_sigterm_until_lightning()
+    stop_on_signals_until_lightning()
     with clean_exits():
         from narm_lightning.cli.apps import train_main as main
 
+        raise_if_stopped()
         main()
 
 

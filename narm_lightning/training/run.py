@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
 
-from narm_lightning.cli.entry import hand_sigterm_to_lightning
+from narm_lightning.cli.entry import hand_signals_to_lightning
 from narm_lightning.config.validation import parse_metric_name
 from narm_lightning.data.candidates import FILE_NAME as CANDIDATES_FILE
 from narm_lightning.data.candidates import save as save_candidates
@@ -111,7 +111,7 @@ def _train(cfg: DictConfig, output_dir: str | Path | None, loggers: list[pl.logg
     trainer = build_trainer(cfg, callbacks.all(), loggers, plan.run_dir, validating=callbacks.best is not None)
     if cfg.epochs > 0 and isinstance(trainer.accelerator, CPUAccelerator) and plan.lead:
         warn_host_once()
-    hand_sigterm_to_lightning()
+    hand_signals_to_lightning()
     started = time.perf_counter()
     best_path = fit(trainer, module, datamodule, plan, callbacks)
     fit_seconds = time.perf_counter() - started

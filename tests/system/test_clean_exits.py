@@ -3,11 +3,13 @@ too long for the filesystem, an input file in another encoding. Exit status and 
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,7 +99,7 @@ def test_ctrl_c_while_importing_is_one_line_and_exit_130(tiny_root: Path, tmp_pa
     if proc.returncode == 0:
         pytest.skip("the imports finished before the signal came")
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
-    assert "Traceback" not in err and "interrupted (SIGINT)" in err
+    assert "Traceback" not in err and "stopped by SIGINT" in err
 
 
 def test_clean_exits_turns_the_two_ends_into_exit_codes(capsys) -> None:
@@ -116,16 +118,86 @@ def test_sigterm_before_training_leaves_no_run_folder(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "logger=none", f"hydra.run.dir={run}",
                              f"data.root={tmp_path / 'none'}", "data.extra_roots=[]"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
-    while not (run / ".hydra").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)  # the event: Hydra has made the folder; the run has not trained (no data to read)
-    os.kill(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    if proc.returncode == 2:  # the signal came after the run refused its missing data: nothing to test this time
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+        while not (run / ".hydra").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # the event: Hydra has made the folder; torch and Lightning begin to import
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never left training after a failed assertion (a lost signal once trained on here)
+    if proc.returncode == 2:  # the signal came after the run refused its data (no network to fetch it)
         pytest.skip("the run ended on its own before the signal")
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Traceback" not in err and "stopped by SIGTERM before any epoch was saved" in err
     assert not run.exists()
+
+
+@pytest.fixture
+def early_handlers() -> Iterator[None]:
+    """The programs' handlers of the time before training, in this process, put back afterwards."""
+    from narm_lightning.cli import entry
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    entry.stop_on_signals_until_lightning()
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        entry._deferred.clear()
+
+
+def _import_module_that_signals(tmp_path: Path, name: str, *signums: int) -> object:
+    """Import a fresh module whose body sends this process ``signums`` and then runs on."""
+    kills = "".join(f"os.kill(os.getpid(), {int(s)})\n" for s in signums)
+    (tmp_path / f"{name}.py").write_text(f"import os\n{kills}for _ in range(1000):\n    pass\nREACHED = True\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_inside_an_import_stops_the_run_once_the_import_returns(early_handlers, tmp_path, signum) -> None:
+    """Raised inside a module's body, the stop would be that module's import failing: numpy's lazy imports
+    turned it into a RecursionError, extensions into "cannot load module more than once", and one run trained on.
+    So the import completes, and the run stops where it returned, with the signal's exit status."""
+    from narm_lightning.cli.entry import raise_if_stopped
+    from narm_lightning.errors import RunInterrupted
+
+    module = _import_module_that_signals(tmp_path, f"signals_{int(signum)}", signum)
+    assert module.REACHED
+    with pytest.raises(RunInterrupted) as info:
+        raise_if_stopped()
+    assert info.value.exit_code == 128 + signum and f"stopped by {signal.Signals(signum).name}" in str(info.value)
+    raise_if_stopped()  # raised once: nothing left pending
+
+
+def test_a_signal_outside_imports_stops_at_once_and_a_second_one_inside(early_handlers, tmp_path) -> None:
+    from narm_lightning.errors import RunInterrupted
+
+    with pytest.raises(RunInterrupted) as info:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs at the next bytecode boundary
+            pass
+    assert info.value.exit_code == 143
+    with pytest.raises(RunInterrupted):  # pressed twice: a hung import is not waited for
+        _import_module_that_signals(tmp_path, "signals_twice", signal.SIGINT, signal.SIGINT)
+
+
+def test_training_gets_the_default_handlers_after_a_deferred_signal_is_raised(early_handlers) -> None:
+    from narm_lightning.cli import entry
+    from narm_lightning.errors import RunInterrupted
+
+    entry._deferred.add(signal.SIGTERM)
+    with pytest.raises(RunInterrupted):
+        entry.hand_signals_to_lightning()
+    entry.hand_signals_to_lightning()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _tunables_seen(env_extra: dict[str, str]) -> str:
