@@ -15,6 +15,7 @@ from torch import nn
 from narm_lightning.config.schema import GRU_IMPLS
 from narm_lightning.model.dropout import BitDropout
 from narm_lightning.model.gru import FusedGRU
+from narm_lightning.model.lookup import lookup
 
 
 class NARM(nn.Module):
@@ -71,7 +72,7 @@ class NARM(nn.Module):
             if self._by_length(item_seq):
                 return self._infer(item_seq, item_seq_len)
             if isinstance(self.gru, FusedGRU):  # time-major, a tensor for each reader: FusedGRU.forward_readers
-                x = self.emb_dropout(self.item_embedding(item_seq.t()))
+                x = self.emb_dropout(lookup(self.item_embedding, item_seq.t()))
                 gate_in, sum_in, c_global = self.gru.forward_readers(x, (item_seq_len - 1).clamp(min=0))
                 return self._attend(gate_in, sum_in, c_global, item_seq, time_major=True)
         gru_out, _ = self.gru(self.emb_dropout(self.item_embedding(item_seq)))
