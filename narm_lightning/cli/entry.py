@@ -4,7 +4,8 @@ program can end before its own handlers exist end cleanly too:
 
 * Ctrl-C (or, for ``narm-train``, SIGTERM) while torch, Lightning or Hydra are still importing, composing or
   reading data (seconds on a cold start): exit 130 (143) and one line, not a page of import frames, and no
-  run folder left with only Hydra's files in it;
+  run folder left with only Hydra's files in it. A signal that comes inside an import is raised once it has
+  returned (``_stopped``): ``narm-train`` until training starts, the others around their entry's import;
 * a closed pipe (``narm-recommend ... | head -1``, ``narm-sweep --help | head``): stdout is pointed at
   /dev/null (so the interpreter's last flush cannot raise again) and the exit status is 128 + SIGPIPE = 141,
   what ``cat`` gives in the same place.
@@ -62,6 +63,28 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
         _deferred.add(signum)
         return
     raise _interruption(signum)
+
+
+@contextlib.contextmanager
+def ctrl_c_after_imports() -> Iterator[None]:
+    """Ctrl-C while the block imports (torch: a second or more) is raised as ``KeyboardInterrupt`` once the block
+    has ended, not inside an import (why: ``_stopped``); elsewhere in the block at once, as usual."""
+    previous = signal.signal(signal.SIGINT, _ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if signal.SIGINT in _deferred:
+        _deferred.discard(signal.SIGINT)
+        raise KeyboardInterrupt
+
+
+def _ctrl_c(signum: int, frame: FrameType | None) -> None:
+    if signum not in _deferred and _inside_import(frame):
+        _deferred.add(signum)
+        return
+    _deferred.discard(signum)
+    raise KeyboardInterrupt
 
 
 def _inside_import(frame: FrameType | None) -> bool:
@@ -156,14 +179,14 @@ def sweep_main() -> None:
     """``narm-sweep`` / ``python sweep.py``."""
     with_heap_tunables()
     with clean_exits():
-        from narm_lightning.cli.apps import sweep_main as main
-
+        with ctrl_c_after_imports():
+            from narm_lightning.cli.apps import sweep_main as main
         main()
 
 
 def recommend_main() -> None:
     """``narm-recommend`` / ``python -m narm_lightning.serving``."""
     with clean_exits():
-        from narm_lightning.serving.cli import main
-
+        with ctrl_c_after_imports():
+            from narm_lightning.serving.cli import main  # torch: most of the program's start
         main()

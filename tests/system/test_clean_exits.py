@@ -102,6 +102,23 @@ def test_ctrl_c_while_importing_is_one_line_and_exit_130(tiny_root: Path, tmp_pa
     assert "Traceback" not in err and "stopped by SIGINT" in err
 
 
+def test_ctrl_c_while_the_recommender_imports_torch_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """``python -m narm_lightning.serving``: the package no longer imports torch before the program's handling
+    exists (every Ctrl-C in that second was a page of import frames and a death by SIGINT)."""
+    proc = subprocess.Popen(_recommend(f"ckpt={tmp_path / 'none.ckpt'}", "input=-"), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+    while not _mapped(proc.pid, "libtorch_cpu") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the program ended before torch was ever loaded"
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 2:
+        pytest.skip("the imports finished before the signal came")
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "Traceback" not in err and "interrupted (SIGINT)" in err
+
+
 def test_clean_exits_turns_the_two_ends_into_exit_codes(capsys) -> None:
     with pytest.raises(SystemExit) as info, clean_exits():
         raise KeyboardInterrupt
@@ -186,6 +203,27 @@ def test_a_signal_outside_imports_stops_at_once_and_a_second_one_inside(early_ha
     assert info.value.exit_code == 143
     with pytest.raises(RunInterrupted):  # pressed twice: a hung import is not waited for
         _import_module_that_signals(tmp_path, "signals_twice", signal.SIGINT, signal.SIGINT)
+
+
+def test_the_other_programs_take_ctrl_c_in_their_first_import_once_it_returns(tmp_path) -> None:
+    """``narm-sweep`` and ``narm-recommend`` around their entry's import (torch, for narm-recommend): the import
+    completes, ``KeyboardInterrupt`` comes at the block's end, and the handler before it is back."""
+    from narm_lightning.cli.entry import ctrl_c_after_imports
+
+    before = signal.getsignal(signal.SIGINT)
+    reached = []
+    with pytest.raises(KeyboardInterrupt), ctrl_c_after_imports():
+        reached.append(_import_module_that_signals(tmp_path, "ctrl_c_once", signal.SIGINT).REACHED)
+    assert reached == [True] and signal.getsignal(signal.SIGINT) is before
+    with ctrl_c_after_imports():  # nothing noted: nothing raised
+        pass
+    with pytest.raises(KeyboardInterrupt), ctrl_c_after_imports():  # outside an import: at once
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+        reached.append("after")
+    assert reached == [True]
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_training_gets_the_default_handlers_after_a_deferred_signal_is_raised(early_handlers) -> None:
