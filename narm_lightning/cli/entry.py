@@ -59,10 +59,8 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
     on. So inside an import the signal is only noted, and ``raise_if_stopped`` raises it where the import has
     returned; a second signal while one is noted stops at once.
     """
-    if signum not in _deferred and _inside_import(frame):
-        _deferred.add(signum)
-        return
-    raise _interruption(signum)
+    if not _noted_inside_import(signum, frame):
+        raise _interruption(signum)
 
 
 @contextlib.contextmanager
@@ -80,11 +78,18 @@ def ctrl_c_after_imports() -> Iterator[None]:
 
 
 def _ctrl_c(signum: int, frame: FrameType | None) -> None:
+    if not _noted_inside_import(signum, frame):
+        raise KeyboardInterrupt
+
+
+def _noted_inside_import(signum: int, frame: FrameType | None) -> bool:
+    """True when the signal came inside an import and is now noted (none was yet); False when it is to be
+    raised here (then it is no longer noted)."""
     if signum not in _deferred and _inside_import(frame):
         _deferred.add(signum)
-        return
+        return True
     _deferred.discard(signum)
-    raise KeyboardInterrupt
+    return False
 
 
 def _inside_import(frame: FrameType | None) -> bool:

@@ -82,41 +82,41 @@ def _mapped(pid: int, library: str) -> bool:
         return False
 
 
+def _ctrl_c_once_torch_loads(command: list[str], cwd: Path, ended: int) -> str:
+    """Run ``command``, send SIGINT once torch's library is mapped (it is still importing), and return stderr
+    after asserting exit 130 and no traceback; skipped when the program ended on its own first (``ended``)."""
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=cwd)
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+        while not _mapped(proc.pid, "libtorch_cpu") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the program ended before torch was ever loaded"
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    if proc.returncode == ended:
+        pytest.skip("the imports finished before the signal came")
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err[-2000:]
+    return err
+
+
 def test_ctrl_c_while_importing_is_one_line_and_exit_130(tiny_root: Path, tmp_path: Path) -> None:
     """SIGINT once torch's library is mapped, while a run is still importing torch and Lightning (seconds; the
     programs load them only once the config has composed, so ``--help`` and a typo never do): exit 130 and one
     line, not a page of import frames. Should the run end first (exit 0), the signal came too late to test
     anything."""
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *tiny_overrides(tiny_root, "epochs=1"),
-                             f"hydra.run.dir={tmp_path / 'run'}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
-    while not _mapped(proc.pid, "libtorch_cpu") and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run ended before torch was ever loaded"
-    os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the imports finished before the signal came")
-    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
-    assert "Traceback" not in err and "stopped by SIGINT" in err
+    command = [sys.executable, str(REPO / "train.py"), *tiny_overrides(tiny_root, "epochs=1"),
+               f"hydra.run.dir={tmp_path / 'run'}"]
+    assert "stopped by SIGINT" in _ctrl_c_once_torch_loads(command, tmp_path, ended=0)
 
 
 def test_ctrl_c_while_the_recommender_imports_torch_is_one_line_and_exit_130(tmp_path: Path) -> None:
     """``python -m narm_lightning.serving``: the package no longer imports torch before the program's handling
     exists (every Ctrl-C in that second was a page of import frames and a death by SIGINT)."""
-    proc = subprocess.Popen(_recommend(f"ckpt={tmp_path / 'none.ckpt'}", "input=-"), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
-    while not _mapped(proc.pid, "libtorch_cpu") and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the program ended before torch was ever loaded"
-    os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    if proc.returncode == 2:
-        pytest.skip("the imports finished before the signal came")
-    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
-    assert "Traceback" not in err and "interrupted (SIGINT)" in err
+    command = _recommend(f"ckpt={tmp_path / 'none.ckpt'}", "input=-")
+    assert "interrupted (SIGINT)" in _ctrl_c_once_torch_loads(command, tmp_path, ended=2)
 
 
 def test_clean_exits_turns_the_two_ends_into_exit_codes(capsys) -> None:
