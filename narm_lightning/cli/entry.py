@@ -32,7 +32,7 @@ def clean_exits() -> Iterator[None]:
 
     try:
         yield
-    except RunInterrupted as exc:  # SIGTERM while still importing
+    except RunInterrupted as exc:  # SIGTERM or Ctrl-C (narm-train) before Hydra has begun the run
         print(f"\ninterrupted: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
