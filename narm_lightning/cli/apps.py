@@ -22,6 +22,7 @@ from narm_lightning.cli.exits import run_hydra_app, run_or_exit
 from narm_lightning.cli.help import print_help_if_asked, sweep_sections, train_sections
 from narm_lightning.config.schema import register
 from narm_lightning.errors import NarmError, TrialFailed
+from narm_lightning.recbole.config import with_recbole_config_file
 from narm_lightning.training.run_folder import resume_argv
 
 if TYPE_CHECKING:
@@ -32,9 +33,18 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")  # the shipped configs
 def _train_app(cfg: DictConfig) -> float:
-    from narm_lightning.training.run import train  # torch and Lightning: seconds
+    run_or_exit(refuse_bad_config, cfg)
+    from narm_lightning.training.run import train  # Lightning and what it imports: seconds
 
     return run_or_exit(_after_imports, train, cfg)["best_valid_score"]
+
+
+def refuse_bad_config(cfg: DictConfig) -> None:
+    """A config that cannot run is refused before Lightning loads (a typo costs ~2 s, not the ~7 s of the
+    imports a run needs); ``train`` checks it again, for callers that start there."""
+    from narm_lightning.config.validation import validate  # imports torch: its device checks need it
+
+    validate(with_recbole_config_file(cfg))
 
 
 def _after_imports(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:

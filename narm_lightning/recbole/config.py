@@ -148,3 +148,14 @@ def apply_recbole_config(
             if key not in cli_set and not any(k.startswith(key + ".") for k in cli_set):
                 OmegaConf.update(out, key, value, merge=False)
     return out
+
+
+def with_recbole_config_file(cfg: DictConfig) -> DictConfig:
+    """Apply ``config_file`` (a RecBole .yaml) under the command line's own overrides."""
+    if not cfg.get("config_file"):
+        return cfg
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+    source = f"config_file={cfg.config_file}"
+    return apply_recbole_config(cfg, read_recbole_file(cfg.config_file), overrides, source=source)

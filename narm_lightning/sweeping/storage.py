@@ -54,7 +54,7 @@ def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | N
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}  # concurrent workers wait instead of erroring
     elif storage_backend(url) == "postgresql":
-        engine_kwargs = {"connect_args": dict(PG_CONNECT_ARGS), "pool_pre_ping": True}
+        engine_kwargs = {"connect_args": pg_connect_args(url), "pool_pre_ping": True}
     kwargs: dict[str, Any] = {}
     if heartbeat_interval is not None:  # > 0: sweeping/config.py declares it so
         kwargs = {
@@ -140,6 +140,15 @@ PG_CONNECT_ARGS = {"connect_timeout": 20, "options": "-c statement_timeout=30000
                    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
+def pg_connect_args(url: str) -> dict[str, Any]:
+    """``PG_CONNECT_ARGS`` less what the URL sets itself (``?connect_timeout=5``): SQLAlchemy lets ``connect_args``
+    override the URL's query, which would silently replace the user's own libpq settings with these defaults."""
+    from sqlalchemy.engine import make_url
+
+    given = {key.lower() for key in make_url(url).query}
+    return {key: value for key, value in PG_CONNECT_ARGS.items() if key not in given}
+
+
 def with_postgres_driver(url: str) -> str:
     """``postgresql://`` (and ``postgres://``) with the driver the ``[postgres]`` extra installs, psycopg2:
     SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which that extra does not install."""
@@ -174,7 +183,7 @@ def _lock_engine(url: str) -> Any:
     from sqlalchemy.pool import NullPool
 
     # a fresh connection per lock (no stale ones), with the storage's timeouts
-    return sqlalchemy.create_engine(with_postgres_driver(url), poolclass=NullPool, connect_args=dict(PG_CONNECT_ARGS))
+    return sqlalchemy.create_engine(with_postgres_driver(url), poolclass=NullPool, connect_args=pg_connect_args(url))
 
 
 @contextlib.contextmanager

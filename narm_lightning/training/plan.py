@@ -15,7 +15,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from narm_lightning.config.validation import validate
 from narm_lightning.errors import ConfigError, DataError, first_line
 from narm_lightning.io import remove_stale_temp_files
-from narm_lightning.recbole.config import apply_recbole_config, read_recbole_file
+from narm_lightning.recbole.config import with_recbole_config_file
 from narm_lightning.training.checkpointing import (
     check_resume_config,
     load_yaml_config,
@@ -96,17 +96,6 @@ def check_not_finished(cfg: DictConfig, run_dir: Path) -> None:
     raise ConfigError(f"resume={run_dir}: the run is finished ({results_file.name}: {why}); nothing to resume, "
                       "and its results stay as they are. To start from its weights: init_from="
                       f"{run_dir / 'checkpoints' / 'best.ckpt'} in a new run.")
-
-
-def with_recbole_config_file(cfg: DictConfig) -> DictConfig:
-    """Apply ``config_file`` (a RecBole .yaml) under the command line's own overrides."""
-    if not cfg.get("config_file"):
-        return cfg
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
-    source = f"config_file={cfg.config_file}"
-    return apply_recbole_config(cfg, read_recbole_file(cfg.config_file), overrides, source=source)
 
 
 def failure_reason(exc: Exception, file: Path) -> str:

@@ -73,6 +73,22 @@ def test_cli_rejects_misspelled_keys_and_bad_values_without_traceback(tmp_path) 
     assert not (tmp_path / "run").exists(), "a rejected config must leave no run folder behind"
 
 
+def test_a_config_that_cannot_run_is_refused_before_lightning_is_imported(tmp_path) -> None:
+    """A bad value, on the command line or in a RecBole config_file, ends the program before Lightning's imports
+    (seconds of them): the check runs first, and what the program imported shows it."""
+    (tmp_path / "recbole.yaml").write_text("learning_rate: -1\n")
+    for args, expected in ((["epochs=0"], "epochs is 0 without init_from"),
+                           (["config_file=recbole.yaml"], "learning_rate is -1")):
+        proc = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "train.py"), *args,
+                               f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr[-2000:]
+        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        assert "torch" in imported  # the check itself ran (its device checks import torch)
+        assert "pytorch_lightning" not in imported and "narm_lightning.training.run" not in imported, args
+        assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -114,7 +114,8 @@ def test_two_workers_share_one_postgres_study(postgres_storage: str, tmp_path: P
 
 def test_a_server_that_accepts_but_never_answers_is_a_clear_error_not_a_hang() -> None:
     """The red-team's silent server: a socket that accepts connections and says nothing. libpq's connect_timeout
-    ends the wait; the sweep gets one paragraph naming the storage (it hung until killed before)."""
+    ends the wait; the sweep gets one paragraph naming the storage (it hung until killed before). The URL's own
+    connect_timeout (1 s here) is the one libpq gets, not the default 20 s."""
     import socket
     import time
 
@@ -126,12 +127,23 @@ def test_a_server_that_accepts_but_never_answers_is_a_clear_error_not_a_hang() -
     started = time.monotonic()
     try:
         with pytest.raises(ConfigError, match=rf"hydra.sweeper.storage: cannot connect to 'postgresql://"
-                                              rf"narm@127.0.0.1:{port}/x'.*timeout"):
-            with study_lock(f"postgresql://narm@127.0.0.1:{port}/x"):
+                                              rf"narm@127.0.0.1:{port}/x\?connect_timeout=1'.*timeout"):
+            with study_lock(f"postgresql://narm@127.0.0.1:{port}/x?connect_timeout=1"):
                 pass
     finally:
         silent.close()
-    assert time.monotonic() - started < 90  # a bound on a hang, not a speed figure (connect_timeout is 20 s)
+    assert time.monotonic() - started < 15  # a bound on a hang, not a speed figure: the default would wait 20 s
+
+
+def test_libpq_settings_in_the_url_win_over_the_defaults() -> None:
+    """Without a setting in the URL the storage's timeouts apply; one the URL gives is left to the URL (SQLAlchemy
+    would let the defaults override it)."""
+    from narm_lightning.sweeping.storage import PG_CONNECT_ARGS, pg_connect_args
+
+    assert pg_connect_args("postgresql://u@h/db") == PG_CONNECT_ARGS and PG_CONNECT_ARGS["connect_timeout"] == 20
+    chosen = pg_connect_args("postgresql://u@h/db?connect_timeout=5&options=-c%20statement_timeout%3D1000")
+    assert "connect_timeout" not in chosen and "options" not in chosen
+    assert chosen["keepalives"] == 1
 
 
 def test_the_documented_postgresql_url_uses_the_installed_driver() -> None:
