@@ -23,7 +23,7 @@ from narm_lightning.cli.help import print_help_if_asked, sweep_sections, train_s
 from narm_lightning.config.schema import register
 from narm_lightning.errors import NarmError, TrialFailed
 from narm_lightning.recbole.config import with_recbole_config_file
-from narm_lightning.training.run_folder import resume_argv
+from narm_lightning.training.run_folder import resume_argv, resume_paths
 
 if TYPE_CHECKING:
     from narm_lightning.training.run import RunRecord
@@ -40,11 +40,14 @@ def _train_app(cfg: DictConfig) -> float:
 
 
 def refuse_bad_config(cfg: DictConfig) -> None:
-    """A config that cannot run is refused before Lightning loads (a typo costs ~2 s, not the ~7 s of the
-    imports a run needs); ``train`` checks it again, for callers that start there."""
+    """A config that cannot run, or a ``resume=`` folder that holds no run, is refused before Lightning loads (a
+    typo costs ~2 s, not the ~7 s of the imports a run needs); ``train`` checks both again, for callers that start
+    there."""
     from narm_lightning.config.validation import validate  # imports torch: its device checks need it
 
     validate(with_recbole_config_file(cfg))
+    if cfg.get("resume"):
+        resume_paths(cfg.resume)
 
 
 def _after_imports(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from narm_lightning.config.yaml_files import load_yaml_data
 from narm_lightning.errors import ConfigError, DataError, first_line
 from narm_lightning.io import flatten, require_regular_file, write_bytes_atomic
 from narm_lightning.safe_load import load_torch_checkpoint
-from narm_lightning.training.run_folder import LAST_CHECKPOINT
 
 # keys a resumed run may change: they alter neither the data nor the random streams nor the model
 RESUME_MAY_DIFFER = (
@@ -158,19 +157,6 @@ def _as_python_state(state: Sequence[Any]) -> tuple[Any, ...]:
     """``random.setstate`` wants tuples; a checkpoint round trip may hand back lists."""
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-def resume_paths(resume: str | Path) -> tuple[Path, Path]:
-    """``(run dir, its last.ckpt)``, or a ``ConfigError`` saying what is missing."""
-    run_dir = Path(resume).expanduser()
-    if not run_dir.is_dir():
-        raise ConfigError(f"resume={resume!s}: not a folder; expected the run folder of an earlier run "
-                          "(holding config.yaml and checkpoints/last.ckpt).")
-    for needed in ("config.yaml", LAST_CHECKPOINT):
-        if not (run_dir / needed).is_file():
-            raise ConfigError(f"resume={resume!s}: {run_dir / needed} is missing; expected the run folder of an "
-                              "earlier run that saved at least one epoch.")
-    return run_dir, run_dir / LAST_CHECKPOINT
 
 
 def read_run_state(last: Path) -> dict[str, Any]:

@@ -20,9 +20,8 @@ from narm_lightning.training.checkpointing import (
     check_resume_config,
     load_yaml_config,
     read_run_state,
-    resume_paths,
 )
-from narm_lightning.training.run_folder import check_fresh_run_dir
+from narm_lightning.training.run_folder import check_fresh_run_dir, resume_paths
 from narm_lightning.training.runlock import lock_run_dir
 
 

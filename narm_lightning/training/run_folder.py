@@ -127,3 +127,16 @@ def resume_argv(argv: list[str]) -> list[str]:
     # keep the run's own .hydra/ as it was: a refused resume must not overwrite the overrides replayed here
     hydra_args += [] if "hydra.output_subdir" in given else ["hydra.output_subdir=null"]
     return [*argv[: at + 1], *replay, *hydra_args, *argv[at + 1:]]
+
+
+def resume_paths(resume: str | Path) -> tuple[Path, Path]:
+    """``(run dir, its last.ckpt)``, or a ``ConfigError`` saying what is missing."""
+    run_dir = Path(resume).expanduser()
+    if not run_dir.is_dir():
+        raise ConfigError(f"resume={resume!s}: not a folder; expected the run folder of an earlier run "
+                          "(holding config.yaml and checkpoints/last.ckpt).")
+    for needed in ("config.yaml", LAST_CHECKPOINT):
+        if not (run_dir / needed).is_file():
+            raise ConfigError(f"resume={resume!s}: {run_dir / needed} is missing; expected the run folder of an "
+                              "earlier run that saved at least one epoch.")
+    return run_dir, run_dir / LAST_CHECKPOINT

@@ -20,9 +20,8 @@ from narm_lightning.training.checkpointing import (
     check_resume_config,
     check_resume_data,
     read_run_state,
-    resume_paths,
 )
-from narm_lightning.training.run_folder import check_fresh_run_dir, started_over
+from narm_lightning.training.run_folder import check_fresh_run_dir, resume_paths, started_over
 
 
 def test_a_folder_holds_a_run_once_an_epoch_or_its_results_are_saved(tmp_path: Path) -> None:
