@@ -15,7 +15,7 @@ from conftest import ROOT, run_parallel_workers, toy_env
 from optuna.trial import TrialState
 
 from narm_lightning.errors import ConfigError
-from narm_lightning.sweeping.storage import study_lock
+from narm_lightning.sweeping.storage import make_storage, study_lock
 
 _HOLD_LOCK = """
 import sys, time
@@ -114,8 +114,9 @@ def test_two_workers_share_one_postgres_study(postgres_storage: str, tmp_path: P
 
 def test_a_server_that_accepts_but_never_answers_is_a_clear_error_not_a_hang() -> None:
     """The red-team's silent server: a socket that accepts connections and says nothing. libpq's connect_timeout
-    ends the wait; the sweep gets one paragraph naming the storage (it hung until killed before). The URL's own
-    connect_timeout (1 s here) is the one libpq gets, not the default 20 s."""
+    ends the wait; the sweep gets one paragraph naming the storage (it hung until killed before), from the study's
+    lock and from Optuna's storage alike. The URL's own connect_timeout (1 s here) is the one libpq gets, not the
+    default 20 s, on both engines."""
     import socket
     import time
 
@@ -124,15 +125,22 @@ def test_a_server_that_accepts_but_never_answers_is_a_clear_error_not_a_hang() -
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     port = silent.getsockname()[1]
-    started = time.monotonic()
+    url = f"postgresql://narm@127.0.0.1:{port}/x?connect_timeout=1"
+
+    def lock() -> None:
+        with study_lock(url):
+            pass
+
     try:
-        with pytest.raises(ConfigError, match=rf"hydra.sweeper.storage: cannot connect to 'postgresql://"
-                                              rf"narm@127.0.0.1:{port}/x\?connect_timeout=1'.*timeout"):
-            with study_lock(f"postgresql://narm@127.0.0.1:{port}/x?connect_timeout=1"):
-                pass
+        for opens, named in ((lock, "cannot connect to 'postgresql://"),
+                             (lambda: make_storage(url, None, None), "cannot open 'postgresql\\+psycopg2://")):
+            started = time.monotonic()
+            with pytest.raises(ConfigError, match=rf"hydra.sweeper.storage: {named}narm@127.0.0.1:{port}/x"
+                                                  rf"\?connect_timeout=1'.*timeout"):
+                opens()
+            assert time.monotonic() - started < 15  # a bound on a hang, not a speed figure: the default waits 20 s
     finally:
         silent.close()
-    assert time.monotonic() - started < 15  # a bound on a hang, not a speed figure: the default would wait 20 s
 
 
 def test_libpq_settings_in_the_url_win_over_the_defaults() -> None:
