@@ -21,6 +21,7 @@ from narm_lightning.cli.entry import raise_if_stopped
 from narm_lightning.cli.exits import run_hydra_app, run_or_exit
 from narm_lightning.cli.help import print_help_if_asked, sweep_sections, train_sections
 from narm_lightning.config.schema import register
+from narm_lightning.data.locate import locate_data
 from narm_lightning.errors import NarmError, TrialFailed
 from narm_lightning.recbole.config import with_recbole_config_file
 from narm_lightning.training.run_folder import resume_argv, resume_paths
@@ -40,14 +41,16 @@ def _train_app(cfg: DictConfig) -> float:
 
 
 def refuse_bad_config(cfg: DictConfig) -> None:
-    """A config that cannot run, or a ``resume=`` folder that holds no run, is refused before Lightning loads (a
-    typo costs ~2 s, not the ~7 s of the imports a run needs); ``train`` checks both again, for callers that start
-    there."""
+    """A config that cannot run, a ``resume=`` folder that holds no run, or data that is not where the config says
+    are refused before Lightning loads (a typo costs ~2 s, not the ~7 s of the imports a run needs); ``train``
+    checks them again, for callers that start there."""
     from narm_lightning.config.validation import validate  # imports torch: its device checks need it
 
-    validate(with_recbole_config_file(cfg))
+    cfg = with_recbole_config_file(cfg)
+    validate(cfg)
     if cfg.get("resume"):
         resume_paths(cfg.resume)
+    locate_data(cfg.data)
 
 
 def _after_imports(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:

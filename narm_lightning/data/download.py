@@ -15,7 +15,6 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from narm_lightning.errors import DataError
@@ -29,15 +28,6 @@ ML100K_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
-
-
-def find_in_roots(roots: Sequence[str | Path], folder: str, name: str) -> Path | None:
-    """First ``<root>/<folder>/<name>`` that exists, in the order the roots are given."""
-    for root in roots:
-        candidate = Path(root).expanduser() / folder / name
-        if candidate.exists():
-            return candidate
-    return None
 
 
 def _from_grouplens(timeout: float) -> bytes:

@@ -18,28 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from narm_lightning.data.locate import RAW_FILES, check_raw
 from narm_lightning.data.session_split import Clicks, build_session_split, encode
 from narm_lightning.data.sessions import SessionSplit
 from narm_lightning.data.split_cache import cached_split
 from narm_lightning.errors import DataError
-from narm_lightning.io import require_regular_file
 
 DEFAULT_CACHE_DIR = Path("~/.cache/narm-lightning")
 _CHUNK_LINES = 1_000_000
 _SECONDS_PER_DAY = 86_400
-
-DIGINETICA_HELP = (
-    "DIGINETICA cannot be downloaded automatically (its owners' terms): get 'train-item-views.csv' "
-    "from the CIKM Cup 2016 site (https://competitions.codalab.org/competitions/11161, "
-    "dataset-train-diginetica) "
-    "and put it at {path}"
-)
-YOOCHOOSE_HELP = (
-    "YOOCHOOSE cannot be downloaded automatically (its owners' terms): get 'yoochoose-clicks.dat' "
-    "from the RecSys Challenge 2015 data (https://recsys.acm.org/recsys15/challenge/, yoochoose-data.7z) "
-    "and put it at {path}"
-)
-
 
 @dataclass(frozen=True)
 class RawClicks:
@@ -52,13 +39,6 @@ class RawClicks:
 
 
 # ----------------------------------------------------------------------------- reading raw files
-
-
-def _check_raw(path: Path, help_text: str) -> None:
-    """DataError with the download hint when the raw file is missing."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found. " + help_text.format(path=path))
-    require_regular_file(path, "the raw click log")
 
 
 def _iter_chunks(path: Path, skip: int) -> Iterator[tuple[int, list[str]]]:
@@ -177,7 +157,7 @@ def _split_rows_slowly(
 def read_diginetica_clicks(path: Path | str) -> RawClicks:
     """Read DIGINETICA ``train-item-views.csv`` (original or SR-GNN's renamed header)."""
     path = Path(path)
-    _check_raw(path, DIGINETICA_HELP)
+    check_raw("diginetica", path)
     with path.open("r", encoding="utf-8", newline="") as handle:
         header = handle.readline().rstrip("\r\n").split(";")
     aliases = {
@@ -215,7 +195,7 @@ def read_diginetica_clicks(path: Path | str) -> RawClicks:
 def read_yoochoose_clicks(path: Path | str) -> RawClicks:
     """Read YOOCHOOSE ``yoochoose-clicks.dat``: ``session_id,timestamp,item_id,category``, header optional."""
     path = Path(path)
-    _check_raw(path, YOOCHOOSE_HELP)
+    check_raw("yoochoose", path)
     with path.open("r", encoding="utf-8", newline="") as handle:
         first = handle.readline().strip()
     skip = 0 if first.split(",")[0].strip().isdigit() else 1
@@ -298,10 +278,6 @@ def preprocess_yoochoose(
 # ----------------------------------------------------------------------------- cache
 
 
-_DATASETS = {
-    "diginetica": (DIGINETICA_HELP, "train-item-views.csv"),
-    "yoochoose": (YOOCHOOSE_HELP, "yoochoose-clicks.dat"),
-}
 
 
 def load_raw_split(
@@ -321,12 +297,11 @@ def load_raw_split(
     ``train-item-views.csv`` / ``yoochoose-clicks.dat``). ``cache_dir=None`` disables the cache. The
     cache key is the SHA-256 of the file content and the settings; files are written atomically.
     """
-    if dataset not in _DATASETS:
-        raise DataError(f"unknown raw dataset {dataset!r}; expected one of {sorted(_DATASETS)}")
-    help_text, file_name = _DATASETS[dataset]
+    if dataset not in RAW_FILES:
+        raise DataError(f"unknown raw dataset {dataset!r}; expected one of {sorted(RAW_FILES)}")
     path = Path(path).expanduser()
     if path.is_dir():
-        path = path / file_name
+        path = path / RAW_FILES[dataset]
     if dataset == "diginetica":
         settings = {
             "sort_by_timeframe": sort_by_timeframe,
@@ -344,7 +319,7 @@ def load_raw_split(
 
     if cache_dir is None:
         return build()
-    _check_raw(path, help_text)
+    check_raw(dataset, path)
     return cached_split(dataset, path, settings, build, cache_dir)
 
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from narm_lightning.config.data_schema import RAW_DATASETS
 from narm_lightning.data.atomic import read_atomic
 from narm_lightning.data.clicks import ClickColumns, ClickLog, read_click_log
-from narm_lightning.data.download import fetch_ml100k, find_in_roots
+from narm_lightning.data.download import fetch_ml100k
 from narm_lightning.data.filters import filter_rows
+from narm_lightning.data.locate import find_atomic, find_benchmark, find_session_split
 from narm_lightning.data.protocol import (
     SequentialData,
     Split,
@@ -29,23 +29,13 @@ from narm_lightning.data.split_cache import cached_split
 from narm_lightning.errors import DataError
 from narm_lightning.io import require_regular_file
 
-RAW_FILES = dict(zip(RAW_DATASETS, ("train-item-views.csv", "yoochoose-clicks.dat"), strict=True))  # in <raw_folder>/
-
-FETCHABLE = {"ml-100k": fetch_ml100k}
+FETCHERS = {"ml-100k": fetch_ml100k}  # every name in locate.FETCHABLE
 
 
 def locate_atomic(dataset: str, root: str, extra_roots: Sequence[str], download: bool) -> Path:
     """``<root>/<dataset>/<dataset>.inter``, else the same under each extra root, else fetch (ml-100k)."""
-    found = find_in_roots([root, *extra_roots], dataset, f"{dataset}.inter")
-    if found is not None:
-        return found
-    if download and dataset in FETCHABLE:
-        return FETCHABLE[dataset](root)
-    looked = ", ".join(str(Path(r) / dataset / f"{dataset}.inter") for r in [root, *extra_roots])
-    hint = (" data.download=true fetches it." if dataset in FETCHABLE
-            else f" Only {', '.join(FETCHABLE)} can be fetched automatically.")
-    raise DataError(f"data.dataset={dataset!r}: no atomic file found (looked at {looked}). data.root names the folder "
-                    f"of datasets; data.extra_roots=[<folder>, ...] adds read-only folders to search.{hint}")
+    found = find_atomic(dataset, [root, *extra_roots], download)
+    return found if found is not None else FETCHERS[dataset](root)
 
 
 def load_user_sequences(
@@ -90,16 +80,7 @@ def load_benchmark(dataset: str, root: str, extra_roots: Sequence[str], parts: S
     """RecBole's ``benchmark_filename``: ``<dataset>.<part>.inter`` for train, valid and test, in the first root
     that has the first one, each row an example (``<item_field>_list:token_seq`` history + ``<item_field>:token``
     target)."""
-    first = find_in_roots([root, *extra_roots], dataset, f"{dataset}.{parts[0]}.inter")
-    if first is None:
-        looked = ", ".join(str(Path(r) / dataset / f"{dataset}.{parts[0]}.inter") for r in [root, *extra_roots])
-        raise DataError(f"data.benchmark_filename={list(parts)}: no {dataset}.{parts[0]}.inter (looked at {looked}); "
-                        "expected RecBole's pre-split files <dataset>.<part>.inter side by side.")
-    paths = [first.parent / f"{dataset}.{part}.inter" for part in parts]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"data.benchmark_filename={list(parts)}: {', '.join(missing)} not found beside {first}; "
-                        "expected one file per part.")
+    paths = find_benchmark(dataset, [root, *extra_roots], parts)
     list_field = f"{item_field}_list"
     tables = [read_atomic(p, {list_field: "token_seq", item_field: "token"}) for p in paths]
     data = build_benchmark([(t.columns[list_field], t.columns[item_field]) for t in tables], max_len,
@@ -115,11 +96,8 @@ def read_session_split(
     raw_folder: str | None,
     raw_options: dict,
 ) -> SessionSplit:
-    """Find and read a session dataset: a prepared text or pickle split, or a raw click log.
-
-    ``auto`` takes the first that exists, in that order: ``<root>/<dataset>/train_sessions.txt``,
-    ``<root>/<dataset>/train.txt`` (pickles), ``<root>/<raw_folder>/<raw file>``.
-    """
+    """Find (``locate.find_session_split``: ``auto`` takes the first that exists) and read a session dataset: a
+    prepared text or pickle split, or a raw click log."""
     return _read_session_split(dataset, fmt, roots, raw_dataset, raw_folder, raw_options)[0]
 
 
@@ -127,21 +105,13 @@ def _read_session_split(
     dataset: str, fmt: str, roots: Sequence[str], raw_dataset: str | None, raw_folder: str | None, raw_options: dict,
 ) -> tuple[SessionSplit, tuple[str, ...]]:
     """``read_session_split`` and the files it read."""
-    text = find_in_roots(roots, dataset, "train_sessions.txt") if fmt in ("auto", "session_text") else None
-    if text is not None:
-        return read_text_split(text.parent), (str(text), str(text.parent / "test.tsv"))
-    pickled = find_in_roots(roots, dataset, "train.txt") if fmt in ("auto", "session_pickle") else None
-    if pickled is not None:
-        return read_pickle_split(pickled.parent), (str(pickled), str(pickled.parent / "test.txt"))
-    if fmt in ("auto", "raw") and raw_dataset in RAW_FILES:
-        raw = find_in_roots(roots, raw_folder or raw_dataset, RAW_FILES[raw_dataset])
-        # a missing raw file: load_raw_split's error says where to obtain it and where to put it
-        path = raw or Path(roots[0]) / (raw_folder or raw_dataset) / RAW_FILES[raw_dataset]
-        return load_raw_split(raw_dataset, path, **raw_options), (str(path),)
-    wanted = {"session_text": "train_sessions.txt + test.tsv", "session_pickle": "train.txt + test.txt",
-              "auto": "train_sessions.txt + test.tsv, or train.txt + test.txt"}.get(fmt, "")
-    raise DataError(f"data.dataset={dataset!r} (data.format={fmt}): no {wanted} under "
-                    f"{', '.join(str(Path(r) / dataset) for r in roots)}.")
+    kind, path = find_session_split(dataset, fmt, roots, raw_dataset, raw_folder)
+    if kind == "session_text":
+        return read_text_split(path.parent), (str(path), str(path.parent / "test.tsv"))
+    if kind == "session_pickle":
+        return read_pickle_split(path.parent), (str(path), str(path.parent / "test.txt"))
+    # a missing raw file: load_raw_split's error says where to obtain it and where to put it
+    return load_raw_split(raw_dataset, path, **raw_options), (str(path),)  # type: ignore[arg-type]
 
 
 def load_sessions(

@@ -22,6 +22,7 @@ from narm_lightning.data.candidates import Mode, member
 from narm_lightning.data.candidates import prepare as prepare_candidates
 from narm_lightning.data.card import active_filters, filled_eval_args
 from narm_lightning.data.datamodule import SequentialDataModule
+from narm_lightning.data.locate import source_kind
 from narm_lightning.data.protocol import SequentialData, Split
 from narm_lightning.data.sources import click_columns, load_benchmark, load_clicks, load_sessions, load_user_sequences
 from narm_lightning.errors import ConfigError, DataError
@@ -51,10 +52,11 @@ log = logging.getLogger(__name__)
 def load_data(cfg: DictConfig) -> SequentialData:
     d = cfg.data
     roots = list(d.extra_roots or [])
-    if d.format == "atomic" and d.get("benchmark_filename"):
+    kind = source_kind(d)
+    if kind == "benchmark":
         return load_benchmark(d.dataset, d.root, roots, list(d.benchmark_filename), d.item_id_field,
                               d.max_item_list_length)
-    if d.format == "atomic":
+    if kind == "atomic":
         return load_user_sequences(
             dataset=d.dataset,
             root=d.root,
@@ -69,7 +71,7 @@ def load_data(cfg: DictConfig) -> SequentialData:
             time_order=d.time_order,
             normalize_time=d.normalize_all,
         )
-    if d.format != "atomic" and "path" in d:  # data=clicks: a user's own log
+    if kind == "clicks":  # data=clicks: a user's own log
         return load_clicks(
             d.path, click_columns(d.user_field or d.session_field, d.item_field, d.time_field, d.order_field,
                                   by_user=d.user_field is not None),

@@ -97,7 +97,8 @@ def test_typos_and_bad_values_fail_before_trial_0_and_leave_nothing(tiny_root, t
     for bad, said in (("learnig_rate=0.01,0.001", "learnig_rate is not a key of this config (did you mean "
                                                   "learning_rate?)"),
                       ("learning_rate=0.01,-1", "learning_rate is -1; expected a number > 0"),
-                      ("model.hidden_size=range(0,3)", "model.hidden_size is 0; expected a positive integer")):
+                      ("model.hidden_size=range(0,3)", "model.hidden_size is 0; expected a positive integer"),
+                      ("data.dataset=tiny,tiyn", "data.dataset='tiyn': no atomic file found")):
         proc = _sweep(tmp_path, *tiny, bad, "hydra.sweeper.params=null")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert "error: hydra.sweeper: a trial of this search space would not run" in proc.stderr
