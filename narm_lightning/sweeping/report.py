@@ -270,10 +270,7 @@ def write_results(
     if results["best_trial"] is None:
         log.info("Best trial: none (no trial completed).")
     else:
-        log.info(
-            "Best trial: #%d value %s params %s",
-            results["best_trial"],
-            results["best_value"],
-            results["best_params"],
-        )
+        # as each trial's line gives it (4 significant digits, key=value); results.json keeps the full value
+        params = " ".join(f"{k}={v}" for k, v in results["best_params"].items())
+        log.info("Best trial: #%d value %.4g (%s)", results["best_trial"], results["best_value"], params)
     return done

@@ -56,7 +56,8 @@ def test_two_trial_sweep_writes_results_and_rerun_resumes(
     parallel = (out / "parallel_coordinate.html").read_text()
     assert '"colorscale":[[0.0,"#440154"]' in parallel.replace(" ", ""), "Viridis: no white line on white"
     assert "rgb(247,251,255)" not in parallel.replace(" ", "").replace(".0", "")
-    assert f"Best trial: #{study.best_trial.number}" in proc.stderr + proc.stdout
+    best = " ".join(f"{k}={v}" for k, v in study.best_params.items())
+    assert f"Best trial: #{study.best_trial.number} value {study.best_value:.4g} ({best})" in proc.stderr + proc.stdout
     # Each trial got its identity as overrides.
     overrides = yaml.safe_load((out / "0" / ".hydra" / "overrides.yaml").read_text())
     assert "++optuna.study_name='toy'" in overrides and any(
