@@ -17,7 +17,9 @@ training seconds come from the run's ``results.json``. The figure compared is ea
 included (the first pays one-off costs: our GRU's kernels compile; caches warm; a sweep pays it in every trial),
 the median over the rounds; the steady epoch (the median after each process's first) and the first epoch are
 reported beside it. Writes ``bench/out/recbole.{json,md}`` and a dated entry in ``bench/HISTORY.md`` with the CPU
-model, the load before and after, and every round's figures. Quote ratios from one run only.
+model, the load before and after, and every round's figures; a run of the issue's measure (RecBole and our defaults,
+3 or more epochs a process, no overrides) also replaces its host kind's row in the table at the top of
+``bench/HISTORY.md`` (one row per host kind: Intel with AMX, AMD Zen 4, ...). Quote ratios from one run only.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from narm_lightning.training.hostcheck import cpu_flags, cpu_model  # noqa: E402
+from narm_lightning.io import write_text_atomic  # noqa: E402
+from narm_lightning.training.hostcheck import cpu_flags, cpu_kind, cpu_model  # noqa: E402
 
 RECBOLE_PY = ROOT / ".venv-recbole" / "bin" / "python"
 SYSTEMS = {
@@ -145,6 +148,59 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+HISTORY = ROOT / "bench" / "HISTORY.md"
+HOST_KINDS_START, HOST_KINDS_END = "<!-- host kinds: start -->", "<!-- host kinds: end -->"
+HOST_KINDS_SECTION = (
+    "## `make bench-recbole` by host kind\n\n"
+    "The latest side-by-side run of the issue-36 measure on each host kind: RecBole 1.2.1 and our defaults, 3-epoch "
+    "processes started as users start them, training seconds per ml-100k epoch (mean of a process with its first "
+    "epoch / steady / first). `bench/bench_recbole.py` replaces its host kind's row after each such run; its dated "
+    "entry below has every epoch.\n\n")
+HOST_KINDS_HEADER = ("| host kind | date, commit | CPU (`lscpu`), cores; bf16 flags | load before -> after | "
+                     "RecBole mean / steady / first s | ours mean / steady / first s | vs RecBole, mean (steady) | "
+                     "our first epoch / steady |\n|---|---|---|---|---|---|---|---|\n")
+BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def host_kind_row(report: dict) -> str | None:
+    """The report's row of the host-kind table, or None when the run is not the issue's measure (RecBole beside our
+    defaults, 3 or more epochs a process, ml-100k's defaults)."""
+    systems = report["systems"]
+    if "recbole" not in systems or "ours-default" not in systems or report["epochs"] < 3 or report["overrides"]:
+        return None
+    base, ours = systems["recbole"], systems["ours-default"]
+
+    def figures(entry: dict) -> str:
+        return f"{entry['mean_epoch_s']:.1f} / {entry['median_epoch_s']:.1f} / {entry['median_first_epoch_s']:.1f}"
+
+    return (f"| {report['cpu_kind']} | {report['date']}, {report['git']} | \"{report['cpu']}\", {report['cores']} "
+            f"cores; {' '.join(report['bf16_flags']) or 'none'} | {report['load_before']} -> {report['load_after']} | "
+            f"{figures(base)} | {figures(ours)} | **{base['mean_epoch_s'] / ours['mean_epoch_s']:.2f}x** "
+            f"({base['median_epoch_s'] / ours['median_epoch_s']:.2f}x) | "
+            f"{ours['median_first_epoch_s'] / ours['median_epoch_s']:.2f}x |")
+
+
+def with_host_kind_row(history: str, kind: str, row: str) -> str:
+    """``history`` with ``row`` as its host kind's row of the table at the top (the kind's earlier row replaced in
+    place, another kind's kept; the table made before the first entry if there is none)."""
+    if HOST_KINDS_START not in history:
+        at = history.find("\n### ")
+        at = len(history) if at < 0 else at + 1
+        table = f"{HOST_KINDS_SECTION}{HOST_KINDS_START}\n{HOST_KINDS_HEADER}{row}\n{HOST_KINDS_END}\n\n"
+        return history[:at] + table + history[at:]
+    head, rest = history.split(HOST_KINDS_START, 1)
+    table, tail = rest.split(HOST_KINDS_END, 1)
+    rows = [line for line in table.strip().splitlines()[2:] if line.strip()]
+    mine = [i for i, line in enumerate(rows) if line.split("|")[1].strip() == kind]
+    if mine:
+        rows[mine[0]] = row
+        rows = [line for i, line in enumerate(rows) if i not in mine[1:]]
+    else:
+        rows.append(row)
+    body = "".join(r + "\n" for r in rows)
+    return f"{head}{HOST_KINDS_START}\n{HOST_KINDS_HEADER}{body}{HOST_KINDS_END}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (one process per system each)")
@@ -176,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": git.strip(),
-        "cpu": cpu_model(), "cores": os.cpu_count(), "amx": "amx_bf16" in cpu_flags(),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "amx": "amx_bf16" in cpu_flags(), "cpu_kind": cpu_kind(),
+        "bf16_flags": [f for f in BF16_FLAGS if f in cpu_flags()], "overrides": args.overrides,
         "load_before": load_before, "load_after": loadavg(), "rounds": args.rounds, "epochs": args.epochs,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "command": "python -m bench.bench_recbole " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -190,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(report)
     (args.out / "recbole.md").write_text(text)
     if not args.no_history:
-        with open(ROOT / "bench" / "HISTORY.md", "a") as history:
-            history.write("\n" + text)
+        history = HISTORY.read_text() + "\n" + text
+        row = host_kind_row(report)
+        write_text_atomic(HISTORY, with_host_kind_row(history, report["cpu_kind"], row) if row else history)
     print(text)
     return 0
 
