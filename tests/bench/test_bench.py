@@ -238,3 +238,39 @@ def test_the_click_log_bench_makes_its_log_and_measures_each_step(tmp_path) -> N
     assert examples["train"] + examples["valid"] > examples["test"] > 0
     assert report["first"]["seconds"] > 0 and report["first"]["peak_rss_mib"] > 0
     assert report["cached"]["peak_rss_mib"] > 0 and report["train_20_batches"]["rss_mib_batch_20"] > 0
+
+
+def _recbole_report(kind: str, ours_mean: float, **changes: object) -> dict:
+    """A bench_recbole report as main() writes it (the figures made up: the table's arithmetic is under test)."""
+    def system(mean: float, steady: float, first: float) -> dict:
+        return {"mean_epoch_s": mean, "median_epoch_s": steady, "median_first_epoch_s": first, "runs": []}
+
+    return {"cpu_kind": kind, "date": "2026-12-08 04:00 UTC", "git": "abc1234", "cpu": "Some CPU", "cores": 2,
+            "bf16_flags": ["avx512f", "avx512_bf16"], "load_before": "0.5", "load_after": "1.9", "epochs": 3,
+            "overrides": [], "systems": {"recbole": system(70.0, 68.0, 74.0),
+                                         "ours-default": system(ours_mean, 10.0, 14.0)}, **changes}
+
+
+def test_the_history_keeps_one_side_by_side_row_per_host_kind() -> None:
+    """A run of the issue's measure replaces its own host kind's row and keeps the other kinds'; the table is made
+    before the first dated entry when the history has none; a run that is not the measure (no RecBole, fewer than 3
+    epochs, overrides) gives no row."""
+    recbole = bench_script("bench_recbole")
+    history = "# Benchmark history\n\nintro\n\n### 2026-11-28 entry\n\ntext\n"
+    amd, intel = "AMD family 25 model 17, AVX512-BF16, no AMX", "Intel family 6 model 167, AMX"
+    row = recbole.host_kind_row(_recbole_report(amd, 11.0))
+    assert row.startswith(f"| {amd} | 2026-12-08 04:00 UTC, abc1234 |") and "avx512f avx512_bf16" in row
+    assert "| 70.0 / 68.0 / 74.0 | 11.0 / 10.0 / 14.0 | **6.36x** (6.80x) | 1.40x |" in row
+    once = recbole.with_host_kind_row(history, amd, row)
+    assert once.index("intro") < once.index(recbole.HOST_KINDS_START) < once.index("### 2026-11-28 entry")
+    both = recbole.with_host_kind_row(once, intel, recbole.host_kind_row(_recbole_report(intel, 10.0)))
+    again = recbole.with_host_kind_row(both, amd, recbole.host_kind_row(_recbole_report(amd, 14.0)))
+    table = again.split(recbole.HOST_KINDS_START)[1].split(recbole.HOST_KINDS_END)[0].strip().splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == [amd, intel]  # replaced in place, one row a kind
+    assert "| 14.0 / 10.0 / 14.0 |" in table[2] and "| 10.0 / 10.0 / 14.0 |" in table[3]
+    assert again.endswith("### 2026-11-28 entry\n\ntext\n") and again.count("intro") == 1
+    for not_the_measure in ({"epochs": 2}, {"overrides": ["model.hidden_size=16"]}):
+        assert recbole.host_kind_row(_recbole_report(amd, 11.0, **not_the_measure)) is None
+    alone = _recbole_report(amd, 11.0)
+    del alone["systems"]["recbole"]
+    assert recbole.host_kind_row(alone) is None

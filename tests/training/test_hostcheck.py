@@ -57,3 +57,16 @@ def test_the_cpu_description_names_model_cores_and_amx() -> None:
         " cores, AMX")
     assert cpu_description(amd).startswith("AMD EPYC 9B14, ") and "AMX" not in cpu_description(amd)
     assert cpu_model("processor\t: 0\n")  # no model name line: whatever the platform says, never empty
+
+
+def test_the_cpu_kind_tells_intel_with_amx_from_zen_4_and_from_hosts_without_bf16_units() -> None:
+    """Speed figures are kept per host kind: vendor, family, model and the bf16 units, as /proc/cpuinfo says."""
+    from narm_lightning.training.hostcheck import cpu_kind
+
+    intel = ("vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 167\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+             "flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    zen4 = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9B14\n"
+            "flags\t\t: fpu avx512f avx512_bf16\n")
+    assert cpu_kind(intel) == "Intel family 6 model 167, AMX"
+    assert cpu_kind(zen4) == "AMD family 25 model 17, AVX512-BF16, no AMX"
+    assert cpu_kind(zen4.replace(" avx512_bf16", "")) == "AMD family 25 model 17, no bf16 units"
