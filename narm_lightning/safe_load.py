@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import torch
 
-from narm_lightning.errors import DataError, first_line
+from narm_lightning.errors import ConfigError, DataError, first_line
 from narm_lightning.io import require_regular_file
 
 Allowed = Mapping[tuple[str, str], Any]
@@ -121,6 +121,15 @@ def _guarded(path: Path, what: str, read: Callable[[], Any]) -> Any:
                         "the file was run.") from None
     except (*_UNPICKLING_ERRORS, OSError) as exc:
         raise _unreadable(path, what, exc) from None
+
+
+def init_from_file(path: str) -> Path:
+    """The file ``init_from`` names, or the ``ConfigError`` that says what it should be: checked before Lightning
+    loads (``cli/apps.refuse_bad_config``) and again where the weights are read."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"init_from={path}: no such file; expected a narm-lightning .ckpt or a RecBole .pth.")
+    return file
 
 
 def load_torch_checkpoint(path: str | Path, what: str = "narm-lightning checkpoint") -> Any:

@@ -41,15 +41,18 @@ def _train_app(cfg: DictConfig) -> float:
 
 
 def refuse_bad_config(cfg: DictConfig) -> None:
-    """A config that cannot run, a ``resume=`` folder that holds no run, or data that is not where the config says
-    are refused before Lightning loads (a typo costs ~2 s, not the ~7 s of the imports a run needs); ``train``
-    checks them again, for callers that start there."""
+    """A config that cannot run, a ``resume=`` folder that holds no run, an ``init_from`` file or data that is not
+    where the config says are refused before Lightning loads (a typo costs ~2 s, not the ~7 s of the imports a run
+    needs); ``train`` checks them again, for callers that start there."""
     from narm_lightning.config.validation import validate  # imports torch: its device checks need it
+    from narm_lightning.safe_load import init_from_file  # torch too
 
     cfg = with_recbole_config_file(cfg)
     validate(cfg)
     if cfg.get("resume"):
         resume_paths(cfg.resume)
+    if cfg.get("init_from"):
+        init_from_file(cfg.init_from)
     locate_data(cfg.data)
 
 

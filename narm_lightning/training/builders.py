@@ -31,7 +31,7 @@ from narm_lightning.model.losses import build_loss
 from narm_lightning.model.module import NARMModule
 from narm_lightning.model.narm import NARM
 from narm_lightning.recbole.checkpoint import load_recbole_state_dict
-from narm_lightning.safe_load import load_torch_checkpoint
+from narm_lightning.safe_load import init_from_file, load_torch_checkpoint
 from narm_lightning.sweeping.pruning import OptunaPruningCallback, callback_from_config
 from narm_lightning.tracking.loggers import build_loggers
 from narm_lightning.training.checkpointing import (
@@ -161,9 +161,7 @@ def build_module(cfg: DictConfig, n_items: int, item_tokens: Sequence[str] | Non
 
 def load_initial_weights(module: NARMModule, path: str) -> None:
     """Start from a narm-lightning ``.ckpt`` or a RecBole ``.pth`` (read without running its pickles)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"init_from={path}: no such file; expected a narm-lightning .ckpt or a RecBole .pth.")
+    file = init_from_file(path)
     saved_items: list[str] | None = None
     try:
         ckpt = load_torch_checkpoint(file)

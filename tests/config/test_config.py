@@ -74,9 +74,9 @@ def test_cli_rejects_misspelled_keys_and_bad_values_without_traceback(tmp_path) 
 
 
 def test_a_config_that_cannot_run_is_refused_before_lightning_is_imported(tmp_path) -> None:
-    """A bad value, on the command line or in a RecBole config_file, a resume= folder without a run, or data that is
-    not where the config says, ends the program before Lightning's imports (seconds of them): the check runs first,
-    and what it imported shows it."""
+    """A bad value, on the command line or in a RecBole config_file, a resume= folder without a run, or an init_from
+    file or data that is not where the config says, ends the program before Lightning's imports (seconds of them):
+    the check runs first, and what it imported shows it."""
     (tmp_path / "recbole.yaml").write_text("learning_rate: -1\n")
     (tmp_path / "empty").mkdir()
     nowhere = [f"data.root={tmp_path / 'data'}", "data.extra_roots=[]"]
@@ -85,7 +85,8 @@ def test_a_config_that_cannot_run_is_refused_before_lightning_is_imported(tmp_pa
                            ([f"resume={tmp_path / 'empty'}"], "config.yaml is missing"),
                            (["data.download=false", *nowhere], "data.dataset='ml-100k': no atomic file found"),
                            (["data=clicks", f"data.path={tmp_path / 'log.csv'}"], "not found; expected a click log"),
-                           (["data=diginetica", *nowhere], "DIGINETICA cannot be downloaded automatically")):
+                           (["data=diginetica", *nowhere], "DIGINETICA cannot be downloaded automatically"),
+                           ([f"init_from={tmp_path / 'best.ckpt'}"], "best.ckpt: no such file; expected a narm")):
         proc = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "train.py"), *args,
                                f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, cwd=tmp_path,
                               timeout=120)
