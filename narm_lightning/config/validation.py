@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from narm_lightning.config.data_schema import data_schema
+from narm_lightning.config.data_schema import RAW_DATASETS, data_schema
 from narm_lightning.config.eval_args import SEQUENTIAL_EVAL_ARGS, eval_args_problems, mode_of
 from narm_lightning.config.rules import is_int, is_list, keys_of, schema_problems, undeclared_keys
 from narm_lightning.config.schema import ACCURACY_METRICS, LOGGERS, TrainConfig
@@ -148,6 +148,16 @@ def _eval_args_only_for_atomic(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _raw_format_names_its_log(cfg: DictConfig) -> list[str]:
+    """data.format=raw preprocesses a published click log: which one (its file name and reader) is data.raw_dataset."""
+    d = cfg.data
+    if d.get("format") == "raw" and "path" not in d and d.get("raw_dataset") is None:
+        return [f"data.format is 'raw' with data.raw_dataset null; expected data.raw_dataset "
+                f"{' or '.join(RAW_DATASETS)} (which published click log to read and preprocess), or data=clicks "
+                "data.path=<file> for a log of your own"]
+    return []
+
+
 def _candidates_are_scored(cfg: DictConfig) -> list[str]:
     """A file of sampled candidates is read only where some split is scored on sampled candidates."""
     d = cfg.data
@@ -270,6 +280,6 @@ def validate(cfg: DictConfig) -> None:
 # every rule between keys, in the order their problems are listed (each named for what it keeps true)
 CROSS_FIELD_RULES: tuple[Callable[[DictConfig], list[str]], ...] = (
     _loss_and_negatives, _epochs_and_eval_step, _valid_metric_problems, _eval_args_problems, _a_sweep_validates,
-    _eval_args_only_for_atomic, _candidates_are_scored, _benchmark_files_unfiltered, _one_grouping_column,
-    _distinct_atomic_columns, _accelerator_present, _devices_and_nodes,
+    _eval_args_only_for_atomic, _raw_format_names_its_log, _candidates_are_scored, _benchmark_files_unfiltered,
+    _one_grouping_column, _distinct_atomic_columns, _accelerator_present, _devices_and_nodes,
 )

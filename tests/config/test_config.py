@@ -106,6 +106,8 @@ def test_a_config_that_cannot_run_is_refused_before_lightning_is_imported(tmp_pa
         (["data.item_id_field=''"], "data.item_id_field"),
         (["data.extra_roots=[1]"], "data.extra_roots"),
         (["data.download=yes"], "data.download is 'yes'; expected true or false"),
+        (["data=diginetica", "data.format=raw", "data.raw_dataset=null"],
+         "data.format is 'raw' with data.raw_dataset null; expected data.raw_dataset diginetica or yoochoose"),
         (["data.max_item_list_length=0"], "data.max_item_list_length"),
         (["trainer.devices=0"], "trainer.devices is 0"),
         (["trainer.devices=[]"], "trainer.devices"),
