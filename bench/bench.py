@@ -51,6 +51,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from bench.bench_serving import measure_serving  # noqa: E402
 from narm_lightning import CONF_DIR  # noqa: E402
+from narm_lightning.cli.exits import run_or_exit  # noqa: E402
 from narm_lightning.config.schema import register  # noqa: E402
 from narm_lightning.config.validation import validate  # noqa: E402
 from narm_lightning.data.protocol import SequentialData  # noqa: E402
@@ -649,4 +650,4 @@ def finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_or_exit(main))  # a bad config or data: one paragraph, exit 2

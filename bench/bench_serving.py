@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from narm_lightning.cli.exits import run_or_exit  # noqa: E402
 from narm_lightning.io import write_text_atomic  # noqa: E402
 from narm_lightning.model.narm import NARM  # noqa: E402
 from narm_lightning.serving.recommender import (
@@ -86,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_or_exit(main)  # a bad config or data: one paragraph, exit 2

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from narm_lightning.cli.exits import run_or_exit  # noqa: E402
 from narm_lightning.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 # Published NARM figures (Recall@20, MRR@20, in %).
@@ -134,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_or_exit(main)  # a bad config or data: one paragraph, exit 2

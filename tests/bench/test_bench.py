@@ -274,3 +274,14 @@ def test_the_history_keeps_one_side_by_side_row_per_host_kind() -> None:
     alone = _recbole_report(amd, 11.0)
     del alone["systems"]["recbole"]
     assert recbole.host_kind_row(alone) is None
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a host without a CUDA device")
+def test_the_gpu_check_on_a_host_without_a_gpu_says_so_in_one_paragraph(tmp_path) -> None:
+    """``make bench-gpu`` where no GPU is: the config's own one-paragraph refusal, exit 2, no traceback, no report."""
+    proc = subprocess.run([*bench_command("bench"), "--quick", "--epochs", "1", "--no-history", "--no-serving",
+                           "--out", str(tmp_path / "out"), "--variant", "gpu-bf16=trainer=gpu"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "error: Invalid config: trainer.accelerator is 'gpu' but this machine has no CUDA device" in proc.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
