@@ -2,7 +2,7 @@
 
 Why a module of its own: a wrong path is refused before Lightning and the readers load (``cli/apps.py``: ~2 s
 instead of ~6 s), and the loaders (``data/sources.py``) look exactly where that check looked, since both call
-these functions. Nothing here imports numpy, pyarrow or torch.
+these functions. It looks at paths only: no file is read here.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from narm_lightning.config.data_schema import RAW_DATASETS
+from narm_lightning.data.download import fetch_ml100k
 from narm_lightning.errors import DataError
 from narm_lightning.io import require_regular_file
 
-FETCHABLE = ("ml-100k",)  # what data.download=true fetches (data/download.py)
+FETCHERS = {"ml-100k": fetch_ml100k}  # what data.download=true fetches, and how (data/download.py: stdlib only)
 RAW_FILES = dict(zip(RAW_DATASETS, ("train-item-views.csv", "yoochoose-clicks.dat"), strict=True))  # in <raw_folder>/
 _RAW_HELP = {
     "diginetica": "DIGINETICA cannot be downloaded automatically (its owners' terms): get 'train-item-views.csv' "
@@ -50,11 +51,11 @@ def source_kind(d: Any) -> SourceKind:
 def find_atomic(dataset: str, roots: Sequence[str], download: bool) -> Path | None:
     """``<root>/<dataset>/<dataset>.inter`` in the first root that has it; None when it is to be fetched."""
     found = find_in_roots(roots, dataset, f"{dataset}.inter")
-    if found is not None or (download and dataset in FETCHABLE):
+    if found is not None or (download and dataset in FETCHERS):
         return found
     looked = ", ".join(str(Path(r) / dataset / f"{dataset}.inter") for r in roots)
-    hint = (" data.download=true fetches it." if dataset in FETCHABLE
-            else f" Only {', '.join(FETCHABLE)} can be fetched automatically.")
+    hint = (" data.download=true fetches it." if dataset in FETCHERS
+            else f" Only {', '.join(FETCHERS)} can be fetched automatically.")
     raise DataError(f"data.dataset={dataset!r}: no atomic file found (looked at {looked}). data.root names the folder "
                     f"of datasets; data.extra_roots=[<folder>, ...] adds read-only folders to search.{hint}")
 

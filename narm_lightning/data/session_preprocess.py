@@ -278,8 +278,6 @@ def preprocess_yoochoose(
 # ----------------------------------------------------------------------------- cache
 
 
-
-
 def load_raw_split(
     dataset: str,
     path: Path | str,

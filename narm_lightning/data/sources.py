@@ -11,9 +11,8 @@ import numpy as np
 
 from narm_lightning.data.atomic import read_atomic
 from narm_lightning.data.clicks import ClickColumns, ClickLog, read_click_log
-from narm_lightning.data.download import fetch_ml100k
 from narm_lightning.data.filters import filter_rows
-from narm_lightning.data.locate import find_atomic, find_benchmark, find_session_split
+from narm_lightning.data.locate import FETCHERS, find_atomic, find_benchmark, find_session_split
 from narm_lightning.data.protocol import (
     SequentialData,
     Split,
@@ -28,8 +27,6 @@ from narm_lightning.data.sessions import SessionSplit
 from narm_lightning.data.split_cache import cached_split
 from narm_lightning.errors import DataError
 from narm_lightning.io import require_regular_file
-
-FETCHERS = {"ml-100k": fetch_ml100k}  # every name in locate.FETCHABLE
 
 
 def locate_atomic(dataset: str, root: str, extra_roots: Sequence[str], download: bool) -> Path:
