@@ -80,13 +80,14 @@ def cpu_kind(cpuinfo: str | None = None) -> str:
     """The host kind a speed figure holds for: vendor, family and model, and the bf16 units (AMX tiles, AVX512-BF16
     instructions, or neither), e.g. ``AMD family 25 model 17, AVX512-BF16, no AMX``; the model name alone does not
     tell (one name covers Xeons with and without AMX)."""
-    vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(_cpuinfo_field("vendor_id", cpuinfo) or "",
-                                                                  _cpuinfo_field("vendor_id", cpuinfo) or "unknown")
-    flags = cpu_flags(cpuinfo)
+    text = cpuinfo if cpuinfo is not None else (CPUINFO.read_text() if CPUINFO.exists() else "")
+    vendor = _cpuinfo_field("vendor_id", text) or "unknown"
+    vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(vendor, vendor)
+    flags = cpu_flags(text)
     units = ("AMX" if "amx_bf16" in flags else
              "AVX512-BF16, no AMX" if "avx512_bf16" in flags else "no bf16 units")
-    return (f"{vendor} family {_cpuinfo_field('cpu family', cpuinfo) or '?'} model "
-            f"{_cpuinfo_field('model', cpuinfo) or '?'}, {units}")
+    return (f"{vendor} family {_cpuinfo_field('cpu family', text) or '?'} model "
+            f"{_cpuinfo_field('model', text) or '?'}, {units}")
 
 
 def cpu_description(cpuinfo: str | None = None) -> str:
