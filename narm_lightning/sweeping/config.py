@@ -110,7 +110,11 @@ class OptunaSweeperConfig:
                           _DIRECTION)
     study_name: str | None = key(None, "null: <study_prefix>-<hash of the search space and fixed overrides>, so the "
                                  "same command resumes its study; a name joins that study on purpose", TEXT)
-    study_prefix: str | None = key(None, "the start of a derived study name (null: the Hydra job name)", TEXT)
+    study_prefix: str | None = key(None, "the start of a derived study name (null: from study_prefix_key, else the "
+                                   "Hydra job name)", TEXT)
+    study_prefix_key: str | None = key(None, "a config key whose value starts a derived study name when study_prefix "
+                                       "is null; a space that sweeps it (or its group) gives the swept values, "
+                                       "joined by +", TEXT)
     identity_ignore: list[str] = key([], "override keys that never change results: not part of a study's identity",
                                   _NAMES)
     storage: str | None = key(None, "Optuna storage URL (null: sqlite:///<cwd>/optuna/<study_name>.db)", TEXT)

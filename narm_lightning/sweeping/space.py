@@ -285,3 +285,25 @@ def params_to_overrides(params: dict[str, Any], groups: frozenset[str] = frozens
     Hydra rejects an int as a group choice.
     """
     return [f"{key}={format_value(str(value) if key in groups else value)}" for key, value in params.items()]
+
+
+MAX_PREFIX_CHARS = 60  # a study name is a folder and a file name: the swept values joined stay readable and short
+
+
+def study_prefix_from(config: Any, key: str | None, space: SearchSpace) -> str | None:
+    """The value of ``key`` in the sweep's config, as the start of a derived study name; where the space sweeps that
+    key, or the config group it lies in, the swept values joined by ``+`` instead (a study over ``data=diginetica,
+    yoochoose1_64`` is not named after the default dataset). None without a key, or for a swept range."""
+    from omegaconf import OmegaConf
+    from optuna.distributions import CategoricalDistribution
+
+    if not key:
+        return None
+    for name, dist in sorted(space.distributions.items()):
+        if key == name or key.startswith(name + "."):
+            if not isinstance(dist, CategoricalDistribution):
+                return None
+            joined = "+".join(str(_plain(c)) for c in dist.choices)
+            return joined if len(joined) <= MAX_PREFIX_CHARS else f"{len(dist.choices)}-{name}"
+    value = OmegaConf.select(config, key, default=None)
+    return None if value is None else str(value)

@@ -47,7 +47,7 @@ from narm_lightning.sweeping.config import OptunaSweeperConfig
 from narm_lightning.sweeping.confirm_step import ConfirmStep
 from narm_lightning.sweeping.jobs import identity_overrides
 from narm_lightning.sweeping.samplers import GRID_TARGET, build_sampler, to_dict
-from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space
+from narm_lightning.sweeping.space import SearchSpace, params_to_overrides, parse_search_space, study_prefix_from
 from narm_lightning.sweeping.storage import default_storage_url, make_storage, redact_url, study_lock
 from narm_lightning.sweeping.study import (
     MAX_STALE_RETRIES,
@@ -113,6 +113,7 @@ class OptunaSweeperImpl(ConfirmStep):
         self.pruner_cfg = to_dict(pruner, "hydra.sweeper.pruner")
         self.direction = str(v["direction"]).lower()
         self.study_name, self.study_prefix, self.storage = v["study_name"], v["study_prefix"], v["storage"]
+        self.study_prefix_key = v["study_prefix_key"]
         self.identity_ignore = tuple(str(k) for k in v["identity_ignore"])
         self.n_trials, self.n_jobs, self.max_failure_rate = v["n_trials"], v["n_jobs"], float(v["max_failure_rate"])
         self.params = to_dict(v["params"], "hydra.sweeper.params") if v["params"] is not None else {}
@@ -150,7 +151,7 @@ class OptunaSweeperImpl(ConfirmStep):
         )
 
     # ---------------------------------------------------------------- building blocks
-    def _resolve_names(self, identity: dict[str, Any]) -> tuple[str, str]:
+    def _resolve_names(self, identity: dict[str, Any], space: SearchSpace) -> tuple[str, str]:
         """study_name and storage URL (default: SQLite under the original cwd).
 
         Without an explicit study_name, the study is named after the search space and the result-changing fixed
@@ -158,7 +159,8 @@ class OptunaSweeperImpl(ConfirmStep):
         """
         assert self.config is not None
         digest = hashlib.sha256(json.dumps({**identity, "direction": self.direction}, sort_keys=True).encode())
-        study_name = self.study_name or f"{self.study_prefix or self.config.hydra.job.name}-{digest.hexdigest()[:8]}"
+        prefix = self.study_prefix or study_prefix_from(self.config, self.study_prefix_key, space)
+        study_name = self.study_name or f"{prefix or self.config.hydra.job.name}-{digest.hexdigest()[:8]}"
         storage = self.storage or default_storage_url(self.config.hydra.runtime.cwd, study_name)
         return study_name, storage
 
@@ -294,7 +296,7 @@ class OptunaSweeperImpl(ConfirmStep):
         identity = space.identity(self.identity_ignore)
         if self.seeds_per_trial > 1:  # the objective is another quantity (a mean over seeds): another study
             identity["seeds_per_trial"] = self.seeds_per_trial
-        study_name, storage_url = self._resolve_names(identity)
+        study_name, storage_url = self._resolve_names(identity, space)
         self._storage_url = storage_url
         with study_lock(storage_url):  # concurrent workers must not race on creating the schema/study
             storage = self._db = make_storage(storage_url, self.heartbeat_interval, self.grace_period,

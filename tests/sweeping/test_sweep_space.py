@@ -78,3 +78,23 @@ def test_format_value_round_trips_through_hydra_grammar(value: object) -> None:
     parsed = OverridesParser.create().parse_overrides([f"k={format_value(value)}"])[0]
     assert not parsed.is_sweep_override()
     assert parsed.value() == value
+
+
+def test_a_study_is_named_after_the_swept_datasets_not_the_default_one() -> None:
+    """narm-sweep names a derived study after data.dataset (study_prefix_key): the config's value, unless the space
+    sweeps that key or its group, where the swept values name it."""
+    from omegaconf import OmegaConf
+
+    from narm_lightning.sweeping.space import study_prefix_from
+
+    config = OmegaConf.create({"data": {"dataset": "ml-100k"}, "learning_rate": 0.001})
+    key = "data.dataset"
+    assert study_prefix_from(config, key, parse_search_space({}, ["learning_rate=0.1,0.01"])) == "ml-100k"
+    assert study_prefix_from(config, key, parse_search_space({}, ["data=diginetica,yoochoose1_64"])) == (
+        "diginetica+yoochoose1_64")  # the group the key lies in
+    assert study_prefix_from(config, key, parse_search_space({}, ["data.dataset=a,b", "lr=1,2"])) == "a+b"
+    assert study_prefix_from(config, key, parse_search_space({}, ["data.dataset_x=a,b"])) == "ml-100k"  # not a parent
+    many = ",".join(f"dataset_number_{i}" for i in range(9))
+    assert study_prefix_from(config, key, parse_search_space({}, [f"data={many}"])) == "9-data"  # a name stays short
+    assert study_prefix_from(config, None, parse_search_space({}, ["data=a,b"])) is None
+    assert study_prefix_from(OmegaConf.create({}), key, parse_search_space({}, ["lr=1,2"])) is None
