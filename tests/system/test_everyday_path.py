@@ -63,6 +63,7 @@ def test_no_swept_key_or_the_named_preset_runs_recbole_hyper_test_as_one_study(t
     assert "new study" in line
     assert "grid of 30 points: learning_rate 5 x hidden_size 1 x n_layers 2 x dropout_probs 3" in line
     study = re.search(r"new study (\S+):", line)[1]
+    assert re.fullmatch(r"tiny-[0-9a-f]{8}", study), study  # named after the dataset (study_prefix_key)
     again = _run("sweep.py", "-m", *args, "hydra.sweeper.n_trials=2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming study {study}: 1/2 finished" in _space_line(again.stdout + again.stderr)
